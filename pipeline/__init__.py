@@ -1,0 +1,1 @@
+"""The framework: settings, messages, transport, stages, supervisor, CLI; nothing of vests or models."""

@@ -1,0 +1,1 @@
+"""The work: capture, preprocess, inference (the detector), render, record."""

@@ -1,0 +1,1 @@
+"""The YOLOv7-family detector: models, weight loaders, backends, pre/post-processing."""

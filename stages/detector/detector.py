@@ -1,0 +1,130 @@
+"""``Detector``: images in, ``Detections`` in source pixels out, whatever the weights' format.
+
+>>> detector = load_detector("weights/model.safetensors", device="cpu")
+>>> result = detector.detect([cv2.imread("site.jpg")])
+>>> result.detections[0].counts(detector.names), result.inference_ms
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.detections import Detections
+from stages.detector.backends import Backend, OnnxBackend, TorchBackend, resolve_device
+from stages.detector.layouts import postprocess
+from stages.detector.letterbox import letterbox, letterbox_shape, scale_boxes
+
+
+@dataclass
+class Thresholds:
+    """What NMS keeps; mutable so that a running detector can be retuned."""
+
+    conf: float = 0.25
+    iou: float = 0.45
+    classes: list[int] | None = None
+    agnostic: bool = False
+    max_det: int = 300
+
+    def __post_init__(self) -> None:
+        for name in ("conf", "iou"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} threshold {value} is outside [0, 1]")
+        if self.max_det < 1:
+            raise ValueError(f"max_det {self.max_det} must be at least 1")
+
+
+@dataclass
+class BatchResult:
+    detections: list[Detections]
+    input_shape: tuple[int, int]  # (h, w) the model ran at
+    preprocess_ms: float
+    inference_ms: float  # the model's forward pass, device synchronised
+    postprocess_ms: float  # NMS and box scaling
+
+
+@dataclass
+class Detector:
+    backend: Backend
+    img_size: int = 640
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    @property
+    def names(self) -> list[str]:
+        return self.backend.names
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    def batch_shape(self, shapes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+        """One input shape for the batch: the model's fixed one, else the smallest that holds every image.
+
+        For frames of one size this is the official rectangular (``auto``) letterbox.
+        """
+        if self.backend.fixed_shape:
+            return self.backend.fixed_shape
+        fitted = [letterbox_shape(s, self.img_size, self.backend.stride) for s in shapes]
+        return max(h for h, _ in fitted), max(w for _, w in fitted)
+
+    def detect(self, images: Sequence[np.ndarray]) -> BatchResult:
+        """Detect on BGR uint8 images of any sizes; one ``Detections`` per image."""
+        if not images:
+            return BatchResult([], (0, 0), 0.0, 0.0, 0.0)
+        start = time.perf_counter()
+        shapes = [img.shape[:2] for img in images]
+        target = self.batch_shape(shapes)
+        boxed = [letterbox(img, target, auto=False) for img in images]
+        batch = np.stack([b[0] for b in boxed])
+        prepared = time.perf_counter()
+        raw = self.backend.forward(batch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        inferred = time.perf_counter()
+        t = self.thresholds
+        rows = postprocess(self.backend.layout, raw, len(images), t.conf, t.iou, t.classes, t.agnostic, t.max_det)
+        detections = [
+            Detections(scale_boxes(r[:, :4], ratio, pad, shape), r[:, 4], r[:, 5].astype(np.int32))
+            for r, (_, ratio, pad), shape in zip(rows, boxed, shapes)
+        ]
+        done = time.perf_counter()
+        return BatchResult(
+            detections,
+            target,
+            (prepared - start) * 1e3,
+            (inferred - prepared) * 1e3,
+            (done - inferred) * 1e3,
+        )
+
+
+def load_detector(
+    weights: str | Path,
+    device: str = "auto",
+    img_size: int = 640,
+    thresholds: Thresholds | None = None,
+    names: Sequence[str] | None = None,
+    half: bool | None = None,
+) -> Detector:
+    """A detector for ``.pt``/``.pth``/``.safetensors`` (PyTorch) or ``.onnx`` (ONNX Runtime) weights.
+
+    ``names`` override the class names, for weights that carry none.
+    """
+    if img_size % 32:
+        raise ValueError(f"image size {img_size} must be a multiple of 32")
+    torch_device = resolve_device(device)
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    if path.suffix == ".onnx":
+        backend: Backend = OnnxBackend(path, torch_device, img_size)
+    else:
+        backend = TorchBackend(path, torch_device, half)
+    if names:
+        backend.names = list(names)
+    return Detector(backend, img_size, thresholds or Thresholds())

@@ -1,0 +1,65 @@
+"""Letterbox resize exactly as the official YOLOv7 ``utils/datasets.py``, and its inverse for boxes.
+
+>>> img, ratio, pad = letterbox(np.zeros((360, 640, 3), np.uint8), 640)
+>>> img.shape, ratio, pad
+((384, 640, 3), 1.0, (0.0, 12.0))
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114
+
+
+def letterbox_shape(shape: tuple[int, int], size: int, stride: int = 32, scaleup: bool = True) -> tuple[int, int]:
+    """The smallest stride-multiple (h, w) that holds ``shape`` scaled to fit ``size`` (official ``auto=True``)."""
+    h, w = shape
+    r = min(size / h, size / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    new_w, new_h = round(w * r), round(h * r)
+    return new_h + (size - new_h) % stride, new_w + (size - new_w) % stride
+
+
+def letterbox(
+    img: np.ndarray,
+    new_shape: int | tuple[int, int] = 640,
+    auto: bool = True,
+    scaleup: bool = True,
+    stride: int = 32,
+    color: int = PAD_VALUE,
+) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Resize keeping the aspect ratio, pad to ``new_shape`` (or to the stride with ``auto``).
+
+    Returns the image, the scale ratio and the (left, top) padding, both needed to map
+    boxes back with ``scale_boxes``.
+    """
+    shape = img.shape[:2]
+    if isinstance(new_shape, int):
+        new_shape = (new_shape, new_shape)
+    r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
+    if not scaleup:
+        r = min(r, 1.0)
+    new_unpad = int(round(shape[1] * r)), int(round(shape[0] * r))
+    dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
+    if shape[::-1] != new_unpad:
+        img = cv2.resize(img, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(color, color, color))
+    return img, r, (dw, dh)
+
+
+def scale_boxes(boxes: np.ndarray, ratio: float, pad: tuple[float, float], shape: tuple[int, int]) -> np.ndarray:
+    """Map xyxy boxes from the letterboxed image back to the source ``shape`` (h, w), clipped."""
+    out = boxes.astype(np.float32, copy=True)
+    out[:, [0, 2]] = (out[:, [0, 2]] - pad[0]) / ratio
+    out[:, [1, 3]] = (out[:, [1, 3]] - pad[1]) / ratio
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, shape[1])
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, shape[0])
+    return out

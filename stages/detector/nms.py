@@ -1,0 +1,76 @@
+"""Batched non-maximum suppression with the official YOLOv7 semantics, without torchvision.
+
+Candidates are filtered on the device (torch), then suppressed greedily on CPU
+(numpy): the loop runs once per kept box, so it is bounded by ``max_det``.
+Classes are kept apart by offsetting boxes per class (``agnostic`` turns that off).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+MAX_WH = 4096  # per-class box offset, larger than any input side
+MAX_NMS = 30000  # candidates kept for NMS, highest score first
+
+
+def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    xy, half = boxes[..., :2], boxes[..., 2:4] / 2
+    return torch.cat((xy - half, xy + half), -1)
+
+
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int) -> np.ndarray:
+    """Indices of the boxes kept, highest score first; a box goes when it overlaps a kept one above the threshold."""
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size and len(keep) < max_keep:
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        w = (np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest])).clip(0)
+        h = (np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest])).clip(0)
+        inter = w * h
+        iou = inter / (areas[best] + areas[rest] - inter + 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def non_max_suppression(
+    boxes_xyxy: torch.Tensor,
+    class_scores: torch.Tensor,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    classes: list[int] | None = None,
+    agnostic: bool = False,
+    max_det: int = 300,
+    multi_label: bool = False,
+) -> list[np.ndarray]:
+    """Per image, ``[n, 6]`` float32 rows of x1, y1, x2, y2, score, class.
+
+    ``boxes_xyxy`` is ``[B, N, 4]``; ``class_scores`` is ``[B, N, nc]``, already the final
+    per-class confidence (objectness x class probability for YOLOv5/v7 outputs).
+    """
+    results = []
+    for boxes, scores in zip(boxes_xyxy, class_scores):
+        if multi_label:
+            rows, cols = (scores > conf).nonzero(as_tuple=True)
+            best, cls = scores[rows, cols], cols
+            boxes = boxes[rows]
+        else:
+            best, cls = scores.max(1)
+            mask = best > conf
+            boxes, best, cls = boxes[mask], best[mask], cls[mask]
+        if classes is not None:
+            mask = torch.isin(cls, torch.as_tensor(classes, device=cls.device))
+            boxes, best, cls = boxes[mask], best[mask], cls[mask]
+        if best.numel() > MAX_NMS:
+            top = best.topk(MAX_NMS).indices
+            boxes, best, cls = boxes[top], best[top], cls[top]
+        boxes_np = boxes.float().cpu().numpy()
+        best_np = best.float().cpu().numpy()
+        cls_np = cls.cpu().numpy().astype(np.float32)
+        offset = 0.0 if agnostic else cls_np[:, None] * MAX_WH
+        keep = greedy_nms(boxes_np + offset, best_np, iou, max_det)
+        results.append(np.concatenate([boxes_np[keep], best_np[keep, None], cls_np[keep, None]], 1))
+    return results

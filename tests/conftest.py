@@ -1,0 +1,120 @@
+"""Shared fixtures: ffmpeg-made media, randomly initialised (never shipped) test models."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from stages.detector.checkpoints import save_weights
+from stages.detector.model import Model
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TEST_NAMES = ["vest", "no_vest", "person"]
+OBJECTNESS_BIAS = 3.5  # on top of the model's prior of about -4 to -6.5
+
+
+def perturb(model: Model, seed: int = 0) -> Model:
+    """Make a random model behave like a trained one in the ways the tests rely on.
+
+    BatchNorm statistics are calibrated on synthetic scenes, so that features keep
+    their variance through the network and scores depend on the image (a fresh
+    random network collapses to the same score everywhere). Then BatchNorm affine
+    parameters and implicit layers get random values, which a wrong fusion would
+    not survive, and objectness is biased so that a few dozen boxes pass conf 0.3.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.reset_running_stats()
+                module.momentum = None  # cumulative average over the calibration batches
+                module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.bias.copy_(torch.rand(module.num_features, generator=generator) * 0.2 - 0.1)
+        head = model.head
+        for name in ("ia", "im"):
+            for implicit in getattr(head, name, []):
+                implicit.implicit.add_(torch.randn(implicit.implicit.shape, generator=generator) * 0.05)
+        model.train()
+        for i in range(4):
+            model(torch.from_numpy(scene(256, 256, seed=100 + i)).permute(2, 0, 1)[None].float() / 255)
+        for conv in head.m:
+            conv.bias.view(head.na, -1)[:, 4] += OBJECTNESS_BIAS
+    return model.eval()
+
+
+def make_model(cfg: str = "yolov7-tiny", names: list[str] = TEST_NAMES, seed: int = 0) -> Model:
+    torch.manual_seed(seed)
+    return perturb(Model(cfg, nc=len(names), names=names), seed)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random yolov7-tiny in our safetensors format (fp32, so backends compare exactly)."""
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(make_model(), path, half=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    found = shutil.which("ffmpeg")
+    if not found:
+        pytest.skip("ffmpeg is not installed (deploy/setup.sh installs it)")
+    return found
+
+
+@pytest.fixture
+def make_video(ffmpeg: str, tmp_path: Path) -> Callable[..., Path]:
+    """``make_video(name, seconds=1, fps=10, size="320x240")``: an H.264 test-pattern clip."""
+
+    def make(name: str = "clip.mp4", seconds: float = 1, fps: int = 10, size: str = "320x240") -> Path:
+        path = tmp_path / name
+        subprocess.run(
+            [
+                ffmpeg,
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc=size={size}:rate={fps}",
+                "-t",
+                str(seconds),
+                "-pix_fmt",
+                "yuv420p",
+                "-c:v",
+                "libx264",
+                str(path),
+            ],
+            check=True,
+        )
+        return path
+
+    return make
+
+
+def scene(width: int = 640, height: int = 360, seed: int = 0) -> np.ndarray:
+    """A synthetic BGR picture with shapes and texture, so that random models react to it."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+    for _ in range(6):
+        x, y = int(rng.integers(0, width - 60)), int(rng.integers(0, height - 80))
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        cv2.rectangle(image, (x, y), (x + 40, y + 70), colour, cv2.FILLED)
+    return image
+
+
+@pytest.fixture
+def site_footage() -> Path:
+    path = SHARED / "media" / "construction-site.mp4"
+    if not path.is_file():
+        pytest.skip(f"real site footage not found at {path}")
+    return path
