@@ -1,0 +1,162 @@
+"""One-off detection over images, videos and folders: the desktop tool's job, from a shell.
+
+For each input it writes, under the output folder, the annotated image or H.264 video
+and its detections (``NAME.json`` for an image, ``NAME.jsonl`` with a line per frame
+for a video), then a ``summary.json``. A file that fails is reported by name and
+skipped; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import cv2
+from tqdm import tqdm
+
+from pipeline.detections import Detections
+from stages.annotate import annotate
+from stages.detector.detector import BatchResult, Detector
+from stages.sources import MediaFile
+from stages.video import VideoReader, VideoWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    """What a run did, for the table and ``summary.json``."""
+
+    files: int = 0
+    failed: list[str] = field(default_factory=list)  # one line per failed input
+    frames: int = 0
+    counts: Counter[str] = field(default_factory=Counter)  # boxes per class over all frames
+    inference_ms_total: float = 0.0
+
+    def add(self, result: BatchResult, names: list[str]) -> None:
+        self.frames += len(result.detections)
+        self.inference_ms_total += result.inference_ms
+        for detections in result.detections:
+            self.counts.update(detections.counts(names))
+
+    @property
+    def mean_inference_ms(self) -> float:
+        return self.inference_ms_total / self.frames if self.frames else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "failed": self.failed,
+            "frames": self.frames,
+            "counts": dict(sorted(self.counts.items())),
+            "mean_inference_ms": round(self.mean_inference_ms, 2),
+        }
+
+    def table(self) -> str:
+        rows = [
+            ("files processed", str(self.files)),
+            ("files failed", str(len(self.failed))),
+            ("frames", str(self.frames)),
+            ("mean inference ms/frame", f"{self.mean_inference_ms:.1f}"),
+        ]
+        per_class = [(f"  {name}", str(count)) for name, count in sorted(self.counts.items())]
+        rows += per_class or [("  (no detections)", "")]
+        width = max(len(r[0]) for r in rows)
+        return "\n".join(f"{label:<{width}}  {value:>8}" for label, value in rows)
+
+
+def frame_record(detections: Detections, names: list[str], inference_ms: float) -> dict[str, Any]:
+    return {
+        "inference_ms": round(inference_ms, 2),
+        "counts": detections.counts(names),
+        "detections": detections.records(names),
+    }
+
+
+def detect_image(detector: Detector, media: MediaFile, out_dir: Path, summary: Summary) -> None:
+    image = cv2.imread(str(media.path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{media.path}: unreadable or corrupt image")
+    result = detector.detect([image])
+    detections = result.detections[0]
+    target = out_dir / media.relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(target), annotate(image, detections, detector.names)):
+        raise ValueError(f"{target}: cannot write the annotated image")
+    record = {
+        "source": str(media.path),
+        "width": image.shape[1],
+        "height": image.shape[0],
+        **frame_record(detections, detector.names, result.inference_ms),
+    }
+    target.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    summary.add(result, detector.names)
+
+
+def _batches(frames: Iterable, size: int) -> Iterable[list]:
+    batch = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def detect_video(detector: Detector, media: MediaFile, out_dir: Path, summary: Summary, batch_size: int) -> None:
+    target = (out_dir / media.relative).with_suffix(".mp4")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with VideoReader(media.path) as reader:
+        progress = tqdm(total=reader.frame_count, desc=media.path.name, unit="frame", disable=None, leave=False)
+        with VideoWriter(target, reader.fps) as writer, target.with_suffix(".jsonl").open("w") as sidecar:
+            for batch in _batches(reader.frames(), batch_size):
+                result = detector.detect([f.image for f in batch])
+                per_frame_ms = result.inference_ms / len(batch)
+                for frame, detections in zip(batch, result.detections):
+                    writer.write(annotate(frame.image, detections, detector.names))
+                    _write_line(
+                        sidecar,
+                        {
+                            "frame": frame.index,
+                            "pts_s": frame.pts_s,
+                            **frame_record(detections, detector.names, per_frame_ms),
+                        },
+                    )
+                summary.add(result, detector.names)
+                progress.update(len(batch))
+                written += len(batch)
+        progress.close()
+        if reader.corrupt_packets:
+            log.warning("%s: %d corrupt packet(s) skipped", media.path, reader.corrupt_packets)
+    if not written:
+        raise ValueError(f"{media.path}: no decodable video frames")
+
+
+def _write_line(stream: TextIO, record: dict[str, Any]) -> None:
+    stream.write(json.dumps(record) + "\n")
+
+
+def run_detect(detector: Detector, files: list[MediaFile], out_dir: Path, batch_size: int = 1) -> Summary:
+    """Process every file; failures are logged and listed in the summary, never fatal."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    for media in tqdm(files, desc="files", unit="file", disable=None if len(files) > 1 else True):
+        try:
+            if media.kind == "image":
+                detect_image(detector, media, out_dir, summary)
+            else:
+                detect_video(detector, media, out_dir, summary, batch_size)
+            summary.files += 1
+        except (ValueError, OSError) as error:
+            message = str(error) if str(media.path) in str(error) else f"{media.path}: {error}"
+            log.error("%s", message)
+            summary.failed.append(message)
+    (out_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=1))
+    return summary

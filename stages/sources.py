@@ -1,0 +1,66 @@
+"""Expand what the user typed (files, folders, globs) into the media files to process."""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".ts", ".mpg", ".mpeg", ".wmv", ".flv"})
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    path: Path
+    kind: str  # "image" or "video"
+    relative: Path  # where its outputs go under the output folder
+
+
+def media_kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    return None
+
+
+def expand_sources(arguments: list[str]) -> tuple[list[MediaFile], list[str]]:
+    """The media files named by ``arguments`` (folders recursively) and one error line per argument that named none."""
+    files: list[MediaFile] = []
+    errors: list[str] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = [p for p in sorted(path.rglob("*")) if p.is_file() and media_kind(p)]
+            files += [MediaFile(p, media_kind(p), p.relative_to(path)) for p in found]
+            if not found:
+                errors.append(f"{argument}: folder holds no image or video files")
+        elif path.is_file():
+            kind = media_kind(path)
+            if kind:
+                files.append(MediaFile(path, kind, Path(path.name)))
+            else:
+                errors.append(f"{argument}: not an image or video file type ({path.suffix or 'no suffix'})")
+        elif glob.has_magic(argument):
+            found = [Path(p) for p in sorted(glob.glob(argument, recursive=True))]
+            matched = [MediaFile(p, media_kind(p), Path(p.name)) for p in found if p.is_file() and media_kind(p)]
+            files += matched
+            if not matched:
+                errors.append(f"{argument}: pattern matches no image or video files")
+        else:
+            errors.append(f"{argument}: no such file or folder")
+    return _unique_outputs(files), errors
+
+
+def _unique_outputs(files: list[MediaFile]) -> list[MediaFile]:
+    """Give same-named inputs from different places distinct output names (name, name-2, ...)."""
+    seen: dict[Path, int] = {}
+    unique = []
+    for media in files:
+        count = seen.get(media.relative, 0) + 1
+        seen[media.relative] = count
+        relative = media.relative if count == 1 else media.relative.with_stem(f"{media.relative.stem}-{count}")
+        unique.append(MediaFile(media.path, media.kind, relative))
+    return unique

@@ -1,0 +1,117 @@
+"""Video files through PyAV (FFmpeg): decode with timestamps, encode annotated H.264.
+
+>>> with open_video("site.mp4") as video:
+...     for frame in video.frames():
+...         frame.index, frame.pts_s, frame.image.shape
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    index: int
+    pts_s: float | None  # presentation time in seconds, from the container
+    image: np.ndarray  # BGR uint8
+
+
+class VideoReader:
+    """Decoded frames of a file's first video stream; undecodable packets are skipped and counted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.container = av.open(str(path))
+        except (av.error.FFmpegError, OSError) as error:
+            raise ValueError(f"{path}: cannot open video ({error})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise ValueError(f"{path}: no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.corrupt_packets = 0
+
+    @property
+    def fps(self) -> Fraction:
+        return self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
+
+    @property
+    def frame_count(self) -> int | None:
+        """As the container declares it (0 or None when it does not know)."""
+        return self.stream.frames or None
+
+    def frames(self) -> Iterator[VideoFrame]:
+        index = 0
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as error:  # a container broken past repair, e.g. truncated
+                raise ValueError(f"{self.path}: demuxing stopped after {index} frames ({error})") from None
+            try:
+                decoded = packet.decode()
+            except av.error.InvalidDataError:
+                self.corrupt_packets += 1
+                continue
+            for frame in decoded:
+                pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+                yield VideoFrame(index, pts, frame.to_ndarray(format="bgr24"))
+                index += 1
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_video(path: Path) -> VideoReader:
+    return VideoReader(path)
+
+
+class VideoWriter:
+    """H.264 (yuv420p) in MP4; the frame size is fixed by the first frame written."""
+
+    def __init__(self, path: Path, fps: Fraction, crf: int = 23) -> None:
+        self.path = path
+        self.fps = fps
+        self.crf = crf
+        self.container = av.open(str(path), mode="w")
+        self.stream: av.VideoStream | None = None
+
+    def write(self, image: np.ndarray) -> None:
+        if self.stream is None:
+            h, w = image.shape[:2]
+            self.stream = self.container.add_stream("libx264", rate=self.fps)
+            self.stream.width, self.stream.height = w - w % 2, h - h % 2  # yuv420p needs even sides
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+        frame = av.VideoFrame.from_ndarray(image[: self.stream.height, : self.stream.width], format="bgr24")
+        self.container.mux(self.stream.encode(frame))
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.container.mux(self.stream.encode(None))
+        self.container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
