@@ -56,15 +56,9 @@ def detector_settings(args: argparse.Namespace) -> DetectorSettings:
         raise ConfigError(f"--{first['loc'][0]}: {first['msg']}") from None
 
 
-def load_configured_detector(settings: DetectorSettings):
-    from stages.detector.detector import Thresholds, load_detector
-
-    thresholds = Thresholds(settings.conf, settings.iou, settings.classes, settings.agnostic, settings.max_det)
-    return load_detector(settings.weights, settings.device, settings.img_size, thresholds, settings.names)
-
-
 def run_detect_command(args: argparse.Namespace) -> int:
     from stages.detect import run_detect
+    from stages.detector.detector import detector_from_settings
     from stages.sources import expand_sources
 
     try:
@@ -77,7 +71,7 @@ def run_detect_command(args: argparse.Namespace) -> int:
         if not files:
             log.error("nothing to do: no image or video among the sources")
             return EXIT_CANNOT_START
-        detector = load_configured_detector(settings)
+        detector = detector_from_settings(settings)
     except (ConfigError, ValueError, FileNotFoundError) as error:
         log.error("%s", error)
         return EXIT_CANNOT_START

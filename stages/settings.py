@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from pipeline.endpoints import Endpoint
 from pipeline.settings import EnvOverridesFile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,5 +43,113 @@ class DetectorSettings(BaseModel, extra="forbid"):
         return value if value.is_absolute() or value.exists() else REPO_ROOT / value
 
 
+DEMO_URL = "demo"
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def is_camera(url: str) -> bool:
+    return url.isdigit() or url.startswith("/dev/video")
+
+
+def is_live(url: str) -> bool:
+    return url.startswith(LIVE_SCHEMES) or is_camera(url) or url == DEMO_URL
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for logs: ``rtsp://user:***@host/path``."""
+    return re.sub(r"(//[^/:@]+):[^/@]*@", r"\1:***@", url)
+
+
+class StreamSettings(BaseModel, extra="forbid"):
+    """One source: ``rtsp://[user:pass@]host/path``, a camera index or ``/dev/videoN``, a video
+    file, a folder of images, an image, or ``demo`` (a clip vestwatch generates)."""
+
+    id: str
+    url: str
+    realtime: bool | None = None  # live: drop the oldest frame when behind; default: true for live sources
+    record: bool = True
+    fps: float | None = Field(None, gt=0)  # process at most this many frames per second
+    loop: bool = False  # files: start again at the end
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_name(cls, value: str) -> str:
+        if not STREAM_ID.match(value):
+            raise ValueError(f"{value!r} must be 1-64 letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url_exists(cls, value: str) -> str:
+        if not (is_live(value) or Path(value).exists()):
+            raise ValueError(f"{redact(value)!r} is neither a live URL, a camera, 'demo' nor an existing path")
+        return value
+
+    @property
+    def is_realtime(self) -> bool:
+        return is_live(self.url) if self.realtime is None else self.realtime
+
+
+class PipelineSettings(BaseModel, extra="forbid"):
+    """Process counts, batching and queue bounds."""
+
+    preprocess_workers: int = Field(2, ge=1, le=64)
+    max_batch: int = Field(8, ge=1, le=256)
+    max_wait_ms: float = Field(10.0, ge=0)
+    ring_slots: int = Field(16, ge=4, le=1024)  # frames kept per stream in shared memory
+    offline_window: int = Field(4, ge=1)  # frames of an offline stream in flight at once
+    max_frame_pixels: int = Field(1920 * 1080, ge=64 * 64)  # larger frames are downscaled at capture
+    stall_s: float = Field(15.0, gt=0)  # a stage silent this long is restarted
+    rtsp_timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _window_fits_ring(self) -> PipelineSettings:
+        if self.offline_window * 2 > self.ring_slots:
+            raise ValueError(f"offline_window {self.offline_window} needs ring_slots >= {self.offline_window * 2}")
+        return self
+
+
+class RecordingSettings(BaseModel, extra="forbid"):
+    segment_s: float = Field(60.0, ge=1)
+    max_age_days: float = Field(7.0, gt=0)
+    max_bytes: int = Field(50 * 2**30, gt=0)  # disk budget per stream
+    crf: int = Field(26, ge=0, le=51)  # x264 quality: lower is better and larger
+
+
+def default_runtime_dir() -> Path:
+    """systemd's RuntimeDirectory, else /run/vestwatch when writable, else a per-user temp dir."""
+    if os.environ.get("RUNTIME_DIRECTORY"):
+        return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
+    if os.access("/run", os.W_OK) and Path("/run/vestwatch").parent.exists():
+        return Path("/run/vestwatch")
+    return Path(tempfile.gettempdir()) / f"vestwatch-{os.getuid()}"
+
+
 class Settings(EnvOverridesFile):
+    recordings_dir: Path = Path("recordings")
+    runtime_dir: Path = Field(default_factory=default_runtime_dir)  # sockets and frame rings (tmpfs)
+    publish: str = "pub+bind:tcp://127.0.0.1:5560"  # where det.<stream> messages go
+    streams: list[StreamSettings] = Field(default_factory=lambda: [StreamSettings(id="demo", url=DEMO_URL)])
     detector: DetectorSettings = DetectorSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    recording: RecordingSettings = RecordingSettings()
+
+    @field_validator("publish")
+    @classmethod
+    def _publish_is_pub(cls, value: str) -> str:
+        if Endpoint.parse(value).kind != "pub":
+            raise ValueError(f"{value!r} must be a pub endpoint")
+        return value
+
+    @field_validator("streams")
+    @classmethod
+    def _unique_ids(cls, streams: list[StreamSettings]) -> list[StreamSettings]:
+        ids = [s.id for s in streams]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"stream ids must be unique: {', '.join(duplicates)} repeated")
+        return streams
+
+    def stream(self, stream_id: str) -> StreamSettings:
+        return next(s for s in self.streams if s.id == stream_id)

@@ -19,6 +19,7 @@ from pipeline.detections import Detections
 from stages.detector.backends import Backend, OnnxBackend, TorchBackend, resolve_device
 from stages.detector.layouts import postprocess
 from stages.detector.letterbox import letterbox, letterbox_shape, scale_boxes
+from stages.settings import DetectorSettings
 
 
 @dataclass
@@ -38,6 +39,15 @@ class Thresholds:
                 raise ValueError(f"{name} threshold {value} is outside [0, 1]")
         if self.max_det < 1:
             raise ValueError(f"max_det {self.max_det} must be at least 1")
+
+
+@dataclass(frozen=True)
+class Letterboxed:
+    """How a frame was letterboxed: what maps its boxes back to source pixels."""
+
+    ratio: float
+    pad: tuple[float, float]
+    source_shape: tuple[int, int]  # (h, w)
 
 
 @dataclass
@@ -78,29 +88,29 @@ class Detector:
         if not images:
             return BatchResult([], (0, 0), 0.0, 0.0, 0.0)
         start = time.perf_counter()
-        shapes = [img.shape[:2] for img in images]
-        target = self.batch_shape(shapes)
+        target = self.batch_shape([img.shape[:2] for img in images])
         boxed = [letterbox(img, target, auto=False) for img in images]
         batch = np.stack([b[0] for b in boxed])
-        prepared = time.perf_counter()
+        frames = [Letterboxed(ratio, pad, img.shape[:2]) for img, (_, ratio, pad) in zip(images, boxed)]
+        result = self.detect_letterboxed(batch, frames)
+        result.preprocess_ms = (time.perf_counter() - start) * 1e3 - result.inference_ms - result.postprocess_ms
+        return result
+
+    def detect_letterboxed(self, batch: np.ndarray, frames: Sequence[Letterboxed]) -> BatchResult:
+        """Detect on a batch already letterboxed (``[B, H, W, 3]`` BGR); boxes go back to source pixels."""
+        start = time.perf_counter()
         raw = self.backend.forward(batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         inferred = time.perf_counter()
         t = self.thresholds
-        rows = postprocess(self.backend.layout, raw, len(images), t.conf, t.iou, t.classes, t.agnostic, t.max_det)
+        rows = postprocess(self.backend.layout, raw, len(batch), t.conf, t.iou, t.classes, t.agnostic, t.max_det)
         detections = [
-            Detections(scale_boxes(r[:, :4], ratio, pad, shape), r[:, 4], r[:, 5].astype(np.int32))
-            for r, (_, ratio, pad), shape in zip(rows, boxed, shapes)
+            Detections(scale_boxes(r[:, :4], f.ratio, f.pad, f.source_shape), r[:, 4], r[:, 5].astype(np.int32))
+            for r, f in zip(rows, frames)
         ]
         done = time.perf_counter()
-        return BatchResult(
-            detections,
-            target,
-            (prepared - start) * 1e3,
-            (inferred - prepared) * 1e3,
-            (done - inferred) * 1e3,
-        )
+        return BatchResult(detections, batch.shape[1:3], 0.0, (inferred - start) * 1e3, (done - inferred) * 1e3)
 
 
 def load_detector(
@@ -128,3 +138,9 @@ def load_detector(
     if names:
         backend.names = list(names)
     return Detector(backend, img_size, thresholds or Thresholds())
+
+
+def detector_from_settings(settings: DetectorSettings) -> Detector:
+    """The detector a config's ``[detector]`` section describes."""
+    thresholds = Thresholds(settings.conf, settings.iou, settings.classes, settings.agnostic, settings.max_det)
+    return load_detector(settings.weights, settings.device, settings.img_size, thresholds, settings.names)

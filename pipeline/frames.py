@@ -1,0 +1,115 @@
+"""Shared-memory frame rings: pixels stay in memory; ZeroMQ carries only (slot, seq) references.
+
+A ring is a file on tmpfs (``/dev/shm`` or the runtime dir) mapped by every process
+that needs it; one writer owns it. Each slot holds a small header and the pixels:
+
+    seq u64 | height u32 | width u32 | channels u32 | pts f64 | captured f64 | pixels ...
+
+The writer marks a slot invalid (seq 0) before it writes and stamps the seq after,
+so a reader that copies a slot checks the seq before and after: a changed seq means
+the slot was overwritten, which is a counted drop, never a wrong frame.
+
+>>> ring = FrameRing.create(path, slots=8, max_shape=(720, 1280, 3))
+>>> slot = ring.write(seq=1, image=frame, pts=0.0, captured=time.time())
+>>> FrameRing.open(path).read(slot, seq=1)   # SlotFrame or None
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"VWRING01"
+RING_HEADER = struct.Struct("<8sII")  # magic, slots, slot size in bytes
+SLOT_HEADER = struct.Struct("<QIIIdd")
+SLOT_PIXELS = 64  # pixels start at this offset in a slot, past the header
+
+
+@dataclass(frozen=True)
+class SlotFrame:
+    image: np.ndarray
+    pts: float | None
+    captured: float
+
+
+class FrameRing:
+    def __init__(self, path: Path, buffer: mmap.mmap, slots: int, slot_bytes: int) -> None:
+        self.path = path
+        self.buffer = buffer
+        self.slots = slots
+        self.slot_bytes = slot_bytes
+        self.array = np.frombuffer(buffer, dtype=np.uint8)
+
+    @classmethod
+    def create(cls, path: Path, slots: int, max_shape: tuple[int, int, int]) -> FrameRing:
+        """Create, or take over after a restart, the ring at ``path`` (readers keep their mapping)."""
+        slot_bytes = SLOT_PIXELS + int(np.prod(max_shape))
+        size = RING_HEADER.size + slots * slot_bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)
+            buffer = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        RING_HEADER.pack_into(buffer, 0, MAGIC, slots, slot_bytes)
+        ring = cls(path, buffer, slots, slot_bytes)
+        for slot in range(slots):
+            SLOT_HEADER.pack_into(buffer, ring._offset(slot), 0, 0, 0, 0, 0.0, 0.0)
+        return ring
+
+    @classmethod
+    def open(cls, path: Path) -> FrameRing:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            buffer = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        magic, slots, slot_bytes = RING_HEADER.unpack_from(buffer, 0)
+        if magic != MAGIC or RING_HEADER.size + slots * slot_bytes > size:
+            raise ValueError(f"{path}: not a frame ring")
+        return cls(path, buffer, slots, slot_bytes)
+
+    def _offset(self, slot: int) -> int:
+        return RING_HEADER.size + slot * self.slot_bytes
+
+    def write(self, seq: int, image: np.ndarray, pts: float | None, captured: float) -> int:
+        """Store ``image`` in slot ``seq % slots``; returns the slot."""
+        if seq <= 0:
+            raise ValueError("ring sequence numbers start at 1")
+        if image.nbytes > self.slot_bytes - SLOT_PIXELS:
+            raise ValueError(f"frame of {image.shape} does not fit a ring slot of {self.slot_bytes} bytes")
+        height, width = image.shape[:2]
+        channels = image.shape[2] if image.ndim == 3 else 1
+        slot = seq % self.slots
+        offset = self._offset(slot)
+        SLOT_HEADER.pack_into(self.buffer, offset, 0, 0, 0, 0, 0.0, 0.0)  # invalid while writing
+        start = offset + SLOT_PIXELS
+        self.array[start : start + image.nbytes] = image.reshape(-1)
+        SLOT_HEADER.pack_into(
+            self.buffer, offset, seq, height, width, channels, float("nan") if pts is None else pts, captured
+        )
+        return slot
+
+    def read(self, slot: int, seq: int) -> SlotFrame | None:
+        """A copy of the frame ``seq`` in ``slot``, or None if it was overwritten."""
+        offset = self._offset(slot)
+        stamped, height, width, channels, pts, captured = SLOT_HEADER.unpack_from(self.buffer, offset)
+        if stamped != seq:
+            return None
+        start = offset + SLOT_PIXELS
+        image = self.array[start : start + height * width * channels].copy().reshape(height, width, channels)
+        if SLOT_HEADER.unpack_from(self.buffer, offset)[0] != seq:
+            return None
+        return SlotFrame(image, None if pts != pts else pts, captured)
+
+    def close(self) -> None:
+        self.array = None
+        self.buffer.close()

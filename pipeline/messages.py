@@ -1,0 +1,168 @@
+"""Every message that crosses a process boundary: one versioned msgpack schema.
+
+Subscribers read ``det.<stream>`` and ``event.<stream>`` topics: a two-frame ZeroMQ
+message, the topic (UTF-8) then a msgpack map. Every map has ``v`` (the schema
+version, now 1) and ``type``. Fields of a ``det`` message:
+
+| field | type | meaning |
+|---|---|---|
+| stream | str | stream id from the config |
+| seq | int | frame number, increasing per stream (jumps when capture restarts) |
+| captured | float | capture wall-clock time, Unix seconds |
+| pts | float or nil | source presentation time, seconds |
+| width, height | int | frame size in source pixels |
+| boxes | [[x1, y1, x2, y2], ...] | source pixels |
+| scores | [float] | confidence per box |
+| classes | [int] | class id per box |
+| names | [str] | class name per box |
+| counts | {name: int} | boxes per class name |
+| latency_ms | float | capture -> publish |
+| inference_ms | float | the batch's forward pass |
+| batch_size | int | frames in that batch |
+| drops | {stage: int} | frames of this stream dropped since the previous message, per stage |
+
+Unknown fields are ignored by readers, so fields can be added without a version bump;
+removing or changing one bumps ``v``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar, get_type_hints
+
+import msgpack
+
+SCHEMA_VERSION = 1
+
+
+class MessageError(ValueError):
+    """Bytes that are not a valid message of the expected type."""
+
+
+Message = TypeVar("Message", bound="WireMessage")
+
+
+@dataclass
+class WireMessage:
+    TYPE: ClassVar[str] = ""
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"v": SCHEMA_VERSION, "type": self.TYPE, **asdict(self)}, use_bin_type=True)
+
+    @classmethod
+    def decode(cls: type[Message], payload: bytes) -> Message:
+        try:
+            data = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        except Exception as error:  # msgpack raises several unrelated types on garbage
+            raise MessageError(f"not msgpack ({type(error).__name__})") from None
+        if not isinstance(data, dict):
+            raise MessageError("not a msgpack map")
+        if data.get("v") != SCHEMA_VERSION or data.get("type") != cls.TYPE:
+            raise MessageError(f"expected {cls.TYPE} v{SCHEMA_VERSION}, got {data.get('type')} v{data.get('v')}")
+        hints = get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            if f.name not in data:
+                if f.default is not MISSING or f.default_factory is not MISSING:
+                    continue
+                raise MessageError(f"{cls.TYPE}: missing field {f.name!r}")
+            values[f.name] = _checked(cls.TYPE, f.name, data[f.name], hints[f.name])
+        return cls(**values)
+
+
+def _checked(kind: str, name: str, value: Any, hint: Any) -> Any:
+    """A shallow type check, enough to keep garbage out of the stages."""
+    text = str(hint)
+    allowed: tuple[type, ...]
+    if text.startswith(("list", "typing.List")):
+        allowed = (list,)
+    elif text.startswith(("dict", "typing.Dict")):
+        allowed = (dict,)
+    elif hint is float or text.startswith("float"):
+        allowed = (float, int)
+    elif hint is int:
+        allowed = (int,)
+    elif hint is str:
+        allowed = (str,)
+    elif hint is bool:
+        allowed = (bool,)
+    else:
+        return value
+    if value is None and "None" in text:
+        return value
+    if isinstance(value, allowed) and not (allowed == (int,) and isinstance(value, bool)):
+        return value
+    raise MessageError(f"{kind}: field {name!r} has type {type(value).__name__}")
+
+
+@dataclass
+class FrameRef(WireMessage):
+    """Capture -> preprocess: a frame in the stream's shared-memory ring."""
+
+    TYPE: ClassVar[str] = "frame"
+    stream: str
+    seq: int
+    slot: int
+    captured: float
+    pts: float | None
+    realtime: bool
+    drops: int = 0  # capture-side drops since the previous ref
+
+
+@dataclass
+class Batchable(WireMessage):
+    """Preprocess -> inference: a letterboxed frame in a worker's ring, with what maps boxes back."""
+
+    TYPE: ClassVar[str] = "batchable"
+    stream: str
+    seq: int
+    ring: str
+    slot: int
+    ring_seq: int
+    source_slot: int
+    width: int
+    height: int
+    ratio: float
+    pad: list[float]
+    captured: float
+    pts: float | None
+    realtime: bool
+    drops: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DetectionMessage(WireMessage):
+    """Published on ``det.<stream>``; see the module docstring for the fields."""
+
+    TYPE: ClassVar[str] = "det"
+    stream: str
+    seq: int
+    captured: float
+    pts: float | None
+    width: int
+    height: int
+    boxes: list[list[float]]
+    scores: list[float]
+    classes: list[int]
+    names: list[str]
+    counts: dict[str, int]
+    latency_ms: float
+    inference_ms: float
+    batch_size: int
+    drops: dict[str, int] = field(default_factory=dict)
+    source_slot: int = -1  # where render finds the original frame in the capture ring
+
+
+@dataclass
+class Heartbeat(WireMessage):
+    """Stage -> supervisor, every second: alive, and what the stage wants to report."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+    stage: str
+    pid: int
+    state: str = "running"
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def topic(prefix: str, stream: str) -> bytes:
+    return f"{prefix}.{stream}".encode()

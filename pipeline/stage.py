@@ -1,0 +1,80 @@
+"""The stage base class: a process that sets up, steps until stopped, and heartbeats.
+
+A stage implements ``step()`` (one bounded unit of work: wait at most a fraction of a
+second) and optionally ``setup()``/``teardown()``; the base owns the signal handling,
+the heartbeat socket and the clean shutdown, so that the supervisor never has to kill
+what it can stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import zmq
+
+from pipeline.endpoints import Endpoint
+from pipeline.messages import Heartbeat
+
+log = logging.getLogger(__name__)
+
+
+class Stage(ABC):
+    heartbeat_interval_s = 1.0
+
+    def __init__(self, name: str, heartbeat: Endpoint | None) -> None:
+        self.name = name
+        self.context = zmq.Context()
+        self.stopping = False
+        self.state = "starting"
+        self.stats: dict[str, Any] = {}
+        self._heartbeat_endpoint = heartbeat
+        self._heartbeat: zmq.Socket | None = None
+        self._last_beat = 0.0
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Open sockets, files and devices."""
+
+    @abstractmethod
+    def step(self) -> None:
+        """One unit of work; must return within about a second so heartbeats keep flowing."""
+
+    def teardown(self) -> None:  # noqa: B027 - optional hook
+        """Close what ``setup`` opened; runs on every exit path."""
+
+    def request_stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def beat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._heartbeat is None or (not force and now - self._last_beat < self.heartbeat_interval_s):
+            return
+        self._last_beat = now
+        message = Heartbeat(self.name, os.getpid(), self.state, self.stats)
+        with contextlib.suppress(zmq.Again):  # the supervisor is busy or gone; it notices by itself
+            self._heartbeat.send(message.encode(), zmq.NOBLOCK)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        if self._heartbeat_endpoint is not None:
+            self._heartbeat = self._heartbeat_endpoint.open(self.context, hwm=10)
+        try:
+            self.setup()
+            self.state = "running" if self.state == "starting" else self.state
+            self.beat(force=True)
+            while not self.stopping:
+                self.step()
+                self.beat()
+            return 0
+        finally:
+            self.state = "stopped"
+            try:
+                self.teardown()
+            finally:
+                self.context.destroy(linger=0)

@@ -1,0 +1,48 @@
+"""A client for integrators: iterate over what the daemon publishes.
+
+>>> for topic, message in subscribe("tcp://site-server:5560", ["det.cam1"]):
+...     print(topic, message["counts"], message["latency_ms"])
+
+Messages are dicts as documented in ``pipeline.messages``; malformed ones are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import msgpack
+import zmq
+
+from pipeline.endpoints import Endpoint
+
+
+def subscribe(
+    endpoint: str, topics: Sequence[str] = ("det.",), timeout_s: float | None = None
+) -> Iterator[tuple[str, dict]]:
+    """Yield (topic, message) for every message whose topic starts with one of ``topics``.
+
+    ``endpoint`` is a plain address (``tcp://host:5560``) or an endpoint string; ends
+    after ``timeout_s`` without a message, if given.
+    """
+    target = Endpoint.parse(endpoint) if "+" in endpoint.split("://")[0] else Endpoint("sub", False, endpoint)
+    if target.kind == "pub":
+        target = target.peer("sub")
+    context = zmq.Context.instance()
+    socket = target.open(context, hwm=10000)
+    for prefix in topics:
+        socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+    try:
+        while True:
+            if not socket.poll(None if timeout_s is None else int(timeout_s * 1000)):
+                return
+            frames = socket.recv_multipart()
+            if len(frames) != 2:
+                continue
+            try:
+                message = msgpack.unpackb(frames[1], raw=False)
+            except Exception:  # msgpack raises several unrelated types on garbage
+                continue
+            if isinstance(message, dict):
+                yield frames[0].decode(errors="replace"), message
+    finally:
+        socket.close()

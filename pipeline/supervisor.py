@@ -1,0 +1,188 @@
+"""The supervisor: starts one process per stage, watches heartbeats, restarts what dies or hangs.
+
+A stage that exits, or sends no heartbeat for ``stall_s``, is restarted with
+exponential backoff; the others are never touched. SIGTERM stops every stage (they
+close their files) and exits 0 within ``stop_grace_s``; stragglers are killed. Under
+systemd it reports READY once every stage has sent a heartbeat, and pings WATCHDOG
+while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+
+from pipeline import systemd
+from pipeline.endpoints import Endpoint
+from pipeline.messages import Heartbeat, MessageError
+
+log = logging.getLogger("vestwatch.supervisor")
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Child side of fork: get SIGTERM if the supervisor dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    kind: str  # entry point name in the vestwatch.stages group
+    name: str  # unique instance name, e.g. capture.cam1
+
+
+@dataclass
+class StageProcess:
+    spec: StageSpec
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    last_heartbeat: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+    restarts: int = 0
+    state: str = "starting"
+    stats: dict = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        specs: list[StageSpec],
+        runtime_dir: Path,
+        config: Path | None,
+        stall_s: float = 15.0,
+        stop_grace_s: float = 8.0,
+        backoff_s: tuple[float, float] = (0.5, 30.0),
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.stages = {spec.name: StageProcess(spec) for spec in specs}
+        self.runtime_dir = runtime_dir
+        self.config = config
+        self.stall_s = stall_s
+        self.stop_grace_s = stop_grace_s
+        self.backoff_s = backoff_s
+        self.on_ready = on_ready
+        self.heartbeat_endpoint = Endpoint("pull", True, f"ipc://{runtime_dir}/supervisor.ipc")
+        self.stopping = False
+        self.ready = False
+        self.bad_messages = 0
+
+    def _spawn(self, stage: StageProcess) -> None:
+        env = {
+            **os.environ,
+            "VESTWATCH_HEARTBEAT": self.heartbeat_endpoint.peer("push").text,
+            "VESTWATCH_CONFIG": str(self.config) if self.config else "",
+        }
+        env.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
+        stage.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.worker", stage.spec.kind, stage.spec.name],
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+        stage.started = stage.last_heartbeat = time.monotonic()
+        stage.state = "starting"
+        log.info("started %s (pid %d)", stage.spec.name, stage.process.pid)
+
+    def _schedule_restart(self, stage: StageProcess, why: str) -> None:
+        if time.monotonic() - stage.started > 60:
+            stage.failures = 0  # it ran well for a while: start the backoff afresh
+        delay = min(self.backoff_s[1], self.backoff_s[0] * 2**stage.failures)
+        stage.failures += 1
+        stage.restarts += 1
+        stage.restart_at = time.monotonic() + delay
+        stage.process = None
+        stage.state = "restarting"
+        log.warning("%s %s; restarting in %.1f s", stage.spec.name, why, delay)
+
+    def _receive_heartbeats(self, socket: zmq.Socket, timeout_ms: int) -> None:
+        if not socket.poll(timeout_ms):
+            return
+        while True:
+            try:
+                payload = socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                beat = Heartbeat.decode(payload)
+            except MessageError as error:
+                self.bad_messages += 1
+                log.warning("dropped a malformed heartbeat (%s); %d so far", error, self.bad_messages)
+                continue
+            stage = self.stages.get(beat.stage)
+            if stage and stage.process and stage.process.pid == beat.pid:
+                stage.last_heartbeat = time.monotonic()
+                stage.state, stage.stats = beat.state, beat.stats
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        for stage in self.stages.values():
+            if stage.process is None:
+                if now >= stage.restart_at and not self.stopping:
+                    self._spawn(stage)
+                continue
+            code = stage.process.poll()
+            if code is not None:
+                self._schedule_restart(stage, f"exited with code {code}")
+            elif now - stage.last_heartbeat > self.stall_s:
+                log.warning(
+                    "%s stalled: no heartbeat for %.1f s; killing it", stage.spec.name, now - stage.last_heartbeat
+                )
+                self._stop_processes([stage], grace_s=2.0)
+                self._schedule_restart(stage, "stalled")
+        if not self.ready and all(s.process and s.last_heartbeat > s.started for s in self.stages.values()):
+            self.ready = True
+            systemd.notify("READY=1")
+            if self.on_ready:
+                self.on_ready()
+
+    def _stop_processes(self, stages: list[StageProcess], grace_s: float) -> None:
+        running = [s for s in stages if s.process and s.process.poll() is None]
+        for stage in running:
+            stage.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for stage in running:
+            try:
+                stage.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", stage.spec.name, grace_s)
+                stage.process.kill()
+                stage.process.wait()
+
+    def request_stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        context = zmq.Context()
+        socket = self.heartbeat_endpoint.open(context, hwm=1000)
+        watchdog = systemd.watchdog_interval()
+        last_ping = 0.0
+        try:
+            while not self.stopping:
+                self._watch()
+                self._receive_heartbeats(socket, 200)
+                if watchdog and time.monotonic() - last_ping > watchdog:
+                    systemd.notify("WATCHDOG=1")
+                    last_ping = time.monotonic()
+            systemd.notify("STOPPING=1")
+            log.info("stopping %d stages", len(self.stages))
+            self._stop_processes(list(self.stages.values()), self.stop_grace_s)
+            return 0
+        finally:
+            socket.close()
+            context.term()

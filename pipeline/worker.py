@@ -1,0 +1,37 @@
+"""Entry point of every stage process: ``python -m pipeline.worker KIND NAME``.
+
+The stage class comes from the ``vestwatch.stages`` entry-point group by KIND (so
+``pipeline`` imports no stage); it is built with ``create(name, config, heartbeat)``.
+The config path and the heartbeat endpoint come from the environment the supervisor
+sets: ``VESTWATCH_CONFIG`` and ``VESTWATCH_HEARTBEAT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from pipeline.endpoints import Endpoint
+
+STAGE_GROUP = "vestwatch.stages"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def main(argv: list[str]) -> int:
+    kind, name = argv
+    logging.basicConfig(level=os.environ.get("VESTWATCH_LOG_LEVEL", "INFO"), format=f"[{name}] {LOG_FORMAT}")
+    (entry,) = [e for e in entry_points(group=STAGE_GROUP) if e.name == kind] or [None]
+    if entry is None:
+        logging.error("no stage kind %r in the %s entry points", kind, STAGE_GROUP)
+        return 2
+    config = os.environ.get("VESTWATCH_CONFIG")
+    heartbeat = os.environ.get("VESTWATCH_HEARTBEAT")
+    stage = entry.load()(name, Path(config) if config else None, Endpoint.parse(heartbeat) if heartbeat else None)
+    return stage.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,202 @@
+"""Capture stage, one process per stream: decode, write frames to the stream's ring, send refs.
+
+Live sources never wait: if the preprocess workers' queues are full the frame is
+dropped and counted. Offline sources (``realtime = false``) wait for credit: at
+most ``offline_window`` frames in flight, a frame counting as done when its
+``det.<stream>`` message is published. A lost source is reopened with backoff,
+forever; the state (connecting, connected, reconnecting, ended) goes out with the
+heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import zmq
+
+from pipeline.endpoints import Endpoint
+from pipeline.frames import FrameRing
+from pipeline.messages import DetectionMessage, FrameRef, MessageError, topic
+from pipeline.settings import load_settings
+from pipeline.stage import Stage
+from stages.feeds import Feed, FeedError, FeedFrame, open_feed
+from stages.settings import DEMO_URL, Settings, redact
+from stages.topology import capture_ring, instance, preprocess_input
+
+log = logging.getLogger(__name__)
+
+CREDIT_TIMEOUT_S = 10.0  # an offline frame lost in a crashed stage must not stall its stream forever
+BACKOFF_S = (0.5, 30.0)
+
+
+class CaptureStage(Stage):
+    def __init__(self, name: str, config: Path | None, heartbeat: Endpoint | None) -> None:
+        super().__init__(name, heartbeat)
+        self.settings = load_settings(Settings, config)
+        self.stream = self.settings.stream(instance(name))
+        self.realtime = self.stream.is_realtime
+        self.loop = self.stream.loop or self.stream.url == DEMO_URL
+        self.feed: Feed | None = None
+        self.frames: Iterator[FeedFrame] | None = None
+        self.retry_at = 0.0
+        self.failures = 0
+        self.seq = int(time.time() * 1000)  # increases across restarts of this stage
+        self.last_credit = self.seq
+        self.last_credit_time = time.monotonic()
+        self.pending_drops = 0
+        self.last_emitted_pts: float | None = None
+        self.from_file = False  # a file decodes faster than real time: paced when it stands for a live feed
+        self.pace: tuple[float, float] | None = None  # (wall clock, pts) of the first frame since opening
+        self.stats = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0}
+
+    def setup(self) -> None:
+        p = self.settings.pipeline
+        self.ring = FrameRing.create(
+            capture_ring(self.settings.runtime_dir, self.stream.id), p.ring_slots, (p.max_frame_pixels, 1, 3)
+        )
+        self.refs = self.context.socket(zmq.PUSH)
+        self.refs.setsockopt(zmq.SNDHWM, max(2, p.ring_slots // (2 * p.preprocess_workers)))
+        self.refs.setsockopt(zmq.LINGER, 0)
+        for worker in range(p.preprocess_workers):
+            self.refs.connect(preprocess_input(self.settings.runtime_dir, worker).address)
+        self.credits = None
+        if not self.realtime:
+            self.credits = Endpoint.parse(self.settings.publish).peer("sub").open(self.context, hwm=1000)
+            self.credits.setsockopt(zmq.SUBSCRIBE, topic("det", self.stream.id))
+        self.state = "connecting"
+
+    def teardown(self) -> None:
+        if self.feed:
+            self.feed.close()
+        self.ring.close()
+
+    def _open(self) -> None:
+        if time.monotonic() < self.retry_at:
+            time.sleep(0.1)
+            return
+        try:
+            self.feed = open_feed(self.stream.url, self.settings.runtime_dir, self.settings.pipeline.rtsp_timeout_s)
+        except FeedError as error:
+            self._lost(str(error))
+            return
+        self.frames = self.feed.frames()
+        self.from_file = self.feed.from_file
+        self.pace = None
+        self.state = "connected"
+        self.failures = 0
+        log.info("%s: opened %s", self.stream.id, redact(self.stream.url))
+
+    def _lost(self, why: str) -> None:
+        if self.feed:
+            self.stats["corrupt"] += self.feed.corrupt
+            self.feed.close()
+        self.feed = self.frames = None
+        delay = min(BACKOFF_S[1], BACKOFF_S[0] * 2**self.failures)
+        self.failures += 1
+        self.stats["reconnects"] += 1
+        self.retry_at = time.monotonic() + delay
+        self.state = "reconnecting"
+        log.warning("%s: %s; retrying in %.1f s", self.stream.id, why, delay)
+
+    def _ended(self) -> None:
+        self.stats["corrupt"] += self.feed.corrupt
+        self.feed.close()
+        self.feed = self.frames = None
+        if self.loop or (self.realtime and not self.from_file):
+            self.retry_at = 0.0  # a live stream that ends is reopened at once; a looping file restarts
+            self.state = "connecting"
+        else:
+            self.state = "ended"
+            log.info("%s: end of %s after %d frames", self.stream.id, redact(self.stream.url), self.stats["frames"])
+
+    def step(self) -> None:
+        if self.state == "ended":
+            time.sleep(0.2)
+            return
+        if self.frames is None:
+            self._open()
+            return
+        try:
+            frame = next(self.frames)
+        except StopIteration:
+            self._ended()
+            return
+        except FeedError as error:
+            self._lost(str(error))
+            return
+        if self._over_fps_cap(frame.pts):
+            return
+        if self.realtime and self.from_file:
+            self._wait_for_pts(frame.pts)
+        if not self.realtime and not self._wait_for_credit():
+            return
+        self._send(frame)
+
+    def _over_fps_cap(self, pts: float | None) -> bool:
+        if not self.stream.fps or pts is None:
+            return False
+        if self.last_emitted_pts is not None and 0 <= pts - self.last_emitted_pts < 1 / self.stream.fps - 1e-3:
+            return True
+        self.last_emitted_pts = pts
+        return False
+
+    def _wait_for_pts(self, pts: float | None) -> None:
+        """Play a file that stands for a live source at its own speed."""
+        if pts is None:
+            return
+        if self.pace is None:
+            self.pace = (time.monotonic(), pts)
+        delay = self.pace[0] + (pts - self.pace[1]) - time.monotonic()
+        if delay > 0:
+            time.sleep(min(delay, 1.0))
+
+    def _wait_for_credit(self) -> bool:
+        window = self.settings.pipeline.offline_window
+        while self.seq - self.last_credit >= window and not self.stopping:
+            if self.credits.poll(200):
+                try:
+                    _, payload = self.credits.recv_multipart()
+                    message = DetectionMessage.decode(payload)
+                except (ValueError, MessageError):
+                    continue
+                if message.stream == self.stream.id and message.seq > self.last_credit:
+                    self.last_credit = message.seq
+                    self.last_credit_time = time.monotonic()
+            elif time.monotonic() - self.last_credit_time > CREDIT_TIMEOUT_S:
+                log.warning(
+                    "%s: no credit for %.0f s; assuming in-flight frames lost", self.stream.id, CREDIT_TIMEOUT_S
+                )
+                self.last_credit = self.seq
+                self.last_credit_time = time.monotonic()
+            self.beat()
+        return not self.stopping
+
+    def _send(self, frame: FeedFrame) -> None:
+        image = frame.image
+        max_pixels = self.settings.pipeline.max_frame_pixels
+        if image.shape[0] * image.shape[1] > max_pixels:
+            scale = (max_pixels / (image.shape[0] * image.shape[1])) ** 0.5
+            image = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)))
+        self.seq += 1
+        captured = time.time()
+        slot = self.ring.write(self.seq, image, frame.pts, captured)
+        ref = FrameRef(self.stream.id, self.seq, slot, captured, frame.pts, self.realtime, self.pending_drops)
+        payload = ref.encode()
+        while not self.realtime and not self.refs.poll(200, zmq.POLLOUT) and not self.stopping:
+            self.beat()  # offline: wait for a worker, heartbeating
+        try:
+            self.refs.send(payload, zmq.NOBLOCK)
+        except zmq.Again:  # live and every worker is behind: this frame goes
+            self.pending_drops += 1
+            self.stats["dropped"] += 1
+            return
+        self.pending_drops = 0
+        self.stats["frames"] += 1
+
+
+def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> CaptureStage:
+    return CaptureStage(name, config, heartbeat)

@@ -1,0 +1,32 @@
+"""Frame sources for the capture stage, one module per kind; ``open_feed`` picks by URL.
+
+Every feed yields ``FeedFrame`` (BGR image, source pts in seconds) and raises
+``FeedError`` when the source is lost, which the capture stage answers by
+reconnecting with backoff.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.feeds.base import Feed, FeedError, FeedFrame
+from stages.feeds.camera import CameraFeed
+from stages.feeds.demo import demo_clip
+from stages.feeds.images import ImageFeed
+from stages.feeds.video import VideoFeed
+from stages.settings import DEMO_URL, is_camera
+
+__all__ = ["Feed", "FeedError", "FeedFrame", "open_feed"]
+
+
+def open_feed(url: str, runtime_dir: Path, timeout_s: float = 5.0) -> Feed:
+    if url == DEMO_URL:
+        return VideoFeed(str(demo_clip(runtime_dir)), live=True)
+    if is_camera(url):
+        return CameraFeed(url)
+    if "://" in url:
+        return VideoFeed(url, live=True, timeout_s=timeout_s)
+    path = Path(url)
+    if path.is_dir() or path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}:
+        return ImageFeed(path)
+    return VideoFeed(str(path), live=False)

@@ -1,0 +1,29 @@
+"""What every feed provides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FeedFrame:
+    image: np.ndarray  # BGR uint8
+    pts: float | None  # source presentation time, seconds
+
+
+class FeedError(Exception):
+    """The source cannot be opened or was lost; the message names it (credentials redacted)."""
+
+
+class Feed(Protocol):
+    live: bool  # a camera or a network stream, as opposed to a file
+    from_file: bool  # decodes faster than real time
+    corrupt: int  # undecodable packets or images skipped so far
+
+    def frames(self) -> Iterator[FeedFrame]: ...
+
+    def close(self) -> None: ...

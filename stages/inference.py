@@ -1,0 +1,142 @@
+"""Inference stage, the one process that owns the device: dynamic batching across streams.
+
+It takes what is ready across all streams, up to ``max_batch``, waiting at most
+``max_wait_ms`` after the first frame (Triton-style), one frame per stream per round
+so that streams are served fairly; live streams keep only their newest frame. Each
+frame's detections are published on ``det.<stream>`` with the drops since the
+stream's previous message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from pipeline.endpoints import Endpoint
+from pipeline.frames import FrameRing
+from pipeline.messages import Batchable, DetectionMessage, MessageError, topic
+from pipeline.queues import StreamQueue
+from pipeline.settings import load_settings
+from pipeline.stage import Stage
+from stages.detector.detector import Letterboxed, detector_from_settings
+from stages.settings import Settings
+from stages.topology import inference_input
+
+log = logging.getLogger(__name__)
+
+PUBLISH_HWM = 1000  # per subscriber: a subscriber that never reads costs at most this many messages
+
+
+class InferenceStage(Stage):
+    def __init__(self, name: str, config: Path | None, heartbeat: Endpoint | None) -> None:
+        super().__init__(name, heartbeat)
+        self.settings = load_settings(Settings, config)
+        self.queue: StreamQueue[Batchable] = StreamQueue()
+        self.rings: dict[str, FrameRing] = {}
+        self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.stats = {"frames": 0, "batches": 0, "dropped": 0, "bad_messages": 0}
+
+    def setup(self) -> None:
+        self.detector = detector_from_settings(self.settings.detector)
+        fixed = self.detector.backend.fixed_shape
+        size = self.settings.detector.img_size
+        if fixed and fixed != (size, size):
+            raise ValueError(f"the model takes {fixed[0]}x{fixed[1]} input: set detector.img_size to match")
+        self.inbox = inference_input(self.settings.runtime_dir).open(
+            self.context, hwm=self.settings.pipeline.max_batch * 4
+        )
+        self.publisher = Endpoint.parse(self.settings.publish).open(self.context, hwm=PUBLISH_HWM)
+        self.stats.update(model=self.settings.detector.weights.name, device=str(self.detector.device))
+        log.info(
+            "model %s on %s; publishing on %s",
+            self.settings.detector.weights.name,
+            self.detector.device,
+            self.settings.publish,
+        )
+
+    def teardown(self) -> None:
+        for ring in self.rings.values():
+            ring.close()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                payload = self.inbox.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                item = Batchable.decode(payload)
+            except MessageError as error:
+                self.stats["bad_messages"] += 1
+                log.warning("dropped a malformed batchable (%s)", error)
+                continue
+            for stage, count in item.drops.items():
+                self.drops[item.stream][stage] += count
+            self.queue.put(item.stream, item, item.realtime)
+
+    def _ring(self, name: str) -> FrameRing | None:
+        if name not in self.rings:
+            try:
+                self.rings[name] = FrameRing.open(self.settings.runtime_dir / Path(name).name)
+            except (OSError, ValueError):
+                return None
+        return self.rings[name]
+
+    def step(self) -> None:
+        pipeline = self.settings.pipeline
+        if not self.inbox.poll(100):
+            return
+        self._drain()
+        deadline = time.monotonic() + pipeline.max_wait_ms / 1e3
+        while len(self.queue) < pipeline.max_batch and (remaining := deadline - time.monotonic()) > 0:
+            if self.inbox.poll(max(1, int(remaining * 1e3))):
+                self._drain()
+        items, images = [], []
+        for item in self.queue.take_fair(pipeline.max_batch):
+            self.drops[item.stream]["inference"] += self.queue.take_drops(item.stream)
+            ring = self._ring(item.ring)
+            frame = ring.read(item.slot, item.ring_seq) if ring else None
+            if frame is None:
+                self.drops[item.stream]["inference"] += 1
+                self.stats["dropped"] += 1
+                continue
+            items.append(item)
+            images.append(frame.image)
+        if items:
+            self._infer(items, images)
+
+    def _infer(self, items: list[Batchable], images: list[np.ndarray]) -> None:
+        frames = [Letterboxed(i.ratio, (i.pad[0], i.pad[1]), (i.height, i.width)) for i in items]
+        result = self.detector.detect_letterboxed(np.stack(images), frames)
+        names = self.detector.names
+        for item, detections in zip(items, result.detections):
+            message = DetectionMessage(
+                stream=item.stream,
+                seq=item.seq,
+                captured=item.captured,
+                pts=item.pts,
+                width=item.width,
+                height=item.height,
+                boxes=detections.xyxy.round(2).tolist(),
+                scores=detections.confidence.round(4).tolist(),
+                classes=detections.class_id.tolist(),
+                names=[names[c] if c < len(names) else str(c) for c in detections.class_id],
+                counts=detections.counts(names),
+                latency_ms=round((time.time() - item.captured) * 1e3, 2),
+                inference_ms=round(result.inference_ms, 2),
+                batch_size=len(items),
+                drops={k: v for k, v in self.drops.pop(item.stream, {}).items() if v},
+                source_slot=item.source_slot,
+            )
+            self.publisher.send_multipart([topic("det", item.stream), message.encode()])
+        self.stats["frames"] += len(items)
+        self.stats["batches"] += 1
+
+
+def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> InferenceStage:
+    return InferenceStage(name, config, heartbeat)

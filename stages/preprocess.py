@@ -1,0 +1,126 @@
+"""Preprocess stage, a pool of processes: letterbox captured frames into the worker's own ring.
+
+Every frame of a batch must have one shape, so the daemon letterboxes all streams to
+the square ``img_size`` (pad 114, as the official code). Live streams keep only their
+newest frame when this worker is behind; the frames it skips, or finds overwritten in
+the capture ring, are counted as preprocess drops of their stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import zmq
+
+from pipeline.endpoints import Endpoint
+from pipeline.frames import FrameRing
+from pipeline.messages import Batchable, FrameRef, MessageError
+from pipeline.queues import StreamQueue
+from pipeline.settings import load_settings
+from pipeline.stage import Stage
+from stages.detector.letterbox import letterbox
+from stages.settings import Settings
+from stages.topology import capture_ring, inference_input, instance, preprocess_input, preprocess_ring
+
+log = logging.getLogger(__name__)
+
+
+class PreprocessStage(Stage):
+    def __init__(self, name: str, config: Path | None, heartbeat: Endpoint | None) -> None:
+        super().__init__(name, heartbeat)
+        self.settings = load_settings(Settings, config)
+        self.worker = int(instance(name))
+        self.size = self.settings.detector.img_size
+        self.queue: StreamQueue[FrameRef] = StreamQueue()
+        self.capture_rings: dict[str, FrameRing] = {}
+        self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.ring_seq = 0
+        self.stats = {"frames": 0, "dropped": 0, "bad_messages": 0}
+
+    def setup(self) -> None:
+        p, runtime = self.settings.pipeline, self.settings.runtime_dir
+        self.inbox = preprocess_input(runtime, self.worker).open(self.context, hwm=p.ring_slots)
+        self.ring_path = preprocess_ring(runtime, self.worker)
+        self.ring = FrameRing.create(self.ring_path, p.ring_slots * 2, (self.size, self.size, 3))
+        self.outbox = inference_input(runtime).peer("push").open(self.context, hwm=p.max_batch * 2)
+
+    def teardown(self) -> None:
+        self.ring.close()
+        for ring in self.capture_rings.values():
+            ring.close()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                payload = self.inbox.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                ref = FrameRef.decode(payload)
+            except MessageError as error:
+                self.stats["bad_messages"] += 1
+                log.warning("dropped a malformed frame ref (%s)", error)
+                continue
+            self.drops[ref.stream]["capture"] += ref.drops
+            self.queue.put(ref.stream, ref, ref.realtime)
+
+    def _capture_ring(self, stream: str) -> FrameRing | None:
+        if stream not in self.capture_rings:
+            try:
+                self.capture_rings[stream] = FrameRing.open(capture_ring(self.settings.runtime_dir, stream))
+            except (OSError, ValueError):
+                return None
+        return self.capture_rings[stream]
+
+    def step(self) -> None:
+        if not self.inbox.poll(200):
+            return
+        self._drain()
+        for ref in self.queue.take_fair(len(self.queue)):
+            self.drops[ref.stream]["preprocess"] += self.queue.take_drops(ref.stream)
+            ring = self._capture_ring(ref.stream)
+            frame = ring.read(ref.slot, ref.seq) if ring else None
+            if frame is None:  # overwritten while waiting: the capture is ahead of us
+                self.drops[ref.stream]["preprocess"] += 1
+                self.stats["dropped"] += 1
+                continue
+            boxed, ratio, pad = letterbox(frame.image, (self.size, self.size), auto=False)
+            self.ring_seq += 1
+            slot = self.ring.write(self.ring_seq, boxed, ref.pts, ref.captured)
+            height, width = frame.image.shape[:2]
+            message = Batchable(
+                ref.stream,
+                ref.seq,
+                self.ring_path.name,
+                slot,
+                self.ring_seq,
+                ref.slot,
+                width,
+                height,
+                ratio,
+                list(pad),
+                ref.captured,
+                ref.pts,
+                ref.realtime,
+                dict(self.drops.pop(ref.stream, {})),
+            )
+            self._send(message)
+
+    def _send(self, message: Batchable) -> None:
+        payload = message.encode()
+        while not message.realtime and not self.outbox.poll(200, zmq.POLLOUT) and not self.stopping:
+            self.beat()  # offline: wait for inference, heartbeating
+        try:
+            self.outbox.send(payload, zmq.NOBLOCK)
+            self.stats["frames"] += 1
+        except zmq.Again:  # live and inference is behind: this frame goes, its drop counts travel on
+            for stage, count in message.drops.items():
+                self.drops[message.stream][stage] += count
+            self.drops[message.stream]["preprocess"] += 1
+            self.stats["dropped"] += 1
+
+
+def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> PreprocessStage:
+    return PreprocessStage(name, config, heartbeat)

@@ -1,0 +1,119 @@
+"""Render/record stage, one process per recorded stream: annotate the original frame, record it.
+
+It subscribes to its stream's ``det.<stream>`` messages, takes the frame from the
+capture ring by (slot, seq), draws the detections and per-class counts, and writes
+the segment and its sidecar line. A frame already overwritten in the ring (this
+stage fell behind a live source) is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import zmq
+
+from pipeline.detections import Detections
+from pipeline.endpoints import Endpoint
+from pipeline.frames import FrameRing
+from pipeline.messages import DetectionMessage, MessageError, topic
+from pipeline.settings import load_settings
+from pipeline.stage import Stage
+from stages.annotate import annotate
+from stages.segments import SegmentRecorder, apply_retention
+from stages.settings import Settings
+from stages.topology import capture_ring, instance
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 60.0
+
+
+class RecordStage(Stage):
+    def __init__(self, name: str, config: Path | None, heartbeat: Endpoint | None) -> None:
+        super().__init__(name, heartbeat)
+        self.settings = load_settings(Settings, config)
+        self.stream = self.settings.stream(instance(name))
+        self.ring: FrameRing | None = None
+        self.names: list[str] = []
+        self.last_retention = 0.0
+        self.stats = {"frames": 0, "missed": 0, "bad_messages": 0, "bytes": 0, "segments": 0}
+
+    def setup(self) -> None:
+        self.detections = Endpoint.parse(self.settings.publish).peer("sub").open(self.context, hwm=1000)
+        self.detections.setsockopt(zmq.SUBSCRIBE, topic("det", self.stream.id))
+        recording = self.settings.recording
+        self.recorder = SegmentRecorder(
+            self.settings.recordings_dir, self.stream.id, recording.segment_s, recording.crf, self.stream.fps or 25.0
+        )
+
+    def teardown(self) -> None:
+        self.recorder.close()
+        if self.ring:
+            self.ring.close()
+
+    def _frame_ring(self) -> FrameRing | None:
+        if self.ring is None:
+            try:
+                self.ring = FrameRing.open(capture_ring(self.settings.runtime_dir, self.stream.id))
+            except (OSError, ValueError):
+                return None
+        return self.ring
+
+    def step(self) -> None:
+        self._retention()
+        if not self.detections.poll(200):
+            return
+        while True:
+            try:
+                _, payload = self.detections.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                self.stats["bad_messages"] += 1
+                continue
+            try:
+                message = DetectionMessage.decode(payload)
+            except MessageError as error:
+                self.stats["bad_messages"] += 1
+                log.warning("dropped a malformed detection message (%s)", error)
+                continue
+            if message.stream == self.stream.id:  # the subscription is a prefix: det.cam1 also matches det.cam10
+                self._record(message)
+
+    def _record(self, message: DetectionMessage) -> None:
+        ring = self._frame_ring()
+        frame = ring.read(message.source_slot, message.seq) if ring else None
+        if frame is None:
+            self.stats["missed"] += 1
+            return
+        for class_id, name in zip(message.classes, message.names):
+            while len(self.names) <= class_id:
+                self.names.append(str(len(self.names)))
+            self.names[class_id] = name
+        detections = Detections(message.boxes, message.scores, message.classes)
+        record = {
+            "seq": message.seq,
+            "captured": message.captured,
+            "counts": message.counts,
+            "detections": detections.records(self.names),
+        }
+        timeline = message.pts if message.pts is not None and not self.stream.is_realtime else message.captured
+        self.recorder.write(annotate(frame.image, detections, self.names), timeline, message.captured, record)
+        self.stats.update(
+            frames=self.stats["frames"] + 1, bytes=self.recorder.bytes_written, segments=self.recorder.segments_closed
+        )
+
+    def _retention(self) -> None:
+        if time.monotonic() - self.last_retention < RETENTION_EVERY_S:
+            return
+        self.last_retention = time.monotonic()
+        recording = self.settings.recording
+        root = self.settings.recordings_dir / self.stream.id
+        for path in apply_retention(root, recording.max_age_days * 86400, recording.max_bytes):
+            log.info("%s: retention deleted %s", self.stream.id, path)
+
+
+def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> RecordStage:
+    return RecordStage(name, config, heartbeat)
