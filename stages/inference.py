@@ -29,8 +29,6 @@ from stages.topology import inference_input
 
 log = logging.getLogger(__name__)
 
-PUBLISH_HWM = 1000  # per subscriber: a subscriber that never reads costs at most this many messages
-
 
 class InferenceStage(Stage):
     def __init__(self, name: str, config: Path | None, heartbeat: Endpoint | None) -> None:
@@ -50,7 +48,10 @@ class InferenceStage(Stage):
         self.inbox = inference_input(self.settings.runtime_dir).open(
             self.context, hwm=self.settings.pipeline.max_batch * 4
         )
-        self.publisher = Endpoint.parse(self.settings.publish).open(self.context, hwm=PUBLISH_HWM)
+        # per subscriber: one that never reads costs at most publish_hwm messages
+        self.publisher = Endpoint.parse(self.settings.publish).open(
+            self.context, hwm=self.settings.pipeline.publish_hwm
+        )
         self.stats.update(model=self.settings.detector.weights.name, device=str(self.detector.device))
         log.info(
             "model %s on %s; publishing on %s",

@@ -100,6 +100,7 @@ class PipelineSettings(BaseModel, extra="forbid"):
     ring_slots: int = Field(16, ge=4, le=1024)  # frames kept per stream in shared memory
     offline_window: int = Field(4, ge=1)  # frames of an offline stream in flight at once
     max_frame_pixels: int = Field(1920 * 1080, ge=64 * 64)  # larger frames are downscaled at capture
+    publish_hwm: int = Field(1000, ge=1)  # messages queued per subscriber; a slow one loses the excess
     stall_s: float = Field(15.0, gt=0)  # a stage silent this long is restarted
     rtsp_timeout_s: float = Field(5.0, gt=0)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -14,6 +14,7 @@ import torch
 
 from stages.detector.checkpoints import save_weights
 from stages.detector.model import Model
+from tests.harness import SYSTEM_PYTHON, Daemon, RtspServer, free_port
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TEST_NAMES = ["vest", "no_vest", "person"]
@@ -118,3 +119,72 @@ def site_footage() -> Path:
     if not path.is_file():
         pytest.skip(f"real site footage not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def gst_rtsp() -> None:
+    check = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"], capture_output=True
+    )
+    if check.returncode:
+        pytest.skip("GStreamer RTSP server for Debian's python3 missing (deploy/setup.sh --dev installs it)")
+
+
+@pytest.fixture
+def rtsp_server(gst_rtsp: None) -> Iterator[Callable[..., RtspServer]]:
+    """``rtsp_server(size="320x240", fps=15)``: a started server; stopped after the test."""
+    servers: list[RtspServer] = []
+
+    def start(size: str = "320x240", fps: int = 15, port: int | None = None) -> RtspServer:
+        server = RtspServer(port or free_port(), size=size, fps=fps).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]]:
+    """``daemon(streams, **sections)``: writes a config under tmp_path and starts ``vestwatch run``."""
+    started: list[Daemon] = []
+
+    def start(streams: list[dict], publish_port: int | None = None, **sections: dict) -> Daemon:
+        port = publish_port or free_port()
+        lines = [
+            f'recordings_dir = "{tmp_path / "recordings"}"',
+            f'runtime_dir = "{tmp_path / "run"}"',
+            f'publish = "pub+bind:tcp://127.0.0.1:{port}"',
+        ]
+        for stream in streams:
+            lines.append("[[streams]]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in stream.items()]
+        defaults = {
+            "detector": {"weights": str(tiny_weights), "img_size": 320, "device": "cpu", "conf": 0.3},
+            "pipeline": {"preprocess_workers": 1, "max_batch": 4, "stall_s": 20},
+            "recording": {"segment_s": 4},
+        }
+        for name, values in defaults.items():
+            values = {**values, **sections.pop(name, {})}
+            lines.append(f"[{name}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+        config = tmp_path / "site.toml"
+        config.write_text("\n".join(lines) + "\n")
+        process = Daemon(config)
+        process.endpoint = f"tcp://127.0.0.1:{port}"
+        process.recordings = tmp_path / "recordings"
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return f'"{value}"'

@@ -1,0 +1,135 @@
+"""Real processes for the integration tests: an RTSP server and the daemon, with event-based waits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from pipeline.subscriber import subscribe
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LineWatcher:
+    """Collects a process's output lines in a thread; ``wait_for`` blocks until a line matches."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in iter(stream.readline, ""):
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float, start: int = 0) -> str:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for line in self.lines[start:]:
+                    if predicate(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no matching line in {timeout} s; last lines:\n" + "\n".join(self.lines[-30:]))
+                self.changed.wait(remaining)
+
+    def text(self) -> str:
+        with self.changed:
+            return "\n".join(self.lines)
+
+
+class RtspServer:
+    def __init__(self, port: int, mount: str = "/cam", size: str = "320x240", fps: int = 15) -> None:
+        self.port, self.mount, self.size, self.fps = port, mount, size, fps
+        self.url = f"rtsp://127.0.0.1:{port}{mount}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> RtspServer:
+        self.process = subprocess.Popen(
+            [SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port), self.mount, self.size, str(self.fps)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        LineWatcher(self.process.stdout).wait_for(lambda line: line == "READY", timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+class Daemon:
+    """``vestwatch run -c CONFIG`` as a subprocess in its own session (so the whole tree can be killed)."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", "-c", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.output = LineWatcher(self.process.stdout)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        self.output.wait_for(lambda line: line.startswith("vestwatch running"), timeout)
+
+    def stage_pid(self, stage: str, after: int = 0) -> int:
+        line = self.output.wait_for(lambda text: f"started {stage} (pid" in text, 30, start=after)
+        return int(line.rsplit("pid ", 1)[1].rstrip(")"))
+
+    def stop(self, timeout: float = 15) -> tuple[int, float]:
+        """SIGTERM; returns the exit code and the seconds it took."""
+        start = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        return code, time.monotonic() - start
+
+    def kill_all(self) -> None:
+        """SIGKILL to the daemon and every stage at once, as a power cut would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+def collect(
+    endpoint: str, until: Callable[[dict[str, list[dict]]], bool], timeout: float, topics: tuple[str, ...] = ("det.",)
+) -> dict[str, list[dict]]:
+    """Messages per stream until ``until(messages)`` holds; TimeoutError with a summary if it never does."""
+    messages: dict[str, list[dict]] = {}
+    deadline = time.monotonic() + timeout
+    for _, message in subscribe(endpoint, topics, timeout_s=timeout):
+        messages.setdefault(message["stream"], []).append(message)
+        if until(messages):
+            return messages
+        if time.monotonic() > deadline:
+            break
+    counts = {k: len(v) for k, v in messages.items()}
+    raise TimeoutError(f"condition not met in {timeout} s; messages per stream: {counts}")

@@ -1,0 +1,124 @@
+"""The daemon as a site server runs it: real processes, a real RTSP server, real subscribers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from tests.harness import collect
+
+
+def decode_errors(path: Path) -> str:
+    """What ffmpeg says when it decodes the file to the end (empty when clean)."""
+    result = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True, timeout=120
+    )
+    return result.stderr.strip() + ("" if result.returncode == 0 else f" (exit {result.returncode})")
+
+
+def frame_count(path: Path) -> int:
+    result = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(result.stdout.strip().split()[0])
+
+
+def test_rtsp_and_file_streams_publish_record_and_stop(daemon, rtsp_server, make_video) -> None:
+    server = rtsp_server(size="320x240", fps=10)
+    clip = make_video("yard.mp4", seconds=3, fps=10, size="320x240")
+    vestwatch = daemon([{"id": "gate", "url": server.url}, {"id": "yard", "url": str(clip), "realtime": False}])
+    vestwatch.wait_ready()
+
+    messages = collect(
+        vestwatch.endpoint, lambda m: len(m.get("gate", [])) >= 15 and len(m.get("yard", [])) >= 30, timeout=120
+    )
+
+    for stream, (width, height) in {"gate": (320, 240), "yard": (320, 240)}.items():
+        for message in messages[stream]:
+            assert message["v"] == 1 and message["type"] == "det" and message["stream"] == stream
+            assert (message["width"], message["height"]) == (width, height)
+            assert len(message["boxes"]) == len(message["scores"]) == len(message["classes"]) == len(message["names"])
+            assert all(0 <= b[0] <= b[2] <= width and 0 <= b[1] <= b[3] <= height for b in message["boxes"])
+            assert sum(message["counts"].values()) == len(message["boxes"])
+            assert 0 < message["latency_ms"] < 30_000 and message["inference_ms"] > 0
+            assert 1 <= message["batch_size"] <= 4
+    yard = messages["yard"]
+    assert [m["seq"] - yard[0]["seq"] for m in yard] == list(range(30)), "an offline stream loses no frame"
+    assert [m["pts"] for m in yard[:3]] == [0.0, 0.1, 0.2]
+    assert not any(m["drops"] for m in yard)
+
+    code, seconds = vestwatch.stop()
+    assert code == 0 and seconds < 10
+
+    for stream in ("gate", "yard"):
+        segments = sorted((vestwatch.recordings / stream).rglob("*.ts"))
+        assert segments, f"no recording for {stream}"
+        for segment in segments:
+            assert decode_errors(segment) == "", segment
+            lines = segment.with_suffix(".jsonl").read_text().splitlines()
+            assert len(lines) == frame_count(segment)
+    yard_frames = sum(frame_count(s) for s in (vestwatch.recordings / "yard").rglob("*.ts"))
+    assert yard_frames == 30
+    first = json.loads(next((vestwatch.recordings / "yard").rglob("*.jsonl")).read_text().splitlines()[0])
+    assert first["seq"] == yard[0]["seq"] and first["counts"] == yard[0]["counts"]
+
+
+def test_subscribe_command_prints_json_lines(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=2, fps=10)
+    vestwatch = daemon([{"id": "cam", "url": str(clip), "realtime": False, "loop": True}])
+    vestwatch.wait_ready()
+    result = subprocess.run(
+        [
+            "vestwatch",
+            "subscribe",
+            "-c",
+            str(vestwatch.config),
+            "--topic",
+            "det.cam",
+            "--count",
+            "5",
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 0 and len(lines) == 5
+    assert all(line["topic"] == "det.cam" and line["stream"] == "cam" for line in lines)
+
+
+def test_bad_config_stops_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[[streams]]\nid = "cam"\nurl = "rtsp://admin:hunter2@10.0.0.9/live"\nfps = -1\n')
+    result = subprocess.run(["vestwatch", "run", "-c", str(config)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "streams.0.fps: Input should be greater than 0" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_missing_weights_stop_start_up(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'runtime_dir = "{tmp_path}"\n[detector]\nweights = "{tmp_path / "none.pt"}"\n')
+    started = time.monotonic()
+    result = subprocess.run(["vestwatch", "run", "-c", str(config)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "detector.weights:" in result.stderr and "not found" in result.stderr
+    assert time.monotonic() - started < 30

@@ -1,0 +1,146 @@
+"""The daemon under faults: killed stages, a lost RTSP server, a killed daemon, garbage, idle subscribers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import msgpack
+import zmq
+
+from tests.harness import RtspServer, collect
+from tests.stages.test_daemon import decode_errors
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise LookupError(pid)
+
+
+def test_killed_stage_is_restarted_and_detections_resume(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=2, fps=10)
+    vestwatch = daemon([{"id": "cam", "url": str(clip), "loop": True, "realtime": True}])
+    vestwatch.wait_ready()
+    collect(vestwatch.endpoint, lambda m: len(m.get("cam", [])) >= 5, timeout=60)
+    mark = len(vestwatch.output.lines)
+    inference = vestwatch.stage_pid("inference")
+    capture = vestwatch.stage_pid("capture.cam")
+
+    os.kill(inference, signal.SIGKILL)
+    killed_at = time.time()
+
+    vestwatch.output.wait_for(lambda line: "inference exited with code -9" in line, 30, start=mark)
+    assert vestwatch.stage_pid("inference", after=mark) != inference
+    resumed = collect(
+        vestwatch.endpoint, lambda m: any(x["captured"] > killed_at + 0.5 for x in m.get("cam", [])), timeout=90
+    )
+    assert resumed["cam"]
+    os.kill(capture, 0)  # the capture stage was not touched: still the same process
+    assert vestwatch.stop()[0] == 0
+
+
+def test_rtsp_outage_reconnects_without_restart(daemon, rtsp_server) -> None:
+    server = rtsp_server(fps=10)
+    vestwatch = daemon([{"id": "gate", "url": server.url}])
+    vestwatch.wait_ready()
+    collect(vestwatch.endpoint, lambda m: len(m.get("gate", [])) >= 5, timeout=60)
+    capture = vestwatch.stage_pid("capture.gate")
+
+    server.stop()
+    time.sleep(10)  # the outage itself is what is under test, not a synchronisation
+    restarted = RtspServer(server.port, fps=10).start()
+    try:
+        back_at = time.time()
+        resumed = collect(
+            vestwatch.endpoint, lambda m: any(x["captured"] > back_at for x in m.get("gate", [])), timeout=90
+        )
+        assert resumed["gate"]
+        lost = [line for line in vestwatch.output.lines if "WARNING stages.capture: gate:" in line]
+        assert lost and all(("read failed" in x or "cannot open" in x) and "retrying in" in x for x in lost)
+        os.kill(capture, 0)  # reconnected inside the same capture process
+        assert "capture.gate exited" not in vestwatch.output.text()
+    finally:
+        restarted.stop()
+    assert vestwatch.stop()[0] == 0
+
+
+def test_killing_the_whole_daemon_leaves_playable_segments(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=4, fps=15, size="640x360")
+    vestwatch = daemon([{"id": "cam", "url": str(clip), "loop": True, "realtime": True}], recording={"segment_s": 2})
+    vestwatch.wait_ready()
+    collect(vestwatch.endpoint, lambda m: len(m.get("cam", [])) >= 40, timeout=90)
+
+    vestwatch.kill_all()
+
+    segments = sorted((vestwatch.recordings / "cam").rglob("*.ts"))
+    assert len(segments) >= 2
+    for segment in segments:
+        if segment.stat().st_size:
+            assert decode_errors(segment) == "", segment
+
+
+def test_garbage_on_bound_sockets_is_dropped_and_counted(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=2, fps=10)
+    vestwatch = daemon([{"id": "cam", "url": str(clip), "loop": True, "realtime": True}])
+    vestwatch.wait_ready()
+    collect(vestwatch.endpoint, lambda m: len(m.get("cam", [])) >= 3, timeout=60)
+    runtime = vestwatch.config.parent / "run"
+    context = zmq.Context()
+    try:
+        for name in ("preprocess-0.ipc", "inference.ipc", "supervisor.ipc"):
+            push = context.socket(zmq.PUSH)
+            push.setsockopt(zmq.LINGER, 1000)
+            push.connect(f"ipc://{runtime / name}")
+            for junk in (b"\x00\xff garbage", b"\x81\xa1v\x01", b""):
+                push.send(junk)
+            push.send_multipart([b"two", b"frames"])
+            push.close()
+    finally:
+        context.term()
+    after = time.time()
+    collect(vestwatch.endpoint, lambda m: any(x["captured"] > after + 1 for x in m.get("cam", [])), timeout=60)
+    text = vestwatch.output.text()
+    assert "dropped a malformed frame ref" in text
+    assert "dropped a malformed batchable" in text
+    assert "dropped a malformed heartbeat" in text
+    assert "exited with code" not in text
+
+
+def test_subscriber_that_never_reads_does_not_grow_memory(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=2, fps=30)
+    vestwatch = daemon(
+        [{"id": "cam", "url": str(clip), "loop": True, "realtime": True}],
+        detector={"conf": 0.001, "max_det": 1000},  # many boxes: large messages
+        pipeline={"publish_hwm": 20},
+    )
+    vestwatch.wait_ready()
+    inference = vestwatch.stage_pid("inference")
+    context = zmq.Context()
+    idle = context.socket(zmq.SUB)
+    idle.setsockopt(zmq.RCVHWM, 1)
+    idle.setsockopt(zmq.SUBSCRIBE, b"")
+    idle.connect(vestwatch.endpoint)
+    try:
+        # first fill what may legitimately fill: the kernel's loopback buffers and the 20-message queue
+        warm = collect(vestwatch.endpoint, lambda m: unread_bytes(m) > 12 * 2**20, timeout=180)
+        before = rss_kib(inference)
+        later = collect(vestwatch.endpoint, lambda m: unread_bytes(m) > 24 * 2**20, timeout=180)
+        after = rss_kib(inference)
+    finally:
+        idle.close(0)
+        context.term()
+    sent_kib = (unread_bytes(warm) + unread_bytes(later)) // 1024
+    print(f"inference RSS {before} -> {after} KiB while {sent_kib} KiB went unread by one subscriber")
+    assert after - before < 8 * 1024  # an unbounded queue would grow by the 24 MiB sent meanwhile
+
+
+def unread_bytes(messages: dict[str, list[dict]]) -> int:
+    return sum(map(message_bytes, messages.get("cam", [])))
+
+
+def message_bytes(message: dict) -> int:
+    return len(msgpack.packb(message))
