@@ -20,10 +20,10 @@ class VideoFeed:
         try:
             self.container = av.open(url, options=options, timeout=(timeout_s, timeout_s) if live else None)
         except (av.error.FFmpegError, OSError) as error:
-            raise FeedError(f"{redact(url)}: cannot open ({error})") from None
+            raise FeedError(redact(f"{url}: cannot open ({error})")) from None  # FFmpeg repeats the URL
         if not self.container.streams.video:
             self.container.close()
-            raise FeedError(f"{redact(url)}: no video stream")
+            raise FeedError(redact(f"{url}: no video stream"))
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
 
@@ -35,7 +35,7 @@ class VideoFeed:
             except StopIteration:
                 return
             except (av.error.FFmpegError, OSError) as error:
-                raise FeedError(f"{redact(self.url)}: read failed ({error})") from None
+                raise FeedError(redact(f"{self.url}: read failed ({error})")) from None
             try:
                 decoded = packet.decode()
             except (av.error.InvalidDataError, av.error.FFmpegError):

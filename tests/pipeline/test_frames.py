@@ -1,0 +1,60 @@
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.frames import FrameRing
+
+
+def frame(value: int, shape: tuple[int, int] = (48, 64)) -> np.ndarray:
+    return np.full((*shape, 3), value % 256, np.uint8)
+
+
+def test_write_then_read_in_another_mapping(tmp_path: Path) -> None:
+    writer = FrameRing.create(tmp_path / "ring", slots=4, max_shape=(48, 64, 3))
+    slot = writer.write(7, frame(7), pts=1.5, captured=100.0)
+    read = FrameRing.open(tmp_path / "ring").read(slot, 7)
+    assert read is not None and read.pts == 1.5 and read.captured == 100.0
+    np.testing.assert_array_equal(read.image, frame(7))
+
+
+def test_overwritten_slot_is_reported_not_returned(tmp_path: Path) -> None:
+    ring = FrameRing.create(tmp_path / "ring", slots=4, max_shape=(48, 64, 3))
+    slot = ring.write(1, frame(1), None, 0.0)
+    ring.write(5, frame(5), None, 0.0)  # same slot, 4 later
+    reader = FrameRing.open(tmp_path / "ring")
+    assert reader.read(slot, 1) is None
+    assert reader.read(slot, 5).pts is None
+
+
+def test_frames_of_other_sizes_fit_below_the_maximum(tmp_path: Path) -> None:
+    ring = FrameRing.create(tmp_path / "ring", slots=2, max_shape=(48, 64, 3))
+    slot = ring.write(3, frame(3, (20, 30)), None, 0.0)
+    assert ring.read(slot, 3).image.shape == (20, 30, 3)
+
+
+def _write_frames(path: str, count: int) -> None:
+    ring = FrameRing.create(Path(path), slots=2, max_shape=(240, 320, 3))  # takes over the existing ring
+    for seq in range(1, count):
+        ring.write(seq, frame(seq, (240, 320)), None, float(seq))
+
+
+def test_concurrent_writer_never_yields_a_torn_frame(tmp_path: Path) -> None:
+    """A reader racing a writer in another process gets whole frames or None, never a mix."""
+    path = tmp_path / "ring"
+    FrameRing.create(path, slots=2, max_shape=(240, 320, 3))
+    writer = multiprocessing.get_context("spawn").Process(target=_write_frames, args=(str(path), 3000))
+    writer.start()
+    reader = FrameRing.open(path)
+    whole = torn_checked = 0
+    while writer.is_alive() or torn_checked == 0:
+        for seq in range(1, 3000):
+            got = reader.read(seq % 2, seq)
+            torn_checked += 1
+            if got is not None:
+                assert (got.image == seq % 256).all(), f"frame {seq} mixes pixels of two frames"
+                whole += 1
+        if not writer.is_alive():
+            break
+    writer.join()
+    assert whole > 0

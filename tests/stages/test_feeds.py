@@ -1,0 +1,49 @@
+import itertools
+from pathlib import Path
+
+import cv2
+import pytest
+
+from stages.feeds import FeedError, open_feed
+from stages.feeds.camera import CameraFeed
+from stages.feeds.demo import DEMO_FPS, DEMO_SECONDS
+
+
+def test_camera_feed_through_its_seam(make_video) -> None:
+    """No camera can be attached here: the seam opens a file with the same VideoCapture API."""
+    clip = make_video(seconds=1, fps=10)
+    feed = CameraFeed("/dev/video7", open_device=lambda url: cv2.VideoCapture(str(clip)))
+    frames = []
+    with pytest.raises(FeedError, match="camera /dev/video7: no frame"):  # the end reads as an unplugged camera
+        for item in feed.frames():
+            frames.append(item)
+    assert len(frames) == 10 and frames[0].image.shape == (240, 320, 3)
+    assert all(a.pts < b.pts for a, b in itertools.pairwise(frames))
+
+
+def test_camera_that_cannot_open_is_a_feed_error(tmp_path: Path) -> None:
+    with pytest.raises(FeedError, match="camera 3: cannot open"):
+        CameraFeed("3", open_device=lambda url: cv2.VideoCapture(str(tmp_path / "absent.mp4")))
+
+
+def test_image_folder_skips_unreadable_files(tmp_path: Path) -> None:
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.UMat(20, 20, cv2.CV_8UC3).get())
+    (tmp_path / "3.jpg").write_bytes(b"broken")
+    feed = open_feed(str(tmp_path), tmp_path)
+    assert len(list(feed.frames())) == 3 and feed.corrupt == 1 and not feed.live
+
+
+def test_demo_source_is_generated_once(tmp_path: Path) -> None:
+    feed = open_feed("demo", tmp_path)
+    frames = list(feed.frames())
+    assert feed.live and len(frames) == DEMO_FPS * DEMO_SECONDS
+    mtime = (tmp_path / "demo.mp4").stat().st_mtime_ns
+    open_feed("demo", tmp_path).close()
+    assert (tmp_path / "demo.mp4").stat().st_mtime_ns == mtime
+
+
+def test_dead_rtsp_url_is_a_feed_error_naming_it_without_password() -> None:
+    with pytest.raises(FeedError) as caught:
+        open_feed("rtsp://admin:secret@127.0.0.1:9/none", Path("/tmp"), timeout_s=2)
+    assert "rtsp://admin:***@127.0.0.1:9/none" in str(caught.value) and "secret" not in str(caught.value)

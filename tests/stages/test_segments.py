@@ -1,0 +1,60 @@
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from stages.segments import SegmentRecorder, apply_retention
+
+
+def test_segments_roll_over_and_decode(tmp_path: Path) -> None:
+    recorder = SegmentRecorder(tmp_path, "cam", segment_s=1.0, crf=30, fps_hint=10)
+    for i in range(25):  # 2.5 s at 10 fps
+        image = np.full((120, 161, 3), i * 10, np.uint8)
+        recorder.write(image, 1000.0 + i / 10, 1000.0 + i / 10, {"seq": i})
+    recorder.close()
+    segments = sorted((tmp_path / "cam").rglob("*.ts"))
+    assert len(segments) == 3
+    counts = []
+    for segment in segments:
+        probe = subprocess.run(
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-count_frames",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=nb_read_frames,width",
+                "-of",
+                "json",
+                str(segment),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        stream = json.loads(probe.stdout)["streams"][0]
+        width, frames = stream["width"], int(stream["nb_read_frames"])
+        counts.append(int(frames))
+        assert width == 160  # odd sides trimmed for yuv420p
+        assert len(segment.with_suffix(".jsonl").read_text().splitlines()) == int(frames)
+    assert counts == [10, 10, 5]
+
+
+def test_retention_by_age_and_budget(tmp_path: Path) -> None:
+    day = tmp_path / "cam" / "2026-01-01"
+    day.mkdir(parents=True)
+    now = 1_800_000_000.0
+    for i in range(5):
+        segment = day / f"cam-{i}.ts"
+        segment.write_bytes(b"x" * 1000)
+        segment.with_suffix(".jsonl").write_bytes(b"y" * 100)
+        os.utime(segment, (now - 3600 * (5 - i), now - 3600 * (5 - i)))  # 5 h .. 1 h old
+    deleted = apply_retention(tmp_path / "cam", max_age_s=4.5 * 3600, max_bytes=10**9, now=now)
+    assert [p.name for p in deleted] == ["cam-0.ts"] and not (day / "cam-0.jsonl").exists()
+    deleted = apply_retention(tmp_path / "cam", max_age_s=10**9, max_bytes=2500, now=now)
+    assert [p.name for p in deleted] == ["cam-1.ts", "cam-2.ts"]
+    assert sorted(p.name for p in day.glob("*.ts")) == ["cam-3.ts", "cam-4.ts"]
