@@ -144,3 +144,21 @@ def unread_bytes(messages: dict[str, list[dict]]) -> int:
 
 def message_bytes(message: dict) -> int:
     return len(msgpack.packb(message))
+
+
+def test_hung_stage_is_killed_and_restarted(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=2, fps=10)
+    vestwatch = daemon(
+        [{"id": "cam", "url": str(clip), "loop": True, "realtime": True, "record": False}], pipeline={"stall_s": 3}
+    )
+    vestwatch.wait_ready()
+    mark = len(vestwatch.output.lines)
+    preprocess = vestwatch.stage_pid("preprocess.0")
+
+    os.kill(preprocess, signal.SIGSTOP)  # alive but silent: only the heartbeat can tell
+
+    vestwatch.output.wait_for(lambda line: "preprocess.0 stalled: no heartbeat for" in line, 30, start=mark)
+    assert vestwatch.stage_pid("preprocess.0", after=mark) != preprocess
+    after = time.time()
+    collect(vestwatch.endpoint, lambda m: any(x["captured"] > after for x in m.get("cam", [])), timeout=60)
+    assert vestwatch.stop()[0] == 0

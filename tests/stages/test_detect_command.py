@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -13,16 +11,7 @@ import pytest
 
 from stages.detector.detector import Thresholds, load_detector
 from tests.conftest import TEST_NAMES, scene
-
-
-def vestwatch(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+from tests.harness import vestwatch
 
 
 @pytest.fixture
