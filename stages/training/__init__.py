@@ -1,0 +1,1 @@
+"""Training and evaluation of the detector: ``vestwatch train`` and ``vestwatch val``."""
