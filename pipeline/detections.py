@@ -36,6 +36,12 @@ class Detections:
     def __len__(self) -> int:
         return len(self.confidence)
 
+    def with_classes(self, remap: np.ndarray) -> Detections:
+        """Class ids translated through ``remap`` (old id -> new id); boxes mapped to -1 are dropped."""
+        new = remap[self.class_id]
+        keep = new >= 0
+        return Detections(self.xyxy[keep], self.confidence[keep], new[keep])
+
     def counts(self, names: Sequence[str]) -> dict[str, int]:
         """Boxes per class name, classes without boxes left out."""
         ids, numbers = np.unique(self.class_id, return_counts=True)

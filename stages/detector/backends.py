@@ -17,6 +17,7 @@ import torch
 
 from stages.detector.checkpoints import load_model
 from stages.detector.layouts import Layout, LayoutError, detect_layout
+from stages.detector.model import Model
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,9 @@ class TorchBackend:
     layout = Layout.YOLO
     fixed_shape = None
 
-    def __init__(self, weights: str | Path, device: torch.device, half: bool | None = None) -> None:
-        model = load_model(weights).fuse()
+    def __init__(self, model: Model, device: torch.device, half: bool | None = None) -> None:
+        """Fuses ``model`` in place and serves it; pass a copy if training goes on with the original."""
+        model = model.fuse()
         self.names = list(model.names)
         self.stride = int(model.stride.max())
         self.device = device
@@ -66,6 +68,10 @@ class TorchBackend:
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model.half() if self.half else model
+
+    @classmethod
+    def load(cls, weights: str | Path, device: torch.device, half: bool | None = None) -> TorchBackend:
+        return cls(load_model(weights), device, half)
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> torch.Tensor:

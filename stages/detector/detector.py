@@ -134,7 +134,7 @@ def load_detector(
     if path.suffix == ".onnx":
         backend: Backend = OnnxBackend(path, torch_device, img_size)
     else:
-        backend = TorchBackend(path, torch_device, half)
+        backend = TorchBackend.load(path, torch_device, half)
     if names:
         backend.names = list(names)
     return Detector(backend, img_size, thresholds or Thresholds())

@@ -136,7 +136,7 @@ class Evaluation:
             # precision and recall as functions of the confidence threshold, on a common grid
             kept = np.searchsorted(-sorted_scores, -grid, side="right")
             tp = np.where(kept > 0, hits[np.maximum(kept - 1, 0)] if len(hits) else 0, 0)
-            p_grid.append(np.divide(tp, kept, out=np.ones_like(grid), where=kept > 0))
+            p_grid.append(np.divide(tp, kept, out=np.zeros_like(grid), where=kept > 0))  # no detections: P 0
             r_grid.append(tp / n_truth)
             per_class[name] = {"instances": n_truth, "ap50": aps[0], "ap50_95": float(np.mean(aps))}
         if per_class:

@@ -1,0 +1,102 @@
+"""The ``vestwatch train`` and ``vestwatch val`` subcommands (registered as entry points)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("vestwatch")
+
+DEFAULT_DATA = Path(__file__).parent / "data" / "construction-site-safety.yaml"
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from stages.training.train import TrainConfig, train
+
+    if args.resume:
+        train(TrainConfig(data="", epochs=args.epochs or 0), resume=args.resume)
+        return 0
+    config = TrainConfig(
+        data=str(args.data),
+        cfg=args.cfg,
+        img_size=args.img,
+        epochs=args.epochs or 100,
+        batch=args.batch,
+        device=args.device,
+        workers=args.workers,
+        out=str(args.out),
+        seed=args.seed,
+        data_root=args.data_root,
+        max_train_images=args.max_train_images,
+        max_val_images=args.max_val_images,
+    )
+    try:
+        train(config)
+    except (FileNotFoundError, ValueError) as error:
+        log.error("%s", error)
+        return 2
+    return 0
+
+
+def add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a detector (YOLOv7 recipe) on a labelled dataset")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="our data config YAML (with a class map) or a YOLO dataset folder / data.yaml",
+    )
+    parser.add_argument("--data-root", help="the dataset folder, overriding the data config's root")
+    parser.add_argument("--cfg", default="yolov7-tiny", help="model cfg: yolov7-tiny, yolov7 or a YAML path")
+    parser.add_argument("--img", type=int, default=640, help="training image size")
+    parser.add_argument("--epochs", type=int, help="epochs (default 100; with --resume: extend to this many)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=4, help="data loader processes")
+    parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", type=Path, help="a run's state.pt: continue that run")
+    parser.add_argument("--max-train-images", type=int, help="use only the first N training images (smoke tests)")
+    parser.add_argument("--max-val-images", type=int, help="use only the first N validation images")
+    parser.set_defaults(run=run_train)
+
+
+def run_val(args: argparse.Namespace) -> int:
+    from stages.detector.detector import Thresholds, load_detector
+    from stages.training.data import DataConfig
+    from stages.training.val import VAL_CONF, VAL_IOU, VAL_MAX_DET, evaluate, report, save_results
+
+    try:
+        data = DataConfig.load(args.data, args.data_root)
+        images, labels = [], []
+        for split in args.split:
+            split_images, split_labels = data.split(split)
+            images += split_images
+            labels += split_labels
+        detector = load_detector(
+            args.weights, args.device, args.img, Thresholds(VAL_CONF, VAL_IOU, max_det=VAL_MAX_DET)
+        )
+    except (FileNotFoundError, ValueError) as error:
+        log.error("%s", error)
+        return 2
+    evaluation = evaluate(detector, images, labels, data.names, args.batch)
+    summary = evaluation.summary()
+    save_results(evaluation, summary, args.out)
+    print(f"{args.weights} on {'+'.join(args.split)} ({len(images)} images), {args.img}px, {detector.device}")
+    print(report(summary))
+    print(f"plots and metrics.json in {args.out}")
+    return 0
+
+
+def add_val(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("val", help="mAP, precision and recall per class on a dataset split")
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data-root")
+    parser.add_argument("--split", nargs="+", default=["test"], help="one or more splits, e.g. val test")
+    parser.add_argument("--img", type=int, default=640)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("runs/val"))
+    parser.set_defaults(run=run_val)

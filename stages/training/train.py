@@ -1,0 +1,279 @@
+"""``vestwatch train``: YOLOv7-family training on our model definitions.
+
+The recipe: SGD (momentum 0.937, nesterov) with three parameter groups (BatchNorm
+weights without decay), a nominal batch of 64 by gradient accumulation, warm-up of
+bias LR and momentum over the first epochs, cosine LR decay to ``lrf``, EMA of the
+weights, AMP on CUDA, a fixed seed. Every epoch the EMA model is validated; the run
+folder gets ``last.safetensors``, ``best.safetensors`` (by 0.1 mAP50 + 0.9 mAP50-95),
+``state.pt`` (everything ``--resume`` needs; tensors and numbers only, so it loads
+with torch's weights-only unpickler) and ``results.csv``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from stages.detector.backends import TorchBackend, resolve_device
+from stages.detector.checkpoints import load_model, save_weights
+from stages.detector.detector import Detector, Thresholds
+from stages.detector.model import Model
+from stages.training.data import DataConfig
+from stages.training.dataset import TrainingImages
+from stages.training.loss import YoloLoss
+from stages.training.metrics import Evaluation
+from stages.training.val import VAL_CONF, VAL_IOU, VAL_MAX_DET, evaluate, report, save_results
+
+log = logging.getLogger(__name__)
+
+NOMINAL_BATCH = 64
+RESULT_COLUMNS = [
+    "epoch",
+    "lr",
+    "box_loss",
+    "obj_loss",
+    "cls_loss",
+    "precision",
+    "recall",
+    "map50",
+    "map50_95",
+    "seconds",
+]
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    cfg: str = "yolov7-tiny"
+    img_size: int = 640
+    epochs: int = 100
+    batch: int = 16
+    device: str = "auto"
+    workers: int = 4
+    out: str = "runs/train"
+    seed: int = 0
+    data_root: str | None = None
+    lr0: float = 0.01
+    lrf: float = 0.01
+    momentum: float = 0.937
+    weight_decay: float = 0.0005
+    warmup_epochs: float = 3.0
+    max_train_images: int | None = None  # for smoke tests
+    max_val_images: int | None = None
+
+
+class ModelEMA:
+    """Exponential moving average of the weights, with the decay ramped up over the first updates."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000, updates: int = 0) -> None:
+        self.ema = copy.deepcopy(model).eval()
+        self.decay, self.tau, self.updates = decay, tau, updates
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        source = model.state_dict()
+        for name, value in self.ema.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.mul_(d).add_(source[name].detach(), alpha=1 - d)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _worker_seed(worker: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, accumulate: int) -> torch.optim.Optimizer:
+    """Three groups as the official recipe: BN weights (no decay), other weights (decay), biases."""
+    bn_weights, weights, biases = [], [], []
+    for module in model.modules():
+        if hasattr(module, "bias") and isinstance(module.bias, nn.Parameter):
+            biases.append(module.bias)
+        if isinstance(module, nn.BatchNorm2d):
+            bn_weights.append(module.weight)
+        elif hasattr(module, "weight") and isinstance(module.weight, nn.Parameter):
+            weights.append(module.weight)
+        if hasattr(module, "implicit") and isinstance(module.implicit, nn.Parameter):
+            bn_weights.append(module.implicit)
+    decay = config.weight_decay * config.batch * accumulate / NOMINAL_BATCH
+    optimizer = torch.optim.SGD(bn_weights, lr=config.lr0, momentum=config.momentum, nesterov=True)
+    optimizer.add_param_group({"params": weights, "weight_decay": decay})
+    optimizer.add_param_group({"params": biases})
+    return optimizer
+
+
+def cosine(epoch: int, epochs: int, lrf: float) -> float:
+    """The LR factor, from 1 down to ``lrf`` along half a cosine."""
+    return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (lrf - 1) + 1
+
+
+def train(config: TrainConfig, resume: Path | None = None) -> Path:
+    """Train; returns the run folder."""
+    state = torch.load(resume, map_location="cpu", weights_only=True) if resume else None
+    if state:
+        config = TrainConfig(**{**state["config"], "epochs": max(state["config"]["epochs"], config.epochs)})
+    seed_everything(config.seed)
+    out = Path(resume.parent if resume else config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = DataConfig.load(config.data, config.data_root)
+    train_images, train_labels = data.split("train")
+    val_images, val_labels = data.split("val")
+    train_images, train_labels = train_images[: config.max_train_images], train_labels[: config.max_train_images]
+    val_images, val_labels = val_images[: config.max_val_images], val_labels[: config.max_val_images]
+
+    device = resolve_device(config.device)
+    cuda = device.type == "cuda"
+    model = Model(config.cfg, nc=len(data.names), names=data.names).to(device)
+    accumulate = max(round(NOMINAL_BATCH / config.batch), 1)
+    optimizer = build_optimizer(model, config, accumulate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine(e, config.epochs, config.lrf))
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    ema = ModelEMA(model)
+    start_epoch, best_fitness = 0, -1.0
+    if state:
+        model.load_state_dict(state["model"])
+        ema.ema.load_state_dict(state["ema"])
+        ema.updates = state["ema_updates"]
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best_fitness = state["epoch"] + 1, state["best_fitness"]
+        scheduler.last_epoch = start_epoch - 1
+        log.info("resuming %s at epoch %d", out, start_epoch)
+    else:
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(
+        TrainingImages(train_images, train_labels, config.img_size, augment=True),
+        batch_size=config.batch,
+        shuffle=True,
+        num_workers=config.workers,
+        collate_fn=TrainingImages.collate,
+        pin_memory=cuda,
+        drop_last=len(train_images) > config.batch,
+        generator=generator,
+        worker_init_fn=_worker_seed,
+        persistent_workers=config.workers > 0,
+    )
+    criterion = YoloLoss(model, config.img_size)
+    batches = len(loader)
+    warmup = max(round(config.warmup_epochs * batches), min(100, batches * config.epochs // 2))
+    log.info(
+        "training %s on %d images (%d val) for %d epochs on %s; batch %d x %d accumulation",
+        config.cfg,
+        len(train_images),
+        len(val_images),
+        config.epochs,
+        device,
+        config.batch,
+        accumulate,
+    )
+    for epoch in range(start_epoch, config.epochs):
+        started = time.time()
+        model.train()
+        losses = torch.zeros(3, device=device)
+        optimizer.zero_grad()
+        for i, (images, targets) in enumerate(loader):
+            step = i + batches * epoch
+            images = images.to(device, non_blocking=True).float() / 255
+            if step <= warmup:
+                accumulate = max(1, round(np.interp(step, [0, warmup], [1, NOMINAL_BATCH / config.batch])))
+                for g, group in enumerate(optimizer.param_groups):
+                    target = group["initial_lr"] * cosine(epoch, config.epochs, config.lrf)
+                    # plain floats: state.pt must load with the weights-only unpickler
+                    group["lr"] = float(np.interp(step, [0, warmup], [0.1 if g == 2 else 0.0, target]))
+                    group["momentum"] = float(np.interp(step, [0, warmup], [0.8, config.momentum]))
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=cuda):
+                loss, parts = criterion(model(images), targets.to(device))
+            scaler.scale(loss).backward()
+            if (step + 1) % accumulate == 0 or i == batches - 1:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+                ema.update(model)
+            losses = (losses * i + parts) / (i + 1)
+        scheduler.step()
+        summary = validate(ema.ema, device, val_images, val_labels, data.names, config.img_size)[1]
+        fitness = 0.1 * summary["map50"] + 0.9 * summary["map50_95"]
+        save_weights(ema.ema, out / "last.safetensors")
+        if fitness > best_fitness:
+            best_fitness = fitness
+            save_weights(ema.ema, out / "best.safetensors")
+        torch.save(
+            {
+                "config": asdict(config),
+                "epoch": epoch,
+                "best_fitness": best_fitness,
+                "model": model.state_dict(),
+                "ema": ema.ema.state_dict(),
+                "ema_updates": ema.updates,
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+            },
+            out / "state.pt",
+        )
+        row = [
+            epoch,
+            optimizer.param_groups[0]["lr"],
+            *losses.tolist(),
+            summary["precision"],
+            summary["recall"],
+            summary["map50"],
+            summary["map50_95"],
+            time.time() - started,
+        ]
+        _append_result(out / "results.csv", row)
+        log.info(
+            "epoch %d/%d: loss box %.4f obj %.4f cls %.4f; val mAP50 %.3f mAP50-95 %.3f (%.0f s)",
+            epoch + 1,
+            config.epochs,
+            *losses.tolist(),
+            summary["map50"],
+            summary["map50_95"],
+            row[-1],
+        )
+    best = load_model(out / "best.safetensors").to(device)
+    evaluation, summary = validate(best, device, val_images, val_labels, data.names, config.img_size)
+    save_results(evaluation, summary, out / "val")
+    print(report(summary))
+    return out
+
+
+def validate(
+    model: Model, device: torch.device, images: list[Path], labels: list[np.ndarray], names: list[str], img_size: int
+) -> tuple[Evaluation, dict]:
+    """Evaluate a copy of ``model`` through the same Detector path ``vestwatch val`` uses."""
+    backend = TorchBackend(copy.deepcopy(model).float(), device)
+    detector = Detector(backend, img_size, Thresholds(VAL_CONF, VAL_IOU, max_det=VAL_MAX_DET))
+    evaluation = evaluate(detector, images, labels, names)
+    return evaluation, evaluation.summary()
+
+
+def _append_result(path: Path, row: list) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(RESULT_COLUMNS)
+        writer.writerow([f"{v:.5g}" if isinstance(v, float) else v for v in row])
