@@ -166,3 +166,33 @@ class Heartbeat(WireMessage):
 
 def topic(prefix: str, stream: str) -> bytes:
     return f"{prefix}.{stream}".encode()
+
+
+@dataclass
+class ControlState(WireMessage):
+    """Supervisor -> every stage, on each change and every second: the live overrides.
+
+    ``overrides`` maps ``*`` (all streams) or a stream id to setting values, e.g.
+    ``{"*": {"conf": 0.4}, "gate": {"iou": 0.5}}``; ``paused`` lists paused streams.
+    """
+
+    TYPE: ClassVar[str] = "control"
+    overrides: dict[str, dict[str, float]] = field(default_factory=dict)
+    paused: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ControlRequest(WireMessage):
+    """``vestwatch ctl`` -> supervisor: ``status``, ``set`` (key, value, stream?), ``pause``/``resume`` (stream)."""
+
+    TYPE: ClassVar[str] = "request"
+    command: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ControlReply(WireMessage):
+    TYPE: ClassVar[str] = "reply"
+    ok: bool
+    error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)

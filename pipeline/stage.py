@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 
 from pipeline.endpoints import Endpoint
-from pipeline.messages import Heartbeat
+from pipeline.messages import ControlState, Heartbeat, MessageError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class Stage(ABC):
         self.stats: dict[str, Any] = {}
         self._heartbeat_endpoint = heartbeat
         self._heartbeat: zmq.Socket | None = None
+        self._bus: zmq.Socket | None = None
         self._last_beat = 0.0
 
     def setup(self) -> None:  # noqa: B027 - optional hook
@@ -46,6 +47,20 @@ class Stage(ABC):
 
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Close what ``setup`` opened; runs on every exit path."""
+
+    def on_control(self, state: ControlState) -> None:  # noqa: B027 - optional hook
+        """Apply the live overrides (thresholds, paused streams); called when they arrive."""
+
+    def _poll_bus(self) -> None:
+        while self._bus is not None:
+            try:
+                payload = self._bus.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self.on_control(ControlState.decode(payload))
+            except MessageError as error:
+                log.warning("dropped a malformed control state (%s)", error)
 
     def request_stop(self, *_: object) -> None:
         self.stopping = True
@@ -64,6 +79,10 @@ class Stage(ABC):
         signal.signal(signal.SIGINT, self.request_stop)
         if self._heartbeat_endpoint is not None:
             self._heartbeat = self._heartbeat_endpoint.open(self.context, hwm=10)
+        bus = os.environ.get("VESTWATCH_BUS")
+        self._bus = Endpoint.parse(bus).open(self.context, hwm=10) if bus else None
+        if self._bus is not None:
+            self._bus.setsockopt(zmq.SUBSCRIBE, b"")
         try:
             self.setup()
             self.state = "running" if self.state == "starting" else self.state
@@ -71,6 +90,7 @@ class Stage(ABC):
             while not self.stopping:
                 self.step()
                 self.beat()
+                self._poll_bus()
             return 0
         finally:
             self.state = "stopped"

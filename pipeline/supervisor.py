@@ -24,8 +24,11 @@ from pathlib import Path
 import zmq
 
 from pipeline import systemd
+from pipeline.control import ControlService
 from pipeline.endpoints import Endpoint
 from pipeline.messages import Heartbeat, MessageError
+
+STATE_BROADCAST_S = 1.0  # restarted stages learn the live overrides within this
 
 log = logging.getLogger("vestwatch.supervisor")
 
@@ -67,6 +70,9 @@ class Supervisor:
         stop_grace_s: float = 8.0,
         backoff_s: tuple[float, float] = (0.5, 30.0),
         on_ready: Callable[[], None] | None = None,
+        control: Endpoint | None = None,
+        settable: dict[str, Callable] | None = None,
+        streams: list[str] | None = None,
     ) -> None:
         self.stages = {spec.name: StageProcess(spec) for spec in specs}
         self.runtime_dir = runtime_dir
@@ -76,6 +82,10 @@ class Supervisor:
         self.backoff_s = backoff_s
         self.on_ready = on_ready
         self.heartbeat_endpoint = Endpoint("pull", True, f"ipc://{runtime_dir}/supervisor.ipc")
+        self.bus_endpoint = Endpoint("pub", True, f"ipc://{runtime_dir}/bus.ipc")
+        self.control_endpoint = control
+        self.control = ControlService(settable or {}, lambda: list(streams or []), self.status)
+        self.started = time.monotonic()
         self.stopping = False
         self.ready = False
         self.bad_messages = 0
@@ -84,6 +94,7 @@ class Supervisor:
         env = {
             **os.environ,
             "VESTWATCH_HEARTBEAT": self.heartbeat_endpoint.peer("push").text,
+            "VESTWATCH_BUS": self.bus_endpoint.peer("sub").text,
             "VESTWATCH_CONFIG": str(self.config) if self.config else "",
         }
         env.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
@@ -107,9 +118,24 @@ class Supervisor:
         stage.state = "restarting"
         log.warning("%s %s; restarting in %.1f s", stage.spec.name, why, delay)
 
-    def _receive_heartbeats(self, socket: zmq.Socket, timeout_ms: int) -> None:
-        if not socket.poll(timeout_ms):
-            return
+    def status(self) -> dict:
+        """Every stage's state, pid, restarts and last reported figures."""
+        now = time.monotonic()
+        return {
+            "uptime_s": round(now - self.started, 1),
+            "stages": {
+                name: {
+                    "state": stage.state,
+                    "pid": stage.process.pid if stage.process else None,
+                    "restarts": stage.restarts,
+                    "heartbeat_age_s": round(now - stage.last_heartbeat, 1),
+                    "stats": stage.stats,
+                }
+                for name, stage in self.stages.items()
+            },
+        }
+
+    def _receive_heartbeats(self, socket: zmq.Socket) -> None:
         while True:
             try:
                 payload = socket.recv(zmq.NOBLOCK)
@@ -170,12 +196,27 @@ class Supervisor:
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         context = zmq.Context()
         socket = self.heartbeat_endpoint.open(context, hwm=1000)
+        bus = self.bus_endpoint.open(context, hwm=100)
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        control = None
+        if self.control_endpoint is not None:
+            control = self.control_endpoint.open(context, hwm=100)
+            poller.register(control, zmq.POLLIN)
         watchdog = systemd.watchdog_interval()
-        last_ping = 0.0
+        last_ping = last_broadcast = 0.0
+        version = self.control.version
         try:
             while not self.stopping:
                 self._watch()
-                self._receive_heartbeats(socket, 200)
+                ready = dict(poller.poll(200))
+                if socket in ready:
+                    self._receive_heartbeats(socket)
+                if control is not None and control in ready:
+                    control.send(self.control.handle(control.recv()))
+                if version != self.control.version or time.monotonic() - last_broadcast > STATE_BROADCAST_S:
+                    bus.send(self.control.state.encode())
+                    version, last_broadcast = self.control.version, time.monotonic()
                 if watchdog and time.monotonic() - last_ping > watchdog:
                     systemd.notify("WATCHDOG=1")
                     last_ping = time.monotonic()
@@ -184,5 +225,4 @@ class Supervisor:
             self._stop_processes(list(self.stages.values()), self.stop_grace_s)
             return 0
         finally:
-            socket.close()
-            context.term()
+            context.destroy(linger=0)

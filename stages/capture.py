@@ -20,7 +20,7 @@ import zmq
 
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
-from pipeline.messages import DetectionMessage, FrameRef, MessageError, topic
+from pipeline.messages import ControlState, DetectionMessage, FrameRef, MessageError, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.feeds import Feed, FeedError, FeedFrame, open_feed
@@ -51,7 +51,15 @@ class CaptureStage(Stage):
         self.last_emitted_pts: float | None = None
         self.from_file = False  # a file decodes faster than real time: paced when it stands for a live feed
         self.pace: tuple[float, float] | None = None  # (wall clock, pts) of the first frame since opening
-        self.stats = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0}
+        self.paused = False
+        self.sent_times: list[float] = []
+        self.stats = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0, "fps_in": 0.0, "paused": False}
+
+    def on_control(self, state: ControlState) -> None:
+        paused = self.stream.id in state.paused
+        if paused != self.paused:
+            log.info("%s: %s", self.stream.id, "paused" if paused else "resumed")
+        self.paused = self.stats["paused"] = paused
 
     def setup(self) -> None:
         p = self.settings.pipeline
@@ -120,6 +128,9 @@ class CaptureStage(Stage):
         if self.frames is None:
             self._open()
             return
+        if self.paused and not self.realtime:  # an offline file waits where it is
+            time.sleep(0.1)
+            return
         try:
             frame = next(self.frames)
         except StopIteration:
@@ -128,10 +139,12 @@ class CaptureStage(Stage):
         except FeedError as error:
             self._lost(str(error))
             return
-        if self._over_fps_cap(frame.pts):
-            return
         if self.realtime and self.from_file:
             self._wait_for_pts(frame.pts)
+        if self.paused:  # live: keep the connection, process nothing
+            return
+        if self._over_fps_cap(frame.pts):
+            return
         if not self.realtime and not self._wait_for_credit():
             return
         self._send(frame)
@@ -196,6 +209,9 @@ class CaptureStage(Stage):
             return
         self.pending_drops = 0
         self.stats["frames"] += 1
+        now = time.monotonic()
+        self.sent_times = [t for t in self.sent_times if now - t < 5.0] + [now]
+        self.stats["fps_in"] = round(len(self.sent_times) / 5.0, 2)
 
 
 def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> CaptureStage:

@@ -1,4 +1,4 @@
-"""``vestwatch run`` and ``vestwatch subscribe``: the daemon and its simplest client."""
+"""``vestwatch run``, ``vestwatch subscribe`` and ``vestwatch ctl``: the daemon and its clients."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
+
+import zmq
 
 from pipeline.endpoints import Endpoint
+from pipeline.messages import ControlReply, ControlRequest, MessageError
 from pipeline.settings import ConfigError, load_settings
 from pipeline.subscriber import subscribe
 from pipeline.supervisor import Supervisor
@@ -15,6 +19,16 @@ from stages.settings import DEFAULT_CONFIG, Settings, redact
 from stages.topology import stage_specs
 
 log = logging.getLogger("vestwatch")
+
+
+def _unit_interval(value: Any) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{value} is outside [0, 1]")
+    return number
+
+
+SETTABLE = {"conf": _unit_interval, "iou": _unit_interval}  # what vestwatch ctl set may change live
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
@@ -51,6 +65,9 @@ def run_daemon(args: argparse.Namespace) -> int:
         config.resolve() if config else None,
         stall_s=settings.pipeline.stall_s,
         on_ready=announce,
+        control=settings.control_endpoint,
+        settable=SETTABLE,
+        streams=[s.id for s in settings.streams],
     )
     return supervisor.run()
 
@@ -84,3 +101,60 @@ def add_subscribe(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--count", type=int, help="stop after this many messages")
     parser.add_argument("--timeout", type=float, help="stop after this many seconds without a message")
     parser.set_defaults(run=run_subscribe, topic=None)
+
+
+def request(endpoint: Endpoint, message: ControlRequest, timeout_s: float = 5.0) -> ControlReply:
+    """One request to the daemon's control channel; raises TimeoutError if it does not answer."""
+    context = zmq.Context.instance()
+    socket = endpoint.peer("req").open(context)
+    try:
+        socket.send(message.encode())
+        if not socket.poll(int(timeout_s * 1000)):
+            raise TimeoutError(f"no answer from {endpoint.address} in {timeout_s:.0f} s (is vestwatch running?)")
+        return ControlReply.decode(socket.recv())
+    finally:
+        socket.close(0)
+
+
+def run_ctl(args: argparse.Namespace) -> int:
+    """Spread the positional words into the request's arguments, send it, print the answer."""
+    words = args.target
+    expected = {"status": 0, "set": 2, "pause": 1, "resume": 1}[args.command]
+    if len(words) != expected:
+        usage = {"set": "set KEY VALUE [--stream S]", "pause": "pause STREAM", "resume": "resume STREAM"}
+        log.error("usage: vestwatch ctl %s", usage.get(args.command, "status"))
+        return 2
+    command_args: dict[str, Any] = {}
+    if args.command == "set":
+        command_args = {"key": words[0], "value": words[1]}
+        if args.stream:
+            command_args["stream"] = args.stream
+    elif args.command in ("pause", "resume"):
+        command_args = {"stream": words[0]}
+    try:
+        endpoint = (
+            Endpoint.parse(args.endpoint)
+            if args.endpoint
+            else load_settings(Settings, _config_path(args)).control_endpoint
+        )
+        reply = request(endpoint, ControlRequest(args.command, command_args))
+    except (ConfigError, TimeoutError, MessageError, ValueError) as error:
+        log.error("%s", error)
+        return 2
+    if not reply.ok:
+        log.error("%s", reply.error)
+        return 1
+    print(json.dumps(reply.result, indent=1))
+    return 0
+
+
+def add_ctl(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ctl", help="steer the running daemon: status, set conf|iou VALUE [--stream S], pause S, resume S"
+    )
+    parser.add_argument("command", choices=["status", "set", "pause", "resume"])
+    parser.add_argument("target", nargs="*", help="set: KEY VALUE; pause/resume: STREAM")
+    parser.add_argument("--stream", help="set: only for this stream")
+    parser.add_argument("-c", "--config", type=Path, help="config whose control endpoint to use")
+    parser.add_argument("--endpoint", help="control endpoint, e.g. rep+bind:ipc:///run/vestwatch/control.ipc")
+    parser.set_defaults(run=run_ctl)

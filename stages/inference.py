@@ -9,21 +9,23 @@ stream's previous message.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
 import zmq
 
+from pipeline.control import ALL_STREAMS
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
-from pipeline.messages import Batchable, DetectionMessage, MessageError, topic
+from pipeline.messages import Batchable, ControlState, DetectionMessage, MessageError, topic
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
-from stages.detector.detector import Letterboxed, detector_from_settings
+from stages.detector.detector import Letterboxed, Thresholds, detector_from_settings
 from stages.settings import Settings
 from stages.topology import inference_input
 
@@ -37,7 +39,33 @@ class InferenceStage(Stage):
         self.queue: StreamQueue[Batchable] = StreamQueue()
         self.rings: dict[str, FrameRing] = {}
         self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.stats = {"frames": 0, "batches": 0, "dropped": 0, "bad_messages": 0}
+        self.overrides: dict[str, dict[str, float]] = {}
+        self.recent: defaultdict[str, deque[tuple[float, float]]] = defaultdict(lambda: deque(maxlen=300))
+        self.stats = {"frames": 0, "batches": 0, "dropped": 0, "bad_messages": 0, "streams": {}}
+
+    def on_control(self, state: ControlState) -> None:
+        self.overrides = state.overrides
+
+    def thresholds(self, stream: str) -> Thresholds:
+        """The config's thresholds with the live overrides for all streams, then for this one, on top."""
+        values = {**self.overrides.get(ALL_STREAMS, {}), **self.overrides.get(stream, {})}
+        return dataclasses.replace(self.detector.thresholds, **values) if values else self.detector.thresholds
+
+    def _stream_stats(self, stream: str, latency_ms: float) -> None:
+        """Per stream: published, fps over the last 300 frames, latency p50/p99 of those."""
+        recent = self.recent[stream]
+        recent.append((time.monotonic(), latency_ms))
+        latencies = sorted(v for _, v in recent)
+        span = recent[-1][0] - recent[0][0]
+        entry = self.stats["streams"].setdefault(stream, {"published": 0})
+        entry.update(
+            published=entry["published"] + 1,
+            fps_out=round((len(recent) - 1) / span, 2) if span > 0 else 0.0,
+            latency_p50_ms=round(latencies[len(latencies) // 2], 1),
+            latency_p99_ms=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+            conf=self.thresholds(stream).conf,
+            iou=self.thresholds(stream).iou,
+        )
 
     def setup(self) -> None:
         self.detector = detector_from_settings(self.settings.detector)
@@ -113,7 +141,7 @@ class InferenceStage(Stage):
 
     def _infer(self, items: list[Batchable], images: list[np.ndarray]) -> None:
         frames = [Letterboxed(i.ratio, (i.pad[0], i.pad[1]), (i.height, i.width)) for i in items]
-        result = self.detector.detect_letterboxed(np.stack(images), frames)
+        result = self.detector.detect_letterboxed(np.stack(images), frames, [self.thresholds(i.stream) for i in items])
         names = self.detector.names
         for item, detections in zip(items, result.detections):
             message = DetectionMessage(
@@ -135,6 +163,7 @@ class InferenceStage(Stage):
                 source_slot=item.source_slot,
             )
             self.publisher.send_multipart([topic("det", item.stream), message.encode()])
+            self._stream_stats(item.stream, message.latency_ms)
         self.stats["frames"] += len(items)
         self.stats["batches"] += 1
 

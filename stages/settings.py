@@ -131,6 +131,7 @@ class Settings(EnvOverridesFile):
     recordings_dir: Path = Path("recordings")
     runtime_dir: Path = Field(default_factory=default_runtime_dir)  # sockets and frame rings (tmpfs)
     publish: str = "pub+bind:tcp://127.0.0.1:5560"  # where det.<stream> messages go
+    control: str | None = None  # vestwatch ctl's endpoint; default rep+bind:ipc://<runtime_dir>/control.ipc
     streams: list[StreamSettings] = Field(default_factory=lambda: [StreamSettings(id="demo", url=DEMO_URL)])
     detector: DetectorSettings = DetectorSettings()
     pipeline: PipelineSettings = PipelineSettings()
@@ -151,6 +152,17 @@ class Settings(EnvOverridesFile):
         if duplicates:
             raise ValueError(f"stream ids must be unique: {', '.join(duplicates)} repeated")
         return streams
+
+    @field_validator("control")
+    @classmethod
+    def _control_is_rep(cls, value: str | None) -> str | None:
+        if value is not None and Endpoint.parse(value).kind != "rep":
+            raise ValueError(f"{value!r} must be a rep endpoint")
+        return value
+
+    @property
+    def control_endpoint(self) -> Endpoint:
+        return Endpoint.parse(self.control or f"rep+bind:ipc://{self.runtime_dir}/control.ipc")
 
     def stream(self, stream_id: str) -> StreamSettings:
         return next(s for s in self.streams if s.id == stream_id)

@@ -188,3 +188,17 @@ def toml_value(value: object) -> str:
     if isinstance(value, (int, float)):
         return str(value)
     return f'"{value}"'
+
+
+@pytest.fixture
+def scene_video(tmp_path: Path) -> Path:
+    """An H.264 clip of synthetic scenes on which the test model's scores spread from ~0.1 to ~0.99."""
+    from fractions import Fraction
+
+    from stages.video import VideoWriter
+
+    path = tmp_path / "scenes.mp4"
+    with VideoWriter(path, Fraction(10)) as writer:
+        for i in range(20):
+            writer.write(scene(320, 240, seed=i % 3))
+    return path

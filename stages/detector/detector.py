@@ -17,7 +17,7 @@ import torch
 
 from pipeline.detections import Detections
 from stages.detector.backends import Backend, OnnxBackend, TorchBackend, resolve_device
-from stages.detector.layouts import postprocess
+from stages.detector.layouts import Layout, postprocess
 from stages.detector.letterbox import letterbox, letterbox_shape, scale_boxes
 from stages.settings import DetectorSettings
 
@@ -96,21 +96,42 @@ class Detector:
         result.preprocess_ms = (time.perf_counter() - start) * 1e3 - result.inference_ms - result.postprocess_ms
         return result
 
-    def detect_letterboxed(self, batch: np.ndarray, frames: Sequence[Letterboxed]) -> BatchResult:
-        """Detect on a batch already letterboxed (``[B, H, W, 3]`` BGR); boxes go back to source pixels."""
+    def detect_letterboxed(
+        self, batch: np.ndarray, frames: Sequence[Letterboxed], thresholds: Sequence[Thresholds] | None = None
+    ) -> BatchResult:
+        """Detect on a batch already letterboxed (``[B, H, W, 3]`` BGR); boxes go back to source pixels.
+
+        ``thresholds`` gives each image its own (e.g. per stream); the detector's own by default.
+        """
         start = time.perf_counter()
         raw = self.backend.forward(batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         inferred = time.perf_counter()
-        t = self.thresholds
-        rows = postprocess(self.backend.layout, raw, len(batch), t.conf, t.iou, t.classes, t.agnostic, t.max_det)
+        rows = self._postprocess(raw, len(batch), thresholds)
         detections = [
             Detections(scale_boxes(r[:, :4], f.ratio, f.pad, f.source_shape), r[:, 4], r[:, 5].astype(np.int32))
             for r, f in zip(rows, frames)
         ]
         done = time.perf_counter()
         return BatchResult(detections, batch.shape[1:3], 0.0, (inferred - start) * 1e3, (done - inferred) * 1e3)
+
+    def _postprocess(
+        self, raw: torch.Tensor | np.ndarray, batch: int, thresholds: Sequence[Thresholds] | None
+    ) -> list[np.ndarray]:
+        layout = self.backend.layout
+        if thresholds is None or all(t == thresholds[0] for t in thresholds):
+            t = thresholds[0] if thresholds else self.thresholds
+            return postprocess(layout, raw, batch, t.conf, t.iou, t.classes, t.agnostic, t.max_det)
+        rows = []
+        for i, t in enumerate(thresholds):  # images with their own thresholds: one NMS each
+            if layout is Layout.END2END:
+                mine = raw[raw[:, 0] == i].copy()
+                mine[:, 0] = 0
+            else:
+                mine = raw[i : i + 1]
+            rows += postprocess(layout, mine, 1, t.conf, t.iou, t.classes, t.agnostic, t.max_det)
+        return rows
 
 
 def load_detector(
