@@ -48,6 +48,10 @@ class Stage(ABC):
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Close what ``setup`` opened; runs on every exit path."""
 
+    def report(self) -> dict[str, Any]:
+        """What the heartbeat carries: ``stats`` unless a stage adds figures computed at send time."""
+        return self.stats
+
     def on_control(self, state: ControlState) -> None:  # noqa: B027 - optional hook
         """Apply the live overrides (thresholds, paused streams); called when they arrive."""
 
@@ -70,7 +74,7 @@ class Stage(ABC):
         if self._heartbeat is None or (not force and now - self._last_beat < self.heartbeat_interval_s):
             return
         self._last_beat = now
-        message = Heartbeat(self.name, os.getpid(), self.state, self.stats)
+        message = Heartbeat(self.name, os.getpid(), self.state, self.report())
         with contextlib.suppress(zmq.Again):  # the supervisor is busy or gone; it notices by itself
             self._heartbeat.send(message.encode(), zmq.NOBLOCK)
 

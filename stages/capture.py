@@ -52,8 +52,13 @@ class CaptureStage(Stage):
         self.from_file = False  # a file decodes faster than real time: paced when it stands for a live feed
         self.pace: tuple[float, float] | None = None  # (wall clock, pts) of the first frame since opening
         self.paused = False
+        self.last_frame: float | None = None
         self.sent_times: list[float] = []
         self.stats = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0, "fps_in": 0.0, "paused": False}
+
+    def report(self) -> dict:
+        age = None if self.last_frame is None else round(time.monotonic() - self.last_frame, 2)
+        return {**self.stats, "frame_age_s": age, "live": self.realtime}
 
     def on_control(self, state: ControlState) -> None:
         paused = self.stream.id in state.paused
@@ -142,6 +147,7 @@ class CaptureStage(Stage):
         if self.realtime and self.from_file:
             self._wait_for_pts(frame.pts)
         if self.paused:  # live: keep the connection, process nothing
+            self.last_frame = time.monotonic()
             return
         if self._over_fps_cap(frame.pts):
             return
@@ -209,7 +215,7 @@ class CaptureStage(Stage):
             return
         self.pending_drops = 0
         self.stats["frames"] += 1
-        now = time.monotonic()
+        now = self.last_frame = time.monotonic()
         self.sent_times = [t for t in self.sent_times if now - t < 5.0] + [now]
         self.stats["fps_in"] = round(len(self.sent_times) / 5.0, 2)
 

@@ -15,6 +15,8 @@ from pipeline.messages import ControlReply, ControlRequest, MessageError
 from pipeline.settings import ConfigError, load_settings
 from pipeline.subscriber import subscribe
 from pipeline.supervisor import Supervisor
+from pipeline.web import serve
+from stages.observe import routes
 from stages.settings import DEFAULT_CONFIG, Settings, redact
 from stages.topology import stage_specs
 
@@ -69,7 +71,18 @@ def run_daemon(args: argparse.Namespace) -> int:
         settable=SETTABLE,
         streams=[s.id for s in settings.streams],
     )
-    return supervisor.run()
+    if settings.http:
+        try:
+            server = serve(settings.http, routes(supervisor.status, settings.pipeline.stall_s))
+        except OSError as error:
+            log.error("http: cannot listen on %s (%s)", settings.http, error)
+            return 2
+        log.info("health and metrics on http://%s/healthz and /metrics", settings.http)
+    try:
+        return supervisor.run()
+    finally:
+        if settings.http:
+            server.shutdown()
 
 
 def add_run(subparsers: argparse._SubParsersAction) -> None:

@@ -31,6 +31,8 @@ from stages.topology import inference_input
 
 log = logging.getLogger(__name__)
 
+LATENCY_BUCKETS_MS = [25, 50, 100, 250, 500, 1000, 2500, 5000]  # for the /metrics histogram
+
 
 class InferenceStage(Stage):
     def __init__(self, name: str, config: Path | None, heartbeat: Endpoint | None) -> None:
@@ -41,7 +43,15 @@ class InferenceStage(Stage):
         self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.overrides: dict[str, dict[str, float]] = {}
         self.recent: defaultdict[str, deque[tuple[float, float]]] = defaultdict(lambda: deque(maxlen=300))
-        self.stats = {"frames": 0, "batches": 0, "dropped": 0, "bad_messages": 0, "streams": {}}
+        self.stats = {
+            "frames": 0,
+            "batches": 0,
+            "dropped": 0,
+            "bad_messages": 0,
+            "streams": {},
+            "batch_size_sum": 0,
+            "inference_ms_sum": 0.0,
+        }
 
     def on_control(self, state: ControlState) -> None:
         self.overrides = state.overrides
@@ -51,13 +61,26 @@ class InferenceStage(Stage):
         values = {**self.overrides.get(ALL_STREAMS, {}), **self.overrides.get(stream, {})}
         return dataclasses.replace(self.detector.thresholds, **values) if values else self.detector.thresholds
 
-    def _stream_stats(self, stream: str, latency_ms: float) -> None:
-        """Per stream: published, fps over the last 300 frames, latency p50/p99 of those."""
+    def _stream_stats(self, stream: str, latency_ms: float, drops: dict[str, int]) -> None:
+        """Per stream: published, fps over the last 300 frames, latency p50/p99 of those, totals for /metrics."""
         recent = self.recent[stream]
         recent.append((time.monotonic(), latency_ms))
         latencies = sorted(v for _, v in recent)
         span = recent[-1][0] - recent[0][0]
-        entry = self.stats["streams"].setdefault(stream, {"published": 0})
+        entry = self.stats["streams"].setdefault(
+            stream,
+            {
+                "published": 0,
+                "dropped": {},
+                "latency_buckets": [0] * (len(LATENCY_BUCKETS_MS) + 1),
+                "latency_sum_ms": 0.0,
+            },
+        )
+        for stage, count in drops.items():
+            entry["dropped"][stage] = entry["dropped"].get(stage, 0) + count
+        for i, bound in enumerate([*LATENCY_BUCKETS_MS, float("inf")]):  # cumulative, as Prometheus wants
+            entry["latency_buckets"][i] += latency_ms <= bound
+        entry["latency_sum_ms"] += latency_ms
         entry.update(
             published=entry["published"] + 1,
             fps_out=round((len(recent) - 1) / span, 2) if span > 0 else 0.0,
@@ -163,9 +186,11 @@ class InferenceStage(Stage):
                 source_slot=item.source_slot,
             )
             self.publisher.send_multipart([topic("det", item.stream), message.encode()])
-            self._stream_stats(item.stream, message.latency_ms)
+            self._stream_stats(item.stream, message.latency_ms, message.drops)
         self.stats["frames"] += len(items)
         self.stats["batches"] += 1
+        self.stats["batch_size_sum"] += len(items)
+        self.stats["inference_ms_sum"] += result.inference_ms
 
 
 def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> InferenceStage:

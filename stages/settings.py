@@ -132,6 +132,7 @@ class Settings(EnvOverridesFile):
     runtime_dir: Path = Field(default_factory=default_runtime_dir)  # sockets and frame rings (tmpfs)
     publish: str = "pub+bind:tcp://127.0.0.1:5560"  # where det.<stream> messages go
     control: str | None = None  # vestwatch ctl's endpoint; default rep+bind:ipc://<runtime_dir>/control.ipc
+    http: str | None = "127.0.0.1:8080"  # /healthz and /metrics; None turns the server off
     streams: list[StreamSettings] = Field(default_factory=lambda: [StreamSettings(id="demo", url=DEMO_URL)])
     detector: DetectorSettings = DetectorSettings()
     pipeline: PipelineSettings = PipelineSettings()
@@ -152,6 +153,13 @@ class Settings(EnvOverridesFile):
         if duplicates:
             raise ValueError(f"stream ids must be unique: {', '.join(duplicates)} repeated")
         return streams
+
+    @field_validator("http")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[\w.:\[\]-]*:\d{1,5}$", value):
+            raise ValueError(f"{value!r} must be HOST:PORT")
+        return value
 
     @field_validator("control")
     @classmethod

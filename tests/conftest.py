@@ -156,6 +156,7 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
             f'recordings_dir = "{tmp_path / "recordings"}"',
             f'runtime_dir = "{tmp_path / "run"}"',
             f'publish = "pub+bind:tcp://127.0.0.1:{port}"',
+            f'http = "127.0.0.1:{free_port()}"',
         ]
         for stream in streams:
             lines.append("[[streams]]")

@@ -1,0 +1,114 @@
+"""What the supervisor's HTTP server shows: /healthz and /metrics, from the stages' heartbeats."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.prometheus import CONTENT_TYPE, Exposition
+from stages.inference import LATENCY_BUCKETS_MS
+
+FRAME_SILENCE_S = 10.0  # a live stream without a frame this long makes the daemon unhealthy
+
+
+def health(status: dict[str, Any], stall_s: float) -> tuple[int, str, bytes]:
+    """200 when every stage is alive and every live stream delivered a frame recently, else 503 with reasons."""
+    problems = []
+    for name, stage in status["stages"].items():
+        if stage["pid"] is None or stage["heartbeat_age_s"] > stall_s:
+            problems.append(f"{name}: {stage['state']}, no heartbeat for {stage['heartbeat_age_s']} s")
+        stats = stage["stats"]
+        if name.startswith("capture.") and stats.get("live"):
+            age = stats.get("frame_age_s")
+            if age is None or age > FRAME_SILENCE_S:
+                problems.append(f"{name}: no frame for {age if age is not None else 'ever'} s ({stage['state']})")
+    body = json.dumps({"healthy": not problems, "problems": problems, "uptime_s": status["uptime_s"]})
+    return (200 if not problems else 503), "application/json", body.encode()
+
+
+def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
+    out = Exposition()
+    for name, stage in status["stages"].items():
+        out.add(
+            "vestwatch_stage_restarts_total", "counter", "Stage process restarts", {"stage": name}, stage["restarts"]
+        )
+        out.add(
+            "vestwatch_stage_up", "gauge", "1 if the stage process runs", {"stage": name}, int(stage["pid"] is not None)
+        )
+        stats, kind, _, instance = stage["stats"], *name.partition(".")
+        if kind == "capture":
+            labels = {"stream": instance}
+            out.add(
+                "vestwatch_frames_in_total", "counter", "Frames captured and sent on", labels, stats.get("frames", 0)
+            )
+            out.add(
+                "vestwatch_frames_dropped_total",
+                "counter",
+                "Frames dropped, per stream and stage",
+                {**labels, "stage": "capture"},
+                stats.get("dropped", 0),
+            )
+            out.add(
+                "vestwatch_corrupt_total",
+                "counter",
+                "Undecodable packets or images skipped",
+                labels,
+                stats.get("corrupt", 0),
+            )
+            out.add("vestwatch_reconnects_total", "counter", "Source reconnects", labels, stats.get("reconnects", 0))
+        elif kind == "inference":
+            out.add("vestwatch_batches_total", "counter", "Inference batches", {}, stats.get("batches", 0))
+            out.add(
+                "vestwatch_batched_frames_total",
+                "counter",
+                "Frames over all batches (over batches: mean batch size)",
+                {},
+                stats.get("batch_size_sum", 0),
+            )
+            out.add(
+                "vestwatch_inference_milliseconds_total",
+                "counter",
+                "Forward-pass time over all batches, milliseconds",
+                {},
+                stats.get("inference_ms_sum", 0),
+            )
+            for stream, figures in stats.get("streams", {}).items():
+                labels = {"stream": stream}
+                out.add(
+                    "vestwatch_frames_processed_total",
+                    "counter",
+                    "Frames whose detections were published",
+                    labels,
+                    figures["published"],
+                )
+                for dropped_at, count in figures["dropped"].items():
+                    if dropped_at != "capture":  # capture's own counter is exact; this one lags a message
+                        out.add(
+                            "vestwatch_frames_dropped_total",
+                            "counter",
+                            "Frames dropped, per stream and stage",
+                            {**labels, "stage": dropped_at},
+                            count,
+                        )
+                out.histogram(
+                    "vestwatch_latency_ms",
+                    "Capture to publish latency, milliseconds",
+                    labels,
+                    LATENCY_BUCKETS_MS,
+                    figures["latency_buckets"],
+                    figures["latency_sum_ms"],
+                )
+        elif kind == "record":
+            out.add(
+                "vestwatch_recording_bytes_total",
+                "counter",
+                "Bytes of video recorded",
+                {"stream": instance},
+                stats.get("bytes", 0),
+            )
+    return 200, CONTENT_TYPE, out.text().encode()
+
+
+def routes(status: Callable[[], dict[str, Any]], stall_s: float) -> dict:
+    return {"/healthz": lambda: health(status(), stall_s), "/metrics": lambda: metrics(status())}

@@ -1,0 +1,72 @@
+"""Health and Prometheus metrics over HTTP from the running daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import collect
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def scrape_until(base: str, predicate: Callable[[dict], bool], timeout: float = 60) -> dict[tuple[str, tuple], float]:
+    """/metrics once the stages' heartbeats have carried what ``predicate`` waits for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metrics = samples(get(base + "/metrics")[1].decode())
+        if predicate(metrics):
+            return metrics
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"metrics never satisfied the condition: {sorted(metrics)[:20]}")
+        time.sleep(0.5)  # polling an HTTP endpoint whose figures change once a second
+
+
+def test_healthz_and_metrics(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=2, fps=10)
+    vestwatch = daemon([{"id": "cam", "url": str(clip), "loop": True, "realtime": True}])
+    vestwatch.wait_ready()
+    http = next(line for line in vestwatch.config.read_text().splitlines() if line.startswith("http"))
+    base = "http://" + http.split('"')[1]
+    collect(vestwatch.endpoint, lambda m: len(m.get("cam", [])) >= 5, timeout=60)
+
+    code, body = get(base + "/healthz")
+    assert code == 200 and json.loads(body)["healthy"] is True
+
+    processed = ("vestwatch_frames_processed_total", (("stream", "cam"),))
+    frames_in = ("vestwatch_frames_in_total", (("stream", "cam"),))
+    first = scrape_until(base, lambda m: m.get(processed, 0) > 0)
+    second = scrape_until(base, lambda m: m.get(processed, 0) > first[processed] + 5)
+    assert second[frames_in] > first[frames_in]
+    assert second[("vestwatch_latency_ms_count", (("stream", "cam"),))] == second[processed]
+    assert second[("vestwatch_latency_ms_bucket", (("le", "+Inf"), ("stream", "cam")))] == second[processed]
+    assert second[("vestwatch_stage_restarts_total", (("stage", "inference"),))] == 0
+    assert second[("vestwatch_recording_bytes_total", (("stream", "cam"),))] > 0
+
+    os.kill(vestwatch.stage_pid("capture.cam"), signal.SIGSTOP)  # a silent stream makes the daemon unhealthy
+    vestwatch.output.wait_for(lambda line: "capture.cam stalled" in line, 60)
+    code, body = get(base + "/healthz")
+    report = json.loads(body)
+    assert code == 503 and report["healthy"] is False and any("capture.cam" in p for p in report["problems"])
+    assert get(base + "/nothing")[0] == 404
