@@ -24,6 +24,8 @@ SOCKET_TYPES = {
     "req": zmq.REQ,
     "router": zmq.ROUTER,
     "dealer": zmq.DEALER,
+    "xpub": zmq.XPUB,
+    "xsub": zmq.XSUB,
 }
 PATTERN = re.compile(r"^(?P<kind>[a-z]+)\+(?P<mode>bind|connect):(?P<address>(tcp|ipc|inproc)://.+)$")
 

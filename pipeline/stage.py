@@ -48,6 +48,10 @@ class Stage(ABC):
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Close what ``setup`` opened; runs on every exit path."""
 
+    def open_publisher(self) -> zmq.Socket:
+        """A PUB socket into the supervisor's publish proxy, from which subscribers read."""
+        return Endpoint.parse(os.environ["VWSTAGE_PUBLISH"]).open(self.context, hwm=1000)
+
     def report(self) -> dict[str, Any]:
         """What the heartbeat carries: ``stats`` unless a stage adds figures computed at send time."""
         return self.stats
@@ -83,7 +87,7 @@ class Stage(ABC):
         signal.signal(signal.SIGINT, self.request_stop)
         if self._heartbeat_endpoint is not None:
             self._heartbeat = self._heartbeat_endpoint.open(self.context, hwm=10)
-        bus = os.environ.get("VESTWATCH_BUS")
+        bus = os.environ.get("VWSTAGE_BUS")
         self._bus = Endpoint.parse(bus).open(self.context, hwm=10) if bus else None
         if self._bus is not None:
             self._bus.setsockopt(zmq.SUBSCRIBE, b"")

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class Supervisor:
         control: Endpoint | None = None,
         settable: dict[str, Callable] | None = None,
         streams: list[str] | None = None,
+        publish: Endpoint | None = None,
+        publish_hwm: int = 1000,
     ) -> None:
         self.stages = {spec.name: StageProcess(spec) for spec in specs}
         self.runtime_dir = runtime_dir
@@ -83,6 +86,8 @@ class Supervisor:
         self.on_ready = on_ready
         self.heartbeat_endpoint = Endpoint("pull", True, f"ipc://{runtime_dir}/supervisor.ipc")
         self.bus_endpoint = Endpoint("pub", True, f"ipc://{runtime_dir}/bus.ipc")
+        self.publish = publish
+        self.publish_hwm = publish_hwm
         self.control_endpoint = control
         self.control = ControlService(settable or {}, lambda: list(streams or []), self.status)
         self.started = time.monotonic()
@@ -93,11 +98,13 @@ class Supervisor:
     def _spawn(self, stage: StageProcess) -> None:
         env = {
             **os.environ,
-            "VESTWATCH_HEARTBEAT": self.heartbeat_endpoint.peer("push").text,
-            "VESTWATCH_BUS": self.bus_endpoint.peer("sub").text,
-            "VESTWATCH_CONFIG": str(self.config) if self.config else "",
+            "VWSTAGE_HEARTBEAT": self.heartbeat_endpoint.peer("push").text,
+            "VWSTAGE_BUS": self.bus_endpoint.peer("sub").text,
+            "VWSTAGE_CONFIG": str(self.config) if self.config else "",
         }
         env.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
+        if self.publish is not None:
+            env["VWSTAGE_PUBLISH"] = self.publish_input.peer("pub").text
         stage.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.worker", stage.spec.kind, stage.spec.name],
             env=env,
@@ -117,6 +124,32 @@ class Supervisor:
         stage.process = None
         stage.state = "restarting"
         log.warning("%s %s; restarting in %.1f s", stage.spec.name, why, delay)
+
+    @property
+    def publish_input(self) -> Endpoint:
+        return Endpoint("xsub", True, f"ipc://{self.runtime_dir}/publish.ipc")
+
+    def _start_publish_proxy(self, context: zmq.Context) -> threading.Thread:
+        """Own the public endpoint: stages publish into an internal XSUB, subscribers read the XPUB.
+
+        Any stage can publish (detections, events), and subscribers keep their connection
+        when a publishing stage restarts. Subscriptions travel upstream, messages down.
+        """
+        inbound = self.publish_input.open(context, hwm=self.publish_hwm)
+        outbound = Endpoint("xpub", True, self.publish.address).open(context, hwm=self.publish_hwm)
+
+        def forward() -> None:
+            try:
+                zmq.proxy(inbound, outbound)
+            except zmq.ContextTerminated:  # term() at shutdown interrupts it
+                pass
+            finally:
+                inbound.close(0)
+                outbound.close(0)
+
+        thread = threading.Thread(target=forward, name="publish-proxy", daemon=True)
+        thread.start()
+        return thread
 
     def status(self) -> dict:
         """Every stage's state, pid, restarts and last reported figures."""
@@ -197,6 +230,7 @@ class Supervisor:
         context = zmq.Context()
         socket = self.heartbeat_endpoint.open(context, hwm=1000)
         bus = self.bus_endpoint.open(context, hwm=100)
+        proxy = self._start_publish_proxy(context) if self.publish is not None else None
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         control = None
@@ -225,4 +259,9 @@ class Supervisor:
             self._stop_processes(list(self.stages.values()), self.stop_grace_s)
             return 0
         finally:
-            context.destroy(linger=0)
+            for own in (socket, bus, control):  # the proxy thread closes its own when term() interrupts it
+                if own is not None:
+                    own.close(0)
+            context.term()
+            if proxy is not None:
+                proxy.join(2)

@@ -2,8 +2,10 @@
 
 The stage class comes from the ``vestwatch.stages`` entry-point group by KIND (so
 ``pipeline`` imports no stage); it is built with ``create(name, config, heartbeat)``.
-The config path and the heartbeat endpoint come from the environment the supervisor
-sets: ``VESTWATCH_CONFIG`` and ``VESTWATCH_HEARTBEAT``.
+The config path and the endpoints come from the environment the supervisor sets:
+``VWSTAGE_CONFIG``, ``VWSTAGE_HEARTBEAT``, ``VWSTAGE_BUS``, ``VWSTAGE_PUBLISH``. Their
+prefix is not ``VESTWATCH_`` on purpose: that one overrides config values, and
+``VESTWATCH_PUBLISH`` would silently replace the ``publish`` setting in every stage.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def main(argv: list[str]) -> int:
     kind, name = argv
-    logging.basicConfig(level=os.environ.get("VESTWATCH_LOG_LEVEL", "INFO"), format=f"[{name}] {LOG_FORMAT}")
+    logging.basicConfig(level=os.environ.get("VWSTAGE_LOG_LEVEL", "INFO"), format=f"[{name}] {LOG_FORMAT}")
     (entry,) = [e for e in entry_points(group=STAGE_GROUP) if e.name == kind] or [None]
     if entry is None:
         logging.error("no stage kind %r in the %s entry points", kind, STAGE_GROUP)
         return 2
-    config = os.environ.get("VESTWATCH_CONFIG")
-    heartbeat = os.environ.get("VESTWATCH_HEARTBEAT")
+    config = os.environ.get("VWSTAGE_CONFIG")
+    heartbeat = os.environ.get("VWSTAGE_HEARTBEAT")
     stage = entry.load()(name, Path(config) if config else None, Endpoint.parse(heartbeat) if heartbeat else None)
     return stage.run()
 

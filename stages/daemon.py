@@ -70,6 +70,8 @@ def run_daemon(args: argparse.Namespace) -> int:
         control=settings.control_endpoint,
         settable=SETTABLE,
         streams=[s.id for s in settings.streams],
+        publish=Endpoint.parse(settings.publish),
+        publish_hwm=settings.pipeline.publish_hwm,
     )
     if settings.http:
         try:

@@ -99,10 +99,7 @@ class InferenceStage(Stage):
         self.inbox = inference_input(self.settings.runtime_dir).open(
             self.context, hwm=self.settings.pipeline.max_batch * 4
         )
-        # per subscriber: one that never reads costs at most publish_hwm messages
-        self.publisher = Endpoint.parse(self.settings.publish).open(
-            self.context, hwm=self.settings.pipeline.publish_hwm
-        )
+        self.publisher = self.open_publisher()
         self.stats.update(model=self.settings.detector.weights.name, device=str(self.detector.device))
         log.info(
             "model %s on %s; publishing on %s",
