@@ -20,7 +20,8 @@ def health(status: dict[str, Any], stall_s: float) -> tuple[int, str, bytes]:
             problems.append(f"{name}: {stage['state']}, no heartbeat for {stage['heartbeat_age_s']} s")
         stats = stage["stats"]
         if name.startswith("capture.") and stats.get("live"):
-            age = stats.get("frame_age_s")
+            reported = stats.get("frame_age_s")  # as of its last heartbeat, which may itself be old
+            age = None if reported is None else round(reported + stage["heartbeat_age_s"], 1)
             if age is None or age > FRAME_SILENCE_S:
                 problems.append(f"{name}: no frame for {age if age is not None else 'ever'} s ({stage['state']})")
     body = json.dumps({"healthy": not problems, "problems": problems, "uptime_s": status["uptime_s"]})

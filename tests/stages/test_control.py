@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import zmq
 
@@ -13,6 +14,18 @@ from tests.harness import collect, vestwatch
 def ctl(daemon_process, *words: str) -> tuple[int, dict | None, str]:
     result = vestwatch("ctl", *words, "-c", daemon_process.config, timeout=30)
     return result.returncode, json.loads(result.stdout) if result.returncode == 0 else None, result.stderr
+
+
+def wait_status(daemon_process, predicate: Callable[[dict], bool], timeout: float = 60) -> float:
+    """Poll ``ctl status`` until the daemon reports what ``predicate`` wants; returns that moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code, status, _ = ctl(daemon_process, "status")
+        if code == 0 and predicate(status):
+            return time.time()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"status never matched: {status}")
+        time.sleep(0.3)  # status figures arrive with once-a-second heartbeats
 
 
 def test_live_thresholds_pause_resume_and_status(daemon, scene_video) -> None:
@@ -25,27 +38,26 @@ def test_live_thresholds_pause_resume_and_status(daemon, scene_video) -> None:
 
     code, reply, _ = ctl(vestwatch_daemon, "set", "conf", "0.5", "--stream", "a")
     assert code == 0 and reply == {"set": {"a": {"conf": 0.5}}}
-    changed = time.time()
+    changed = wait_status(
+        vestwatch_daemon, lambda st: st["stages"]["inference"]["stats"]["streams"]["a"]["conf"] == 0.5
+    )
     after = collect(
         vestwatch_daemon.endpoint,
         lambda m: (
-            sum(x["captured"] > changed + 1 for x in m.get("a", [])) >= 5
-            and sum(x["captured"] > changed + 1 for x in m.get("b", [])) >= 5
+            sum(x["captured"] > changed for x in m.get("a", [])) >= 5
+            and sum(x["captured"] > changed for x in m.get("b", [])) >= 5
         ),
         90,
     )
-    assert all(s > 0.5 for m in after["a"] if m["captured"] > changed + 1 for s in m["scores"])
-    assert any(s < 0.5 for m in after["b"] if m["captured"] > changed + 1 for s in m["scores"]), "b keeps 0.1"
+    assert all(s > 0.5 for m in after["a"] if m["captured"] > changed for s in m["scores"])
+    assert any(s < 0.5 for m in after["b"] if m["captured"] > changed for s in m["scores"]), "b keeps 0.1"
 
     assert ctl(vestwatch_daemon, "pause", "a")[0] == 0
-    paused = time.time()
-    during = collect(
-        vestwatch_daemon.endpoint, lambda m: sum(x["captured"] > paused + 1 for x in m.get("b", [])) >= 20, 90
-    )
-    assert not [m for m in during.get("a", []) if m["captured"] > paused + 1], "a paused: nothing processed"
+    paused = wait_status(vestwatch_daemon, lambda st: st["stages"]["capture.a"]["stats"]["paused"] is True)
+    during = collect(vestwatch_daemon.endpoint, lambda m: sum(x["captured"] > paused for x in m.get("b", [])) >= 20, 90)
+    assert not [m for m in during.get("a", []) if m["captured"] > paused], "a paused: nothing processed"
     code, status, _ = ctl(vestwatch_daemon, "status")
     assert code == 0 and status["paused"] == ["a"]
-    assert status["stages"]["capture.a"]["stats"]["paused"] is True
 
     assert ctl(vestwatch_daemon, "resume", "a")[0] == 0
     resumed = time.time()
