@@ -154,6 +154,30 @@ class DetectionMessage(WireMessage):
 
 
 @dataclass
+class EventMessage(WireMessage):
+    """Published on ``event.<stream>``: a violation rule fired on this frame.
+
+    ``snapshot`` is the annotated JPEG written under the recordings dir; ``segment`` and
+    ``offset_s`` say where to watch it (None when the stream is not recorded).
+    """
+
+    TYPE: ClassVar[str] = "event"
+    stream: str
+    seq: int
+    captured: float
+    rule: dict[str, Any]
+    frames_seen: int  # frames with the class in the rule's window
+    boxes: list[list[float]]
+    scores: list[float]
+    classes: list[int]
+    names: list[str]
+    counts: dict[str, int]
+    snapshot: str | None
+    segment: str | None
+    offset_s: float | None
+
+
+@dataclass
 class Heartbeat(WireMessage):
     """Stage -> supervisor, every second: alive, and what the stage wants to report."""
 

@@ -1,8 +1,10 @@
-"""Render/record stage, one process per recorded stream: annotate the original frame, record it.
+"""Render/record stage, one process per stream: annotate the original frame, record it, raise events.
 
 It subscribes to its stream's ``det.<stream>`` messages, takes the frame from the
 capture ring by (slot, seq), draws the detections and per-class counts, and writes
-the segment and its sidecar line. A frame already overwritten in the ring (this
+the segment and its sidecar line (when the stream is recorded). When the violation
+rule fires it writes an annotated JPEG snapshot and publishes ``event.<stream>``
+with where the moment can be watched. A frame already overwritten in the ring (this
 stage fell behind a live source) is skipped and counted.
 """
 
@@ -10,17 +12,20 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 
+import cv2
 import zmq
 
 from pipeline.detections import Detections
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
-from pipeline.messages import DetectionMessage, MessageError, topic
+from pipeline.messages import DetectionMessage, EventMessage, MessageError, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.annotate import annotate
+from stages.events import ViolationRule
 from stages.segments import SegmentRecorder, apply_retention
 from stages.settings import Settings
 from stages.topology import capture_ring, instance
@@ -38,18 +43,27 @@ class RecordStage(Stage):
         self.ring: FrameRing | None = None
         self.names: list[str] = []
         self.last_retention = 0.0
-        self.stats = {"frames": 0, "missed": 0, "bad_messages": 0, "bytes": 0, "segments": 0}
+        self.rule = ViolationRule(self.settings.events) if self.settings.events else None
+        self.stats = {"frames": 0, "missed": 0, "bad_messages": 0, "bytes": 0, "segments": 0, "events": 0}
 
     def setup(self) -> None:
         self.detections = Endpoint.parse(self.settings.publish).peer("sub").open(self.context, hwm=1000)
         self.detections.setsockopt(zmq.SUBSCRIBE, topic("det", self.stream.id))
         recording = self.settings.recording
-        self.recorder = SegmentRecorder(
-            self.settings.recordings_dir, self.stream.id, recording.segment_s, recording.crf, self.stream.fps or 25.0
-        )
+        self.recorder = None
+        if self.stream.record:
+            self.recorder = SegmentRecorder(
+                self.settings.recordings_dir,
+                self.stream.id,
+                recording.segment_s,
+                recording.crf,
+                self.stream.fps or 25.0,
+            )
+        self.events = self.open_publisher() if self.rule else None
 
     def teardown(self) -> None:
-        self.recorder.close()
+        if self.recorder:
+            self.recorder.close()
         if self.ring:
             self.ring.close()
 
@@ -83,26 +97,70 @@ class RecordStage(Stage):
                 self._record(message)
 
     def _record(self, message: DetectionMessage) -> None:
-        ring = self._frame_ring()
-        frame = ring.read(message.source_slot, message.seq) if ring else None
-        if frame is None:
-            self.stats["missed"] += 1
-            return
         for class_id, name in zip(message.classes, message.names):
             while len(self.names) <= class_id:
                 self.names.append(str(len(self.names)))
             self.names[class_id] = name
+        fired = self.rule.observe(message.names, message.scores) if self.rule else None
+        if self.recorder is None and fired is None:
+            return
+        ring = self._frame_ring()
+        frame = ring.read(message.source_slot, message.seq) if ring else None
+        if frame is None:
+            self.stats["missed"] += 1
         detections = Detections(message.boxes, message.scores, message.classes)
-        record = {
-            "seq": message.seq,
-            "captured": message.captured,
-            "counts": message.counts,
-            "detections": detections.records(self.names),
-        }
-        timeline = message.pts if message.pts is not None and not self.stream.is_realtime else message.captured
-        self.recorder.write(annotate(frame.image, detections, self.names), timeline, message.captured, record)
-        self.stats.update(
-            frames=self.stats["frames"] + 1, bytes=self.recorder.bytes_written, segments=self.recorder.segments_closed
+        annotated = annotate(frame.image, detections, self.names) if frame is not None else None
+        if self.recorder is not None and annotated is not None:
+            record = {
+                "seq": message.seq,
+                "captured": message.captured,
+                "counts": message.counts,
+                "detections": detections.records(self.names),
+            }
+            timeline = message.pts if message.pts is not None and not self.stream.is_realtime else message.captured
+            self.recorder.write(annotated, timeline, message.captured, record)
+            self.stats.update(
+                frames=self.stats["frames"] + 1,
+                bytes=self.recorder.bytes_written,
+                segments=self.recorder.segments_closed,
+            )
+        if fired is not None:
+            self._raise_event(message, fired, annotated)
+
+    def _raise_event(self, message: DetectionMessage, frames_seen: int, annotated) -> None:
+        snapshot = None
+        if annotated is not None:
+            stamp = datetime.fromtimestamp(message.captured).astimezone()
+            folder = self.settings.recordings_dir / self.stream.id / stamp.strftime("%Y-%m-%d") / "events"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{self.stream.id}-{stamp.strftime('%Y%m%d-%H%M%S')}-{message.seq}.jpg"
+            if cv2.imwrite(str(path), annotated):
+                snapshot = str(path.resolve())
+        position = self.recorder.position() if self.recorder else None
+        event = EventMessage(
+            stream=message.stream,
+            seq=message.seq,
+            captured=message.captured,
+            rule=self.settings.events.model_dump(by_alias=True),
+            frames_seen=frames_seen,
+            boxes=message.boxes,
+            scores=message.scores,
+            classes=message.classes,
+            names=message.names,
+            counts=message.counts,
+            snapshot=snapshot,
+            segment=str(position[0].resolve()) if position else None,
+            offset_s=position[1] if position else None,
+        )
+        self.events.send_multipart([topic("event", self.stream.id), event.encode()])
+        self.stats["events"] += 1
+        log.info(
+            "%s: event %s in %d of %d frames (snapshot %s)",
+            self.stream.id,
+            self.rule.rule.class_name,
+            frames_seen,
+            self.rule.rule.window,
+            snapshot,
         )
 
     def _retention(self) -> None:

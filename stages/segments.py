@@ -126,6 +126,12 @@ class SegmentRecorder:
         log.info("%s: recording %s", self.stream_id, path)
         return Segment(path, timeline_s, width, height, sink, container, stream, sidecar)
 
+    def position(self) -> tuple[Path, float] | None:
+        """The open segment and the offset (s) of the last frame written to it."""
+        if self.segment is None or self.segment.last_pts < 0:
+            return None
+        return self.segment.path, round(self.segment.last_pts * float(TIME_BASE), 3)
+
     def close(self) -> None:
         """Finish the open segment, if any: flush the encoder, close the files."""
         segment, self.segment = self.segment, None
@@ -142,7 +148,8 @@ class SegmentRecorder:
 
 
 def apply_retention(root: Path, max_age_s: float, max_bytes: int, now: float | None = None) -> list[Path]:
-    """Delete whole segments (with sidecars) older than ``max_age_s``, then oldest-first over ``max_bytes``."""
+    """Delete whole segments (with sidecars) older than ``max_age_s``, then oldest-first over ``max_bytes``;
+    and event snapshots older than ``max_age_s``."""
     now = time.time() if now is None else now
     segments = sorted(root.rglob("*.ts"), key=lambda p: p.stat().st_mtime)
     sizes = {p: p.stat().st_size + _size(p.with_suffix(".jsonl")) for p in segments}
@@ -156,9 +163,14 @@ def apply_retention(root: Path, max_age_s: float, max_bytes: int, now: float | N
         path.unlink(missing_ok=True)
         path.with_suffix(".jsonl").unlink(missing_ok=True)
         deleted.append(path)
-    for folder in sorted({p.parent for p in deleted}):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+    for snapshot in root.rglob("events/*.jpg"):  # event snapshots go by age too
+        if now - snapshot.stat().st_mtime > max_age_s:
+            snapshot.unlink(missing_ok=True)
+            deleted.append(snapshot)
+    for folder in sorted({p.parent for p in deleted}, key=lambda f: len(f.parts), reverse=True):
+        for empty in (folder, folder.parent):
+            if empty.is_dir() and empty != root and not any(empty.iterdir()):
+                empty.rmdir()
     return deleted
 
 

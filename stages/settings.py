@@ -118,6 +118,22 @@ class RecordingSettings(BaseModel, extra="forbid"):
     crf: int = Field(26, ge=0, le=51)  # x264 quality: lower is better and larger
 
 
+class EventRule(BaseModel, extra="forbid", populate_by_name=True):
+    """A violation: ``class`` seen in at least ``min_frames`` of the last ``window`` frames of a stream."""
+
+    class_name: str = Field("no_vest", alias="class")
+    min_frames: int = Field(3, ge=1)
+    window: int = Field(5, ge=1)
+    cooldown_s: float = Field(30.0, ge=0)  # no second event for the stream within this
+    min_conf: float = Field(0.0, ge=0, le=1)  # only boxes at least this confident count
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> EventRule:
+        if self.min_frames > self.window:
+            raise ValueError(f"min_frames {self.min_frames} cannot exceed window {self.window}")
+        return self
+
+
 def default_runtime_dir() -> Path:
     """systemd's RuntimeDirectory, else /run/vestwatch when writable, else a per-user temp dir."""
     if os.environ.get("RUNTIME_DIRECTORY"):
@@ -137,6 +153,7 @@ class Settings(EnvOverridesFile):
     detector: DetectorSettings = DetectorSettings()
     pipeline: PipelineSettings = PipelineSettings()
     recording: RecordingSettings = RecordingSettings()
+    events: EventRule | None = EventRule()  # None: no violation events
 
     @field_validator("publish")
     @classmethod

@@ -1,7 +1,7 @@
 """The process graph of a config: which stages run, and where their sockets and rings live.
 
     capture.<stream>  --FrameRef-->  preprocess.<i>  --Batchable-->  inference  --det.<stream>-->  record.<stream>
-    (ring per stream)                (ring per worker)               (PUB publish endpoint)          (SUB)
+    (ring per stream)                (ring per worker)               (PUB, via the supervisor's proxy) (SUB; events)
 
 Offline captures take their credit from the same det.<stream> messages.
 """
@@ -35,7 +35,7 @@ def stage_specs(settings: Settings) -> list[StageSpec]:
     specs = [StageSpec("capture", f"capture.{s.id}") for s in settings.streams]
     specs += [StageSpec("preprocess", f"preprocess.{i}") for i in range(settings.pipeline.preprocess_workers)]
     specs.append(StageSpec("inference", "inference"))
-    specs += [StageSpec("record", f"record.{s.id}") for s in settings.streams if s.record]
+    specs += [StageSpec("record", f"record.{s.id}") for s in settings.streams]  # renders events even unrecorded
     return specs
 
 

@@ -166,8 +166,8 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
             "pipeline": {"preprocess_workers": 1, "max_batch": 4, "stall_s": 20},
             "recording": {"segment_s": 4},
         }
-        for name, values in defaults.items():
-            values = {**values, **sections.pop(name, {})}
+        for name in defaults.keys() | sections.keys():
+            values = {**defaults.get(name, {}), **sections.get(name, {})}
             lines.append(f"[{name}]")
             lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
         config = tmp_path / "site.toml"

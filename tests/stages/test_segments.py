@@ -58,3 +58,15 @@ def test_retention_by_age_and_budget(tmp_path: Path) -> None:
     deleted = apply_retention(tmp_path / "cam", max_age_s=10**9, max_bytes=2500, now=now)
     assert [p.name for p in deleted] == ["cam-1.ts", "cam-2.ts"]
     assert sorted(p.name for p in day.glob("*.ts")) == ["cam-3.ts", "cam-4.ts"]
+
+
+def test_retention_expires_old_event_snapshots(tmp_path: Path) -> None:
+    events = tmp_path / "cam" / "2026-01-01" / "events"
+    events.mkdir(parents=True)
+    now = 1_800_000_000.0
+    old, new = events / "cam-old.jpg", events / "cam-new.jpg"
+    for path, age_h in ((old, 10), (new, 1)):
+        path.write_bytes(b"jpg")
+        os.utime(path, (now - 3600 * age_h, now - 3600 * age_h))
+    apply_retention(tmp_path / "cam", max_age_s=5 * 3600, max_bytes=10**9, now=now)
+    assert not old.exists() and new.exists()
