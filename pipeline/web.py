@@ -1,7 +1,9 @@
 """The supervisor's small HTTP server (loopback by default): routes are callables, served from a thread.
 
->>> server = serve("127.0.0.1:8080", {"/healthz": lambda: (200, "application/json", b"{}")})
+>>> server = serve("127.0.0.1:8080", {"/healthz": lambda path: (200, "application/json", b"{}")})
 >>> server.shutdown()
+
+A route whose key ends in ``/`` serves every path under it; the route gets the path.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 log = logging.getLogger(__name__)
 
-Route = Callable[[], tuple[int, str, bytes]]  # -> (status, content type, body)
+Route = Callable[[str], tuple[int, str, bytes]]  # path -> (status, content type, body)
 
 
 def serve(address: str, routes: dict[str, Route]) -> ThreadingHTTPServer:
@@ -21,12 +23,20 @@ def serve(address: str, routes: dict[str, Route]) -> ThreadingHTTPServer:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            route = routes.get(self.path.split("?", 1)[0])
+            path = self.path.split("?", 1)[0]
+            route = routes.get(path) or next(
+                (
+                    r
+                    for prefix, r in routes.items()
+                    if prefix.endswith("/") and prefix != "/" and path.startswith(prefix)
+                ),
+                None,
+            )
             if route is None:
                 status, content_type, body = 404, "text/plain", b"not found\n"
             else:
                 try:
-                    status, content_type, body = route()
+                    status, content_type, body = route(path)
                 except Exception as error:  # a broken page must not take the server down
                     log.exception("HTTP %s failed", self.path)
                     status, content_type, body = 500, "text/plain", f"{type(error).__name__}\n".encode()

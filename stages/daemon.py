@@ -75,11 +75,14 @@ def run_daemon(args: argparse.Namespace) -> int:
     )
     if settings.http:
         try:
-            server = serve(settings.http, routes(supervisor.status, settings.pipeline.stall_s))
+            pages = routes(
+                supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, [s.id for s in settings.streams]
+            )
+            server = serve(settings.http, pages)
         except OSError as error:
             log.error("http: cannot listen on %s (%s)", settings.http, error)
             return 2
-        log.info("health and metrics on http://%s/healthz and /metrics", settings.http)
+        log.info("live view on http://%s/ (also /healthz, /metrics)", settings.http)
     try:
         return supervisor.run()
     finally:

@@ -1,13 +1,18 @@
-"""What the supervisor's HTTP server shows: /healthz and /metrics, from the stages' heartbeats."""
+"""What the supervisor's HTTP server shows, from the stages' heartbeats: /healthz, /metrics, and the
+live view at / (status table, each stream's newest annotated frame, the last events)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pipeline.prometheus import CONTENT_TYPE, Exposition
 from stages.inference import LATENCY_BUCKETS_MS
+from stages.topology import live_frame
+
+LIVE_PAGE = Path(__file__).with_name("live.html")
 
 FRAME_SILENCE_S = 10.0  # a live stream without a frame this long makes the daemon unhealthy
 
@@ -111,5 +116,21 @@ def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
     return 200, CONTENT_TYPE, out.text().encode()
 
 
-def routes(status: Callable[[], dict[str, Any]], stall_s: float) -> dict:
-    return {"/healthz": lambda: health(status(), stall_s), "/metrics": lambda: metrics(status())}
+def live_jpeg(runtime_dir: Path, streams: list[str], path: str) -> tuple[int, str, bytes]:
+    """``/live/<stream>.jpg``: the stream's newest annotated frame (only configured streams)."""
+    stream = path.removeprefix("/live/").removesuffix(".jpg")
+    frame = live_frame(runtime_dir, stream)
+    if stream not in streams or not frame.is_file():
+        return 404, "text/plain", b"no frame yet\n"
+    return 200, "image/jpeg", frame.read_bytes()
+
+
+def routes(status: Callable[[], dict[str, Any]], stall_s: float, runtime_dir: Path, streams: list[str]) -> dict:
+    page = LIVE_PAGE.read_bytes()
+    return {
+        "/": lambda _: (200, "text/html; charset=utf-8", page),
+        "/status.json": lambda _: (200, "application/json", json.dumps(status()).encode()),
+        "/healthz": lambda _: health(status(), stall_s),
+        "/metrics": lambda _: metrics(status()),
+        "/live/": lambda path: live_jpeg(runtime_dir, streams, path),
+    }

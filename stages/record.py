@@ -11,11 +11,13 @@ stage fell behind a live source) is skipped and counted.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import datetime
 from pathlib import Path
 
 import cv2
+import numpy as np
 import zmq
 
 from pipeline.detections import Detections
@@ -28,11 +30,13 @@ from stages.annotate import annotate
 from stages.events import ViolationRule
 from stages.segments import SegmentRecorder, apply_retention
 from stages.settings import Settings
-from stages.topology import capture_ring, instance
+from stages.topology import capture_ring, instance, live_frame
 
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 60.0
+LIVE_EVERY_S = 0.2  # the live view's frame, at most 5 per second
+RECENT_EVENTS = 5
 
 
 class RecordStage(Stage):
@@ -44,7 +48,17 @@ class RecordStage(Stage):
         self.names: list[str] = []
         self.last_retention = 0.0
         self.rule = ViolationRule(self.settings.events) if self.settings.events else None
-        self.stats = {"frames": 0, "missed": 0, "bad_messages": 0, "bytes": 0, "segments": 0, "events": 0}
+        self.last_live = 0.0
+        self.live_path = live_frame(self.settings.runtime_dir, self.stream.id)
+        self.stats = {
+            "frames": 0,
+            "missed": 0,
+            "bad_messages": 0,
+            "bytes": 0,
+            "segments": 0,
+            "events": 0,
+            "recent_events": [],
+        }
 
     def setup(self) -> None:
         self.detections = Endpoint.parse(self.settings.publish).peer("sub").open(self.context, hwm=1000)
@@ -102,7 +116,8 @@ class RecordStage(Stage):
                 self.names.append(str(len(self.names)))
             self.names[class_id] = name
         fired = self.rule.observe(message.names, message.scores) if self.rule else None
-        if self.recorder is None and fired is None:
+        live_due = time.monotonic() - self.last_live >= LIVE_EVERY_S
+        if self.recorder is None and fired is None and not live_due:
             return
         ring = self._frame_ring()
         frame = ring.read(message.source_slot, message.seq) if ring else None
@@ -124,10 +139,21 @@ class RecordStage(Stage):
                 bytes=self.recorder.bytes_written,
                 segments=self.recorder.segments_closed,
             )
+        if live_due and annotated is not None:
+            self._write_live(annotated)
         if fired is not None:
             self._raise_event(message, fired, annotated)
 
-    def _raise_event(self, message: DetectionMessage, frames_seen: int, annotated) -> None:
+    def _write_live(self, annotated: np.ndarray) -> None:
+        """The newest annotated frame for the live view, replaced atomically so a reader never sees half."""
+        self.last_live = time.monotonic()
+        ok, jpeg = cv2.imencode(".jpg", annotated, [cv2.IMWRITE_JPEG_QUALITY, 75])
+        if ok:
+            partial = self.live_path.with_suffix(".partial")
+            partial.write_bytes(jpeg.tobytes())
+            os.replace(partial, self.live_path)
+
+    def _raise_event(self, message: DetectionMessage, frames_seen: int, annotated: np.ndarray | None) -> None:
         snapshot = None
         if annotated is not None:
             stamp = datetime.fromtimestamp(message.captured).astimezone()
@@ -154,6 +180,17 @@ class RecordStage(Stage):
         )
         self.events.send_multipart([topic("event", self.stream.id), event.encode()])
         self.stats["events"] += 1
+        self.stats["recent_events"] = [
+            *self.stats["recent_events"][-(RECENT_EVENTS - 1) :],
+            {
+                "captured": message.captured,
+                "class": self.rule.rule.class_name,
+                "frames_seen": frames_seen,
+                "snapshot": snapshot,
+                "segment": event.segment,
+                "offset_s": event.offset_s,
+            },
+        ]
         log.info(
             "%s: event %s in %d of %d frames (snapshot %s)",
             self.stream.id,

@@ -23,6 +23,11 @@ def preprocess_ring(runtime_dir: Path, worker: int) -> Path:
     return runtime_dir / f"ring-preprocess-{worker}"
 
 
+def live_frame(runtime_dir: Path, stream: str) -> Path:
+    """The newest annotated JPEG of a stream, which the live view serves."""
+    return runtime_dir / f"live-{stream}.jpg"
+
+
 def preprocess_input(runtime_dir: Path, worker: int) -> Endpoint:
     return Endpoint("pull", True, f"ipc://{runtime_dir}/preprocess-{worker}.ipc")
 
