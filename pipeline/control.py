@@ -23,10 +23,12 @@ class ControlService:
         settable: dict[str, Callable[[Any], Any]],
         streams: Callable[[], list[str]],
         status: Callable[[], dict[str, Any]],
+        reload: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.settable = settable  # key -> validator returning the value or raising ValueError
         self.streams = streams
         self.status = status
+        self.reload = reload  # re-reads the config; raises ValueError with the reason when it cannot
         self.state = ControlState()
         self.bad_requests = 0
         self.version = 0  # bumped on every change, so the caller knows when to broadcast
@@ -75,4 +77,12 @@ class ControlService:
             self.state.paused = sorted(paused)
             self.version += 1
             return {"paused": self.state.paused}
-        raise ValueError(f"unknown command {request.command!r} (status, set, pause, resume)")
+        if request.command == "reload" and self.reload is not None:
+            return self.reload()
+        raise ValueError(f"unknown command {request.command!r} (status, set, pause, resume, reload)")
+
+    def reset(self, overrides: dict[str, dict[str, Any]]) -> None:
+        """After a reload: the config's values replace live overrides; pauses of removed streams go."""
+        self.state.overrides = overrides
+        self.state.paused = [s for s in self.state.paused if s in self.streams()]
+        self.version += 1

@@ -48,6 +48,17 @@ class StageSpec:
     name: str  # unique instance name, e.g. capture.cam1
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a config asks for: the stages (with a fingerprint of the settings each depends on),
+    the stream ids and the base overrides. ``reload`` diffs the running stages against it."""
+
+    specs: list[StageSpec]
+    fingerprints: dict[str, str]  # stage name -> its settings, serialised; a change restarts the stage
+    streams: list[str]
+    overrides: dict[str, dict]
+
+
 @dataclass
 class StageProcess:
     spec: StageSpec
@@ -76,6 +87,7 @@ class Supervisor:
         streams: list[str] | None = None,
         publish: Endpoint | None = None,
         publish_hwm: int = 1000,
+        plan: Callable[[], Plan] | None = None,
     ) -> None:
         self.stages = {spec.name: StageProcess(spec) for spec in specs}
         self.runtime_dir = runtime_dir
@@ -89,7 +101,11 @@ class Supervisor:
         self.publish = publish
         self.publish_hwm = publish_hwm
         self.control_endpoint = control
-        self.control = ControlService(settable or {}, lambda: list(streams or []), self.status)
+        self.streams = list(streams or [])
+        self.plan = plan  # re-reads the config on reload (SIGHUP or ctl reload)
+        self.fingerprints: dict[str, str] = plan().fingerprints if plan else {}
+        self.reload_requested = False
+        self.control = ControlService(settable or {}, lambda: self.streams, self.status, self.reload if plan else None)
         self.started = time.monotonic()
         self.stopping = False
         self.ready = False
@@ -220,12 +236,48 @@ class Supervisor:
                 stage.process.kill()
                 stage.process.wait()
 
+    def reload(self) -> dict:
+        """Apply a re-read config: start added stages, stop removed ones, restart changed ones."""
+        try:
+            plan = self.plan()
+        except ValueError as error:  # a bad config keeps the running one
+            log.error("reload refused, keeping the running config: %s", error)
+            raise
+        wanted = {spec.name: spec for spec in plan.specs}
+        removed = [s for name, s in self.stages.items() if name not in wanted]
+        changed = [
+            s
+            for name, s in self.stages.items()
+            if name in wanted and plan.fingerprints.get(name) != self.fingerprints.get(name)
+        ]
+        self._stop_processes(removed + changed, grace_s=self.stop_grace_s)
+        for stage in removed:
+            del self.stages[stage.spec.name]
+        for stage in changed:
+            stage.process, stage.restart_at, stage.failures = None, 0.0, 0
+        added = [name for name in wanted if name not in self.stages]
+        for name in added:
+            self.stages[name] = StageProcess(wanted[name])
+        self.fingerprints, self.streams = plan.fingerprints, plan.streams
+        self.control.reset(plan.overrides)
+        summary = {
+            "added": added,
+            "removed": [s.spec.name for s in removed],
+            "restarted": [s.spec.name for s in changed],
+        }
+        log.info("reloaded: %s", summary)
+        return summary
+
+    def request_reload(self, *_: object) -> None:
+        self.reload_requested = True
+
     def request_stop(self, *_: object) -> None:
         self.stopping = True
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         context = zmq.Context()
         socket = self.heartbeat_endpoint.open(context, hwm=1000)
@@ -242,6 +294,10 @@ class Supervisor:
         version = self.control.version
         try:
             while not self.stopping:
+                if self.reload_requested and self.plan is not None:
+                    self.reload_requested = False
+                    with contextlib.suppress(ValueError):  # logged by reload()
+                        self.reload()
                 self._watch()
                 ready = dict(poller.poll(200))
                 if socket in ready:

@@ -14,11 +14,11 @@ from pipeline.endpoints import Endpoint
 from pipeline.messages import ControlReply, ControlRequest, MessageError
 from pipeline.settings import ConfigError, load_settings
 from pipeline.subscriber import subscribe
-from pipeline.supervisor import Supervisor
+from pipeline.supervisor import Plan, Supervisor
 from pipeline.web import serve
 from stages.observe import routes
 from stages.settings import DEFAULT_CONFIG, Settings, redact
-from stages.topology import stage_specs
+from stages.topology import plan
 
 log = logging.getLogger("vestwatch")
 
@@ -61,8 +61,11 @@ def run_daemon(args: argparse.Namespace) -> int:
         print(f"vestwatch running: recordings in {settings.recordings_dir.resolve()}", flush=True)
         print(f"subscribe with: vestwatch subscribe --endpoint {subscriber}   (topics det.<stream>)", flush=True)
 
+    def reread() -> Plan:
+        return plan(load_settings(Settings, config))
+
     supervisor = Supervisor(
-        stage_specs(settings),
+        plan(settings).specs,
         settings.runtime_dir,
         config.resolve() if config else None,
         stall_s=settings.pipeline.stall_s,
@@ -72,11 +75,12 @@ def run_daemon(args: argparse.Namespace) -> int:
         streams=[s.id for s in settings.streams],
         publish=Endpoint.parse(settings.publish),
         publish_hwm=settings.pipeline.publish_hwm,
+        plan=reread,
     )
     if settings.http:
         try:
             pages = routes(
-                supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, [s.id for s in settings.streams]
+                supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, lambda: supervisor.streams
             )
             server = serve(settings.http, pages)
         except OSError as error:
@@ -137,7 +141,7 @@ def request(endpoint: Endpoint, message: ControlRequest, timeout_s: float = 5.0)
 def run_ctl(args: argparse.Namespace) -> int:
     """Spread the positional words into the request's arguments, send it, print the answer."""
     words = args.target
-    expected = {"status": 0, "set": 2, "pause": 1, "resume": 1}[args.command]
+    expected = {"status": 0, "set": 2, "pause": 1, "resume": 1, "reload": 0}[args.command]
     if len(words) != expected:
         usage = {"set": "set KEY VALUE [--stream S]", "pause": "pause STREAM", "resume": "resume STREAM"}
         log.error("usage: vestwatch ctl %s", usage.get(args.command, "status"))
@@ -168,9 +172,9 @@ def run_ctl(args: argparse.Namespace) -> int:
 
 def add_ctl(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "ctl", help="steer the running daemon: status, set conf|iou VALUE [--stream S], pause S, resume S"
+        "ctl", help="steer the running daemon: status, set conf|iou VALUE [--stream S], pause S, resume S, reload"
     )
-    parser.add_argument("command", choices=["status", "set", "pause", "resume"])
+    parser.add_argument("command", choices=["status", "set", "pause", "resume", "reload"])
     parser.add_argument("target", nargs="*", help="set: KEY VALUE; pause/resume: STREAM")
     parser.add_argument("--stream", help="set: only for this stream")
     parser.add_argument("-c", "--config", type=Path, help="config whose control endpoint to use")

@@ -125,12 +125,14 @@ def live_jpeg(runtime_dir: Path, streams: list[str], path: str) -> tuple[int, st
     return 200, "image/jpeg", frame.read_bytes()
 
 
-def routes(status: Callable[[], dict[str, Any]], stall_s: float, runtime_dir: Path, streams: list[str]) -> dict:
+def routes(
+    status: Callable[[], dict[str, Any]], stall_s: float, runtime_dir: Path, streams: Callable[[], list[str]]
+) -> dict:
     page = LIVE_PAGE.read_bytes()
     return {
         "/": lambda _: (200, "text/html; charset=utf-8", page),
         "/status.json": lambda _: (200, "application/json", json.dumps(status()).encode()),
         "/healthz": lambda _: health(status(), stall_s),
         "/metrics": lambda _: metrics(status()),
-        "/live/": lambda path: live_jpeg(runtime_dir, streams, path),
+        "/live/": lambda path: live_jpeg(runtime_dir, streams(), path),
     }
