@@ -11,6 +11,7 @@ Moving a stage to another host is then a config change.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
@@ -66,12 +67,23 @@ class Endpoint:
         address = re.sub(r"//(0\.0\.0\.0|\*):", "//127.0.0.1:", self.address)
         return Endpoint(kind, not self.bind, address)
 
-    def open(self, context: zmq.Context, hwm: int = 100, linger_ms: int = 0) -> zmq.Socket:
-        """A socket of this type, bound or connected, with bounded queues both ways."""
+    def open(
+        self,
+        context: zmq.Context,
+        hwm: int = 100,
+        linger_ms: int = 0,
+        prepare: Callable[[zmq.Socket], object] | None = None,
+    ) -> zmq.Socket:
+        """A socket of this type, bound or connected, with bounded queues both ways.
+
+        ``prepare`` sets what must precede bind/connect, such as CURVE keys.
+        """
         socket = context.socket(SOCKET_TYPES[self.kind])
         socket.setsockopt(zmq.SNDHWM, hwm)
         socket.setsockopt(zmq.RCVHWM, hwm)
         socket.setsockopt(zmq.LINGER, linger_ms)
+        if prepare is not None:
+            prepare(socket)
         if self.bind:
             socket.bind(self.address)
         else:

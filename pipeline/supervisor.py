@@ -28,6 +28,7 @@ from pipeline import systemd
 from pipeline.control import ControlService
 from pipeline.endpoints import Endpoint
 from pipeline.messages import Heartbeat, MessageError
+from pipeline.security import secure_server
 
 STATE_BROADCAST_S = 1.0  # restarted stages learn the live overrides within this
 
@@ -83,6 +84,7 @@ class Supervisor:
         backoff_s: tuple[float, float] = (0.5, 30.0),
         on_ready: Callable[[], None] | None = None,
         control: Endpoint | None = None,
+        control_keys: Path | None = None,
         settable: dict[str, Callable] | None = None,
         streams: list[str] | None = None,
         publish: Endpoint | None = None,
@@ -101,6 +103,7 @@ class Supervisor:
         self.publish = publish
         self.publish_hwm = publish_hwm
         self.control_endpoint = control
+        self.control_keys = control_keys
         self.streams = list(streams or [])
         self.plan = plan  # re-reads the config on reload (SIGHUP or ctl reload)
         self.fingerprints: dict[str, str] = plan().fingerprints if plan else {}
@@ -286,8 +289,14 @@ class Supervisor:
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         control = None
+        authenticators = []
         if self.control_endpoint is not None:
-            control = self.control_endpoint.open(context, hwm=100)
+            keys = self.control_keys
+            control = self.control_endpoint.open(
+                context,
+                hwm=100,
+                prepare=(lambda s: authenticators.append(secure_server(s, context, keys))) if keys else None,
+            )
             poller.register(control, zmq.POLLIN)
         watchdog = systemd.watchdog_interval()
         last_ping = last_broadcast = 0.0
@@ -315,6 +324,8 @@ class Supervisor:
             self._stop_processes(list(self.stages.values()), self.stop_grace_s)
             return 0
         finally:
+            for authenticator in authenticators:
+                authenticator.stop()
             for own in (socket, bus, control):  # the proxy thread closes its own when term() interrupts it
                 if own is not None:
                     own.close(0)

@@ -12,6 +12,7 @@ import zmq
 
 from pipeline.endpoints import Endpoint
 from pipeline.messages import ControlReply, ControlRequest, MessageError
+from pipeline.security import create_keys, secure_client
 from pipeline.settings import ConfigError, load_settings
 from pipeline.subscriber import subscribe
 from pipeline.supervisor import Plan, Supervisor
@@ -71,6 +72,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         stall_s=settings.pipeline.stall_s,
         on_ready=announce,
         control=settings.control_endpoint,
+        control_keys=settings.control_keys,
         settable=SETTABLE,
         streams=[s.id for s in settings.streams],
         publish=Endpoint.parse(settings.publish),
@@ -125,10 +127,12 @@ def add_subscribe(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_subscribe, topic=None)
 
 
-def request(endpoint: Endpoint, message: ControlRequest, timeout_s: float = 5.0) -> ControlReply:
-    """One request to the daemon's control channel; raises TimeoutError if it does not answer."""
+def request(
+    endpoint: Endpoint, message: ControlRequest, keys: Path | None = None, timeout_s: float = 5.0
+) -> ControlReply:
+    """One request to the daemon's control channel (CURVE with ``keys``); TimeoutError if it does not answer."""
     context = zmq.Context.instance()
-    socket = endpoint.peer("req").open(context)
+    socket = endpoint.peer("req").open(context, prepare=(lambda s: secure_client(s, keys)) if keys else None)
     try:
         socket.send(message.encode())
         if not socket.poll(int(timeout_s * 1000)):
@@ -154,13 +158,14 @@ def run_ctl(args: argparse.Namespace) -> int:
     elif args.command in ("pause", "resume"):
         command_args = {"stream": words[0]}
     try:
-        endpoint = (
-            Endpoint.parse(args.endpoint)
-            if args.endpoint
-            else load_settings(Settings, _config_path(args)).control_endpoint
-        )
-        reply = request(endpoint, ControlRequest(args.command, command_args))
-    except (ConfigError, TimeoutError, MessageError, ValueError) as error:
+        keys = args.keys
+        if args.endpoint:
+            endpoint = Endpoint.parse(args.endpoint)
+        else:
+            settings = load_settings(Settings, _config_path(args))
+            endpoint, keys = settings.control_endpoint, keys or settings.control_keys
+        reply = request(endpoint, ControlRequest(args.command, command_args), keys)
+    except (ConfigError, TimeoutError, MessageError, ValueError, FileNotFoundError) as error:
         log.error("%s", error)
         return 2
     if not reply.ok:
@@ -179,4 +184,19 @@ def add_ctl(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stream", help="set: only for this stream")
     parser.add_argument("-c", "--config", type=Path, help="config whose control endpoint to use")
     parser.add_argument("--endpoint", help="control endpoint, e.g. rep+bind:ipc:///run/vestwatch/control.ipc")
+    parser.add_argument("--keys", type=Path, help="CURVE keys folder (default: the config's control_keys)")
     parser.set_defaults(run=run_ctl)
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    create_keys(args.folder)
+    print(f'CURVE keys in {args.folder}: set control_keys = "{args.folder.resolve()}" in the daemon\'s config;')
+    print("a client needs client.key_secret and server.key (vestwatch ctl --keys FOLDER);")
+    print("authorise more clients by copying their public .key files into clients/")
+    return 0
+
+
+def add_keys(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("keys", help="create CURVE keys for a tcp:// control endpoint")
+    parser.add_argument("folder", type=Path)
+    parser.set_defaults(run=run_keys)

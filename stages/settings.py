@@ -148,7 +148,8 @@ class Settings(EnvOverridesFile):
     runtime_dir: Path = Field(default_factory=default_runtime_dir)  # sockets and frame rings (tmpfs)
     publish: str = "pub+bind:tcp://127.0.0.1:5560"  # where det.<stream> messages go
     control: str | None = None  # vestwatch ctl's endpoint; default rep+bind:ipc://<runtime_dir>/control.ipc
-    http: str | None = "127.0.0.1:8080"  # /healthz and /metrics; None turns the server off
+    control_keys: Path | None = None  # CURVE keys (vestwatch keys DIR); required when control is tcp://
+    http: str | None = "127.0.0.1:8080"  # live view, /healthz and /metrics; None turns the server off
     streams: list[StreamSettings] = Field(default_factory=lambda: [StreamSettings(id="demo", url=DEMO_URL)])
     detector: DetectorSettings = DetectorSettings()
     pipeline: PipelineSettings = PipelineSettings()
@@ -184,6 +185,12 @@ class Settings(EnvOverridesFile):
         if value is not None and Endpoint.parse(value).kind != "rep":
             raise ValueError(f"{value!r} must be a rep endpoint")
         return value
+
+    @model_validator(mode="after")
+    def _tcp_control_is_authenticated(self) -> Settings:
+        if self.control and "tcp://" in self.control and self.control_keys is None:
+            raise ValueError("a tcp:// control endpoint needs control_keys (create them with 'vestwatch keys DIR')")
+        return self
 
     @property
     def control_endpoint(self) -> Endpoint:

@@ -150,7 +150,7 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
     """``daemon(streams, **sections)``: writes a config under tmp_path and starts ``vestwatch run``."""
     started: list[Daemon] = []
 
-    def start(streams: list[dict], publish_port: int | None = None, **sections: dict) -> Daemon:
+    def start(streams: list[dict], publish_port: int | None = None, **sections: dict | str) -> Daemon:
         port = publish_port or free_port()
         lines = [
             f'recordings_dir = "{tmp_path / "recordings"}"',
@@ -158,6 +158,8 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
             f'publish = "pub+bind:tcp://127.0.0.1:{port}"',
             f'http = "127.0.0.1:{free_port()}"',
         ]
+        lines += [f"{key} = {toml_value(value)}" for key, value in sections.items() if isinstance(value, str)]
+        sections = {key: value for key, value in sections.items() if isinstance(value, dict)}
         for stream in streams:
             lines.append("[[streams]]")
             lines += [f"{key} = {toml_value(value)}" for key, value in stream.items()]

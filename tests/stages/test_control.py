@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import zmq
 
-from tests.harness import collect, vestwatch
+from tests.harness import collect, free_port, vestwatch
 
 
 def ctl(daemon_process, *words: str) -> tuple[int, dict | None, str]:
@@ -100,3 +100,34 @@ def test_bad_requests_get_error_replies_and_are_counted(daemon, make_video) -> N
     code, status, _ = ctl(vestwatch_daemon, "status")
     assert code == 0 and status["bad_requests"] == 5
     assert "exited with code" not in vestwatch_daemon.output.text()
+
+
+def test_tcp_control_requires_curve_keys(daemon, make_video, tmp_path) -> None:
+    keys = tmp_path / "keys"
+    assert vestwatch("keys", keys).returncode == 0
+    assert (keys / "server.key_secret").stat().st_mode & 0o077 == 0  # secrets readable by the owner only
+    port = free_port()
+    clip = make_video("clip.mp4", seconds=1, fps=10)
+    running = daemon(
+        [{"id": "cam", "url": str(clip), "loop": True, "record": False}],
+        control=f"rep+bind:tcp://127.0.0.1:{port}",
+        control_keys=str(keys),
+    )
+    running.wait_ready()
+    endpoint = f"rep+bind:tcp://127.0.0.1:{port}"
+    allowed = vestwatch("ctl", "status", "--endpoint", endpoint, "--keys", keys, timeout=60)
+    assert allowed.returncode == 0 and json.loads(allowed.stdout)["stages"]["capture.cam"]
+
+    strangers = tmp_path / "strangers"
+    vestwatch("keys", strangers)  # valid keys, but not authorised by this daemon
+    refused = vestwatch("ctl", "status", "--endpoint", endpoint, "--keys", strangers, timeout=60)
+    plain = vestwatch("ctl", "status", "--endpoint", endpoint, timeout=60)
+    assert refused.returncode == 2 and "no answer" in refused.stderr
+    assert plain.returncode == 2 and "no answer" in plain.stderr
+
+
+def test_tcp_control_without_keys_is_a_config_error(tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('control = "rep+bind:tcp://0.0.0.0:5561"\n')
+    result = vestwatch("run", "-c", config, timeout=60)
+    assert result.returncode == 2 and "needs control_keys" in result.stderr
