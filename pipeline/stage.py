@@ -14,12 +14,13 @@ import os
 import signal
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
 
 from pipeline.endpoints import Endpoint
-from pipeline.messages import ControlState, Heartbeat, MessageError
+from pipeline.messages import ControlState, Heartbeat, Message, MessageError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,22 @@ class Stage(ABC):
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Close what ``setup`` opened; runs on every exit path."""
 
+    def drain(self, socket: zmq.Socket, message_type: type[Message], topics: bool = False) -> Iterator[Message]:
+        """Every message waiting on ``socket``, decoded; garbage is logged, counted in
+        ``stats['bad_messages']`` and skipped. ``topics``: two-frame (topic, payload) messages."""
+        while True:
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                if topics and len(frames) != 2:
+                    raise MessageError(f"{len(frames)} frames, expected topic and payload")
+                yield message_type.decode(frames[-1] if topics else b"".join(frames))
+            except MessageError as error:
+                self.stats["bad_messages"] = self.stats.get("bad_messages", 0) + 1
+                log.warning("dropped a malformed %s message (%s)", message_type.TYPE, error)
+
     def open_publisher(self) -> zmq.Socket:
         """A PUB socket into the supervisor's publish proxy, from which subscribers read."""
         return Endpoint.parse(os.environ["VWSTAGE_PUBLISH"]).open(self.context, hwm=1000)
@@ -60,15 +77,9 @@ class Stage(ABC):
         """Apply the live overrides (thresholds, paused streams); called when they arrive."""
 
     def _poll_bus(self) -> None:
-        while self._bus is not None:
-            try:
-                payload = self._bus.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                self.on_control(ControlState.decode(payload))
-            except MessageError as error:
-                log.warning("dropped a malformed control state (%s)", error)
+        if self._bus is not None:
+            for state in self.drain(self._bus, ControlState):
+                self.on_control(state)
 
     def request_stop(self, *_: object) -> None:
         self.stopping = True

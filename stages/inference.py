@@ -16,12 +16,11 @@ from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
-import zmq
 
 from pipeline.control import ALL_STREAMS
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
-from pipeline.messages import Batchable, ControlState, DetectionMessage, MessageError, topic
+from pipeline.messages import Batchable, ControlState, DetectionMessage, topic
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
@@ -113,17 +112,7 @@ class InferenceStage(Stage):
             ring.close()
 
     def _drain(self) -> None:
-        while True:
-            try:
-                payload = self.inbox.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                item = Batchable.decode(payload)
-            except MessageError as error:
-                self.stats["bad_messages"] += 1
-                log.warning("dropped a malformed batchable (%s)", error)
-                continue
+        for item in self.drain(self.inbox, Batchable):
             for stage, count in item.drops.items():
                 self.drops[item.stream][stage] += count
             self.queue.put(item.stream, item, item.realtime)

@@ -16,7 +16,7 @@ import zmq
 
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
-from pipeline.messages import Batchable, FrameRef, MessageError
+from pipeline.messages import Batchable, FrameRef
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
@@ -52,17 +52,7 @@ class PreprocessStage(Stage):
             ring.close()
 
     def _drain(self) -> None:
-        while True:
-            try:
-                payload = self.inbox.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                ref = FrameRef.decode(payload)
-            except MessageError as error:
-                self.stats["bad_messages"] += 1
-                log.warning("dropped a malformed frame ref (%s)", error)
-                continue
+        for ref in self.drain(self.inbox, FrameRef):
             self.drops[ref.stream]["capture"] += ref.drops
             self.queue.put(ref.stream, ref, ref.realtime)
 

@@ -23,7 +23,7 @@ import zmq
 from pipeline.detections import Detections
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
-from pipeline.messages import DetectionMessage, EventMessage, MessageError, topic
+from pipeline.messages import DetectionMessage, EventMessage, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.annotate import annotate
@@ -93,20 +93,7 @@ class RecordStage(Stage):
         self._retention()
         if not self.detections.poll(200):
             return
-        while True:
-            try:
-                _, payload = self.detections.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except ValueError:
-                self.stats["bad_messages"] += 1
-                continue
-            try:
-                message = DetectionMessage.decode(payload)
-            except MessageError as error:
-                self.stats["bad_messages"] += 1
-                log.warning("dropped a malformed detection message (%s)", error)
-                continue
+        for message in self.drain(self.detections, DetectionMessage, topics=True):
             if message.stream == self.stream.id:  # the subscription is a prefix: det.cam1 also matches det.cam10
                 self._record(message)
 

@@ -27,14 +27,15 @@ class VideoFrame:
 
 
 class VideoReader:
-    """Decoded frames of a file's first video stream; undecodable packets are skipped and counted."""
+    """Decoded frames of a file's or a URL's first video stream; undecodable packets are skipped and counted."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str, options: dict[str, str] | None = None, timeout_s: float | None = None) -> None:
         self.path = path
+        timeout = (timeout_s, timeout_s) if timeout_s else None
         try:
-            self.container = av.open(str(path))
+            self.container = av.open(str(path), options=options or {}, timeout=timeout)
         except (av.error.FFmpegError, OSError) as error:
-            raise ValueError(f"{path}: cannot open video ({error})") from None
+            raise ValueError(f"{path}: cannot open ({error})") from None
         if not self.container.streams.video:
             self.container.close()
             raise ValueError(f"{path}: no video stream")
@@ -59,11 +60,11 @@ class VideoReader:
                 packet = next(packets)
             except StopIteration:
                 return
-            except av.error.FFmpegError as error:  # a container broken past repair, e.g. truncated
-                raise ValueError(f"{self.path}: demuxing stopped after {index} frames ({error})") from None
+            except (av.error.FFmpegError, OSError) as error:  # a broken container or a lost connection
+                raise ValueError(f"{self.path}: read failed after {index} frames ({error})") from None
             try:
                 decoded = packet.decode()
-            except av.error.InvalidDataError:
+            except av.error.FFmpegError:  # a corrupt packet: skip it
                 self.corrupt_packets += 1
                 continue
             for frame in decoded:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -146,3 +148,47 @@ def collect(
             break
     counts = {k: len(v) for k, v in messages.items()}
     raise TimeoutError(f"condition not met in {timeout} s; messages per stream: {counts}")
+
+
+def probe_video(path: Path) -> tuple[dict, str]:
+    """Decode every frame of the first video stream with ffprobe.
+
+    Returns the stream's fields (codec_name, width, height, nb_read_frames) and what ffprobe
+    reported while decoding (empty when clean). Decoding, not remuxing: live frames are
+    variable-rate, which a transcode to a fixed rate would flag although every frame decodes.
+    """
+    result = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    streams = json.loads(result.stdout or "{}").get("streams") or [{}]
+    problems = result.stderr.strip() + ("" if result.returncode == 0 else f" (exit {result.returncode})")
+    return streams[0], problems
+
+
+def wait_status(daemon: Daemon, predicate: Callable[[dict], bool], timeout: float = 60) -> float:
+    """Poll ``vestwatch ctl status`` until the daemon reports what ``predicate`` wants; returns that moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = vestwatch("ctl", "status", "-c", daemon.config, timeout=30)
+        status = json.loads(result.stdout) if result.returncode == 0 else {}
+        with contextlib.suppress(KeyError, TypeError):  # figures not reported yet
+            if predicate(status):
+                return time.time()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"status never matched: {status}")
+        time.sleep(0.3)  # status figures arrive with once-a-second heartbeats

@@ -4,46 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import av
-
 from stages.feeds.base import FeedError, FeedFrame
 from stages.settings import redact
+from stages.video import VideoReader
 
 
 class VideoFeed:
+    """A ``VideoReader`` as a feed: its errors become ``FeedError`` with any password redacted
+    (FFmpeg repeats the URL in its messages)."""
+
     def __init__(self, url: str, live: bool, timeout_s: float = 5.0) -> None:
         self.url = url
         self.live = live
-        self.corrupt = 0
         self.from_file = "://" not in url
-        options = {"rtsp_transport": "tcp"} if url.startswith("rtsp") else {}
+        options = {"rtsp_transport": "tcp"} if url.startswith("rtsp") else None
         try:
-            self.container = av.open(url, options=options, timeout=(timeout_s, timeout_s) if live else None)
-        except (av.error.FFmpegError, OSError) as error:
-            raise FeedError(redact(f"{url}: cannot open ({error})")) from None  # FFmpeg repeats the URL
-        if not self.container.streams.video:
-            self.container.close()
-            raise FeedError(redact(f"{url}: no video stream"))
-        self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
+            self.reader = VideoReader(url, options, timeout_s if live else None)
+        except ValueError as error:
+            raise FeedError(redact(str(error))) from None
+
+    @property
+    def corrupt(self) -> int:
+        return self.reader.corrupt_packets
 
     def frames(self) -> Iterator[FeedFrame]:
-        packets = self.container.demux(self.stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                return
-            except (av.error.FFmpegError, OSError) as error:
-                raise FeedError(redact(f"{self.url}: read failed ({error})")) from None
-            try:
-                decoded = packet.decode()
-            except (av.error.InvalidDataError, av.error.FFmpegError):
-                self.corrupt += 1
-                continue
-            for frame in decoded:
-                pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
-                yield FeedFrame(frame.to_ndarray(format="bgr24"), pts)
+        try:
+            for frame in self.reader.frames():
+                yield FeedFrame(frame.image, frame.pts_s)
+        except ValueError as error:
+            raise FeedError(redact(str(error))) from None
 
     def close(self) -> None:
-        self.container.close()
+        self.reader.close()

@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 
 import zmq
 
-from tests.harness import collect, free_port, vestwatch
+from tests.harness import collect, free_port, vestwatch, wait_status
 
 
 def ctl(daemon_process, *words: str) -> tuple[int, dict | None, str]:
     result = vestwatch("ctl", *words, "-c", daemon_process.config, timeout=30)
     return result.returncode, json.loads(result.stdout) if result.returncode == 0 else None, result.stderr
-
-
-def wait_status(daemon_process, predicate: Callable[[dict], bool], timeout: float = 60) -> float:
-    """Poll ``ctl status`` until the daemon reports what ``predicate`` wants; returns that moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        code, status, _ = ctl(daemon_process, "status")
-        if code == 0 and predicate(status):
-            return time.time()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"status never matched: {status}")
-        time.sleep(0.3)  # status figures arrive with once-a-second heartbeats
 
 
 def test_live_thresholds_pause_resume_and_status(daemon, scene_video) -> None:
@@ -49,7 +36,9 @@ def test_live_thresholds_pause_resume_and_status(daemon, scene_video) -> None:
         ),
         90,
     )
-    assert all(s > 0.5 for m in after["a"] if m["captured"] > changed for s in m["scores"])
+    assert all(
+        s >= 0.5 for m in after["a"] if m["captured"] > changed for s in m["scores"]
+    )  # scores are sent rounded to 4 places
     assert any(s < 0.5 for m in after["b"] if m["captured"] > changed for s in m["scores"]), "b keeps 0.1"
 
     assert ctl(vestwatch_daemon, "pause", "a")[0] == 0

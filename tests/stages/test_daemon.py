@@ -3,61 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
-from tests.harness import collect
+from tests.harness import collect, probe_video
 from tests.harness import vestwatch as run_cli
 
 
 def decode_errors(path: Path) -> str:
-    """What ffprobe reports when it decodes every frame of the file (empty when clean).
-
-    Decoding, not remuxing: live frames are variable-rate, which a transcode to a fixed
-    rate would flag although every frame decodes.
-    """
-    result = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return result.stderr.strip() + ("" if result.returncode == 0 else f" (exit {result.returncode})")
+    return probe_video(path)[1]
 
 
 def frame_count(path: Path) -> int:
-    result = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(result.stdout.strip().split()[0])
+    return int(probe_video(path)[0]["nb_read_frames"])
 
 
 def test_rtsp_and_file_streams_publish_record_and_stop(daemon, rtsp_server, make_video) -> None:

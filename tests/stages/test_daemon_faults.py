@@ -10,8 +10,7 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from tests.harness import RtspServer, collect
-from tests.stages.test_daemon import decode_errors
+from tests.harness import RtspServer, collect, probe_video
 
 
 def rss_kib(pid: int) -> int:
@@ -80,7 +79,7 @@ def test_killing_the_whole_daemon_leaves_playable_segments(daemon, make_video) -
     assert len(segments) >= 2
     for segment in segments:
         if segment.stat().st_size:
-            assert decode_errors(segment) == "", segment
+            assert probe_video(segment)[1] == "", segment
 
 
 def test_garbage_on_bound_sockets_is_dropped_and_counted(daemon, make_video) -> None:
@@ -104,8 +103,8 @@ def test_garbage_on_bound_sockets_is_dropped_and_counted(daemon, make_video) -> 
     after = time.time()
     collect(vestwatch.endpoint, lambda m: any(x["captured"] > after + 1 for x in m.get("cam", [])), timeout=60)
     text = vestwatch.output.text()
-    assert "dropped a malformed frame ref" in text
-    assert "dropped a malformed batchable" in text
+    assert "dropped a malformed frame message" in text
+    assert "dropped a malformed batchable message" in text
     assert "dropped a malformed heartbeat" in text
     assert "exited with code" not in text
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -11,7 +10,7 @@ import pytest
 
 from stages.detector.detector import Thresholds, load_detector
 from tests.conftest import TEST_NAMES, scene
-from tests.harness import vestwatch
+from tests.harness import probe_video, vestwatch
 
 
 @pytest.fixture
@@ -64,25 +63,8 @@ def test_folder_of_images_and_video(media: Path, tmp_path: Path, tiny_weights: P
     lines = [json.loads(line) for line in (out / "walk.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(10))
     assert lines[1]["pts_s"] == pytest.approx(0.1)
-    probe = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=codec_name,nb_read_frames,width,height",
-            "-of",
-            "json",
-            out / "walk.mp4",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    stream = json.loads(probe.stdout)["streams"][0]
+    stream, problems = probe_video(out / "walk.mp4")
+    assert problems == ""
     assert (stream["codec_name"], int(stream["nb_read_frames"]), stream["width"]) == ("h264", 10, 320)
 
     summary = json.loads((out / "summary.json").read_text())

@@ -1,11 +1,10 @@
-import json
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from stages.segments import SegmentRecorder, apply_retention
+from tests.harness import probe_video
 
 
 def test_segments_roll_over_and_decode(tmp_path: Path) -> None:
@@ -18,25 +17,8 @@ def test_segments_roll_over_and_decode(tmp_path: Path) -> None:
     assert len(segments) == 3
     counts = []
     for segment in segments:
-        probe = subprocess.run(
-            [
-                "ffprobe",
-                "-v",
-                "error",
-                "-count_frames",
-                "-select_streams",
-                "v:0",
-                "-show_entries",
-                "stream=nb_read_frames,width",
-                "-of",
-                "json",
-                str(segment),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        stream = json.loads(probe.stdout)["streams"][0]
+        stream, problems = probe_video(segment)
+        assert problems == ""
         width, frames = stream["width"], int(stream["nb_read_frames"])
         counts.append(int(frames))
         assert width == 160  # odd sides trimmed for yuv420p
