@@ -29,10 +29,6 @@ class Detections:
         if not len(self.xyxy) == len(self.confidence) == len(self.class_id):
             raise ValueError("xyxy, confidence and class_id must have the same length")
 
-    @classmethod
-    def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
-
     def __len__(self) -> int:
         return len(self.confidence)
 

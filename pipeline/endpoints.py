@@ -55,13 +55,6 @@ class Endpoint:
     def text(self) -> str:
         return f"{self.kind}+{'bind' if self.bind else 'connect'}:{self.address}"
 
-    @property
-    def is_local(self) -> bool:
-        """Same host: frames may be passed by shared-memory reference."""
-        return self.address.startswith(("ipc://", "inproc://")) or any(
-            host in self.address for host in ("//127.", "//localhost", "//0.0.0.0", "//*")
-        )
-
     def peer(self, kind: str) -> Endpoint:
         """The endpoint the other side uses: the opposite mode, wildcard hosts made loopback."""
         address = re.sub(r"//(0\.0\.0\.0|\*):", "//127.0.0.1:", self.address)

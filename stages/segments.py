@@ -67,7 +67,6 @@ class Segment:
     stream: Any
     sidecar: Any
     last_pts: int = -1
-    frames: int = 0
 
 
 class SegmentRecorder:
@@ -106,7 +105,6 @@ class SegmentRecorder:
         self.bytes_written += segment.sink.size - before
         segment.sidecar.write(json.dumps({"pts_s": round(pts * float(TIME_BASE), 4), **record}) + "\n")
         segment.sidecar.flush()
-        segment.frames += 1
 
     def _open(self, timeline_s: float, captured: float, width: int, height: int) -> Segment:
         stamp = datetime.fromtimestamp(captured, timezone.utc).astimezone()

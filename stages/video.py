@@ -1,6 +1,6 @@
 """Video files through PyAV (FFmpeg): decode with timestamps, encode annotated H.264.
 
->>> with open_video("site.mp4") as video:
+>>> with VideoReader(Path("site.mp4")) as video:
 ...     for frame in video.frames():
 ...         frame.index, frame.pts_s, frame.image.shape
 """
@@ -80,10 +80,6 @@ class VideoReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def open_video(path: Path) -> VideoReader:
-    return VideoReader(path)
 
 
 class VideoWriter:

@@ -13,6 +13,13 @@ def test_cfg_builds_the_official_architecture(cfg: str, params: int) -> None:
     assert model.stride.tolist() == [8.0, 16.0, 32.0]
 
 
+def test_yolov7x_matches_the_papers_size() -> None:
+    model = Model("yolov7x", nc=80)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 71.3  # the YOLOv7 paper's figure
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(1, 3, 128, 128)).shape == (1, (16 * 16 + 8 * 8 + 4 * 4) * 3, 85)
+
+
 def test_eval_output_is_decoded_grid_layout() -> None:
     model = make_model().eval()
     with torch.no_grad():
