@@ -113,3 +113,24 @@ class FrameRing:
     def close(self) -> None:
         self.array = None
         self.buffer.close()
+
+
+class RingReaders:
+    """The rings a reader stage needs, opened on first use and kept; a ring its writer has not
+    created yet reads as a miss, like an overwritten slot."""
+
+    def __init__(self) -> None:
+        self.rings: dict[Path, FrameRing] = {}
+
+    def read(self, path: Path, slot: int, seq: int) -> SlotFrame | None:
+        ring = self.rings.get(path)
+        if ring is None:
+            try:
+                ring = self.rings[path] = FrameRing.open(path)
+            except (OSError, ValueError):
+                return None
+        return ring.read(slot, seq)
+
+    def close(self) -> None:
+        for ring in self.rings.values():
+            ring.close()

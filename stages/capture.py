@@ -20,7 +20,7 @@ import zmq
 
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
-from pipeline.messages import ControlState, DetectionMessage, FrameRef, MessageError, topic
+from pipeline.messages import ControlState, DetectionMessage, FrameRef, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.feeds import Feed, FeedError, FeedFrame, open_feed
@@ -83,8 +83,7 @@ class CaptureStage(Stage):
         self.state = "connecting"
 
     def teardown(self) -> None:
-        if self.feed:
-            self.feed.close()
+        self._close_feed()
         self.ring.close()
 
     def _open(self) -> None:
@@ -103,11 +102,14 @@ class CaptureStage(Stage):
         self.failures = 0
         log.info("%s: opened %s", self.stream.id, redact(self.stream.url))
 
-    def _lost(self, why: str) -> None:
+    def _close_feed(self) -> None:
         if self.feed:
             self.stats["corrupt"] += self.feed.corrupt
             self.feed.close()
         self.feed = self.frames = None
+
+    def _lost(self, why: str) -> None:
+        self._close_feed()
         delay = min(BACKOFF_S[1], BACKOFF_S[0] * 2**self.failures)
         self.failures += 1
         self.stats["reconnects"] += 1
@@ -116,9 +118,7 @@ class CaptureStage(Stage):
         log.warning("%s: %s; retrying in %.1f s", self.stream.id, why, delay)
 
     def _ended(self) -> None:
-        self.stats["corrupt"] += self.feed.corrupt
-        self.feed.close()
-        self.feed = self.frames = None
+        self._close_feed()
         if self.loop or (self.realtime and not self.from_file):
             self.retry_at = 0.0  # a live stream that ends is reopened at once; a looping file restarts
             self.state = "connecting"
@@ -177,14 +177,10 @@ class CaptureStage(Stage):
         window = self.settings.pipeline.offline_window
         while self.seq - self.last_credit >= window and not self.stopping:
             if self.credits.poll(200):
-                try:
-                    _, payload = self.credits.recv_multipart()
-                    message = DetectionMessage.decode(payload)
-                except (ValueError, MessageError):
-                    continue
-                if message.stream == self.stream.id and message.seq > self.last_credit:
-                    self.last_credit = message.seq
-                    self.last_credit_time = time.monotonic()
+                for message in self.drain(self.credits, DetectionMessage, topics=True):
+                    if message.stream == self.stream.id and message.seq > self.last_credit:
+                        self.last_credit = message.seq
+                        self.last_credit_time = time.monotonic()
             elif time.monotonic() - self.last_credit_time > CREDIT_TIMEOUT_S:
                 log.warning(
                     "%s: no credit for %.0f s; assuming in-flight frames lost", self.stream.id, CREDIT_TIMEOUT_S

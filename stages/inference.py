@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.control import ALL_STREAMS
 from pipeline.endpoints import Endpoint
-from pipeline.frames import FrameRing
+from pipeline.frames import RingReaders
 from pipeline.messages import Batchable, ControlState, DetectionMessage, topic
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
@@ -38,7 +38,7 @@ class InferenceStage(Stage):
         super().__init__(name, heartbeat)
         self.settings = load_settings(Settings, config)
         self.queue: StreamQueue[Batchable] = StreamQueue()
-        self.rings: dict[str, FrameRing] = {}
+        self.rings = RingReaders()
         self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.overrides: dict[str, dict[str, float]] = {}
         self.recent: defaultdict[str, deque[tuple[float, float]]] = defaultdict(lambda: deque(maxlen=300))
@@ -108,22 +108,13 @@ class InferenceStage(Stage):
         )
 
     def teardown(self) -> None:
-        for ring in self.rings.values():
-            ring.close()
+        self.rings.close()
 
     def _drain(self) -> None:
         for item in self.drain(self.inbox, Batchable):
             for stage, count in item.drops.items():
                 self.drops[item.stream][stage] += count
             self.queue.put(item.stream, item, item.realtime)
-
-    def _ring(self, name: str) -> FrameRing | None:
-        if name not in self.rings:
-            try:
-                self.rings[name] = FrameRing.open(self.settings.runtime_dir / Path(name).name)
-            except (OSError, ValueError):
-                return None
-        return self.rings[name]
 
     def step(self) -> None:
         pipeline = self.settings.pipeline
@@ -137,8 +128,7 @@ class InferenceStage(Stage):
         items, images = [], []
         for item in self.queue.take_fair(pipeline.max_batch):
             self.drops[item.stream]["inference"] += self.queue.take_drops(item.stream)
-            ring = self._ring(item.ring)
-            frame = ring.read(item.slot, item.ring_seq) if ring else None
+            frame = self.rings.read(self.settings.runtime_dir / Path(item.ring).name, item.slot, item.ring_seq)
             if frame is None:
                 self.drops[item.stream]["inference"] += 1
                 self.stats["dropped"] += 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import zmq
 
 from pipeline.endpoints import Endpoint
-from pipeline.frames import FrameRing
+from pipeline.frames import FrameRing, RingReaders
 from pipeline.messages import Batchable, FrameRef
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
@@ -34,7 +34,7 @@ class PreprocessStage(Stage):
         self.worker = int(instance(name))
         self.size = self.settings.detector.img_size
         self.queue: StreamQueue[FrameRef] = StreamQueue()
-        self.capture_rings: dict[str, FrameRing] = {}
+        self.capture_rings = RingReaders()
         self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.ring_seq = 0
         self.stats = {"frames": 0, "dropped": 0, "bad_messages": 0}
@@ -48,21 +48,12 @@ class PreprocessStage(Stage):
 
     def teardown(self) -> None:
         self.ring.close()
-        for ring in self.capture_rings.values():
-            ring.close()
+        self.capture_rings.close()
 
     def _drain(self) -> None:
         for ref in self.drain(self.inbox, FrameRef):
             self.drops[ref.stream]["capture"] += ref.drops
             self.queue.put(ref.stream, ref, ref.realtime)
-
-    def _capture_ring(self, stream: str) -> FrameRing | None:
-        if stream not in self.capture_rings:
-            try:
-                self.capture_rings[stream] = FrameRing.open(capture_ring(self.settings.runtime_dir, stream))
-            except (OSError, ValueError):
-                return None
-        return self.capture_rings[stream]
 
     def step(self) -> None:
         if not self.inbox.poll(200):
@@ -70,8 +61,7 @@ class PreprocessStage(Stage):
         self._drain()
         for ref in self.queue.take_fair(len(self.queue)):
             self.drops[ref.stream]["preprocess"] += self.queue.take_drops(ref.stream)
-            ring = self._capture_ring(ref.stream)
-            frame = ring.read(ref.slot, ref.seq) if ring else None
+            frame = self.capture_rings.read(capture_ring(self.settings.runtime_dir, ref.stream), ref.slot, ref.seq)
             if frame is None:  # overwritten while waiting: the capture is ahead of us
                 self.drops[ref.stream]["preprocess"] += 1
                 self.stats["dropped"] += 1

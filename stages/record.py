@@ -22,7 +22,7 @@ import zmq
 
 from pipeline.detections import Detections
 from pipeline.endpoints import Endpoint
-from pipeline.frames import FrameRing
+from pipeline.frames import RingReaders
 from pipeline.messages import DetectionMessage, EventMessage, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
@@ -44,7 +44,7 @@ class RecordStage(Stage):
         super().__init__(name, heartbeat)
         self.settings = load_settings(Settings, config)
         self.stream = self.settings.stream(instance(name))
-        self.ring: FrameRing | None = None
+        self.ring = RingReaders()  # the one capture ring of this stream, once its capture created it
         self.names: list[str] = []
         self.last_retention = 0.0
         self.rule = ViolationRule(self.settings.events) if self.settings.events else None
@@ -78,16 +78,7 @@ class RecordStage(Stage):
     def teardown(self) -> None:
         if self.recorder:
             self.recorder.close()
-        if self.ring:
-            self.ring.close()
-
-    def _frame_ring(self) -> FrameRing | None:
-        if self.ring is None:
-            try:
-                self.ring = FrameRing.open(capture_ring(self.settings.runtime_dir, self.stream.id))
-            except (OSError, ValueError):
-                return None
-        return self.ring
+        self.ring.close()
 
     def step(self) -> None:
         self._retention()
@@ -106,8 +97,9 @@ class RecordStage(Stage):
         live_due = time.monotonic() - self.last_live >= LIVE_EVERY_S
         if self.recorder is None and fired is None and not live_due:
             return
-        ring = self._frame_ring()
-        frame = ring.read(message.source_slot, message.seq) if ring else None
+        frame = self.ring.read(
+            capture_ring(self.settings.runtime_dir, self.stream.id), message.source_slot, message.seq
+        )
         if frame is None:
             self.stats["missed"] += 1
         detections = Detections(message.boxes, message.scores, message.classes)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.frames import FrameRing
+from pipeline.frames import FrameRing, RingReaders
 
 
 def frame(value: int, shape: tuple[int, int] = (48, 64)) -> np.ndarray:
@@ -58,3 +58,15 @@ def test_concurrent_writer_never_yields_a_torn_frame(tmp_path: Path) -> None:
             break
     writer.join()
     assert whole > 0
+
+
+def test_ring_readers_miss_until_the_writer_creates_the_ring(tmp_path: Path) -> None:
+    readers = RingReaders()
+    path = tmp_path / "ring"
+    assert readers.read(path, 0, 4) is None  # no writer yet: a miss, not an error
+    writer = FrameRing.create(path, slots=4, max_shape=(48, 64, 3))
+    slot = writer.write(4, frame(4), None, 1.0)
+    np.testing.assert_array_equal(readers.read(path, slot, 4).image, frame(4))
+    FrameRing.create(path, slots=4, max_shape=(48, 64, 3)).write(8, frame(8), None, 2.0)  # a restarted writer
+    assert readers.read(path, slot, 8).captured == 2.0  # the kept mapping sees the same file
+    readers.close()
