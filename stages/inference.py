@@ -140,7 +140,8 @@ class InferenceStage(Stage):
 
     def _infer(self, items: list[Batchable], images: list[np.ndarray]) -> None:
         frames = [Letterboxed(i.ratio, (i.pad[0], i.pad[1]), (i.height, i.width)) for i in items]
-        result = self.detector.detect_letterboxed(np.stack(images), frames, [self.thresholds(i.stream) for i in items])
+        batch, frames = self.detector.batch_letterboxed(images, frames)
+        result = self.detector.detect_letterboxed(batch, frames, [self.thresholds(i.stream) for i in items])
         names = self.detector.names
         for item, detections in zip(items, result.detections):
             message = DetectionMessage(

@@ -1,9 +1,10 @@
 """Preprocess stage, a pool of processes: letterbox captured frames into the worker's own ring.
 
-Every frame of a batch must have one shape, so the daemon letterboxes all streams to
-the square ``img_size`` (pad 114, as the official code). Live streams keep only their
-newest frame when this worker is behind; the frames it skips, or finds overwritten in
-the capture ring, are counted as preprocess drops of their stream.
+Each frame is letterboxed to the smallest stride multiple that holds it at ``img_size``
+(the official rectangular inference shape: 384x640 for 16:9, 40 % fewer pixels than
+640x640); inference centres a batch of mixed shapes in its largest. Live streams keep
+only their newest frame when this worker is behind; the frames it skips, or finds
+overwritten in the capture ring, are counted as preprocess drops of their stream.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pipeline.messages import Batchable, FrameRef
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
-from stages.detector.letterbox import letterbox
+from stages.detector.letterbox import letterbox, letterbox_shape
 from stages.settings import Settings
 from stages.topology import capture_ring, inference_input, instance, preprocess_input, preprocess_ring
 
@@ -66,7 +67,8 @@ class PreprocessStage(Stage):
                 self.drops[ref.stream]["preprocess"] += 1
                 self.stats["dropped"] += 1
                 continue
-            boxed, ratio, pad = letterbox(frame.image, (self.size, self.size), auto=False)
+            target = letterbox_shape(frame.image.shape[:2], self.size)
+            boxed, ratio, pad = letterbox(frame.image, target, auto=False)
             self.ring_seq += 1
             slot = self.ring.write(self.ring_seq, boxed, ref.pts, ref.captured)
             height, width = frame.image.shape[:2]

@@ -18,7 +18,7 @@ import torch
 from pipeline.detections import Detections
 from stages.detector.backends import Backend, OnnxBackend, TorchBackend, resolve_device
 from stages.detector.layouts import Layout, postprocess
-from stages.detector.letterbox import letterbox, letterbox_shape, scale_boxes
+from stages.detector.letterbox import letterbox, letterbox_shape, scale_boxes, stack_centred
 from stages.settings import DetectorSettings
 
 
@@ -82,6 +82,19 @@ class Detector:
             return self.backend.fixed_shape
         fitted = [letterbox_shape(s, self.img_size, self.backend.stride) for s in shapes]
         return max(h for h, _ in fitted), max(w for _, w in fitted)
+
+    def batch_letterboxed(
+        self, images: Sequence[np.ndarray], frames: Sequence[Letterboxed]
+    ) -> tuple[np.ndarray, list[Letterboxed]]:
+        """Images letterboxed to shapes of their own as one batch (the model's fixed shape, else the
+        largest), with each frame's pad moved by where its image now sits."""
+        shape = self.backend.fixed_shape or (max(i.shape[0] for i in images), max(i.shape[1] for i in images))
+        batch, offsets = stack_centred(list(images), shape)
+        moved = [
+            Letterboxed(f.ratio, (f.pad[0] + left, f.pad[1] + top), f.source_shape)
+            for f, (left, top) in zip(frames, offsets)
+        ]
+        return batch, moved
 
     def detect(self, images: Sequence[np.ndarray]) -> BatchResult:
         """Detect on BGR uint8 images of any sizes; one ``Detections`` per image."""

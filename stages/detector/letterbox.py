@@ -63,3 +63,20 @@ def scale_boxes(boxes: np.ndarray, ratio: float, pad: tuple[float, float], shape
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, shape[1])
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, shape[0])
     return out
+
+
+def stack_centred(images: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """One ``[B, H, W, 3]`` batch of letterboxed images of different sizes, each centred on 114 padding.
+
+    Returns the batch and each image's (left, top) offset, which adds to its letterbox pad.
+    Images of the batch's own shape are copied unchanged, so a batch of one stream is the
+    official rectangular letterbox; a mixed batch is padded as the official code pads a
+    batch of mixed aspect ratios.
+    """
+    batch = np.full((len(images), *shape, 3), PAD_VALUE, np.uint8)
+    offsets = []
+    for out, image in zip(batch, images):
+        top, left = (shape[0] - image.shape[0]) // 2, (shape[1] - image.shape[1]) // 2
+        out[top : top + image.shape[0], left : left + image.shape[1]] = image
+        offsets.append((left, top))
+    return batch, offsets

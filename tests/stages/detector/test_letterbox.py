@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from stages.detector.detector import Letterboxed, load_detector
 from stages.detector.letterbox import PAD_VALUE, letterbox, letterbox_shape, scale_boxes
 
 
@@ -41,3 +42,26 @@ def test_scale_boxes_inverts_the_letterbox() -> None:
 def test_scale_boxes_clips_to_the_image() -> None:
     out = scale_boxes(np.array([[-20, -5, 900, 700]], np.float32), 1.0, (0, 0), (480, 640))
     np.testing.assert_array_equal(out, [[0, 0, 640, 480]])
+
+
+def test_a_mixed_batch_centres_each_frame_and_keeps_its_boxes(tiny_weights) -> None:
+    detector = load_detector(tiny_weights, "cpu", 320)
+    sources, boxes = (
+        [np.zeros((180, 320, 3), np.uint8), np.zeros((320, 180, 3), np.uint8)],
+        [(40, 30, 120, 90), (20, 200, 100, 300)],
+    )
+    for image, (x0, y0, x1, y1) in zip(sources, boxes):
+        image[y0:y1, x0:x1] = 255
+    boxed = [letterbox(image, letterbox_shape(image.shape[:2], 320), auto=False) for image in sources]
+    frames = [Letterboxed(ratio, pad, image.shape[:2]) for image, (_, ratio, pad) in zip(sources, boxed)]
+
+    batch, moved = detector.batch_letterboxed([b[0] for b in boxed], frames)
+
+    assert batch.shape == (2, 320, 320, 3)
+    for canvas, frame, box in zip(batch, moved, boxes):
+        ys, xs = np.nonzero(canvas[..., 0] == 255)
+        found = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+        np.testing.assert_allclose(scale_boxes(found, frame.ratio, frame.pad, frame.source_shape)[0], box, atol=1)
+    one_shape, unmoved = detector.batch_letterboxed([boxed[0][0]] * 2, frames[:1] * 2)
+    assert one_shape.shape[1:3] == (192, 320), "one stream's batch keeps the official rectangular shape"
+    assert (one_shape[0] == boxed[0][0]).all() and unmoved[0] == frames[0]

@@ -1,0 +1,218 @@
+"""The daemon's throughput against its limits and against the naive loop, measured in one run.
+
+    python bench/pipeline_throughput.py                       # site footage if ../shared has it, else the demo clip
+    python bench/pipeline_throughput.py --streams 4 --frames 600 --device cuda --max-batch 16
+
+Four figures, all on the same frames:
+
+- decode only: PyAV decoding the clip, nothing else (capture's ceiling per stream);
+- inference only: the detector on frames letterboxed in advance, in batches of ``--max-batch``
+  (forward pass and NMS: the inference stage's ceiling);
+- naive loop: one process decoding, detecting frame by frame, drawing and encoding H.264
+  (what ``vestwatch detect`` does on a video, the desktop tool's loop);
+- pipeline: ``vestwatch run`` with ``--streams`` offline copies of the clip (lossless, recorded),
+  counted by a subscriber from the first ``det.`` message to the last.
+
+Without ``--weights`` it uses the bundled model, or a randomly initialised yolov7-tiny when
+there is none: throughput does not depend on the weights' values beyond the number of boxes
+drawn. Prints a Markdown table for bench/RESULTS.md with the device named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from detector_throughput import device_name  # a sibling: python puts bench/ on the path
+
+from pipeline.subscriber import subscribe
+from stages.detect import run_detect
+from stages.detector.backends import resolve_device
+from stages.detector.checkpoints import save_weights
+from stages.detector.detector import Detector, Letterboxed, load_detector
+from stages.detector.letterbox import letterbox
+from stages.detector.model import Model
+from stages.feeds.demo import demo_clip
+from stages.settings import BUNDLED_WEIGHTS
+from stages.sources import MediaFile
+from stages.video import VideoReader
+
+SITE_FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "media" / "construction-site.mp4"
+
+
+def cut_clip(source: Path, frames: int, target: Path) -> Path:
+    """The first ``frames`` frames of ``source`` as H.264 without audio, so every figure sees the same input."""
+    subprocess.run(
+        [
+            *("ffmpeg", "-v", "error", "-y", "-i", str(source), "-an", "-frames:v", str(frames)),
+            *("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(target)),
+        ],
+        check=True,
+    )
+    return target
+
+
+def decode_only(clip: Path) -> tuple[float, list[np.ndarray]]:
+    """Frames per second of decoding alone; also returns the frames for the inference figure."""
+    start = time.perf_counter()
+    with VideoReader(clip) as reader:
+        images = [frame.image for frame in reader.frames()]
+    return len(images) / (time.perf_counter() - start), images
+
+
+def inference_only(detector: Detector, images: list[np.ndarray], batch: int) -> float:
+    """Frames per second of forward pass plus NMS on frames letterboxed beforehand."""
+    target = detector.batch_shape([images[0].shape[:2]])
+    boxed = [letterbox(image, target, auto=False) for image in images]
+    frames = [Letterboxed(ratio, pad, image.shape[:2]) for image, (_, ratio, pad) in zip(images, boxed)]
+    pixels = np.stack([b[0] for b in boxed])
+    detector.detect_letterboxed(pixels[:batch], frames[:batch])  # warm-up: first-call allocations
+    start = time.perf_counter()
+    for first in range(0, len(images), batch):
+        detector.detect_letterboxed(pixels[first : first + batch], frames[first : first + batch])
+    return len(images) / (time.perf_counter() - start)
+
+
+def naive_loop(detector: Detector, clip: Path, out_dir: Path) -> float:
+    """Frames per second of decode -> detect (batch 1) -> draw -> encode in one process."""
+    detector.detect([np.zeros((64, 64, 3), np.uint8)])  # warm-up, as the other figures have
+    start = time.perf_counter()
+    summary = run_detect(detector, [MediaFile(clip, "video", Path(clip.name))], out_dir)
+    if summary.failed:
+        raise RuntimeError(f"naive loop failed: {summary.failed}")
+    return summary.frames / (time.perf_counter() - start)
+
+
+def daemon_config(work: Path, clip: Path, weights: Path, args: argparse.Namespace, port: int) -> Path:
+    streams = "".join(
+        f'[[streams]]\nid = "s{i}"\nurl = {json.dumps(str(clip))}\nrealtime = false\nrecord = true\n\n'
+        for i in range(args.streams)
+    )
+    config = work / "bench.toml"
+    config.write_text(
+        f"recordings_dir = {json.dumps(str(work / 'recordings'))}\n"
+        f"runtime_dir = {json.dumps(str(work / 'run'))}\n"
+        f'publish = "pub+bind:tcp://127.0.0.1:{port}"\n'
+        f'http = "127.0.0.1:{port + 1}"\n'
+        f"[detector]\nweights = {json.dumps(str(weights))}\ndevice = {json.dumps(args.device)}\n"
+        f"img_size = {args.img}\n"
+        f"[pipeline]\nmax_batch = {args.max_batch}\npreprocess_workers = {args.preprocess_workers}\n\n" + streams
+    )
+    return config
+
+
+def pipeline(config: Path, port: int, streams: int, frames: int) -> dict[str, float]:
+    """Run the daemon until every stream's last frame is published; figures from what a subscriber saw."""
+    arrivals: list[float] = []
+    latencies: list[float] = []
+    batches: list[int] = []
+    received = {f"s{i}": 0 for i in range(streams)}  # offline streams are lossless: all frames arrive
+    done = threading.Event()
+    connected = threading.Event()
+
+    def listen() -> None:
+        messages = subscribe(f"tcp://127.0.0.1:{port}", ["det."], timeout_s=600)
+        connected.set()  # the generator connects on first use; a late connect only loses warm-up frames
+        for _, message in messages:
+            arrivals.append(time.perf_counter())
+            latencies.append(message["latency_ms"])
+            batches.append(message["batch_size"])
+            received[message["stream"]] += 1
+            if min(received.values()) >= frames:
+                break
+        done.set()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    connected.wait(10)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        if not done.wait(600) or min(received.values()) < frames:
+            raise RuntimeError(f"pipeline did not finish: frames received per stream {received}")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, errors = daemon.communicate(timeout=30)
+    if daemon.returncode:
+        raise RuntimeError(f"daemon exited {daemon.returncode}:\n{errors[-2000:]}")
+    latencies.sort()
+    return {
+        "fps": (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]),
+        "frames": len(arrivals),
+        "latency_p50": latencies[len(latencies) // 2],
+        "latency_p99": latencies[int(len(latencies) * 0.99)],
+        "batch": statistics.mean(batches),
+    }
+
+
+def weights_for(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
+    if args.weights:
+        return args.weights, args.weights.name
+    if BUNDLED_WEIGHTS.is_file():
+        return BUNDLED_WEIGHTS, BUNDLED_WEIGHTS.name
+    path = work / "random-yolov7-tiny.safetensors"
+    save_weights(Model("yolov7-tiny", nc=10).eval(), path)
+    return path, "random yolov7-tiny (no bundled model yet)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", type=Path, default=SITE_FOOTAGE if SITE_FOOTAGE.is_file() else None)
+    parser.add_argument("--weights", type=Path)
+    parser.add_argument("--frames", type=int, default=300, help="frames of the clip per stream")
+    parser.add_argument("--streams", type=int, default=2)
+    parser.add_argument("--img", type=int, default=640)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--preprocess-workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=5590, help="publish port; the HTTP server takes the next one")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="vwbench-") as tmp:
+        work = Path(tmp)
+        source = args.video or demo_clip(work / "demo")
+        clip = cut_clip(source, args.frames, work / "clip.mp4")
+        weights, weights_name = weights_for(args, work)
+        detector = load_detector(weights, args.device, args.img)
+
+        decode_fps, images = decode_only(clip)
+        infer_fps = inference_only(detector, images, args.max_batch)
+        naive_fps = naive_loop(detector, clip, work / "naive")
+        del detector, images  # the daemon's inference process gets the device to itself
+        result = pipeline(daemon_config(work, clip, weights, args, args.port), args.port, args.streams, args.frames)
+
+    print(
+        f"device: {device_name(resolve_device(args.device))}; weights: {weights_name}; "
+        f"clip: {source.name}, {args.frames} frames; img {args.img}; max_batch {args.max_batch}; "
+        f"{args.streams} offline streams; {os.cpu_count()} CPUs"
+    )
+    print("| path | frames/s | pipeline / this |")
+    print("|---|---:|---:|")
+    rows = [("decode only (1 stream)", decode_fps), ("inference only (batched)", infer_fps)]
+    rows += [("naive loop (1 process)", naive_fps), (f"pipeline ({args.streams} streams)", result["fps"])]
+    for name, fps in rows:
+        print(f"| {name} | {fps:.1f} | {result['fps'] / fps:.2f} |")
+    print(
+        f"pipeline: {result['frames']} frames published, mean batch {result['batch']:.1f}, "
+        f"capture->publish latency p50 {result['latency_p50']:.0f} ms, p99 {result['latency_p99']:.0f} ms "
+        "(offline streams queue by design; live latency: tests/stages/test_backpressure.py)"
+    )
+
+
+if __name__ == "__main__":
+    main()
