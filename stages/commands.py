@@ -112,7 +112,7 @@ def run_export_command(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.weights)
         out = args.out or args.weights.with_suffix(".onnx")
-        layout = Layout.END2END if args.end2end else Layout.YOLO
+        layout = Layout.END2END if args.end2end else Layout.RAW if args.raw else Layout.YOLO
         export_onnx(model, out, args.img_size, layout, args.max_det, args.iou, args.conf)
     except (WeightsError, ValueError) as error:
         log.error("%s", error)
@@ -126,7 +126,9 @@ def add_export(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("weights", type=Path, help=".pt (official YOLOv7) or .safetensors weights")
     parser.add_argument("--out", type=Path, help="ONNX file (default: the weights' name with .onnx)")
     parser.add_argument("--img", dest="img_size", type=int, default=640, help="trace size (the graph stays dynamic)")
-    parser.add_argument("--end2end", action="store_true", help="include NMS in the graph ([K,7] rows)")
+    layouts = parser.add_mutually_exclusive_group()
+    layouts.add_argument("--end2end", action="store_true", help="include NMS in the graph ([K,7] rows)")
+    layouts.add_argument("--raw", action="store_true", help="undecoded per-level maps (official export without --grid)")
     parser.add_argument("--conf", type=float, default=0.25, help="end2end: score threshold baked into the graph")
     parser.add_argument("--iou", type=float, default=0.45, help="end2end: NMS IoU threshold baked into the graph")
     parser.add_argument("--max-det", dest="max_det", type=int, default=300, help="end2end: boxes per image")

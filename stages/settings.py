@@ -29,6 +29,7 @@ class DetectorSettings(BaseModel, extra="forbid"):
     classes: list[int] | None = None  # keep only these class ids
     agnostic: bool = False  # NMS across classes
     names: list[str] | None = None  # for weights that carry no class names
+    anchors: list[list[float]] | None = None  # per level, w,h pixel pairs: ONNX without the grid, if not YOLOv7's
 
     @field_validator("img_size")
     @classmethod

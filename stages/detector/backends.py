@@ -16,7 +16,14 @@ import numpy as np
 import torch
 
 from stages.detector.checkpoints import load_model
-from stages.detector.layouts import Layout, LayoutError, detect_layout
+from stages.detector.layouts import (
+    KNOWN_LAYOUTS,
+    Layout,
+    LayoutError,
+    decode_raw,
+    detect_layout,
+    missing_anchors_message,
+)
 from stages.detector.model import Model
 
 log = logging.getLogger(__name__)
@@ -101,11 +108,18 @@ def _names_from_metadata(metadata: dict[str, str]) -> list[str] | None:
 
 
 class OnnxBackend:
-    """An ONNX export in any known layout, on the CUDA provider when the device is a GPU."""
+    """An ONNX export in any known layout, on the CUDA provider when the device is a GPU.
+
+    Raw per-level maps (YOLOv7 without ``--grid``) are decoded here, so that ``layout`` is
+    always one that ``postprocess`` reads; their anchors come from the file's metadata,
+    else from ``anchors`` (config), else the file is refused: a guess would misplace every box.
+    """
 
     stride = 32
 
-    def __init__(self, weights: str | Path, device: torch.device, img_size: int = 640) -> None:
+    def __init__(
+        self, weights: str | Path, device: torch.device, img_size: int = 640, anchors: list[list[float]] | None = None
+    ) -> None:
         import onnxruntime as ort  # heavy import, only for ONNX weights
 
         providers = ["CPUExecutionProvider"]
@@ -127,7 +141,16 @@ class OnnxBackend:
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) else None
         metadata = self.session.get_modelmeta().custom_metadata_map
         names = _names_from_metadata(metadata)
+        self.anchors: list[list[float]] | None = None  # set for raw maps, which forward() decodes
         self.layout, nc = self._probe(img_size, len(names) if names else None)
+        if self.layout is Layout.RAW:
+            self.anchors = json.loads(metadata["anchors"]) if "anchors" in metadata else anchors
+            if not self.anchors:
+                raise LayoutError(
+                    f"{weights}: {missing_anchors_message([o.shape for o in self.session.get_outputs()])}"
+                )
+            self.layout = Layout.YOLO
+            self._probe(img_size, nc)  # the anchors must fit the maps
         self.names = names or [str(i) for i in range(nc)]
 
     def _probe(self, img_size: int, nc_hint: int | None) -> tuple[Layout, int]:
@@ -139,12 +162,11 @@ class OnnxBackend:
         try:
             layout = detect_layout(shapes, nc_hint)
         except LayoutError:
-            raise LayoutError(
-                f"unknown output layout {declared} (ran as {shapes}): expected [B,N,5+nc] "
-                "(YOLOv5/v7), [B,4+nc,N] (YOLOv8/11) or [K,7] (YOLOv7 end2end)"
-            ) from None
+            raise LayoutError(f"unknown output layout {declared} (ran as {shapes}): expected {KNOWN_LAYOUTS}") from None
         if layout is Layout.YOLO:
             nc = shapes[0][2] - 5
+        elif layout is Layout.RAW:
+            nc = shapes[0][4] - 5
         elif layout is Layout.ANCHOR_FREE:
             nc = shapes[0][1] - 4
         else:
@@ -152,8 +174,12 @@ class OnnxBackend:
         return layout, nc
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs for a BHWC BGR uint8 batch; raw maps come back decoded once anchors are known."""
         x = batch[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) / 255.0  # BHWC BGR -> BCHW RGB
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, self.input_dtype)})
+        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(x, self.input_dtype)})
+        if self.anchors is not None:
+            return [decode_raw(outputs, self.anchors, batch.shape[1:3])]
+        return outputs
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         if self.fixed_batch and len(batch) != self.fixed_batch:

@@ -154,10 +154,12 @@ def load_detector(
     thresholds: Thresholds | None = None,
     names: Sequence[str] | None = None,
     half: bool | None = None,
+    anchors: list[list[float]] | None = None,
 ) -> Detector:
     """A detector for ``.pt``/``.pth``/``.safetensors`` (PyTorch) or ``.onnx`` (ONNX Runtime) weights.
 
-    ``names`` override the class names, for weights that carry none.
+    ``names`` override the class names, for weights that carry none; ``anchors`` are for
+    ONNX files of raw maps that were trained with other than the YOLOv7 defaults.
     """
     if img_size % 32:
         raise ValueError(f"image size {img_size} must be a multiple of 32")
@@ -166,7 +168,7 @@ def load_detector(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
     if path.suffix == ".onnx":
-        backend: Backend = OnnxBackend(path, torch_device, img_size)
+        backend: Backend = OnnxBackend(path, torch_device, img_size, anchors)
     else:
         backend = TorchBackend.load(path, torch_device, half)
     if names:
@@ -177,4 +179,6 @@ def load_detector(
 def detector_from_settings(settings: DetectorSettings) -> Detector:
     """The detector a config's ``[detector]`` section describes."""
     thresholds = Thresholds(settings.conf, settings.iou, settings.classes, settings.agnostic, settings.max_det)
-    return load_detector(settings.weights, settings.device, settings.img_size, thresholds, settings.names)
+    return load_detector(
+        settings.weights, settings.device, settings.img_size, thresholds, settings.names, anchors=settings.anchors
+    )

@@ -2,12 +2,15 @@
 
 ``yolo`` is the official ``--grid`` output ``[B, N, 5 + nc]``; ``end2end`` appends an
 ONNX ``NonMaxSuppression`` (run by ONNX Runtime) and emits the official ``--end2end``
-rows ``[K, 7]`` = batch, x0, y0, x1, y1, class, score.
+rows ``[K, 7]`` = batch, x0, y0, x1, y1, class, score; ``raw`` is the official export
+without ``--grid``: one undecoded map per level, for runtimes that decode themselves
+(the anchors go into the metadata).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -82,15 +85,26 @@ def export_onnx(
         graph, outputs = model, {"output": {0: "batch", 1: "boxes"}}
     elif layout is Layout.END2END:
         graph, outputs = EndToEnd(model, max_det, iou, conf).eval(), {"output": {0: "detections"}}
+    elif layout is Layout.RAW:
+        model.head.raw_output = True
+        levels = [f"p{round(math.log2(s))}" for s in model.stride.tolist()]  # p3, p4, p5
+        graph, outputs = model, {name: {0: "batch", 2: "ny", 3: "nx"} for name in levels}
     else:
-        raise ValueError(f"export layout {layout.value!r} is not written by vestwatch (yolo or end2end)")
-    with warnings.catch_warnings():
-        # the TorchScript exporter is deprecated in favour of dynamo, which cannot yet emit the custom NMS op
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        _trace_to_onnx(graph, path, img_size, outputs)
+        raise ValueError(f"export layout {layout.value!r} is not written by vestwatch (yolo, end2end or raw)")
+    try:
+        with warnings.catch_warnings():
+            # the TorchScript exporter is deprecated in favour of dynamo, which cannot yet emit the custom NMS op
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            _trace_to_onnx(graph, path, img_size, outputs)
+    finally:
+        model.head.raw_output = False
+    anchors = (model.head.anchor_grid.view(model.head.nl, -1)).tolist()
+    metadata = {"names": json.dumps(list(model.names)), "stride": str(int(model.stride.max()))}
+    if layout is Layout.RAW:
+        metadata["anchors"] = json.dumps([[round(v, 3) for v in level] for level in anchors])
     proto = onnx.load(str(path))
-    for key, value in {"names": json.dumps(list(model.names)), "stride": str(int(model.stride.max()))}.items():
+    for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
     return path
@@ -104,6 +118,6 @@ def _trace_to_onnx(graph: nn.Module, path: Path, img_size: int, outputs: dict[st
         dynamo=False,
         opset_version=OPSET,
         input_names=["images"],
-        output_names=["output"],
+        output_names=list(outputs),
         dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, **outputs},
     )

@@ -1,9 +1,10 @@
 """Anchor-based detection heads (``Detect``, ``IDetect``), attribute-compatible with the official ones.
 
-In training mode a head returns the raw per-level maps ``[B, na, ny, nx, no]`` that the
-loss needs; in eval mode it returns the decoded predictions ``[B, N, 5 + nc]``
-(cx, cy, w, h in input pixels, objectness, class scores), which is also the layout
-of an official ``export.py --grid`` ONNX file.
+In training mode (or with ``raw_output`` set, as the official export without ``--grid``
+does) a head returns the raw per-level maps ``[B, na, ny, nx, no]``; in eval mode it
+returns the decoded predictions ``[B, N, 5 + nc]`` (cx, cy, w, h in input pixels,
+objectness, class scores), which is also the layout of an official ``export.py --grid``
+ONNX file.
 """
 
 from __future__ import annotations
@@ -14,10 +15,25 @@ from torch import nn
 from stages.detector.layers import ImplicitA, ImplicitM
 
 
+def decode_level(raw: torch.Tensor, stride: float, anchors: torch.Tensor) -> torch.Tensor:
+    """A level's raw map ``[B, na, ny, nx, no]`` -> ``[B, na*ny*nx, no]`` boxes in input pixels
+    (the YOLOv7 formula); ``anchors`` are ``na`` (w, h) pairs in pixels."""
+    bs, na, ny, nx, no = raw.shape
+    ys = torch.arange(ny, device=raw.device, dtype=raw.dtype)
+    xs = torch.arange(nx, device=raw.device, dtype=raw.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack((grid_x, grid_y), 2).view(1, 1, ny, nx, 2)
+    y = raw.sigmoid()
+    xy = (y[..., 0:2] * 2.0 - 0.5 + grid) * stride
+    wh = (y[..., 2:4] * 2) ** 2 * anchors.to(raw.dtype).view(1, na, 1, 1, 2)
+    return torch.cat((xy, wh, y[..., 4:]), -1).view(bs, -1, no)
+
+
 class Detect(nn.Module):
     """YOLOv5/YOLOv7 head: one 1x1 conv per level, sigmoid decode against anchors and grid."""
 
     stride: torch.Tensor | None = None  # set by the model once the strides are measured
+    raw_output = False  # eval mode returns the per-level maps undecoded (ONNX export without the grid)
 
     def __init__(self, nc: int = 80, anchors: list[list[float]] = (), ch: list[int] = ()) -> None:
         super().__init__()
@@ -39,21 +55,9 @@ class Detect(nn.Module):
             out = self.level_output(i, xs[i])
             bs, _, ny, nx = out.shape
             maps.append(out.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
-        if self.training:
+        if self.training or self.raw_output:
             return maps
-        return torch.cat([self.decode(i, m) for i, m in enumerate(maps)], 1)
-
-    def decode(self, i: int, raw: torch.Tensor) -> torch.Tensor:
-        """Level ``i`` raw map -> ``[B, na*ny*nx, no]`` boxes in input pixels (YOLOv7 formula)."""
-        bs, _, ny, nx, _ = raw.shape
-        ys = torch.arange(ny, device=raw.device, dtype=raw.dtype)
-        xs = torch.arange(nx, device=raw.device, dtype=raw.dtype)
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-        grid = torch.stack((grid_x, grid_y), 2).view(1, 1, ny, nx, 2)
-        y = raw.sigmoid()
-        xy = (y[..., 0:2] * 2.0 - 0.5 + grid) * self.stride[i]
-        wh = (y[..., 2:4] * 2) ** 2 * self.anchor_grid[i].to(raw.dtype)
-        return torch.cat((xy, wh, y[..., 4:]), -1).view(bs, -1, self.no)
+        return torch.cat([decode_level(m, self.stride[i], self.anchor_grid[i]) for i, m in enumerate(maps)], 1)
 
     def fuse(self) -> None:
         """Nothing to fold in the plain head."""

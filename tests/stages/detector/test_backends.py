@@ -16,6 +16,7 @@ from stages.detector.checkpoints import load_model
 from stages.detector.detector import Thresholds, load_detector
 from stages.detector.export import export_onnx
 from stages.detector.layouts import Layout, LayoutError
+from stages.detector.model import load_cfg
 from tests.conftest import TEST_NAMES, scene
 
 IMG = 320
@@ -100,6 +101,35 @@ def test_onnx_end2end_export_matches_pytorch(tiny_weights, tmp_path, images, ref
     detector = load_detector(path, "cpu", IMG, THRESHOLDS)
     assert detector.backend.layout is Layout.END2END
     for expected, actual in zip(reference, detector.detect(images).detections):
+        assert_same_detections(expected, actual)
+
+
+def test_onnx_raw_maps_without_the_grid_match_pytorch(tiny_weights, tmp_path, images, reference) -> None:
+    path = export_onnx(load_model(tiny_weights), tmp_path / "raw.onnx", IMG, Layout.RAW)
+    outputs = [o.type.tensor_type.shape.dim for o in onnx.load(str(path)).graph.output]
+    assert [len(dims) for dims in outputs] == [5, 5, 5], "one undecoded map per level"
+    detector = load_detector(path, "cpu", IMG, THRESHOLDS)
+    assert detector.backend.anchors == load_cfg("yolov7-tiny")["anchors"] and detector.names == TEST_NAMES
+    for expected, actual in zip(reference, detector.detect(images).detections):
+        assert_same_detections(expected, actual)
+
+
+def test_raw_maps_without_anchors_in_the_file_need_them_from_config(tiny_weights, tmp_path, images, reference) -> None:
+    """As the official export.py writes them: the anchors differ per cfg and are not in the file."""
+    path = export_onnx(load_model(tiny_weights), tmp_path / "raw.onnx", IMG, Layout.RAW)
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key != "anchors"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(path))
+    with pytest.raises(LayoutError, match=r"raw.onnx: output maps .* set detector.anchors .*yolov7-tiny: \[\[10, 13"):
+        load_detector(path, "cpu", IMG)
+    with pytest.raises(LayoutError, match=r"do not fit output maps"):
+        load_detector(path, "cpu", IMG, anchors=[[10, 13, 16, 30]])
+    anchors = load_cfg("yolov7-tiny")["anchors"]
+    for expected, actual in zip(
+        reference, load_detector(path, "cpu", IMG, THRESHOLDS, anchors=anchors).detect(images).detections
+    ):
         assert_same_detections(expected, actual)
 
 
