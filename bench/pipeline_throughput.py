@@ -111,13 +111,33 @@ def daemon_config(work: Path, clip: Path, weights: Path, args: argparse.Namespac
     return config
 
 
-def pipeline(config: Path, port: int, streams: int, frames: int) -> dict[str, float]:
-    """Run the daemon until every stream's last frame is published; figures from what a subscriber saw."""
+def rss_mib(pid: int | str) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
+
+
+def stage_rss_mib(daemon_pid: int) -> dict[str, float]:
+    """Resident memory of the supervisor and of each stage process it started, by stage name."""
+    rss = {"supervisor": rss_mib(daemon_pid)}
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) if proc.name.isdigit() else 0
+            if parent == daemon_pid:
+                args = (proc / "cmdline").read_bytes().decode().split("\0")  # ... pipeline.worker KIND NAME
+                rss[args[-2]] = rss_mib(proc.name)
+        except (OSError, IndexError, StopIteration):  # exited meanwhile
+            continue
+    return rss
+
+
+def pipeline(config: Path, port: int, streams: int, frames: int) -> dict:
+    """Run the daemon until every stream's last frame is published; figures from what a subscriber saw,
+    and each process's memory at half-way and at the end (flat is the target: bounded queues)."""
     arrivals: list[float] = []
     latencies: list[float] = []
     batches: list[int] = []
     received = {f"s{i}": 0 for i in range(streams)}  # offline streams are lossless: all frames arrive
-    done = threading.Event()
+    done, halfway = threading.Event(), threading.Event()
     connected = threading.Event()
 
     def listen() -> None:
@@ -128,6 +148,8 @@ def pipeline(config: Path, port: int, streams: int, frames: int) -> dict[str, fl
             latencies.append(message["latency_ms"])
             batches.append(message["batch_size"])
             received[message["stream"]] += 1
+            if sum(received.values()) >= streams * frames / 2:
+                halfway.set()
             if min(received.values()) >= frames:
                 break
         done.set()
@@ -135,23 +157,27 @@ def pipeline(config: Path, port: int, streams: int, frames: int) -> dict[str, fl
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     connected.wait(10)
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    log = config.with_suffix(".log")
+    with log.open("w") as output:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", "-c", str(config)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
+        rss_half = stage_rss_mib(daemon.pid) if halfway.wait(600) else {}
         if not done.wait(600) or min(received.values()) < frames:
             raise RuntimeError(f"pipeline did not finish: frames received per stream {received}")
+        rss_end = stage_rss_mib(daemon.pid)
     finally:
         daemon.send_signal(signal.SIGTERM)
-        _, errors = daemon.communicate(timeout=30)
+        daemon.wait(30)
     if daemon.returncode:
-        raise RuntimeError(f"daemon exited {daemon.returncode}:\n{errors[-2000:]}")
+        raise RuntimeError(f"daemon exited {daemon.returncode}:\n{log.read_text()[-2000:]}")
     latencies.sort()
     return {
+        "rss": {name: (rss_half.get(name, float("nan")), mib) for name, mib in sorted(rss_end.items())},
         "fps": (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]),
         "frames": len(arrivals),
         "latency_p50": latencies[len(latencies) // 2],
@@ -212,6 +238,10 @@ def main() -> None:
         f"capture->publish latency p50 {result['latency_p50']:.0f} ms, p99 {result['latency_p99']:.0f} ms "
         "(offline streams queue by design; live latency: tests/stages/test_backpressure.py)"
     )
+    print("| process | RSS half-way (MiB) | RSS at the end (MiB) |")
+    print("|---|---:|---:|")
+    for name, (half, end) in result["rss"].items():
+        print(f"| {name} | {half:.0f} | {end:.0f} |")
 
 
 if __name__ == "__main__":
