@@ -11,6 +11,7 @@ vestwatch_frames_total{stream="cam1"} 42
 from __future__ import annotations
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS_MS = [25, 50, 100, 250, 500, 1000, 2500, 5000]  # upper bounds of the latency histograms
 
 
 def _label_value(value: str) -> str:

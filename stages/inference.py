@@ -21,6 +21,7 @@ from pipeline.control import ALL_STREAMS
 from pipeline.endpoints import Endpoint
 from pipeline.frames import RingReaders
 from pipeline.messages import Batchable, ControlState, DetectionMessage, topic
+from pipeline.prometheus import LATENCY_BUCKETS_MS
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
@@ -29,8 +30,6 @@ from stages.settings import Settings
 from stages.topology import inference_input
 
 log = logging.getLogger(__name__)
-
-LATENCY_BUCKETS_MS = [25, 50, 100, 250, 500, 1000, 2500, 5000]  # for the /metrics histogram
 
 
 class InferenceStage(Stage):

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.prometheus import CONTENT_TYPE, Exposition
-from stages.inference import LATENCY_BUCKETS_MS
+from pipeline.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_MS, Exposition
 from stages.topology import live_frame
 
 LIVE_PAGE = Path(__file__).with_name("live.html")
