@@ -1,0 +1,62 @@
+"""The benchmarks still run end to end and print every figure (their numbers go to bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.harness import free_port
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def run_bench(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def table_rows(output: str) -> list[tuple[str, list[float]]]:
+    """Markdown table rows with figures: (first cell, the numeric cells)."""
+    rows = []
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 1 and re.fullmatch(r"[\d.]+", cells[-1]):
+            rows.append((cells[0], [float(c) for c in cells[1:] if re.fullmatch(r"[\d.]+", c)]))
+    return rows
+
+
+def test_pipeline_benchmark_measures_every_path_and_process(make_video) -> None:
+    clip = make_video("bench.mp4", seconds=2, fps=10, size="320x240")
+    port = free_port()
+    output = run_bench(
+        "pipeline_throughput.py", "--video", str(clip), "--frames", "20", "--img", "160", "--port", str(port)
+    )
+    rows = dict(table_rows(output))
+    for path in (
+        "decode only (1 stream)",
+        "inference only (batched)",
+        "naive loop (1 process)",
+        "pipeline (2 streams)",
+    ):
+        assert rows[path][0] > 0, f"{path}: {rows.get(path)}"
+    assert rows["pipeline (2 streams)"][1] == 1.0
+    assert "40 frames published" in output
+    for process in ("supervisor", "capture.s0", "capture.s1", "preprocess.0", "inference", "record.s1"):
+        half, end = rows[process]
+        assert half > 0 and end > 0, process
+
+
+def test_detector_benchmark_prints_its_table() -> None:
+    output = run_bench(
+        "detector_throughput.py", "--device", "cpu", "--size", "160", "--cfgs", "yolov7-tiny", "--batches", "1", "2",
+        "--iters", "1", "--warmup", "0",
+    )  # fmt: skip
+    rows = table_rows(output)
+    assert "device: CPU" in output
+    assert [(model, figures[0]) for model, figures in rows] == [("yolov7-tiny", 1), ("yolov7-tiny", 2)]
+    assert all(figures[2] > 0 for _, figures in rows)
