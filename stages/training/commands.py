@@ -28,6 +28,7 @@ def run_train(args: argparse.Namespace) -> int:
         out=str(args.out),
         seed=args.seed,
         data_root=args.data_root,
+        weights=str(args.weights) if args.weights else None,
         max_train_images=args.max_train_images,
         max_val_images=args.max_val_images,
     )
@@ -56,6 +57,9 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=4, help="data loader processes")
     parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--weights", type=Path, help="start from these weights (official YOLOv7 .pt or ours), not scratch"
+    )
     parser.add_argument("--resume", type=Path, help="a run's state.pt: continue that run")
     parser.add_argument("--max-train-images", type=int, help="use only the first N training images (smoke tests)")
     parser.add_argument("--max-val-images", type=int, help="use only the first N validation images")

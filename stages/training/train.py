@@ -3,10 +3,12 @@
 The recipe: SGD (momentum 0.937, nesterov) with three parameter groups (BatchNorm
 weights without decay), a nominal batch of 64 by gradient accumulation, warm-up of
 bias LR and momentum over the first epochs, cosine LR decay to ``lrf``, EMA of the
-weights, AMP on CUDA, a fixed seed. Every epoch the EMA model is validated; the run
-folder gets ``last.safetensors``, ``best.safetensors`` (by 0.1 mAP50 + 0.9 mAP50-95),
-``state.pt`` (everything ``--resume`` needs; tensors and numbers only, so it loads
-with torch's weights-only unpickler) and ``results.csv``.
+weights, AMP on CUDA, a fixed seed. ``weights`` starts from a checkpoint (an official
+YOLOv7 ``.pt`` such as the COCO-pretrained one, or ours) instead of from scratch. Every
+epoch the EMA model is validated; the run folder gets ``last.safetensors``,
+``best.safetensors`` (by 0.1 mAP50 + 0.9 mAP50-95), ``state.pt`` (everything ``--resume``
+needs; tensors and numbers only, so it loads with torch's weights-only unpickler) and
+``results.csv``.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class TrainConfig:
     momentum: float = 0.937
     weight_decay: float = 0.0005
     warmup_epochs: float = 3.0
+    weights: str | None = None  # initial weights; None trains from scratch
     max_train_images: int | None = None  # for smoke tests
     max_val_images: int | None = None
 
@@ -128,6 +131,20 @@ def cosine(epoch: int, epochs: int, lrf: float) -> float:
     return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (lrf - 1) + 1
 
 
+def transfer_weights(model: Model, source: Model) -> tuple[int, int]:
+    """Copy every tensor of ``source`` whose name and shape match into ``model``, as the official
+    recipe does: the backbone and neck carry over, output convs of another class count and the
+    anchors (``model``'s cfg decides them) do not. Returns (copied, total) tensor counts."""
+    own = model.state_dict()
+    matching = {
+        name: tensor
+        for name, tensor in source.float().state_dict().items()
+        if name in own and tensor.shape == own[name].shape and "anchor" not in name
+    }
+    model.load_state_dict(matching, strict=False)
+    return len(matching), len(own)
+
+
 def train(config: TrainConfig, resume: Path | None = None) -> Path:
     """Train; returns the run folder."""
     state = torch.load(resume, map_location="cpu", weights_only=True) if resume else None
@@ -144,7 +161,13 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
 
     device = resolve_device(config.device)
     cuda = device.type == "cuda"
-    model = Model(config.cfg, nc=len(data.names), names=data.names).to(device)
+    model = Model(config.cfg, nc=len(data.names), names=data.names)
+    if config.weights and not state:
+        copied, total = transfer_weights(model, load_model(config.weights))
+        if copied < total // 2:
+            raise ValueError(f"{config.weights}: only {copied} of {total} tensors fit cfg {config.cfg}: another model?")
+        log.info("initialised from %s: %d of %d tensors", config.weights, copied, total)
+    model = model.to(device)
     accumulate = max(round(NOMINAL_BATCH / config.batch), 1)
     optimizer = build_optimizer(model, config, accumulate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine(e, config.epochs, config.lrf))

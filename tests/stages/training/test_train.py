@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from stages.detector.model import Model
 from stages.training.data import DataConfig
 from stages.training.dataset import TrainingImages
 from stages.training.loss import YoloLoss
-from stages.training.train import cosine, seed_everything, validate
+from stages.training.train import cosine, seed_everything, transfer_weights, validate
 from tests.conftest import SHARED
 from tests.harness import vestwatch
 from tests.stages.training.conftest import COLOURS
@@ -73,6 +74,24 @@ def test_augmented_boxes_stay_on_their_objects(boxes_dataset: Path) -> None:
     assert checked >= 8
 
 
+def test_pretrained_weights_carry_over_except_what_the_class_count_changes() -> None:
+    coco = Model("yolov7-tiny", nc=80)
+    with torch.no_grad():
+        for tensor in coco.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.5)  # unlike any fresh initialisation
+    vests = Model("yolov7-tiny", nc=2, names=["vest", "no_vest"])
+    anchors = vests.head.anchors.clone()
+
+    copied, total = transfer_weights(vests, coco)
+
+    theirs, mine = coco.state_dict(), vests.state_dict()
+    skipped = [name for name in mine if not torch.equal(mine[name], theirs[name])]
+    assert copied == total - len(skipped) and copied > 0.9 * total
+    assert all(".m." in name or "im." in name or "anchor" in name for name in skipped), skipped
+    assert torch.equal(vests.head.anchors, anchors), "the cfg's anchors stay"
+
+
 def test_cosine_schedule_ends_at_lrf() -> None:
     assert cosine(0, 100, 0.01) == pytest.approx(1.0)
     assert cosine(100, 100, 0.01) == pytest.approx(0.01)
@@ -91,6 +110,14 @@ def test_train_resume_and_val_commands(boxes_dataset: Path, tmp_path: Path) -> N
     rows = list(csv.DictReader((run / "results.csv").open()))
     assert [row["epoch"] for row in rows] == ["0", "1"]
     assert torch.load(run / "state.pt", weights_only=True)["epoch"] == 1
+
+    args = ["--data", boxes_dataset, "--epochs", "1", "--weights", run / "best.safetensors", *common]
+    tuned = vestwatch("train", *args, "--out", tmp_path / "tuned")
+    assert tuned.returncode == 0, tuned.stderr
+    counts = re.search(r"initialised from .*best.safetensors: (\d+) of (\d+) tensors", tuned.stderr)
+    assert counts and int(counts[1]) == int(counts[2]) - 2, "all but the two anchor buffers carry over"
+    other = vestwatch("train", *args, "--cfg", "yolov7", "--out", tmp_path / "other")
+    assert other.returncode == 2 and "tensors fit cfg yolov7: another model?" in other.stderr
 
     out = tmp_path / "val"
     val = vestwatch(
