@@ -12,6 +12,8 @@ the slot was overwritten, which is a counted drop, never a wrong frame.
 >>> ring = FrameRing.create(path, slots=8, max_shape=(720, 1280, 3))
 >>> slot = ring.write(seq=1, image=frame, pts=0.0, captured=time.time())
 >>> FrameRing.open(path).read(slot, seq=1)   # SlotFrame or None
+
+Between hosts no ring is shared: ``pack_pixels`` puts the frame itself in the message.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 MAGIC = b"VWRING01"
@@ -134,3 +137,31 @@ class RingReaders:
     def close(self) -> None:
         for ring in self.rings.values():
             ring.close()
+
+
+def pack_pixels(image: np.ndarray, jpeg_quality: int | None) -> tuple[bytes, str, list[int]]:
+    """A frame for a message that crosses hosts, where no ring is shared: (bytes, format, shape).
+
+    Raw BGR keeps every pixel; JPEG is about a tenth of the size, for slower links.
+    """
+    if jpeg_quality is None:
+        return image.tobytes(), "bgr", list(image.shape)
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    if not ok:
+        raise ValueError(f"cannot JPEG-encode a frame of {image.shape}")
+    return encoded.tobytes(), "jpeg", list(image.shape)
+
+
+def unpack_pixels(data: bytes, form: str, shape: list[int]) -> np.ndarray:
+    """The frame ``pack_pixels`` packed; ValueError names what does not add up."""
+    if form == "jpeg":
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError("inline pixels: not a decodable JPEG")
+    elif form == "bgr" and len(shape) == 3 and len(data) == int(np.prod(shape)):
+        image = np.frombuffer(data, np.uint8).reshape(shape)
+    else:
+        raise ValueError(f"inline pixels: {len(data)} bytes do not make a {form!r} frame of shape {shape}")
+    if list(image.shape) != list(shape):
+        raise ValueError(f"inline pixels: decoded {list(image.shape)}, expected {shape}")
+    return image

@@ -111,7 +111,8 @@ class FrameRef(WireMessage):
 
 @dataclass
 class Batchable(WireMessage):
-    """Preprocess -> inference: a letterboxed frame in a worker's ring, with what maps boxes back."""
+    """Preprocess -> inference: a letterboxed frame in a worker's ring (or inline, between hosts),
+    with what maps boxes back."""
 
     TYPE: ClassVar[str] = "batchable"
     stream: str
@@ -128,6 +129,9 @@ class Batchable(WireMessage):
     pts: float | None
     realtime: bool
     drops: dict[str, int] = field(default_factory=dict)
+    pixels: bytes | None = None  # the frame itself when inference is on another host (pipeline.frames.pack_pixels)
+    pixels_format: str = ""  # "bgr" or "jpeg"
+    pixels_shape: list[int] = field(default_factory=list)  # [h, w, 3]
 
 
 @dataclass

@@ -25,7 +25,7 @@ from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.feeds import Feed, FeedError, FeedFrame, open_feed
 from stages.settings import DEMO_URL, Settings, redact
-from stages.topology import capture_ring, instance, preprocess_input
+from stages.topology import capture_ring, detections_source, instance, preprocess_input
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class CaptureStage(Stage):
             self.refs.connect(preprocess_input(self.settings.runtime_dir, worker).address)
         self.credits = None
         if not self.realtime:
-            self.credits = Endpoint.parse(self.settings.publish).peer("sub").open(self.context, hwm=1000)
+            self.credits = detections_source(self.settings).open(self.context, hwm=1000)
             self.credits.setsockopt(zmq.SUBSCRIBE, topic("det", self.stream.id))
         self.state = "connecting"
 

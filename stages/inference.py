@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.control import ALL_STREAMS
 from pipeline.endpoints import Endpoint
-from pipeline.frames import RingReaders
+from pipeline.frames import RingReaders, unpack_pixels
 from pipeline.messages import Batchable, ControlState, DetectionMessage, topic
 from pipeline.prometheus import LATENCY_BUCKETS_MS
 from pipeline.queues import StreamQueue
@@ -27,7 +27,7 @@ from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.detector.detector import Letterboxed, Thresholds, detector_from_settings
 from stages.settings import Settings
-from stages.topology import inference_input
+from stages.topology import inference_link
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,7 @@ class InferenceStage(Stage):
         size = self.settings.detector.img_size
         if fixed and fixed != (size, size):
             raise ValueError(f"the model takes {fixed[0]}x{fixed[1]} input: set detector.img_size to match")
-        self.inbox = inference_input(self.settings.runtime_dir).open(
-            self.context, hwm=self.settings.pipeline.max_batch * 4
-        )
+        self.inbox = inference_link(self.settings, "pull").open(self.context, hwm=self.settings.pipeline.max_batch * 4)
         self.publisher = self.open_publisher()
         self.stats.update(model=self.settings.detector.weights.name, device=str(self.detector.device))
         log.info(
@@ -127,15 +125,29 @@ class InferenceStage(Stage):
         items, images = [], []
         for item in self.queue.take_fair(pipeline.max_batch):
             self.drops[item.stream]["inference"] += self.queue.take_drops(item.stream)
-            frame = self.rings.read(self.settings.runtime_dir / Path(item.ring).name, item.slot, item.ring_seq)
-            if frame is None:
-                self.drops[item.stream]["inference"] += 1
-                self.stats["dropped"] += 1
+            image = self._pixels(item)
+            if image is None:
                 continue
             items.append(item)
-            images.append(frame.image)
+            images.append(image)
         if items:
             self._infer(items, images)
+
+    def _pixels(self, item: Batchable) -> np.ndarray | None:
+        """The letterboxed frame: inline from another host, else from the worker's ring (None: overwritten)."""
+        if item.pixels is not None:
+            try:
+                return unpack_pixels(item.pixels, item.pixels_format, item.pixels_shape)
+            except ValueError as error:
+                log.warning("%s: %s", item.stream, error)
+                self.stats["bad_messages"] += 1
+                return None
+        frame = self.rings.read(self.settings.runtime_dir / Path(item.ring).name, item.slot, item.ring_seq)
+        if frame is None:
+            self.drops[item.stream]["inference"] += 1
+            self.stats["dropped"] += 1
+            return None
+        return frame.image
 
     def _infer(self, items: list[Batchable], images: list[np.ndarray]) -> None:
         frames = [Letterboxed(i.ratio, (i.pad[0], i.pad[1]), (i.height, i.width)) for i in items]

@@ -16,14 +16,21 @@ from pathlib import Path
 import zmq
 
 from pipeline.endpoints import Endpoint
-from pipeline.frames import FrameRing, RingReaders
+from pipeline.frames import FrameRing, RingReaders, pack_pixels
 from pipeline.messages import Batchable, FrameRef
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.detector.letterbox import letterbox, letterbox_shape
 from stages.settings import Settings
-from stages.topology import capture_ring, inference_input, instance, preprocess_input, preprocess_ring
+from stages.topology import (
+    capture_ring,
+    crosses_hosts,
+    inference_link,
+    instance,
+    preprocess_input,
+    preprocess_ring,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +50,16 @@ class PreprocessStage(Stage):
     def setup(self) -> None:
         p, runtime = self.settings.pipeline, self.settings.runtime_dir
         self.inbox = preprocess_input(runtime, self.worker).open(self.context, hwm=p.ring_slots)
+        link = inference_link(self.settings, "push")
+        self.outbox = link.open(self.context, hwm=p.max_batch * 2)
         self.ring_path = preprocess_ring(runtime, self.worker)
-        self.ring = FrameRing.create(self.ring_path, p.ring_slots * 2, (self.size, self.size, 3))
-        self.outbox = inference_input(runtime).peer("push").open(self.context, hwm=p.max_batch * 2)
+        self.ring: FrameRing | None = None  # None: inference may be on another host, frames travel inline
+        if not crosses_hosts(link):
+            self.ring = FrameRing.create(self.ring_path, p.ring_slots * 2, (self.size, self.size, 3))
 
     def teardown(self) -> None:
-        self.ring.close()
+        if self.ring:
+            self.ring.close()
         self.capture_rings.close()
 
     def _drain(self) -> None:
@@ -70,7 +81,7 @@ class PreprocessStage(Stage):
             target = letterbox_shape(frame.image.shape[:2], self.size)
             boxed, ratio, pad = letterbox(frame.image, target, auto=False)
             self.ring_seq += 1
-            slot = self.ring.write(self.ring_seq, boxed, ref.pts, ref.captured)
+            slot = self.ring.write(self.ring_seq, boxed, ref.pts, ref.captured) if self.ring else -1
             height, width = frame.image.shape[:2]
             message = Batchable(
                 ref.stream,
@@ -88,6 +99,10 @@ class PreprocessStage(Stage):
                 ref.realtime,
                 dict(self.drops.pop(ref.stream, {})),
             )
+            if not self.ring:
+                message.pixels, message.pixels_format, message.pixels_shape = pack_pixels(
+                    boxed, self.settings.pipeline.inline_jpeg_quality
+                )
             self._send(message)
 
     def _send(self, message: Batchable) -> None:

@@ -30,7 +30,7 @@ from stages.annotate import annotate
 from stages.events import ViolationRule
 from stages.segments import SegmentRecorder, apply_retention
 from stages.settings import Settings
-from stages.topology import capture_ring, instance, live_frame
+from stages.topology import capture_ring, detections_source, instance, live_frame
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class RecordStage(Stage):
         }
 
     def setup(self) -> None:
-        self.detections = Endpoint.parse(self.settings.publish).peer("sub").open(self.context, hwm=1000)
+        self.detections = detections_source(self.settings).open(self.context, hwm=1000)
         self.detections.setsockopt(zmq.SUBSCRIBE, topic("det", self.stream.id))
         recording = self.settings.recording
         self.recorder = None

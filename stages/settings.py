@@ -6,6 +6,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -92,6 +93,10 @@ class StreamSettings(BaseModel, extra="forbid"):
         return is_live(self.url) if self.realtime is None else self.realtime
 
 
+STAGE_KINDS = ("capture", "preprocess", "inference", "record")
+StageKind = Literal["capture", "preprocess", "inference", "record"]
+
+
 class PipelineSettings(BaseModel, extra="forbid"):
     """Process counts, batching and queue bounds."""
 
@@ -104,6 +109,33 @@ class PipelineSettings(BaseModel, extra="forbid"):
     publish_hwm: int = Field(1000, ge=1)  # messages queued per subscriber; a slow one loses the excess
     stall_s: float = Field(15.0, gt=0)  # a stage silent this long is restarted
     rtsp_timeout_s: float = Field(5.0, gt=0)
+    # Splitting the pipeline across hosts (see the README): which stages this host runs, where
+    # preprocess meets inference (tcp:// carries the pixels inline), where detections come from
+    stages: list[StageKind] = Field(default_factory=lambda: list(STAGE_KINDS), min_length=1)
+    inference: str | None = None  # default pull+bind:ipc://<runtime_dir>/inference.ipc
+    detections: str | None = None  # default: this host's publish endpoint
+    inline_jpeg_quality: int | None = Field(None, ge=1, le=100)  # inline pixels as JPEG; None: raw
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} names a stage twice")
+        return value
+
+    @field_validator("inference")
+    @classmethod
+    def _inference_is_push_or_pull(cls, value: str | None) -> str | None:
+        if value is not None and Endpoint.parse(value).kind not in ("push", "pull"):
+            raise ValueError(f"{value!r} must be a pull endpoint (inference's side) or a push one (preprocess's)")
+        return value
+
+    @field_validator("detections")
+    @classmethod
+    def _detections_is_sub(cls, value: str | None) -> str | None:
+        if value is not None and Endpoint.parse(value).kind != "sub":
+            raise ValueError(f"{value!r} must be a sub endpoint")
+        return value
 
     @model_validator(mode="after")
     def _window_fits_ring(self) -> PipelineSettings:

@@ -33,16 +33,41 @@ def preprocess_input(runtime_dir: Path, worker: int) -> Endpoint:
     return Endpoint("pull", True, f"ipc://{runtime_dir}/preprocess-{worker}.ipc")
 
 
-def inference_input(runtime_dir: Path) -> Endpoint:
-    return Endpoint("pull", True, f"ipc://{runtime_dir}/inference.ipc")
+def inference_link(settings: Settings, side: str) -> Endpoint:
+    """The preprocess -> inference link as one side opens it: ``pull`` (inference) or ``push`` (preprocess).
+
+    One host: ipc in the runtime dir. Two hosts: each host's config gives its own side
+    (``pull+bind:tcp://0.0.0.0:5570`` on the GPU host, ``push+connect:tcp://gpu-host:5570``
+    on the camera host); the other side is derived, so one host's config serves both there.
+    """
+    configured = settings.pipeline.inference
+    link = (
+        Endpoint.parse(configured)
+        if configured
+        else Endpoint("pull", True, f"ipc://{settings.runtime_dir}/inference.ipc")
+    )
+    return link if link.kind == side else link.peer(side)
+
+
+def crosses_hosts(link: Endpoint) -> bool:
+    """A tcp:// link may reach another host, where this host's rings do not exist: pixels go inline."""
+    return link.address.startswith("tcp://")
+
+
+def detections_source(settings: Settings) -> Endpoint:
+    """Where capture (offline credit) and record read ``det.<stream>``: this host's publish endpoint,
+    or ``pipeline.detections`` when inference runs on another host."""
+    configured = settings.pipeline.detections
+    return Endpoint.parse(configured) if configured else Endpoint.parse(settings.publish).peer("sub")
 
 
 def stage_specs(settings: Settings) -> list[StageSpec]:
+    """This host's stages: every kind by default, those in ``pipeline.stages`` when the pipeline is split."""
     specs = [StageSpec("capture", f"capture.{s.id}") for s in settings.streams]
     specs += [StageSpec("preprocess", f"preprocess.{i}") for i in range(settings.pipeline.preprocess_workers)]
     specs.append(StageSpec("inference", "inference"))
     specs += [StageSpec("record", f"record.{s.id}") for s in settings.streams]  # renders events even unrecorded
-    return specs
+    return [spec for spec in specs if spec.kind in settings.pipeline.stages]
 
 
 def plan(settings: Settings) -> Plan:

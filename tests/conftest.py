@@ -150,11 +150,14 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
     """``daemon(streams, **sections)``: writes a config under tmp_path and starts ``vestwatch run``."""
     started: list[Daemon] = []
 
-    def start(streams: list[dict], publish_port: int | None = None, **sections: dict | str) -> Daemon:
+    def start(streams: list[dict], publish_port: int | None = None, home: str = "", **sections: dict | str) -> Daemon:
+        """``home`` keeps a second daemon's files (config, runtime dir, recordings) apart from the first's."""
         port = publish_port or free_port()
+        folder = tmp_path / home
+        folder.mkdir(exist_ok=True)
         lines = [
-            f'recordings_dir = "{tmp_path / "recordings"}"',
-            f'runtime_dir = "{tmp_path / "run"}"',
+            f'recordings_dir = "{folder / "recordings"}"',
+            f'runtime_dir = "{folder / "run"}"',
             f'publish = "pub+bind:tcp://127.0.0.1:{port}"',
             f'http = "127.0.0.1:{free_port()}"',
         ]
@@ -172,11 +175,12 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
             values = {**defaults.get(name, {}), **sections.get(name, {})}
             lines.append(f"[{name}]")
             lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
-        config = tmp_path / "site.toml"
+        config = folder / "site.toml"
         config.write_text("\n".join(lines) + "\n")
         process = Daemon(config)
         process.endpoint = f"tcp://127.0.0.1:{port}"
-        process.recordings = tmp_path / "recordings"
+        process.recordings = folder / "recordings"
+        process.runtime_dir = folder / "run"
         started.append(process)
         return process
 
@@ -186,6 +190,8 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
 
 
 def toml_value(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

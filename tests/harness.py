@@ -192,3 +192,18 @@ def wait_status(daemon: Daemon, predicate: Callable[[dict], bool], timeout: floa
         if time.monotonic() > deadline:
             raise TimeoutError(f"status never matched: {status}")
         time.sleep(0.3)  # status figures arrive with once-a-second heartbeats
+
+
+def assert_same_boxes_as_detect(published: list[dict], clip: Path, weights: Path, out: Path) -> None:
+    """``det`` messages of a whole clip carry the boxes ``vestwatch detect`` finds in it (img 320, conf 0.3)."""
+    result = vestwatch("detect", clip, "--weights", weights, "--img", "320", "--conf", "0.3", "--out", out)
+    assert result.returncode == 0, result.stderr
+    expected = [json.loads(line) for line in (out / clip.name).with_suffix(".jsonl").read_text().splitlines()]
+    assert len(expected) == len(published)
+    assert any(frame["detections"] for frame in expected), "the test model must find something"
+    for message, frame in zip(published, expected):
+        mine = sorted(zip(message["scores"], message["boxes"]), reverse=True)
+        theirs = sorted(((d["score"], d["box"]) for d in frame["detections"]), reverse=True)
+        assert len(mine) == len(theirs)
+        for (score, box), (their_score, their_box) in zip(mine, theirs):
+            assert abs(score - their_score) < 1e-3 and max(abs(a - b) for a, b in zip(box, their_box)) < 0.1

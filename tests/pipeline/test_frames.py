@@ -2,8 +2,9 @@ import multiprocessing
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from pipeline.frames import FrameRing, RingReaders
+from pipeline.frames import FrameRing, RingReaders, pack_pixels, unpack_pixels
 
 
 def frame(value: int, shape: tuple[int, int] = (48, 64)) -> np.ndarray:
@@ -70,3 +71,25 @@ def test_ring_readers_miss_until_the_writer_creates_the_ring(tmp_path: Path) -> 
     FrameRing.create(path, slots=4, max_shape=(48, 64, 3)).write(8, frame(8), None, 2.0)  # a restarted writer
     assert readers.read(path, slot, 8).captured == 2.0  # the kept mapping sees the same file
     readers.close()
+
+
+def test_inline_pixels_round_trip_raw_exactly_and_jpeg_closely() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    image[:, :32] = (0, 120, 255)  # some flat area, as real frames have
+    np.testing.assert_array_equal(unpack_pixels(*pack_pixels(image, None)), image)
+    data, form, shape = pack_pixels(image, 90)
+    assert form == "jpeg" and len(data) < image.nbytes
+    assert np.abs(unpack_pixels(data, form, shape)[:, :28].astype(int) - image[:, :28]).mean() < 3
+
+
+@pytest.mark.parametrize(
+    ("data", "form", "shape", "message"),
+    [
+        (b"\x00" * 10, "bgr", [48, 64, 3], "10 bytes do not make a 'bgr' frame"),
+        (b"\xff\xd8garbage", "jpeg", [48, 64, 3], "not a decodable JPEG"),
+        (b"\x00" * 12, "png", [2, 2, 3], "'png'"),
+    ],
+)
+def test_bad_inline_pixels_are_named(data: bytes, form: str, shape: list[int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        unpack_pixels(data, form, shape)

@@ -6,9 +6,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from tests.harness import collect, probe_video
+from tests.harness import assert_same_boxes_as_detect, collect, probe_video
 from tests.harness import vestwatch as run_cli
 
 
@@ -93,16 +91,4 @@ def test_the_daemon_finds_what_the_detect_command_finds(daemon, scene_video, tin
     vestwatch = daemon([{"id": "yard", "url": str(scene_video), "realtime": False}])
     vestwatch.wait_ready()
     published = collect(vestwatch.endpoint, lambda m: len(m.get("yard", [])) >= 20, timeout=120)["yard"]
-    out = tmp_path / "detect"
-    result = run_cli("detect", scene_video, "--weights", tiny_weights, "--img", "320", "--conf", "0.3", "--out", out)
-    assert result.returncode == 0, result.stderr
-    expected = [json.loads(line) for line in (out / scene_video.name).with_suffix(".jsonl").read_text().splitlines()]
-
-    assert len(expected) == len(published) == 20
-    assert any(frame["detections"] for frame in expected), "the test model must find something"
-    for message, frame in zip(published, expected):
-        mine = sorted(zip(message["scores"], message["boxes"]), reverse=True)
-        theirs = sorted(((d["score"], d["box"]) for d in frame["detections"]), reverse=True)
-        assert len(mine) == len(theirs)
-        for (score, box), (their_score, their_box) in zip(mine, theirs):
-            assert abs(score - their_score) < 1e-3 and np.allclose(box, their_box, atol=0.1)
+    assert_same_boxes_as_detect(published, scene_video, tiny_weights, tmp_path / "detect")

@@ -1,0 +1,66 @@
+"""The pipeline split across two hosts by config alone: capture, preprocess and record on a camera
+host, inference on a GPU host, joined by tcp:// links that carry the pixels (two daemons here,
+each with its own runtime dir, so no shared-memory ring can be reached from the other)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import assert_same_boxes_as_detect, collect, free_port, probe_video, vestwatch
+
+FRAMES = 20
+
+
+@pytest.mark.parametrize("jpeg_quality", [None, 90], ids=["raw", "jpeg"])
+def test_inference_on_another_host_gets_the_frames_inline(
+    daemon, scene_video, tiny_weights, tmp_path, jpeg_quality
+) -> None:
+    link = free_port()
+    stream = {"id": "yard", "url": str(scene_video), "realtime": False}
+    gpu = daemon(
+        [stream], home="gpu", pipeline={"stages": ["inference"], "inference": f"pull+bind:tcp://0.0.0.0:{link}"}
+    )
+    cameras_pipeline = {
+        "stages": ["capture", "preprocess", "record"],
+        "inference": f"push+connect:tcp://127.0.0.1:{link}",
+        "detections": f"sub+connect:{gpu.endpoint}",
+    }
+    if jpeg_quality:
+        cameras_pipeline["inline_jpeg_quality"] = jpeg_quality
+    cameras = daemon([stream], home="cameras", pipeline=cameras_pipeline)
+    gpu.wait_ready()
+    cameras.wait_ready()
+
+    published = collect(gpu.endpoint, lambda m: len(m.get("yard", [])) >= FRAMES, timeout=120)["yard"]
+
+    assert [m["seq"] - published[0]["seq"] for m in published] == list(range(FRAMES)), "offline credit crossed hosts"
+    if jpeg_quality is None:
+        assert_same_boxes_as_detect(published, scene_video, tiny_weights, tmp_path / "detect")
+    else:  # JPEG changes pixels a little, so scores move; the frames still arrive whole and in place
+        assert all((m["width"], m["height"]) == (320, 240) for m in published)
+        assert sum(len(m["boxes"]) for m in published) > 0
+    assert not list(cameras.runtime_dir.glob("ring-preprocess-*")), "pixels went inline, not through a ring"
+    for code, seconds in (cameras.stop(), gpu.stop()):
+        assert code == 0 and seconds < 10
+    assert "started inference" not in cameras.output.text() and "started capture" not in gpu.output.text()
+    segments = sorted((cameras.recordings / "yard").rglob("*.ts"))
+    assert sum(int(probe_video(s)[0]["nb_read_frames"]) for s in segments) == FRAMES, "recorded on the camera host"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('inference = "pub+bind:tcp://0.0.0.0:5570"', "pipeline.inference: Value error, 'pub+bind:tcp://0.0.0.0:5570'"),
+        (
+            'detections = "push+connect:tcp://gpu:5560"',
+            "pipeline.detections: Value error, 'push+connect:tcp://gpu:5560'",
+        ),
+        ('stages = ["capture", "render"]', "pipeline.stages.1: Input should be 'capture', 'preprocess', 'inference'"),
+    ],
+)
+def test_a_wrong_split_stops_start_up_with_one_line(tmp_path, line: str, message: str) -> None:
+    config = tmp_path / "split.toml"
+    config.write_text(f'runtime_dir = "{tmp_path}"\n[pipeline]\n{line}\n')
+    result = vestwatch("run", "-c", config, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
