@@ -57,8 +57,8 @@ def test_healthz_and_metrics(daemon, make_video) -> None:
     processed = ("vestwatch_frames_processed_total", (("stream", "cam"),))
     frames_in = ("vestwatch_frames_in_total", (("stream", "cam"),))
     first = scrape_until(base, lambda m: m.get(processed, 0) > 0)
-    second = scrape_until(base, lambda m: m.get(processed, 0) > first[processed] + 5)
-    assert second[frames_in] > first[frames_in]
+    # each stage reports once a second: wait for both counters to move, or time out
+    second = scrape_until(base, lambda m: m[processed] > first[processed] + 5 and m[frames_in] > first[frames_in])
     assert second[("vestwatch_latency_ms_count", (("stream", "cam"),))] == second[processed]
     assert second[("vestwatch_latency_ms_bucket", (("le", "+Inf"), ("stream", "cam")))] == second[processed]
     assert second[("vestwatch_stage_restarts_total", (("stage", "inference"),))] == 0
