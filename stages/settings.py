@@ -6,9 +6,9 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from pipeline.endpoints import Endpoint
 from pipeline.settings import EnvOverridesFile
@@ -93,6 +93,17 @@ class StreamSettings(BaseModel, extra="forbid"):
         return is_live(self.url) if self.realtime is None else self.realtime
 
 
+def EndpointOf(*kinds: str) -> Any:  # noqa: N802 - reads as a type in field annotations
+    """A field holding an endpoint string (``pub+bind:tcp://...``) whose socket type is one of ``kinds``."""
+
+    def check(value: str) -> str:
+        if Endpoint.parse(value).kind not in kinds:
+            raise ValueError(f"{value!r} must be a {' or '.join(kinds)} endpoint")
+        return value
+
+    return Annotated[str, AfterValidator(check)]
+
+
 STAGE_KINDS = ("capture", "preprocess", "inference", "record")
 StageKind = Literal["capture", "preprocess", "inference", "record"]
 
@@ -112,8 +123,8 @@ class PipelineSettings(BaseModel, extra="forbid"):
     # Splitting the pipeline across hosts (see the README): which stages this host runs, where
     # preprocess meets inference (tcp:// carries the pixels inline), where detections come from
     stages: list[StageKind] = Field(default_factory=lambda: list(STAGE_KINDS), min_length=1)
-    inference: str | None = None  # default pull+bind:ipc://<runtime_dir>/inference.ipc
-    detections: str | None = None  # default: this host's publish endpoint
+    inference: EndpointOf("pull", "push") | None = None  # default pull+bind:ipc://<runtime_dir>/inference.ipc
+    detections: EndpointOf("sub") | None = None  # default: this host's publish endpoint
     inline_jpeg_quality: int | None = Field(None, ge=1, le=100)  # inline pixels as JPEG; None: raw
 
     @field_validator("stages")
@@ -121,20 +132,6 @@ class PipelineSettings(BaseModel, extra="forbid"):
     def _unique_stages(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError(f"{value} names a stage twice")
-        return value
-
-    @field_validator("inference")
-    @classmethod
-    def _inference_is_push_or_pull(cls, value: str | None) -> str | None:
-        if value is not None and Endpoint.parse(value).kind not in ("push", "pull"):
-            raise ValueError(f"{value!r} must be a pull endpoint (inference's side) or a push one (preprocess's)")
-        return value
-
-    @field_validator("detections")
-    @classmethod
-    def _detections_is_sub(cls, value: str | None) -> str | None:
-        if value is not None and Endpoint.parse(value).kind != "sub":
-            raise ValueError(f"{value!r} must be a sub endpoint")
         return value
 
     @model_validator(mode="after")
@@ -179,8 +176,8 @@ def default_runtime_dir() -> Path:
 class Settings(EnvOverridesFile):
     recordings_dir: Path = Path("recordings")
     runtime_dir: Path = Field(default_factory=default_runtime_dir)  # sockets and frame rings (tmpfs)
-    publish: str = "pub+bind:tcp://127.0.0.1:5560"  # where det.<stream> messages go
-    control: str | None = None  # vestwatch ctl's endpoint; default rep+bind:ipc://<runtime_dir>/control.ipc
+    publish: EndpointOf("pub") = "pub+bind:tcp://127.0.0.1:5560"  # where det.<stream> messages go
+    control: EndpointOf("rep") | None = None  # vestwatch ctl's; default rep+bind:ipc://<runtime_dir>/control.ipc
     control_keys: Path | None = None  # CURVE keys (vestwatch keys DIR); required when control is tcp://
     http: str | None = "127.0.0.1:8080"  # live view, /healthz and /metrics; None turns the server off
     streams: list[StreamSettings] = Field(default_factory=lambda: [StreamSettings(id="demo", url=DEMO_URL)])
@@ -188,13 +185,6 @@ class Settings(EnvOverridesFile):
     pipeline: PipelineSettings = PipelineSettings()
     recording: RecordingSettings = RecordingSettings()
     events: EventRule | None = EventRule()  # None: no violation events
-
-    @field_validator("publish")
-    @classmethod
-    def _publish_is_pub(cls, value: str) -> str:
-        if Endpoint.parse(value).kind != "pub":
-            raise ValueError(f"{value!r} must be a pub endpoint")
-        return value
 
     @field_validator("streams")
     @classmethod
@@ -210,13 +200,6 @@ class Settings(EnvOverridesFile):
     def _host_port(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^[\w.:\[\]-]*:\d{1,5}$", value):
             raise ValueError(f"{value!r} must be HOST:PORT")
-        return value
-
-    @field_validator("control")
-    @classmethod
-    def _control_is_rep(cls, value: str | None) -> str | None:
-        if value is not None and Endpoint.parse(value).kind != "rep":
-            raise ValueError(f"{value!r} must be a rep endpoint")
         return value
 
     @model_validator(mode="after")
