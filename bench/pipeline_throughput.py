@@ -132,12 +132,12 @@ def stage_rss_mib(daemon_pid: int) -> dict[str, float]:
 
 def pipeline(config: Path, port: int, streams: int, frames: int) -> dict:
     """Run the daemon until every stream's last frame is published; figures from what a subscriber saw,
-    and each process's memory at half-way and at the end (flat is the target: bounded queues)."""
+    and each process's memory at each quarter of the run (flat is the target: bounded queues)."""
     arrivals: list[float] = []
     latencies: list[float] = []
     batches: list[int] = []
     received = {f"s{i}": 0 for i in range(streams)}  # offline streams are lossless: all frames arrive
-    done, halfway = threading.Event(), threading.Event()
+    quarters = [threading.Event() for _ in range(4)]  # the last one: every stream's last frame is in
     connected = threading.Event()
 
     def listen() -> None:
@@ -148,11 +148,13 @@ def pipeline(config: Path, port: int, streams: int, frames: int) -> dict:
             latencies.append(message["latency_ms"])
             batches.append(message["batch_size"])
             received[message["stream"]] += 1
-            if sum(received.values()) >= streams * frames / 2:
-                halfway.set()
+            for i, quarter in enumerate(quarters[:3]):
+                if sum(received.values()) >= streams * frames * (i + 1) / 4:
+                    quarter.set()
             if min(received.values()) >= frames:
                 break
-        done.set()
+        for quarter in quarters:
+            quarter.set()
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
@@ -166,10 +168,9 @@ def pipeline(config: Path, port: int, streams: int, frames: int) -> dict:
             start_new_session=True,
         )
     try:
-        rss_half = stage_rss_mib(daemon.pid) if halfway.wait(600) else {}
-        if not done.wait(600) or min(received.values()) < frames:
+        rss = [stage_rss_mib(daemon.pid) for quarter in quarters if quarter.wait(600)]
+        if len(rss) < 4 or min(received.values()) < frames:
             raise RuntimeError(f"pipeline did not finish: frames received per stream {received}")
-        rss_end = stage_rss_mib(daemon.pid)
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
@@ -177,7 +178,7 @@ def pipeline(config: Path, port: int, streams: int, frames: int) -> dict:
         raise RuntimeError(f"daemon exited {daemon.returncode}:\n{log.read_text()[-2000:]}")
     latencies.sort()
     return {
-        "rss": {name: (rss_half.get(name, float("nan")), mib) for name, mib in sorted(rss_end.items())},
+        "rss": {name: [sample.get(name, float("nan")) for sample in rss] for name in sorted(rss[-1])},
         "fps": (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]),
         "frames": len(arrivals),
         "latency_p50": latencies[len(latencies) // 2],
@@ -238,10 +239,10 @@ def main() -> None:
         f"capture->publish latency p50 {result['latency_p50']:.0f} ms, p99 {result['latency_p99']:.0f} ms "
         "(offline streams queue by design; live latency: tests/stages/test_backpressure.py)"
     )
-    print("| process | RSS half-way (MiB) | RSS at the end (MiB) |")
-    print("|---|---:|---:|")
-    for name, (half, end) in result["rss"].items():
-        print(f"| {name} | {half:.0f} | {end:.0f} |")
+    print("| process | RSS (MiB) at 1/4 of the frames | 2/4 | 3/4 | the end |")
+    print("|---|---:|---:|---:|---:|")
+    for name, samples in result["rss"].items():
+        print(f"| {name} | " + " | ".join(f"{mib:.0f}" for mib in samples) + " |")
 
 
 if __name__ == "__main__":

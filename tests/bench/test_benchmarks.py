@@ -47,8 +47,7 @@ def test_pipeline_benchmark_measures_every_path_and_process(make_video) -> None:
     assert rows["pipeline (2 streams)"][1] == 1.0
     assert "40 frames published" in output
     for process in ("supervisor", "capture.s0", "capture.s1", "preprocess.0", "inference", "record.s1"):
-        half, end = rows[process]
-        assert half > 0 and end > 0, process
+        assert len(rows[process]) == 4 and min(rows[process]) > 0, process
 
 
 def test_detector_benchmark_prints_its_table() -> None:
