@@ -16,6 +16,7 @@ from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
+from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline.control import ALL_STREAMS
 from pipeline.endpoints import Endpoint
@@ -27,7 +28,7 @@ from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.detector.detector import Letterboxed, Thresholds, detector_from_settings
 from stages.settings import Settings
-from stages.topology import inference_link
+from stages.topology import open_inference_link
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class InferenceStage(Stage):
         self.settings = load_settings(Settings, config)
         self.queue: StreamQueue[Batchable] = StreamQueue()
         self.rings = RingReaders()
+        self.authenticator: ThreadAuthenticator | None = None  # CURVE on a tcp:// link with link_keys
         self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.overrides: dict[str, dict[str, float]] = {}
         self.recent: defaultdict[str, deque[tuple[float, float]]] = defaultdict(lambda: deque(maxlen=300))
@@ -94,7 +96,9 @@ class InferenceStage(Stage):
         size = self.settings.detector.img_size
         if fixed and fixed != (size, size):
             raise ValueError(f"the model takes {fixed[0]}x{fixed[1]} input: set detector.img_size to match")
-        self.inbox = inference_link(self.settings, "pull").open(self.context, hwm=self.settings.pipeline.max_batch * 4)
+        self.inbox, self.authenticator = open_inference_link(
+            self.settings, "pull", self.context, self.settings.pipeline.max_batch * 4
+        )
         self.publisher = self.open_publisher()
         self.stats.update(model=self.settings.detector.weights.name, device=str(self.detector.device))
         log.info(
@@ -106,6 +110,8 @@ class InferenceStage(Stage):
 
     def teardown(self) -> None:
         self.rings.close()
+        if self.authenticator:
+            self.authenticator.stop()
 
     def _drain(self) -> None:
         for item in self.drain(self.inbox, Batchable):

@@ -28,6 +28,7 @@ from stages.topology import (
     crosses_hosts,
     inference_link,
     instance,
+    open_inference_link,
     preprocess_input,
     preprocess_ring,
 )
@@ -50,11 +51,10 @@ class PreprocessStage(Stage):
     def setup(self) -> None:
         p, runtime = self.settings.pipeline, self.settings.runtime_dir
         self.inbox = preprocess_input(runtime, self.worker).open(self.context, hwm=p.ring_slots)
-        link = inference_link(self.settings, "push")
-        self.outbox = link.open(self.context, hwm=p.max_batch * 2)
+        self.outbox, _ = open_inference_link(self.settings, "push", self.context, p.max_batch * 2)
         self.ring_path = preprocess_ring(runtime, self.worker)
         self.ring: FrameRing | None = None  # None: inference may be on another host, frames travel inline
-        if not crosses_hosts(link):
+        if not crosses_hosts(inference_link(self.settings, "push")):
             self.ring = FrameRing.create(self.ring_path, p.ring_slots * 2, (self.size, self.size, 3))
 
     def teardown(self) -> None:

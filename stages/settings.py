@@ -126,6 +126,7 @@ class PipelineSettings(BaseModel, extra="forbid"):
     inference: EndpointOf("pull", "push") | None = None  # default pull+bind:ipc://<runtime_dir>/inference.ipc
     detections: EndpointOf("sub") | None = None  # default: this host's publish endpoint
     inline_jpeg_quality: int | None = Field(None, ge=1, le=100)  # inline pixels as JPEG; None: raw
+    link_keys: Path | None = None  # CURVE keys (vestwatch keys DIR) for a tcp:// inference link; inference serves
 
     @field_validator("stages")
     @classmethod

@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
 from pipeline.endpoints import Endpoint
+from pipeline.security import secure_client, secure_server
 from pipeline.supervisor import Plan, StageSpec
 from stages.settings import Settings
 
@@ -47,6 +51,25 @@ def inference_link(settings: Settings, side: str) -> Endpoint:
         else Endpoint("pull", True, f"ipc://{settings.runtime_dir}/inference.ipc")
     )
     return link if link.kind == side else link.peer(side)
+
+
+def open_inference_link(
+    settings: Settings, side: str, context: zmq.Context, hwm: int
+) -> tuple[zmq.Socket, ThreadAuthenticator | None]:
+    """The link's socket for ``side``; on tcp:// with ``pipeline.link_keys``, CURVE-authenticated with
+    inference as the server. Returns the authenticator thread to stop, if this side runs one."""
+    link = inference_link(settings, side)
+    keys = settings.pipeline.link_keys if crosses_hosts(link) else None
+    authenticators: list[ThreadAuthenticator] = []
+
+    def secure(socket: zmq.Socket) -> None:
+        if side == "pull":
+            authenticators.append(secure_server(socket, context, keys))
+        else:
+            secure_client(socket, keys)
+
+    socket = link.open(context, hwm=hwm, prepare=secure if keys else None)
+    return socket, (authenticators[0] if authenticators else None)
 
 
 def crosses_hosts(link: Endpoint) -> bool:

@@ -11,22 +11,26 @@ from tests.harness import assert_same_boxes_as_detect, collect, free_port, probe
 FRAMES = 20
 
 
-@pytest.mark.parametrize("jpeg_quality", [None, 90], ids=["raw", "jpeg"])
+@pytest.mark.parametrize(
+    ("jpeg_quality", "curve"), [(None, False), (90, False), (None, True)], ids=["raw", "jpeg", "curve"]
+)
 def test_inference_on_another_host_gets_the_frames_inline(
-    daemon, scene_video, tiny_weights, tmp_path, jpeg_quality
+    daemon, scene_video, tiny_weights, tmp_path, jpeg_quality, curve
 ) -> None:
-    link = free_port()
+    link, publish = free_port(), free_port()
     stream = {"id": "yard", "url": str(scene_video), "realtime": False}
-    gpu = daemon(
-        [stream], home="gpu", pipeline={"stages": ["inference"], "inference": f"pull+bind:tcp://0.0.0.0:{link}"}
-    )
+    gpu_pipeline = {"stages": ["inference"], "inference": f"pull+bind:tcp://0.0.0.0:{link}"}
     cameras_pipeline = {
         "stages": ["capture", "preprocess", "record"],
         "inference": f"push+connect:tcp://127.0.0.1:{link}",
-        "detections": f"sub+connect:{gpu.endpoint}",
+        "detections": f"sub+connect:tcp://127.0.0.1:{publish}",
     }
     if jpeg_quality:
         cameras_pipeline["inline_jpeg_quality"] = jpeg_quality
+    if curve:  # the same keys folder on both hosts; inference is the CURVE server
+        assert vestwatch("keys", tmp_path / "keys").returncode == 0
+        gpu_pipeline["link_keys"] = cameras_pipeline["link_keys"] = str(tmp_path / "keys")
+    gpu = daemon([stream], publish_port=publish, home="gpu", pipeline=gpu_pipeline)
     cameras = daemon([stream], home="cameras", pipeline=cameras_pipeline)
     gpu.wait_ready()
     cameras.wait_ready()
