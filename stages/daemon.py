@@ -19,7 +19,7 @@ from pipeline.supervisor import Plan, Supervisor
 from pipeline.web import serve
 from stages.observe import routes
 from stages.settings import DEFAULT_CONFIG, Settings, redact
-from stages.topology import plan
+from stages.topology import detections_source, plan
 
 log = logging.getLogger("vestwatch")
 
@@ -56,11 +56,14 @@ def run_daemon(args: argparse.Namespace) -> int:
             "live" if stream.is_realtime else "offline",
             ", recorded" if stream.record else "",
         )
-    subscriber = Endpoint.parse(settings.publish).peer("sub").address
+    detections = detections_source(settings).address  # this host's publish endpoint unless inference is elsewhere
+    events = Endpoint.parse(settings.publish).peer("sub").address
 
     def announce() -> None:
         print(f"vestwatch running: recordings in {settings.recordings_dir.resolve()}", flush=True)
-        print(f"subscribe with: vestwatch subscribe --endpoint {subscriber}   (topics det.<stream>)", flush=True)
+        print(f"subscribe with: vestwatch subscribe --endpoint {detections}   (topics det.<stream>)", flush=True)
+        if events != detections:
+            print(f"events: vestwatch subscribe --endpoint {events} --topic event.", flush=True)
 
     def reread() -> Plan:
         return plan(load_settings(Settings, config))
@@ -103,14 +106,16 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_subscribe(args: argparse.Namespace) -> int:
-    endpoint = args.endpoint
+    endpoint, topics = args.endpoint, args.topic or ["det."]
     if endpoint is None:
         try:
-            endpoint = load_settings(Settings, _config_path(args)).publish
+            settings = load_settings(Settings, _config_path(args))
         except ConfigError as error:
             log.error("%s", error)
             return 2
-    for received, (topic, message) in enumerate(subscribe(endpoint, args.topic or ["det."], args.timeout), 1):
+        only_detections = all(t.startswith("det") for t in topics)  # det.* may come from another host
+        endpoint = detections_source(settings).text if only_detections else settings.publish
+    for received, (topic, message) in enumerate(subscribe(endpoint, topics, args.timeout), 1):
         print(json.dumps({"topic": topic, **message}), flush=True)
         if args.count and received >= args.count:
             break
@@ -121,7 +126,9 @@ def add_subscribe(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("subscribe", help="print published messages as JSON lines")
     parser.add_argument("--topic", action="append", default=None, help="topic prefix (repeatable; default det.)")
     parser.add_argument("--endpoint", help="publisher address (default: the config's publish endpoint)")
-    parser.add_argument("-c", "--config", type=Path, help="config whose publish endpoint to use")
+    parser.add_argument(
+        "-c", "--config", type=Path, help="config whose endpoints to use (det.: pipeline.detections, else publish)"
+    )
     parser.add_argument("--count", type=int, help="stop after this many messages")
     parser.add_argument("--timeout", type=float, help="stop after this many seconds without a message")
     parser.set_defaults(run=run_subscribe, topic=None)

@@ -47,6 +47,7 @@ def test_inference_on_another_host_gets_the_frames_inline(
     for code, seconds in (cameras.stop(), gpu.stop()):
         assert code == 0 and seconds < 10
     assert "started inference" not in cameras.output.text() and "started capture" not in gpu.output.text()
+    assert f"subscribe with: vestwatch subscribe --endpoint tcp://127.0.0.1:{publish}" in cameras.output.text()
     segments = sorted((cameras.recordings / "yard").rglob("*.ts"))
     assert sum(int(probe_video(s)[0]["nb_read_frames"]) for s in segments) == FRAMES, "recorded on the camera host"
 
