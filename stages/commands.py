@@ -63,13 +63,14 @@ def run_detect_command(args: argparse.Namespace) -> int:
 
     try:
         settings = detector_settings(args)
-        if args.batch < 1:
-            raise ConfigError(f"--batch: must be at least 1, got {args.batch}")
+        for flag in ("batch", "frames"):
+            if getattr(args, flag) < 1:
+                raise ConfigError(f"--{flag}: must be at least 1, got {getattr(args, flag)}")
         files, errors = expand_sources(args.sources)
         for error in errors:
             log.error("%s", error)
         if not files:
-            log.error("nothing to do: no image or video among the sources")
+            log.error("nothing to do: no image, video or live source among the sources")
             return EXIT_CANNOT_START
         detector = detector_from_settings(settings)
     except (ConfigError, ValueError, FileNotFoundError) as error:
@@ -83,7 +84,7 @@ def run_detect_command(args: argparse.Namespace) -> int:
         len(files),
         args.out,
     )
-    summary = run_detect(detector, files, args.out, args.batch)
+    summary = run_detect(detector, files, args.out, args.batch, args.frames)
     summary.failed[:0] = errors
     print(summary.table())
     print(f"results in {args.out}")
@@ -93,13 +94,16 @@ def run_detect_command(args: argparse.Namespace) -> int:
 def add_detect(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "detect",
-        help="detect on images, videos, folders or globs; write annotated copies and JSON",
+        help="detect on images, videos, folders, globs or live sources; write annotated copies and JSON",
         description="Annotated copies go to --out with NAME.json (images) or NAME.jsonl (videos, a line per "
         "frame), and summary.json; a summary table is printed.",
     )
-    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="image, video, folder (recursive) or glob")
+    parser.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="image, video, folder (recursive), glob, camera or rtsp:// URL"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/detect"), help="output folder (default runs/detect)")
     parser.add_argument("--batch", type=int, default=1, help="video frames per inference batch")
+    parser.add_argument("--frames", type=int, default=300, help="live sources (camera, rtsp://): frames to take")
     _add_detector_options(parser)
     parser.set_defaults(run=run_detect_command)
 

@@ -1,4 +1,5 @@
-"""One-off detection over images, videos and folders: the desktop tool's job, from a shell.
+"""One-off detection over images, videos, folders and live sources (a camera or an RTSP stream,
+for a number of frames): the desktop tool's job, from a shell.
 
 For each input it writes, under the output folder, the annotated image or H.264 video
 and its detections (``NAME.json`` for an image, ``NAME.jsonl`` with a line per frame
@@ -13,19 +14,24 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from pipeline.detections import Detections
 from stages.annotate import annotate
 from stages.detector.detector import BatchResult, Detector
+from stages.feeds import FeedError, open_feed
 from stages.sources import MediaFile
 from stages.video import VideoReader, VideoWriter
 
 log = logging.getLogger(__name__)
+
+LIVE_TIMEOUT_S = 10.0  # connect and read timeout of a network stream
 
 
 @dataclass
@@ -110,47 +116,80 @@ def _batches(frames: Iterable, size: int) -> Iterable[list]:
 
 
 def detect_video(detector: Detector, media: MediaFile, out_dir: Path, summary: Summary, batch_size: int) -> None:
-    target = (out_dir / media.relative).with_suffix(".mp4")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
     with VideoReader(media.path) as reader:
-        progress = tqdm(total=reader.frame_count, desc=media.path.name, unit="frame", disable=None, leave=False)
-        with VideoWriter(target, reader.fps) as writer, target.with_suffix(".jsonl").open("w") as sidecar:
-            for batch in _batches(reader.frames(), batch_size):
-                result = detector.detect([f.image for f in batch])
-                per_frame_ms = result.inference_ms / len(batch)
-                for frame, detections in zip(batch, result.detections):
-                    writer.write(annotate(frame.image, detections, detector.names))
-                    _write_line(
-                        sidecar,
-                        {
-                            "frame": frame.index,
-                            "pts_s": frame.pts_s,
-                            **frame_record(detections, detector.names, per_frame_ms),
-                        },
-                    )
-                summary.add(result, detector.names)
-                progress.update(len(batch))
-                written += len(batch)
-        progress.close()
+        frames = ((frame.index, frame.pts_s, frame.image) for frame in reader.frames())
+        written = _detect_frames(detector, frames, reader.fps, reader.frame_count, media, out_dir, summary, batch_size)
         if reader.corrupt_packets:
             log.warning("%s: %d corrupt packet(s) skipped", media.path, reader.corrupt_packets)
     if not written:
         raise ValueError(f"{media.path}: no decodable video frames")
 
 
+def detect_live(
+    detector: Detector, media: MediaFile, out_dir: Path, summary: Summary, batch_size: int, max_frames: int
+) -> None:
+    """A camera or network stream, for its next ``max_frames`` frames: a live source never ends."""
+    try:
+        feed = open_feed(media.url, out_dir, timeout_s=LIVE_TIMEOUT_S)
+    except FeedError as error:
+        raise ValueError(str(error)) from None
+    try:
+        frames = ((index, frame.pts, frame.image) for index, frame in zip(range(max_frames), feed.frames()))
+        _detect_frames(detector, frames, feed.fps, max_frames, media, out_dir, summary, batch_size)
+    except FeedError as error:  # the annotated video and JSONL keep the frames before the loss
+        raise ValueError(f"{error}; frames before the loss are kept") from None
+    finally:
+        feed.close()
+
+
+def _detect_frames(
+    detector: Detector,
+    frames: Iterable[tuple[int, float | None, np.ndarray]],
+    fps: Fraction,
+    total: int | None,
+    media: MediaFile,
+    out_dir: Path,
+    summary: Summary,
+    batch_size: int,
+) -> int:
+    """Detect on (index, pts, image) frames; write the annotated H.264 video and a JSONL line per frame."""
+    target = (out_dir / media.relative).with_suffix(".mp4")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    progress = tqdm(total=total, desc=media.path.name, unit="frame", disable=None, leave=False)
+    with VideoWriter(target, fps) as writer, target.with_suffix(".jsonl").open("w") as sidecar:
+        for batch in _batches(frames, batch_size):
+            result = detector.detect([image for _, _, image in batch])
+            per_frame_ms = result.inference_ms / len(batch)
+            for (index, pts, image), detections in zip(batch, result.detections):
+                writer.write(annotate(image, detections, detector.names))
+                _write_line(
+                    sidecar, {"frame": index, "pts_s": pts, **frame_record(detections, detector.names, per_frame_ms)}
+                )
+            summary.add(result, detector.names)
+            progress.update(len(batch))
+            written += len(batch)
+    progress.close()
+    return written
+
+
 def _write_line(stream: TextIO, record: dict[str, Any]) -> None:
     stream.write(json.dumps(record) + "\n")
 
 
-def run_detect(detector: Detector, files: list[MediaFile], out_dir: Path, batch_size: int = 1) -> Summary:
-    """Process every file; failures are logged and listed in the summary, never fatal."""
+def run_detect(
+    detector: Detector, files: list[MediaFile], out_dir: Path, batch_size: int = 1, live_frames: int = 300
+) -> Summary:
+    """Process every file (and live source, for ``live_frames``); failures are logged and listed in the
+    summary, never fatal."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     for media in tqdm(files, desc="files", unit="file", disable=None if len(files) > 1 else True):
         try:
             if media.kind == "image":
                 detect_image(detector, media, out_dir, summary)
+            elif media.kind == "live":
+                detect_live(detector, media, out_dir, summary, batch_size, live_frames)
             else:
                 detect_video(detector, media, out_dir, summary, batch_size)
             summary.files += 1

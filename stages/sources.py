@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from stages.settings import DEMO_URL, is_live
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".ts", ".mpg", ".mpeg", ".wmv", ".flv"})
@@ -13,8 +16,15 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".t
 @dataclass(frozen=True)
 class MediaFile:
     path: Path
-    kind: str  # "image" or "video"
+    kind: str  # "image", "video" or "live" (a camera or network stream, read until --frames)
     relative: Path  # where its outputs go under the output folder
+    url: str | None = None  # live sources: what to open; ``path`` is then a name made from it
+
+
+def live_name(url: str) -> Path:
+    """A file stem for a live source's outputs, no credentials and no dots: ``rtsp-10-0-0-9-554-live``."""
+    without_user = re.sub(r"//[^/@]*@", "//", url)
+    return Path(re.sub(r"[^A-Za-z0-9]+", "-", without_user).strip("-") or "camera")
 
 
 def media_kind(path: Path) -> str | None:
@@ -32,7 +42,10 @@ def expand_sources(arguments: list[str]) -> tuple[list[MediaFile], list[str]]:
     errors: list[str] = []
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
+        if is_live(argument) and argument != DEMO_URL and not path.exists():
+            name = live_name(argument)
+            files.append(MediaFile(name, "live", name, argument))
+        elif path.is_dir():
             found = [p for p in sorted(path.rglob("*")) if p.is_file() and media_kind(p)]
             files += [MediaFile(p, media_kind(p), p.relative_to(path)) for p in found]
             if not found:
@@ -62,5 +75,5 @@ def _unique_outputs(files: list[MediaFile]) -> list[MediaFile]:
         count = seen.get(media.relative, 0) + 1
         seen[media.relative] = count
         relative = media.relative if count == 1 else media.relative.with_stem(f"{media.relative.stem}-{count}")
-        unique.append(MediaFile(media.path, media.kind, relative))
+        unique.append(replace(media, relative=relative))
     return unique

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +24,7 @@ class Feed(Protocol):
     live: bool  # a camera or a network stream, as opposed to a file
     from_file: bool  # decodes faster than real time
     corrupt: int  # undecodable packets or images skipped so far
+    fps: Fraction  # nominal frame rate, for writing what it yields as video
 
     def frames(self) -> Iterator[FeedFrame]: ...
 

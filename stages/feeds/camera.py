@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from typing import Any
 
 import cv2
@@ -30,6 +31,8 @@ class CameraFeed:
         self.device = open_device(url)
         if not self.device.isOpened():
             raise FeedError(f"camera {url}: cannot open")
+        reported = self.device.get(cv2.CAP_PROP_FPS)
+        self.fps = Fraction(reported).limit_denominator(1001) if reported and reported > 0 else Fraction(30)
         self.started = time.monotonic()
 
     def frames(self) -> Iterator[FeedFrame]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ from stages.sources import IMAGE_SUFFIXES
 class ImageFeed:
     live = False
     from_file = True
+    fps = Fraction(1)  # written as video, an image a second
 
     def __init__(self, path: Path) -> None:
         self.corrupt = 0

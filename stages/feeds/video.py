@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 
 from stages.feeds.base import FeedError, FeedFrame
 from stages.settings import redact
@@ -22,6 +23,10 @@ class VideoFeed:
             self.reader = VideoReader(url, options, timeout_s if live else None)
         except ValueError as error:
             raise FeedError(redact(str(error))) from None
+
+    @property
+    def fps(self) -> Fraction:
+        return self.reader.fps
 
     @property
     def corrupt(self) -> int:

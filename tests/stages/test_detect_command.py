@@ -131,3 +131,28 @@ def test_export_command_writes_a_loadable_onnx(tmp_path: Path, tiny_weights: Pat
     result = vestwatch("export", tiny_weights, "--out", out, "--img", "320")
     assert result.returncode == 0, result.stderr
     assert load_detector(out, "cpu", 320).names == TEST_NAMES
+
+
+def test_live_rtsp_source_for_a_number_of_frames(rtsp_server, tmp_path: Path, tiny_weights: Path) -> None:
+    """A camera check at commissioning: the next N frames of a stream, annotated, with their detections.
+
+    (Local cameras take the same path through the capture stage's V4L2 seam, which needs a device.)
+    """
+    server = rtsp_server(size="320x240", fps=15)
+    url = server.url.replace("rtsp://", "rtsp://viewer:hunter2@")  # the test server ignores credentials
+    out = tmp_path / "out"
+    dead = "rtsp://viewer:hunter2@127.0.0.1:9/nothing"
+    result = vestwatch("detect", url, dead, "--weights", tiny_weights, "--img", "320", "--frames", "12", "--out", out)
+
+    assert result.returncode == 1, result.stderr  # the dead source failed, the live one was processed
+    assert "hunter2" not in result.stderr + result.stdout + "".join(p.name for p in out.rglob("*"))
+    assert "rtsp://viewer:***@127.0.0.1:9/nothing" in result.stderr
+    [video] = out.glob("rtsp-127-0-0-1-*-cam.mp4")
+    stream, problems = probe_video(video)
+    assert problems == "" and int(stream["nb_read_frames"]) == 12 and (stream["width"], stream["height"]) == (320, 240)
+    lines = [json.loads(line) for line in video.with_suffix(".jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(12))
+    source_times = [line["pts_s"] for line in lines[1:]]  # an RTSP stream's first frame may come without one
+    assert None not in source_times and source_times == sorted(source_times) and source_times[-1] > source_times[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 12 and summary["files"] == 1 and len(summary["failed"]) == 1
