@@ -16,18 +16,32 @@ LIVE_PAGE = Path(__file__).with_name("live.html")
 FRAME_SILENCE_S = 10.0  # a live stream without a frame this long makes the daemon unhealthy
 
 
+def _age(stage: dict[str, Any], key: str) -> float | None:
+    """Seconds since what ``key`` times, now: its age as of the stage's last heartbeat plus that heartbeat's age."""
+    reported = stage["stats"].get(key)
+    return None if reported is None else round(reported + stage["heartbeat_age_s"], 1)
+
+
 def health(status: dict[str, Any], stall_s: float) -> tuple[int, str, bytes]:
-    """200 when every stage is alive and every live stream delivered a frame recently, else 503 with reasons."""
+    """200 when every stage is alive and every live stream delivered a frame recently, and detections
+    for it (from this host's inference or another's), else 503 with reasons."""
     problems = []
-    for name, stage in status["stages"].items():
+    stages = status["stages"]
+    for name, stage in stages.items():
         if stage["pid"] is None or stage["heartbeat_age_s"] > stall_s:
             problems.append(f"{name}: {stage['state']}, no heartbeat for {stage['heartbeat_age_s']} s")
         stats = stage["stats"]
-        if name.startswith("capture.") and stats.get("live"):
-            reported = stats.get("frame_age_s")  # as of its last heartbeat, which may itself be old
-            age = None if reported is None else round(reported + stage["heartbeat_age_s"], 1)
-            if age is None or age > FRAME_SILENCE_S:
-                problems.append(f"{name}: no frame for {age if age is not None else 'ever'} s ({stage['state']})")
+        if not (name.startswith("capture.") and stats.get("live")):
+            continue
+        age = _age(stage, "frame_age_s")
+        if age is None or age > FRAME_SILENCE_S:
+            problems.append(f"{name}: no frame for {age if age is not None else 'ever'} s ({stage['state']})")
+            continue
+        record = stages.get(name.replace("capture.", "record.", 1))
+        detected = _age(record, "detection_age_s") if record else None
+        if record and not stats.get("paused") and (detected is None or detected > FRAME_SILENCE_S):
+            silence = detected if detected is not None else "ever"
+            problems.append(f"{name}: frames arrive but no detections for {silence} s (is inference running?)")
     body = json.dumps({"healthy": not problems, "problems": problems, "uptime_s": status["uptime_s"]})
     return (200 if not problems else 503), "application/json", body.encode()
 

@@ -59,6 +59,11 @@ class RecordStage(Stage):
             "events": 0,
             "recent_events": [],
         }
+        self.last_detection: float | None = None  # monotonic time of this stream's latest det message
+
+    def report(self) -> dict:
+        age = None if self.last_detection is None else round(time.monotonic() - self.last_detection, 2)
+        return {**self.stats, "detection_age_s": age}
 
     def setup(self) -> None:
         self.detections = detections_source(self.settings).open(self.context, hwm=1000)
@@ -89,6 +94,7 @@ class RecordStage(Stage):
                 self._record(message)
 
     def _record(self, message: DetectionMessage) -> None:
+        self.last_detection = time.monotonic()
         for class_id, name in zip(message.classes, message.names):
             while len(self.names) <= class_id:
                 self.names.append(str(len(self.names)))

@@ -43,6 +43,16 @@ def scrape_until(base: str, predicate: Callable[[dict], bool], timeout: float = 
         time.sleep(0.5)  # polling an HTTP endpoint whose figures change once a second
 
 
+def healthz_until(base: str, predicate: Callable[[int], bool], timeout: float = 30) -> dict:
+    """/healthz's report once its status code satisfies ``predicate``."""
+    deadline = time.monotonic() + timeout
+    while not predicate(code := get(base + "/healthz")[0]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"/healthz stayed {code}")
+        time.sleep(0.5)  # polling: what health reports changes with once-a-second heartbeats
+    return json.loads(get(base + "/healthz")[1])
+
+
 def test_healthz_and_metrics(daemon, make_video) -> None:
     clip = make_video("clip.mp4", seconds=2, fps=10)
     vestwatch = daemon([{"id": "cam", "url": str(clip), "loop": True, "realtime": True}])
@@ -51,8 +61,7 @@ def test_healthz_and_metrics(daemon, make_video) -> None:
     base = "http://" + http.split('"')[1]
     collect(vestwatch.endpoint, lambda m: len(m.get("cam", [])) >= 5, timeout=60)
 
-    code, body = get(base + "/healthz")
-    assert code == 200 and json.loads(body)["healthy"] is True
+    assert healthz_until(base, lambda code: code == 200)["healthy"] is True  # once heartbeats carry the figures
 
     processed = ("vestwatch_frames_processed_total", (("stream", "cam"),))
     frames_in = ("vestwatch_frames_in_total", (("stream", "cam"),))
@@ -64,11 +73,14 @@ def test_healthz_and_metrics(daemon, make_video) -> None:
     assert second[("vestwatch_stage_restarts_total", (("stage", "inference"),))] == 0
     assert second[("vestwatch_recording_bytes_total", (("stream", "cam"),))] > 0
 
+    inference = vestwatch.stage_pid("inference")
+    os.kill(inference, signal.SIGSTOP)  # frames keep coming, detections stop: unhealthy too
+    report = healthz_until(base, lambda code: code == 503)
+    assert "capture.cam: frames arrive but no detections for" in " ".join(report["problems"]), report
+    os.kill(inference, signal.SIGCONT)
+    healthz_until(base, lambda code: code == 200)
+
     os.kill(vestwatch.stage_pid("capture.cam"), signal.SIGSTOP)  # a silent stream makes the daemon unhealthy
-    deadline = time.monotonic() + 30
-    while (code := get(base + "/healthz")[0]) == 200 and time.monotonic() < deadline:
-        time.sleep(0.5)  # polling: the frame silence becomes visible with the next heartbeats
-    code, body = get(base + "/healthz")
-    report = json.loads(body)
-    assert code == 503 and report["healthy"] is False and any("capture.cam" in p for p in report["problems"])
+    report = healthz_until(base, lambda code: code == 503)
+    assert any("capture.cam: no frame for" in p for p in report["problems"]), report
     assert get(base + "/nothing")[0] == 404
