@@ -26,6 +26,7 @@ from pipeline.detections import Detections
 from stages.annotate import annotate
 from stages.detector.detector import BatchResult, Detector
 from stages.feeds import FeedError, open_feed
+from stages.settings import redact
 from stages.sources import MediaFile
 from stages.video import VideoReader, VideoWriter
 
@@ -135,11 +136,13 @@ def detect_live(
         raise ValueError(str(error)) from None
     try:
         frames = ((index, frame.pts, frame.image) for index, frame in zip(range(max_frames), feed.frames()))
-        _detect_frames(detector, frames, feed.fps, max_frames, media, out_dir, summary, batch_size)
+        written = _detect_frames(detector, frames, feed.fps, max_frames, media, out_dir, summary, batch_size)
     except FeedError as error:  # the annotated video and JSONL keep the frames before the loss
         raise ValueError(f"{error}; frames before the loss are kept") from None
     finally:
         feed.close()
+    if not written:
+        raise ValueError(f"{redact(media.url)}: the stream ended before its first frame")
 
 
 def _detect_frames(
