@@ -21,7 +21,7 @@ from pipeline.messages import Batchable, FrameRef
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
-from stages.detector.letterbox import letterbox, letterbox_shape
+from stages.detector.letterbox import letterbox
 from stages.settings import Settings
 from stages.topology import (
     capture_ring,
@@ -78,8 +78,7 @@ class PreprocessStage(Stage):
                 self.drops[ref.stream]["preprocess"] += 1
                 self.stats["dropped"] += 1
                 continue
-            target = letterbox_shape(frame.image.shape[:2], self.size)
-            boxed, ratio, pad = letterbox(frame.image, target, auto=False)
+            boxed, ratio, pad = letterbox(frame.image, self.size)  # auto: the smallest stride multiple
             self.ring_seq += 1
             slot = self.ring.write(self.ring_seq, boxed, ref.pts, ref.captured) if self.ring else -1
             height, width = frame.image.shape[:2]
