@@ -13,9 +13,7 @@ Four figures, all on the same frames:
 - pipeline: ``vestwatch run`` with ``--streams`` offline copies of the clip (lossless, recorded),
   counted by a subscriber from the first ``det.`` message to the last.
 
-Without ``--weights`` it uses the bundled model, or a randomly initialised yolov7-tiny when
-there is none: throughput does not depend on the weights' values beyond the number of boxes
-drawn. Prints a Markdown table for bench/RESULTS.md with the device named.
+Without ``--weights`` it uses the bundled model. Prints a Markdown table for bench/RESULTS.md with the device named.
 """
 
 from __future__ import annotations
@@ -38,10 +36,8 @@ from detector_throughput import device_name  # a sibling: python puts bench/ on 
 from pipeline.subscriber import subscribe
 from stages.detect import run_detect
 from stages.detector.backends import resolve_device
-from stages.detector.checkpoints import save_weights
 from stages.detector.detector import Detector, Letterboxed, load_detector
 from stages.detector.letterbox import letterbox
-from stages.detector.model import Model
 from stages.feeds.demo import demo_clip
 from stages.settings import BUNDLED_WEIGHTS
 from stages.sources import MediaFile
@@ -187,20 +183,10 @@ def pipeline(config: Path, port: int, streams: int, frames: int) -> dict:
     }
 
 
-def weights_for(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
-    if args.weights:
-        return args.weights, args.weights.name
-    if BUNDLED_WEIGHTS.is_file():
-        return BUNDLED_WEIGHTS, BUNDLED_WEIGHTS.name
-    path = work / "random-yolov7-tiny.safetensors"
-    save_weights(Model("yolov7-tiny", nc=10).eval(), path)
-    return path, "random yolov7-tiny (no bundled model yet)"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", type=Path, default=SITE_FOOTAGE if SITE_FOOTAGE.is_file() else None)
-    parser.add_argument("--weights", type=Path)
+    parser.add_argument("--weights", type=Path, default=BUNDLED_WEIGHTS)
     parser.add_argument("--frames", type=int, default=300, help="frames of the clip per stream")
     parser.add_argument("--streams", type=int, default=2)
     parser.add_argument("--img", type=int, default=640)
@@ -214,7 +200,7 @@ def main() -> None:
         work = Path(tmp)
         source = args.video or demo_clip(work / "demo")
         clip = cut_clip(source, args.frames, work / "clip.mp4")
-        weights, weights_name = weights_for(args, work)
+        weights = args.weights
         detector = load_detector(weights, args.device, args.img)
 
         decode_fps, images = decode_only(clip)
@@ -224,7 +210,7 @@ def main() -> None:
         result = pipeline(daemon_config(work, clip, weights, args, args.port), args.port, args.streams, args.frames)
 
     print(
-        f"device: {device_name(resolve_device(args.device))}; weights: {weights_name}; "
+        f"device: {device_name(resolve_device(args.device))}; weights: {weights.name}; "
         f"clip: {source.name}, {args.frames} frames; img {args.img}; max_batch {args.max_batch}; "
         f"{args.streams} offline streams; {os.cpu_count()} CPUs"
     )
