@@ -50,7 +50,7 @@ def detector_settings(args: argparse.Namespace) -> DetectorSettings:
         if getattr(args, key, None) is not None
     }
     try:
-        return DetectorSettings.model_validate({**base.model_dump(), **overrides})
+        return DetectorSettings.model_validate({**base.model_dump(exclude_unset=True), **overrides})
     except ValidationError as error:
         first = error.errors()[0]
         raise ConfigError(f"--{first['loc'][0]}: {first['msg']}") from None

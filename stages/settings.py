@@ -15,6 +15,7 @@ from pipeline.settings import EnvOverridesFile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_WEIGHTS = REPO_ROOT / "weights" / "vestwatch-yolov7-tiny.safetensors"
+DEFAULT_EXCLUSIVE = [("vest", "no_vest"), ("hardhat", "no_hardhat")]
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
 
 
@@ -31,6 +32,10 @@ class DetectorSettings(BaseModel, extra="forbid"):
     agnostic: bool = False  # NMS across classes
     names: list[str] | None = None  # for weights that carry no class names
     anchors: list[list[float]] | None = None  # per level, w,h pixel pairs: ONNX without the grid, if not YOLOv7's
+    # classes one object cannot be at once: of two overlapping boxes (IoU above exclusive_iou) the
+    # stronger stays. The default pairs apply where the model has both classes; listed pairs must.
+    exclusive: list[tuple[str, str]] = Field(default_factory=lambda: list(DEFAULT_EXCLUSIVE))
+    exclusive_iou: float = Field(0.5, ge=0.0, le=1.0)
 
     @field_validator("img_size")
     @classmethod
@@ -65,7 +70,7 @@ def redact(url: str) -> str:
 
 class StreamSettings(BaseModel, extra="forbid"):
     """One source: ``rtsp://[user:pass@]host/path``, a camera index or ``/dev/videoN``, a video
-    file, a folder of images, an image, or ``demo`` (a clip vestwatch generates)."""
+    file, a folder of images, an image, or ``demo`` (the built-in slideshow of site pictures)."""
 
     id: str
     url: str

@@ -19,6 +19,7 @@ from pipeline.detections import Detections
 from stages.detector.backends import Backend, OnnxBackend, TorchBackend, resolve_device
 from stages.detector.layouts import Layout, postprocess
 from stages.detector.letterbox import letterbox, letterbox_shape, scale_boxes, stack_centred
+from stages.detector.nms import suppress_exclusive
 from stages.settings import DetectorSettings
 
 
@@ -64,6 +65,8 @@ class Detector:
     backend: Backend
     img_size: int = 640
     thresholds: Thresholds = field(default_factory=Thresholds)
+    exclusive: list[tuple[int, int]] = field(default_factory=list)  # class ids that cannot share a box
+    exclusive_iou: float = 0.5  # overlap above which such boxes are one object
 
     @property
     def names(self) -> list[str]:
@@ -121,7 +124,10 @@ class Detector:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         inferred = time.perf_counter()
-        rows = self._postprocess(raw, len(batch), thresholds)
+        rows = [
+            suppress_exclusive(r, self.exclusive, self.exclusive_iou)
+            for r in self._postprocess(raw, len(batch), thresholds)
+        ]
         detections = [
             Detections(scale_boxes(r[:, :4], f.ratio, f.pad, f.source_shape), r[:, 4], r[:, 5].astype(np.int32))
             for r, f in zip(rows, frames)
@@ -176,9 +182,27 @@ def load_detector(
     return Detector(backend, img_size, thresholds or Thresholds())
 
 
+def exclusive_ids(names: Sequence[str], pairs: Sequence[Sequence[str]], strict: bool) -> list[tuple[int, int]]:
+    """Class-name pairs as id pairs of this model. A pair naming a class the model lacks is an error
+    when ``strict`` (the user listed it), else skipped: the defaults fit our model, not every model.
+    """
+    ids = []
+    for pair in pairs:
+        missing = [n for n in pair if n not in names]
+        if missing and strict:
+            raise ValueError(f"detector.exclusive: the model has no class {missing[0]!r} (it has {list(names)})")
+        if not missing:
+            ids.append((names.index(pair[0]), names.index(pair[1])))
+    return ids
+
+
 def detector_from_settings(settings: DetectorSettings) -> Detector:
     """The detector a config's ``[detector]`` section describes."""
     thresholds = Thresholds(settings.conf, settings.iou, settings.classes, settings.agnostic, settings.max_det)
-    return load_detector(
+    detector = load_detector(
         settings.weights, settings.device, settings.img_size, thresholds, settings.names, anchors=settings.anchors
     )
+    strict = "exclusive" in settings.model_fields_set
+    detector.exclusive = exclusive_ids(detector.names, settings.exclusive, strict)
+    detector.exclusive_iou = settings.exclusive_iou
+    return detector

@@ -74,3 +74,39 @@ def non_max_suppression(
         keep = greedy_nms(boxes_np + offset, best_np, iou, max_det)
         results.append(np.concatenate([boxes_np[keep], best_np[keep, None], cls_np[keep, None]], 1))
     return results
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[len(a), len(b)]`` IoU of xyxy boxes."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:4], b[None, :, 2:4])
+    inter = (rb - lt).clip(0).prod(2)
+    area_a = (a[:, 2:4] - a[:, :2]).clip(0).prod(1)
+    area_b = (b[:, 2:4] - b[:, :2]).clip(0).prod(1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+
+
+def suppress_exclusive(rows: np.ndarray, pairs: list[tuple[int, int]], iou: float) -> np.ndarray:
+    """Rows (``[n, 6]``: x1, y1, x2, y2, score, class) without the weaker of two overlapping boxes
+    whose classes exclude each other (``vest`` and ``no_vest`` on one torso), order kept.
+
+    NMS keeps such pairs because it suppresses within a class; one person cannot be both.
+
+    >>> rows = np.array([[0, 0, 10, 20, 0.59, 1], [1, 0, 10, 20, 0.57, 0]], np.float32)
+    >>> suppress_exclusive(rows, [(0, 1)], 0.5)[:, 5].tolist()
+    [1.0]
+    """
+    if not pairs or len(rows) < 2:
+        return rows
+    classes = rows[:, 5].astype(np.int64)
+    top = int(max(max(p) for p in pairs) + 1)
+    excludes = np.zeros((max(top, int(classes.max()) + 1),) * 2, bool)
+    for a, b in pairs:
+        excludes[a, b] = excludes[b, a] = True
+    conflict = excludes[classes[:, None], classes[None, :]] & (pairwise_iou(rows, rows) > iou)
+    keep = np.ones(len(rows), bool)
+    for i in np.argsort(-rows[:, 4], kind="stable"):  # the stronger box decides first
+        if keep[i]:
+            keep &= ~conflict[i]
+            keep[i] = True
+    return rows[keep]

@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from stages.detector.detector import Thresholds, load_detector
+from stages.detector.detector import detector_from_settings, load_detector
+from stages.settings import DetectorSettings
 from tests.conftest import TEST_NAMES, scene
 from tests.harness import probe_video, vestwatch
 
@@ -51,7 +52,7 @@ def test_folder_of_images_and_video(media: Path, tmp_path: Path, tiny_weights: P
 
     record = json.loads((out / "yard.json").read_text())
     assert (record["width"], record["height"]) == (480, 640)
-    detector = load_detector(tiny_weights, "cpu", 320, Thresholds(conf=0.3))
+    detector = detector_from_settings(DetectorSettings(weights=tiny_weights, device="cpu", img_size=320, conf=0.3))
     expected = detector.detect([cv2.imread(str(media / "yard.jpg"))]).detections[0]
     assert len(record["detections"]) == len(expected) > 0
     assert record["counts"] == expected.counts(TEST_NAMES)

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from stages.detector.nms import greedy_nms, non_max_suppression
+from stages.detector.nms import greedy_nms, non_max_suppression, suppress_exclusive
 
 BOXES = torch.tensor([[[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10]]], dtype=torch.float32)
 
@@ -60,3 +60,31 @@ def test_greedy_nms_against_brute_force() -> None:
         if all(iou(boxes[i], boxes[j]) <= 0.5 for j in expected):
             expected.append(int(i))
     assert keep.tolist() == expected
+
+
+def rows(*boxes: tuple[float, float, float, float, float, int]) -> np.ndarray:
+    return np.array(boxes, np.float32).reshape(-1, 6)
+
+
+VEST, NO_VEST, PERSON, HARDHAT, NO_HARDHAT = range(5)
+PAIRS = [(VEST, NO_VEST), (HARDHAT, NO_HARDHAT)]
+
+
+def test_of_two_exclusive_boxes_on_one_object_the_stronger_stays() -> None:
+    head = rows((0, 0, 10, 10, 0.57, HARDHAT), (1, 0, 10, 10, 0.59, NO_HARDHAT), (0, 0, 10, 30, 0.8, PERSON))
+    kept = suppress_exclusive(head, PAIRS, 0.5)
+    assert kept[:, 5].tolist() == [NO_HARDHAT, PERSON]  # order kept, the person untouched
+
+
+def test_exclusive_boxes_apart_or_of_unpaired_classes_all_stay() -> None:
+    apart = rows((0, 0, 10, 10, 0.9, VEST), (20, 0, 30, 10, 0.8, NO_VEST))  # two workers
+    assert len(suppress_exclusive(apart, PAIRS, 0.5)) == 2
+    unpaired = rows((0, 0, 10, 10, 0.9, VEST), (0, 0, 10, 10, 0.8, NO_HARDHAT))
+    assert len(suppress_exclusive(unpaired, PAIRS, 0.5)) == 2
+    assert len(suppress_exclusive(rows((0, 0, 10, 10, 0.9, VEST), (0, 0, 10, 10, 0.8, NO_VEST)), [], 0.5)) == 2
+
+
+def test_a_suppressed_box_suppresses_nothing() -> None:
+    # no_vest (0.7) loses to vest (0.9); the second vest (0.6) overlaps only the no_vest and stays
+    chain = rows((0, 0, 10, 10, 0.9, VEST), (4, 0, 14, 10, 0.7, NO_VEST), (8, 0, 18, 10, 0.6, VEST))
+    assert suppress_exclusive(chain, PAIRS, 0.3)[:, 4].tolist() == [np.float32(0.9), np.float32(0.6)]
