@@ -6,7 +6,7 @@ import pytest
 
 from stages.feeds import FeedError, open_feed
 from stages.feeds.camera import CameraFeed
-from stages.feeds.demo import DEMO_FPS, DEMO_SECONDS
+from stages.feeds.demo import CLIP_NAME, DEMO_FPS, HOLD_S, demo_pictures
 
 
 def test_camera_feed_through_its_seam(make_video) -> None:
@@ -34,13 +34,17 @@ def test_image_folder_skips_unreadable_files(tmp_path: Path) -> None:
     assert len(list(feed.frames())) == 3 and feed.corrupt == 1 and not feed.live
 
 
-def test_demo_source_is_generated_once(tmp_path: Path) -> None:
+def test_demo_source_is_a_slideshow_made_once(tmp_path: Path) -> None:
+    pictures = demo_pictures()
     feed = open_feed("demo", tmp_path)
     frames = list(feed.frames())
-    assert feed.live and len(frames) == DEMO_FPS * DEMO_SECONDS
-    mtime = (tmp_path / "demo.mp4").stat().st_mtime_ns
+    assert feed.live and len(pictures) == 5 and len(frames) == len(pictures) * DEMO_FPS * HOLD_S
+    first = frames[0].image.astype(int)
+    assert abs(first - pictures[0]).mean() < 6, "the clip starts on the first picture (H.264 loses a little)"
+    assert abs(frames[1].image.astype(int) - first).mean() > 0, "the zoom moves every frame"
+    mtime = (tmp_path / CLIP_NAME).stat().st_mtime_ns
     open_feed("demo", tmp_path).close()
-    assert (tmp_path / "demo.mp4").stat().st_mtime_ns == mtime
+    assert (tmp_path / CLIP_NAME).stat().st_mtime_ns == mtime
 
 
 def test_dead_rtsp_url_is_a_feed_error_naming_it_without_password() -> None:
