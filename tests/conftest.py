@@ -14,9 +14,11 @@ import torch
 
 from stages.detector.checkpoints import save_weights
 from stages.detector.model import Model
+from stages.settings import BUNDLED_WEIGHTS
 from tests.harness import SYSTEM_PYTHON, Daemon, RtspServer, free_port
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHIPPED = {"weights": str(BUNDLED_WEIGHTS), "img_size": 640, "conf": 0.25}  # [detector] of the shipped model
 TEST_NAMES = ["vest", "no_vest", "person"]
 OBJECTNESS_BIAS = 3.5  # on top of the model's prior of about -4 to -6.5
 
@@ -197,6 +199,23 @@ def toml_value(value: object) -> str:
     if isinstance(value, (int, float)):
         return str(value)
     return f'"{value}"'
+
+
+@pytest.fixture(scope="session")
+def site_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 frames (10 fps, 640x640 H.264) of real site pictures, the demo's (CC BY 4.0), on which the
+    shipped model finds workers with and without vests; four zoom steps per picture."""
+    from fractions import Fraction
+
+    from stages.feeds.demo import demo_pictures, zoomed
+    from stages.video import VideoWriter
+
+    path = tmp_path_factory.mktemp("site") / "site.mp4"
+    with VideoWriter(path, Fraction(10)) as writer:
+        for picture in demo_pictures():
+            for step in range(4):
+                writer.write(zoomed(picture, step / 4))
+    return path
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from stages.settings import BUNDLED_WEIGHTS
+from tests.conftest import SHIPPED
 from tests.harness import assert_same_boxes_as_detect, collect, probe_video
 from tests.harness import vestwatch as run_cli
 
@@ -86,9 +88,10 @@ def test_missing_weights_stop_start_up(tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
 
 
-def test_the_daemon_finds_what_the_detect_command_finds(daemon, scene_video, tiny_weights, tmp_path) -> None:
+def test_the_daemon_finds_what_the_detect_command_finds(daemon, site_clip, tmp_path) -> None:
     """Capture, shared memory, rectangular letterbox, batching and box mapping change nothing."""
-    vestwatch = daemon([{"id": "yard", "url": str(scene_video), "realtime": False}])
+    vestwatch = daemon([{"id": "yard", "url": str(site_clip), "realtime": False}], detector=SHIPPED)
     vestwatch.wait_ready()
     published = collect(vestwatch.endpoint, lambda m: len(m.get("yard", [])) >= 20, timeout=120)["yard"]
-    assert_same_boxes_as_detect(published, scene_video, tiny_weights, tmp_path / "detect")
+    assert {"vest", "no_vest", "person"} <= {name for m in published for name in m["names"]}
+    assert_same_boxes_as_detect(published, site_clip, BUNDLED_WEIGHTS, tmp_path / "detect", SHIPPED["conf"])
