@@ -1,7 +1,9 @@
-"""Training augmentation in the YOLOv5/v7 manner: mosaic, random affine, HSV jitter, flips.
+"""Training augmentation in the YOLOv5/v7 manner: mosaic, random affine with flips, HSV jitter.
 
 Boxes travel as pixel ``[n, 5]`` rows (class, x1, y1, x2, y2). Mixup, copy-paste and
 perspective warps of the official recipe are left out: the vest model does not need them.
+Geometry runs on the CPU in the loader's workers; the HSV jitter runs on the whole batch on
+the training device (``hsv_jitter``), where it costs next to nothing and the loader nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import random
 
 import cv2
 import numpy as np
+import torch
 
 from stages.detector.letterbox import PAD_VALUE
 
@@ -71,9 +74,12 @@ def random_affine(
     translate: float = 0.1,
     scale: float = 0.5,
     degrees: float = 0.0,
-    border: int = 0,
+    flip: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scale, rotate and translate to a ``size`` square (``border`` crops a mosaic canvas); boxes follow."""
+    """Scale, rotate, translate and optionally mirror to a ``size`` square in one warp; boxes follow.
+
+    The mirror is part of the matrix rather than a copy of the warped image.
+    """
     h, w = image.shape[:2]
     centre = np.eye(3)
     centre[0, 2], centre[1, 2] = -w / 2, -h / 2
@@ -84,6 +90,8 @@ def random_affine(
     shift[0, 2] = random.uniform(0.5 - translate, 0.5 + translate) * size
     shift[1, 2] = random.uniform(0.5 - translate, 0.5 + translate) * size
     matrix = shift @ rotate @ centre
+    if flip:
+        matrix = np.array([[-1.0, 0.0, size], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ matrix
     out = cv2.warpAffine(image, matrix[:2], (size, size), borderValue=(PAD_VALUE,) * 3)
     if not len(boxes):
         return out, boxes
@@ -107,13 +115,37 @@ def box_candidates(
     return (w2 > min_side) & (h2 > min_side) & (w2 * h2 / (w1 * h1 + 1e-16) > min_area) & (aspect < max_aspect)
 
 
-def augment_hsv(image: np.ndarray, hue: float = 0.015, saturation: float = 0.7, value: float = 0.4) -> None:
-    """Random hue, saturation and value gains, in place."""
-    gains = np.random.uniform(-1, 1, 3) * [hue, saturation, value] + 1
-    h, s, v = cv2.split(cv2.cvtColor(image, cv2.COLOR_BGR2HSV))
-    x = np.arange(256, dtype=np.int16)
-    lut_h = ((x * gains[0]) % 180).astype(np.uint8)
-    lut_s = np.clip(x * gains[1], 0, 255).astype(np.uint8)
-    lut_v = np.clip(x * gains[2], 0, 255).astype(np.uint8)
-    merged = cv2.merge((cv2.LUT(h, lut_h), cv2.LUT(s, lut_s), cv2.LUT(v, lut_v)))
-    cv2.cvtColor(merged, cv2.COLOR_HSV2BGR, dst=image)
+def hsv_gains(batch: int, hue: float = 0.015, saturation: float = 0.7, value: float = 0.4) -> torch.Tensor:
+    """Random ``[batch, 3]`` hue, saturation and value gains around 1, as the official recipe draws them."""
+    return torch.from_numpy(np.random.uniform(-1, 1, (batch, 3)) * [hue, saturation, value] + 1).float()
+
+
+def hsv_jitter(images: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """BGR uint8 ``[B, H, W, 3]`` images with each image's hue, saturation and value scaled by its
+    gains, in OpenCV's 8-bit HSV (hue 0-180, wrapping; saturation and value clipped at 255).
+
+    The official recipe does this per image on the CPU (two colour conversions and three lookup
+    tables); here it is arithmetic on the batch, on whatever device the batch is.
+    """
+    x = images.float()
+    blue, green, red = x.unbind(-1)
+    value, _ = x.max(-1)
+    spread = value - x.min(-1).values
+    saturation = torch.where(value > 0, spread / value.clamp_min(1e-6), 0.0)
+    safe = spread.clamp_min(1e-6)
+    hue = torch.where(
+        value == red,
+        (green - blue) / safe,
+        torch.where(value == green, 2 + (blue - red) / safe, 4 + (red - green) / safe),
+    )
+    hue = torch.where(spread > 0, (hue * 30) % 180, 0.0)  # OpenCV's 8-bit hue: degrees / 2
+    g = gains.to(x.device)[:, :, None, None]
+    hue = (hue.round() * g[:, 0]) % 180
+    saturation = (saturation * g[:, 1]).clamp(0, 1)
+    value = (value * g[:, 2]).clamp(0, 255)
+    sector = hue / 30  # 0-6, one per 60 degrees
+    channels = []
+    for n in (1, 3, 5):  # blue, green, red
+        k = (n + sector) % 6
+        channels.append(value - value * saturation * torch.clamp(torch.minimum(k, 4 - k), 0, 1))
+    return torch.stack(channels, -1).round().to(torch.uint8)

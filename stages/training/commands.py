@@ -14,8 +14,11 @@ DEFAULT_DATA = Path(__file__).parent / "data" / "construction-site-safety.yaml"
 def run_train(args: argparse.Namespace) -> int:
     from stages.training.train import TrainConfig, train
 
+    if args.time is not None and args.time <= 0:
+        log.error("--time: must be more than 0 minutes, got %g", args.time)
+        return 2
     if args.resume:
-        train(TrainConfig(data="", epochs=args.epochs or 0), resume=args.resume)
+        train(TrainConfig(data="", epochs=args.epochs or 0, time_minutes=args.time), resume=args.resume)
         return 0
     config = TrainConfig(
         data=str(args.data),
@@ -31,6 +34,8 @@ def run_train(args: argparse.Namespace) -> int:
         weights=str(args.weights) if args.weights else None,
         max_train_images=args.max_train_images,
         max_val_images=args.max_val_images,
+        cache=args.cache,
+        time_minutes=args.time,
     )
     try:
         train(config)
@@ -61,6 +66,15 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         "--weights", type=Path, help="start from these weights (official YOLOv7 .pt or ours), not scratch"
     )
     parser.add_argument("--resume", type=Path, help="a run's state.pt: continue that run")
+    parser.add_argument(
+        "--cache", action="store_true", help="decode the training images once into RAM (3.2 GB for 2605 at 640)"
+    )
+    parser.add_argument(
+        "--time",
+        type=float,
+        metavar="MINUTES",
+        help="end within this wall time: the epochs are sized from the first one's duration (--epochs is ignored)",
+    )
     parser.add_argument("--max-train-images", type=int, help="use only the first N training images (smoke tests)")
     parser.add_argument("--max-val-images", type=int, help="use only the first N validation images")
     parser.set_defaults(run=run_train)

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ from stages.detector.checkpoints import load_model, save_weights
 from stages.detector.detector import Detector, Thresholds
 from stages.detector.model import Model
 from stages.training.data import DataConfig
-from stages.training.dataset import TrainingImages
+from stages.training.dataset import Augmentation, TrainingImages, model_input
 from stages.training.loss import YoloLoss
 from stages.training.metrics import Evaluation
 from stages.training.val import VAL_CONF, VAL_IOU, VAL_MAX_DET, evaluate, report, save_results
@@ -40,6 +41,7 @@ from stages.training.val import VAL_CONF, VAL_IOU, VAL_MAX_DET, evaluate, report
 log = logging.getLogger(__name__)
 
 NOMINAL_BATCH = 64
+HSV = Augmentation()  # the recipe's HSV gains, applied to each batch on the device
 RESULT_COLUMNS = [
     "epoch",
     "lr",
@@ -72,6 +74,8 @@ class TrainConfig:
     weight_decay: float = 0.0005
     warmup_epochs: float = 3.0
     weights: str | None = None  # initial weights; None trains from scratch
+    cache: bool = False  # decode the training images once into RAM (3.2 GB for 2605 at 640)
+    time_minutes: float | None = None  # size the epochs from the first one so the run ends within this
     max_train_images: int | None = None  # for smoke tests
     max_val_images: int | None = None
 
@@ -101,10 +105,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _worker_seed(worker: int) -> None:
+def _worker_init(worker: int) -> None:
+    """Seed a loader worker; keep OpenCV single-threaded there, since N workers each spawning a
+    thread per core oversubscribe the CPU (the official loaders do the same)."""
+    cv2.setNumThreads(0)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def epochs_within(budget_s: float, elapsed_s: float, epoch_s: float, done: int) -> int:
+    """How many epochs in all fit ``budget_s`` when ``done`` took ``elapsed_s`` (start-up included)
+    and each further one takes ``epoch_s``; at least the ones done.
+
+    >>> epochs_within(600, 70, 50, 1)  # 530 s left: 10 more epochs of 50 s
+    11
+    """
+    return done + max(0, int((budget_s - elapsed_s) // epoch_s))
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, accumulate: int) -> torch.optim.Optimizer:
@@ -148,8 +165,10 @@ def transfer_weights(model: Model, source: Model) -> tuple[int, int]:
 def train(config: TrainConfig, resume: Path | None = None) -> Path:
     """Train; returns the run folder."""
     state = torch.load(resume, map_location="cpu", weights_only=True) if resume else None
+    started = time.time()
     if state:
-        config = TrainConfig(**{**state["config"], "epochs": max(state["config"]["epochs"], config.epochs)})
+        epochs = max(state["config"]["epochs"], config.epochs)
+        config = TrainConfig(**{**state["config"], "epochs": epochs, "time_minutes": config.time_minutes})
     seed_everything(config.seed)
     out = Path(resume.parent if resume else config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +207,7 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
 
     generator = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(
-        TrainingImages(train_images, train_labels, config.img_size, augment=True),
+        TrainingImages(train_images, train_labels, config.img_size, augment=True, cache=config.cache),
         batch_size=config.batch,
         shuffle=True,
         num_workers=config.workers,
@@ -196,7 +215,7 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
         pin_memory=cuda,
         drop_last=len(train_images) > config.batch,
         generator=generator,
-        worker_init_fn=_worker_seed,
+        worker_init_fn=_worker_init,
         persistent_workers=config.workers > 0,
     )
     criterion = YoloLoss(model, config.img_size)
@@ -212,14 +231,15 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
         config.batch,
         accumulate,
     )
-    for epoch in range(start_epoch, config.epochs):
-        started = time.time()
+    epoch = start_epoch
+    while epoch < config.epochs:
+        epoch_started = time.time()
         model.train()
         losses = torch.zeros(3, device=device)
         optimizer.zero_grad()
         for i, (images, targets) in enumerate(loader):
             step = i + batches * epoch
-            images = images.to(device, non_blocking=True).float() / 255
+            images = model_input(images, device, HSV)
             if step <= warmup:
                 accumulate = max(1, round(np.interp(step, [0, warmup], [1, NOMINAL_BATCH / config.batch])))
                 for g, group in enumerate(optimizer.param_groups):
@@ -236,8 +256,12 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
                 optimizer.zero_grad()
                 ema.update(model)
             losses = (losses * i + parts) / (i + 1)
-        scheduler.step()
         summary = validate(ema.ema, device, val_images, val_labels, data.names, config.img_size)[1]
+        if config.time_minutes and epoch == start_epoch:
+            took = time.time() - epoch_started
+            config.epochs = epochs_within(config.time_minutes * 60, time.time() - started, took, epoch + 1)
+            log.info("--time %g min: %d epochs in all (%.0f s each)", config.time_minutes, config.epochs, took)
+        scheduler.step()  # after any re-sizing: the cosine reads config.epochs, so the run ends on its schedule
         fitness = 0.1 * summary["map50"] + 0.9 * summary["map50_95"]
         save_weights(ema.ema, out / "last.safetensors")
         if fitness > best_fitness:
@@ -264,7 +288,7 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
             summary["recall"],
             summary["map50"],
             summary["map50_95"],
-            time.time() - started,
+            time.time() - epoch_started,
         ]
         _append_result(out / "results.csv", row)
         log.info(
@@ -276,6 +300,7 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
             summary["map50_95"],
             row[-1],
         )
+        epoch += 1
     best = load_model(out / "best.safetensors").to(device)
     evaluation, summary = validate(best, device, val_images, val_labels, data.names, config.img_size)
     save_results(evaluation, summary, out / "val")

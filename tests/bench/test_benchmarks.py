@@ -59,3 +59,15 @@ def test_detector_benchmark_prints_its_table() -> None:
     assert "device: CPU" in output
     assert [(model, figures[0]) for model, figures in rows] == [("yolov7-tiny", 1), ("yolov7-tiny", 2)]
     assert all(figures[2] > 0 for _, figures in rows)
+
+
+def test_train_loader_benchmark_measures_disk_and_cache(boxes_dataset) -> None:
+    output = run_bench(
+        "train_loader.py", "--data", str(boxes_dataset), "--data-root", str(boxes_dataset), "--img", "128",
+        "--batch", "4", "--workers", "0", "1", "--epochs", "1",
+    )  # fmt: skip
+    rows = table_rows(output)
+    assert [(name, figures[0]) for name, figures in rows] == [
+        ("disk (JPEG decode)", 0), ("disk (JPEG decode)", 1), ("RAM cache", 0), ("RAM cache", 1),
+    ]  # fmt: skip
+    assert all(figures[1] > 0 for _, figures in rows)
