@@ -33,9 +33,12 @@ class ControlService:
         self.bad_requests = 0
         self.version = 0  # bumped on every change, so the caller knows when to broadcast
 
-    def handle(self, payload: bytes) -> bytes:
+    def handle(self, frames: list[bytes]) -> bytes:
+        """The reply to one request, however malformed; a request is one ZeroMQ frame."""
         try:
-            request = ControlRequest.decode(payload)
+            if len(frames) != 1:
+                raise MessageError(f"{len(frames)} frames, expected one")
+            request = ControlRequest.decode(frames[0])
             result = self._apply(request)
         except (MessageError, ValueError, KeyError, TypeError) as error:
             self.bad_requests += 1

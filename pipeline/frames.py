@@ -102,10 +102,15 @@ class FrameRing:
         return slot
 
     def read(self, slot: int, seq: int) -> SlotFrame | None:
-        """A copy of the frame ``seq`` in ``slot``, or None if it was overwritten."""
+        """A copy of the frame ``seq`` in ``slot``, or None if it was overwritten.
+
+        ValueError for a slot the ring does not have: a message that names one is malformed.
+        """
+        if not 0 <= slot < self.slots:
+            raise ValueError(f"slot {slot} is outside the ring's 0-{self.slots - 1}")
         offset = self._offset(slot)
         stamped, height, width, channels, pts, captured = SLOT_HEADER.unpack_from(self.buffer, offset)
-        if stamped != seq:
+        if stamped != seq or height * width * channels > self.slot_bytes - SLOT_PIXELS:
             return None
         start = offset + SLOT_PIXELS
         image = self.array[start : start + height * width * channels].copy().reshape(height, width, channels)

@@ -67,7 +67,16 @@ class WireMessage:
                     continue
                 raise MessageError(f"{cls.TYPE}: missing field {f.name!r}")
             values[f.name] = _checked(cls.TYPE, f.name, data[f.name], hints[f.name])
-        return cls(**values)
+        message = cls(**values)
+        problem = message.problem()
+        if problem:
+            raise MessageError(f"{cls.TYPE}: {problem}")
+        return message
+
+    def problem(self) -> str | None:
+        """What makes well-typed fields unusable together (a negative slot, lists of unequal
+        length); None when nothing does. Checked on decode, so no stage acts on it."""
+        return None
 
 
 def _checked(kind: str, name: str, value: Any, hint: Any) -> Any:
@@ -108,6 +117,9 @@ class FrameRef(WireMessage):
     realtime: bool
     drops: int = 0  # capture-side drops since the previous ref
 
+    def problem(self) -> str | None:
+        return _first_problem(seq=self.seq >= 1, slot=self.slot >= 0, drops=self.drops >= 0)
+
 
 @dataclass
 class Batchable(WireMessage):
@@ -133,6 +145,16 @@ class Batchable(WireMessage):
     pixels_format: str = ""  # "bgr" or "jpeg"
     pixels_shape: list[int] = field(default_factory=list)  # [h, w, 3]
 
+    def problem(self) -> str | None:
+        return _first_problem(
+            slot=self.slot >= 0 or self.pixels is not None,  # -1: the pixels are inline
+            ring_seq=self.ring_seq >= 0,
+            source_slot=self.source_slot >= 0,
+            size=self.width >= 1 and self.height >= 1,
+            ratio=self.ratio > 0,
+            pad=len(self.pad) == 2 and all(isinstance(v, (int, float)) for v in self.pad),
+        )
+
 
 @dataclass
 class DetectionMessage(WireMessage):
@@ -155,6 +177,14 @@ class DetectionMessage(WireMessage):
     batch_size: int
     drops: dict[str, int] = field(default_factory=dict)
     source_slot: int = -1  # where render finds the original frame in the capture ring
+
+    def problem(self) -> str | None:
+        return _first_problem(
+            size=self.width >= 1 and self.height >= 1,
+            boxes=len(self.boxes) == len(self.scores) == len(self.classes) == len(self.names)
+            and all(isinstance(b, list) and len(b) == 4 for b in self.boxes),
+            classes=all(isinstance(c, int) and c >= 0 for c in self.classes),
+        )
 
 
 @dataclass
@@ -190,6 +220,11 @@ class Heartbeat(WireMessage):
     pid: int
     state: str = "running"
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _first_problem(**valid: bool) -> str | None:
+    """The first field whose check failed, as a reason."""
+    return next((f"field {name!r} out of range" for name, ok in valid.items() if not ok), None)
 
 
 def topic(prefix: str, stream: str) -> bytes:

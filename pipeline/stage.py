@@ -62,8 +62,12 @@ class Stage(ABC):
                     raise MessageError(f"{len(frames)} frames, expected topic and payload")
                 yield message_type.decode(frames[-1] if topics else b"".join(frames))
             except MessageError as error:
-                self.stats["bad_messages"] = self.stats.get("bad_messages", 0) + 1
-                log.warning("dropped a malformed %s message (%s)", message_type.TYPE, error)
+                self.reject(message_type.TYPE, error)
+
+    def reject(self, kind: str, error: Exception) -> None:
+        """A malformed message: logged, counted in ``stats['bad_messages']``, never acted on."""
+        self.stats["bad_messages"] = self.stats.get("bad_messages", 0) + 1
+        log.warning("dropped a malformed %s message (%s)", kind, error)
 
     def open_publisher(self) -> zmq.Socket:
         """A PUB socket into the supervisor's publish proxy, from which subscribers read."""

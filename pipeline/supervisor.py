@@ -277,6 +277,14 @@ class Supervisor:
     def request_stop(self, *_: object) -> None:
         self.stopping = True
 
+    def _answer(self, control: zmq.Socket) -> None:
+        """One control request in, one reply out: a REP socket must alternate, whatever arrived."""
+        reply = self.control.handle(control.recv_multipart())
+        try:
+            control.send(reply)
+        except zmq.ZMQError as error:  # the client vanished; REP resets with the next request
+            log.warning("control: reply not sent (%s)", error)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
@@ -312,7 +320,7 @@ class Supervisor:
                 if socket in ready:
                     self._receive_heartbeats(socket)
                 if control is not None and control in ready:
-                    control.send(self.control.handle(control.recv()))
+                    self._answer(control)
                 if version != self.control.version or time.monotonic() - last_broadcast > STATE_BROADCAST_S:
                     bus.send(self.control.state.encode())
                     version, last_broadcast = self.control.version, time.monotonic()

@@ -141,14 +141,13 @@ class InferenceStage(Stage):
 
     def _pixels(self, item: Batchable) -> np.ndarray | None:
         """The letterboxed frame: inline from another host, else from the worker's ring (None: overwritten)."""
-        if item.pixels is not None:
-            try:
+        try:
+            if item.pixels is not None:
                 return unpack_pixels(item.pixels, item.pixels_format, item.pixels_shape)
-            except ValueError as error:
-                log.warning("%s: %s", item.stream, error)
-                self.stats["bad_messages"] += 1
-                return None
-        frame = self.rings.read(self.settings.runtime_dir / Path(item.ring).name, item.slot, item.ring_seq)
+            frame = self.rings.read(self.settings.runtime_dir / Path(item.ring).name, item.slot, item.ring_seq)
+        except ValueError as error:
+            self.reject(item.TYPE, error)
+            return None
         if frame is None:
             self.drops[item.stream]["inference"] += 1
             self.stats["dropped"] += 1

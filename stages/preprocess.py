@@ -73,7 +73,11 @@ class PreprocessStage(Stage):
         self._drain()
         for ref in self.queue.take_fair(len(self.queue)):
             self.drops[ref.stream]["preprocess"] += self.queue.take_drops(ref.stream)
-            frame = self.capture_rings.read(capture_ring(self.settings.runtime_dir, ref.stream), ref.slot, ref.seq)
+            try:
+                frame = self.capture_rings.read(capture_ring(self.settings.runtime_dir, ref.stream), ref.slot, ref.seq)
+            except ValueError as error:
+                self.reject(ref.TYPE, error)
+                continue
             if frame is None:  # overwritten while waiting: the capture is ahead of us
                 self.drops[ref.stream]["preprocess"] += 1
                 self.stats["dropped"] += 1

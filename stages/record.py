@@ -103,9 +103,13 @@ class RecordStage(Stage):
         live_due = time.monotonic() - self.last_live >= LIVE_EVERY_S
         if self.recorder is None and fired is None and not live_due:
             return
-        frame = self.ring.read(
-            capture_ring(self.settings.runtime_dir, self.stream.id), message.source_slot, message.seq
-        )
+        try:
+            frame = self.ring.read(
+                capture_ring(self.settings.runtime_dir, self.stream.id), message.source_slot, message.seq
+            )
+        except ValueError as error:
+            self.reject(message.TYPE, error)
+            return
         if frame is None:
             self.stats["missed"] += 1
         detections = Detections(message.boxes, message.scores, message.classes)

@@ -13,7 +13,7 @@ def service() -> ControlService:
 
 
 def ask(control: ControlService, command: str, **args: object) -> ControlReply:
-    return ControlReply.decode(control.handle(ControlRequest(command, dict(args)).encode()))
+    return ControlReply.decode(control.handle([ControlRequest(command, dict(args)).encode()]))
 
 
 def test_set_pause_resume_change_the_state_and_its_version() -> None:
@@ -36,8 +36,10 @@ def test_invalid_requests_are_answered_and_counted_never_applied() -> None:
         ask(control, "set", value="0.5"),
         ask(control, "pause", stream="cam9"),
         ask(control, "reboot"),
-        ControlReply.decode(control.handle(b"\xff\x00")),
+        ControlReply.decode(control.handle([b"\xff\x00"])),
+        ControlReply.decode(control.handle([b"two", b"frames"])),
     ]
-    assert [a.ok for a in answers] == [False] * 6
+    assert [a.ok for a in answers] == [False] * 7
     assert "outside [0, 1]" in answers[0].error and "missing argument 'key'" in answers[2].error
-    assert control.bad_requests == 6 and control.version == 0 and control.state.overrides == {}
+    assert "2 frames, expected one" in answers[6].error
+    assert control.bad_requests == 7 and control.version == 0 and control.state.overrides == {}
