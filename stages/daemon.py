@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pipeline.subscriber import subscribe
 from pipeline.supervisor import Plan, Supervisor
 from pipeline.web import serve
 from stages.observe import routes
+from stages.preflight import check_model
 from stages.settings import DEFAULT_CONFIG, Settings, redact
 from stages.topology import detections_source, plan
 
@@ -38,16 +40,27 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
 
 
+def check_recordings_dir(settings: Settings) -> None:
+    """The recordings folder exists (made if need be) and takes files; else one line naming it."""
+    folder = settings.recordings_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConfigError(f"recordings_dir: {folder}: cannot write there ({error.strerror})") from None
+
+
 def run_daemon(args: argparse.Namespace) -> int:
     config = _config_path(args)
     try:
         settings = load_settings(Settings, config)
-        if not settings.detector.weights.is_file():
-            raise ConfigError(f"detector.weights: {settings.detector.weights} not found")
+        check_recordings_dir(settings)
+        if "inference" in settings.pipeline.stages:
+            check_model(config)
     except ConfigError as error:
         log.error("%s", error)
         return 2
-    settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     for stream in settings.streams:
         log.info(
             "stream %s: %s (%s%s)",
@@ -66,7 +79,12 @@ def run_daemon(args: argparse.Namespace) -> int:
             print(f"events: vestwatch subscribe --endpoint {events} --topic event.", flush=True)
 
     def reread() -> Plan:
-        return plan(load_settings(Settings, config))
+        """The new config's plan; a ConfigError (a ValueError) refuses the reload, naming the field."""
+        fresh = load_settings(Settings, config)
+        check_recordings_dir(fresh)
+        if "inference" in fresh.pipeline.stages:
+            check_model(config)
+        return plan(fresh)
 
     supervisor = Supervisor(
         plan(settings).specs,
