@@ -3,12 +3,16 @@
 >>> server = serve("127.0.0.1:8080", {"/healthz": lambda path: (200, "application/json", b"{}")})
 >>> server.shutdown()
 
-A route whose key ends in ``/`` serves every path under it; the route gets the path.
+A route whose key ends in ``/`` serves every path under it; the route gets the path. A client
+gets ``TIMEOUT_S`` to send its request and read the answer, and at most ``MAX_CONNECTIONS`` are
+served at once (the rest are closed at once), so idle or half-open connections cannot pile up
+threads in the supervisor.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,12 +20,42 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 log = logging.getLogger(__name__)
 
 Route = Callable[[str], tuple[int, str, bytes]]  # path -> (status, content type, body)
+TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 32
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, up to ``MAX_CONNECTIONS``; client hang-ups are not errors."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.debug("HTTP: %d connections open, closing one from %s", MAX_CONNECTIONS, client_address)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: socket.socket, client_address: object) -> None:
+        log.debug("HTTP: connection from %s ended early", client_address, exc_info=True)
 
 
 def serve(address: str, routes: dict[str, Route]) -> ThreadingHTTPServer:
     host, _, port = address.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = TIMEOUT_S
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             route = routes.get(path) or next(
@@ -50,7 +84,6 @@ def serve(address: str, routes: dict[str, Route]) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:
             log.debug(format, *args)
 
-    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-    server.daemon_threads = True
+    server = BoundedHTTPServer((host or "127.0.0.1", int(port)), Handler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

@@ -63,9 +63,27 @@ def is_live(url: str) -> bool:
     return url.startswith(LIVE_SCHEMES) or is_camera(url) or url == DEMO_URL
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced, for logs: ``rtsp://user:***@host/path``."""
-    return re.sub(r"(//[^/:@]+):[^/@]*@", r"\1:***@", url)
+AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(\S*)@")  # greedy: up to the last @ of the word
+SECRET_QUERY = re.compile(
+    r"([?&;][^=&;\s]*(?:token|pass|pwd|secret|key|auth|sig|session|credential)[^=&;\s]*=)[^&;#\s]*", re.IGNORECASE
+)
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL, or a message quoting one) with passwords and secret query values replaced, for
+    logs: ``rtsp://user:***@host/path?channel=1&token=***``. The user part ends at the last ``@``
+    of the URL, so passwords holding ``@``, ``/`` or ``:`` are covered whole; a user name without
+    a password may be a token and goes too.
+    """
+
+    def userinfo(match: re.Match) -> str:
+        scheme, credentials = match[1], match[2]
+        user, colon, _ = credentials.partition(":")
+        if "/" in user:  # an @ in the path of a URL without credentials
+            return match[0]
+        return f"{scheme}{user}:***@" if colon else f"{scheme}***@"
+
+    return SECRET_QUERY.sub(r"\1***", AUTHORITY.sub(userinfo, text))
 
 
 class StreamSettings(BaseModel, extra="forbid"):
@@ -204,8 +222,10 @@ class Settings(EnvOverridesFile):
     @field_validator("http")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[\w.:\[\]-]*:\d{1,5}$", value):
-            raise ValueError(f"{value!r} must be HOST:PORT")
+        if value is None:
+            return value
+        if not re.match(r"^[\w.:\[\]-]*:\d{1,5}$", value) or not 0 < int(value.rpartition(":")[2]) < 65536:
+            raise ValueError(f"{value!r} must be HOST:PORT with a port from 1 to 65535")
         return value
 
     @model_validator(mode="after")

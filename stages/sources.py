@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from stages.settings import DEMO_URL, is_live
+from stages.settings import DEMO_URL, is_live, redact
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".ts", ".mpg", ".mpeg", ".wmv", ".flv"})
@@ -23,7 +23,8 @@ class MediaFile:
 
 def live_name(url: str) -> Path:
     """A file stem for a live source's outputs, no credentials and no dots: ``rtsp-10-0-0-9-554-live``."""
-    without_user = re.sub(r"//[^/@]*@", "//", url)
+    without_secrets = redact(url).split("?")[0].replace("***@", "@")
+    without_user = re.sub(r"//[^/]*@", "//", without_secrets)
     return Path(re.sub(r"[^A-Za-z0-9]+", "-", without_user).strip("-") or "camera")
 
 

@@ -154,14 +154,14 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
 
     def start(streams: list[dict], publish_port: int | None = None, home: str = "", **sections: dict | str) -> Daemon:
         """``home`` keeps a second daemon's files (config, runtime dir, recordings) apart from the first's."""
-        port = publish_port or free_port()
+        port, http = publish_port or free_port(), f"127.0.0.1:{free_port()}"
         folder = tmp_path / home
         folder.mkdir(exist_ok=True)
         lines = [
             f'recordings_dir = "{folder / "recordings"}"',
             f'runtime_dir = "{folder / "run"}"',
             f'publish = "pub+bind:tcp://127.0.0.1:{port}"',
-            f'http = "127.0.0.1:{free_port()}"',
+            f'http = "{http}"',
         ]
         lines += [f"{key} = {toml_value(value)}" for key, value in sections.items() if isinstance(value, str)]
         sections = {key: value for key, value in sections.items() if isinstance(value, dict)}
@@ -181,6 +181,7 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
         config.write_text("\n".join(lines) + "\n")
         process = Daemon(config)
         process.endpoint = f"tcp://127.0.0.1:{port}"
+        process.http = http
         process.recordings = folder / "recordings"
         process.runtime_dir = folder / "run"
         started.append(process)

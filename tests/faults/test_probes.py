@@ -1,0 +1,197 @@
+"""Bad input never stops the daemon: malformed messages on every internal socket, a broken control
+request, bad weights, an unwritable recordings folder, credentials in URLs, idle HTTP clients.
+Each probe runs against the real daemon and failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from pipeline.messages import Batchable, DetectionMessage, FrameRef, topic
+from tests.harness import collect, free_port, vestwatch, wait_status
+
+
+def stage_pids(daemon) -> dict[str, int]:
+    status = json.loads(vestwatch("ctl", "status", "-c", daemon.config, timeout=30).stdout)
+    return {name: stage["pid"] for name, stage in status["stages"].items()}
+
+
+def send(address: str, kind: int, *frames: bytes) -> None:
+    context = zmq.Context()
+    try:
+        out = context.socket(kind)
+        out.setsockopt(zmq.LINGER, 2000)
+        out.connect(address)
+        if kind == zmq.PUB:
+            time.sleep(0.5)  # a PUB drops what it sends before the subscription arrives
+        out.send_multipart(list(frames))
+        out.close()
+    finally:
+        context.term()
+
+
+def test_a_two_part_control_request_is_answered_and_nothing_stops(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=1, fps=10)
+    running = daemon([{"id": "cam", "url": str(clip), "loop": True, "record": False}])
+    running.wait_ready()
+    before = stage_pids(running)
+    context = zmq.Context()
+    try:
+        request = context.socket(zmq.REQ)
+        request.setsockopt(zmq.LINGER, 0)
+        request.connect(f"ipc://{running.runtime_dir / 'control.ipc'}")
+        request.send_multipart([b"\x81\xa1v\x01", b"second part"])
+        assert request.poll(5000), "no reply to a two-part request"
+        assert b"2 frames, expected one" in request.recv()
+    finally:
+        context.destroy(0)
+    assert stage_pids(running) == before and running.process.poll() is None
+    assert running.stop()[0] == 0
+
+
+def test_out_of_range_slots_are_dropped_and_counted(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=2, fps=10)
+    running = daemon([{"id": "cam", "url": str(clip), "loop": True}])
+    running.wait_ready()
+    collect(running.endpoint, lambda m: len(m.get("cam", [])) >= 3, timeout=60)
+    before = stage_pids(running)
+    run = running.runtime_dir
+    now = time.time()
+    send(f"ipc://{run / 'preprocess-0.ipc'}", zmq.PUSH, FrameRef("cam", 10**12, 10**9, now, None, True).encode())
+    ring_ref = Batchable("cam", 10**12, "ring-preprocess-0", 10**9, 1, 0, 320, 240, 1.0, [0, 0], now, None, True)
+    send(f"ipc://{run / 'inference.ipc'}", zmq.PUSH, ring_ref.encode())
+    det = DetectionMessage("cam", 10**12, now, None, 320, 240, [], [], [], [], {}, 1.0, 1.0, 1, source_slot=10**9)
+    send(f"ipc://{run / 'publish.ipc'}", zmq.PUB, topic("det", "cam"), det.encode())
+
+    def all_counted(status: dict) -> bool:
+        stages = status["stages"]
+        return all(stages[s]["stats"]["bad_messages"] >= 1 for s in ("preprocess.0", "inference", "record.cam"))
+
+    wait_status(running, all_counted)
+    assert stage_pids(running) == before, "no stage restarted"
+    after = time.time()
+    collect(running.endpoint, lambda m: any(x["captured"] > after for x in m.get("cam", [])), timeout=60)
+    assert running.stop()[0] == 0
+
+
+@pytest.fixture
+def broken_weights(tmp_path: Path) -> dict[str, Path]:
+    from stages.settings import BUNDLED_WEIGHTS
+
+    files = {"zero": tmp_path / "zero.pt", "text": tmp_path / "text.pt", "truncated": tmp_path / "cut.safetensors"}
+    files["zero"].write_bytes(b"")
+    files["text"].write_text("this is not a model\n")
+    files["truncated"].write_bytes(BUNDLED_WEIGHTS.read_bytes()[:500_000])
+    return files
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("zero", "detector.weights: {zero} is empty"),
+        ("text", "detector.weights: {text}: not a loadable model"),
+        ("truncated", "detector.weights: {truncated}: not a readable safetensors file"),
+        ("banana", "detector.device: device 'banana': expected cpu, cuda, cuda:N or auto"),
+        ("no_mask", "events.class: the model has no class 'no_mask'"),
+    ],
+)
+def test_a_model_that_cannot_serve_stops_start_up_with_one_line(tmp_path, broken_weights, case, message) -> None:
+    lines = [f'runtime_dir = "{tmp_path / "run"}"', f'recordings_dir = "{tmp_path / "rec"}"', "[detector]"]
+    if case in broken_weights:
+        lines.append(f'weights = "{broken_weights[case]}"')
+    if case == "banana":
+        lines.append('device = "banana"')
+    if case == "no_mask":
+        lines += ["[events]", 'class = "no_mask"']
+    config = tmp_path / "c.toml"
+    config.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    result = vestwatch("run", "-c", config, timeout=60)
+    assert result.returncode == 2
+    assert message.format(**broken_weights) in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_a_reload_to_weights_that_cannot_load_is_refused(daemon, make_video, tmp_path) -> None:
+    clip = make_video("clip.mp4", seconds=2, fps=10)
+    running = daemon([{"id": "cam", "url": str(clip), "loop": True, "record": False}])
+    running.wait_ready()
+    good = running.config.read_text()
+    running.config.write_text(re.sub(r'weights = ".*"', f'weights = "{tmp_path / "gone.pt"}"', good))
+    result = vestwatch("ctl", "reload", "-c", running.config, timeout=60)
+    assert result.returncode == 1 and "detector.weights:" in result.stderr and "not found" in result.stderr
+    after = time.time()
+    collect(running.endpoint, lambda m: any(x["captured"] > after for x in m.get("cam", [])), timeout=60)
+    assert running.stop()[0] == 0
+
+
+def test_an_unusable_recordings_dir_stops_start_up_with_one_line(tmp_path) -> None:
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "c.toml"
+    config.write_text(f'runtime_dir = "{tmp_path / "run"}"\nrecordings_dir = "{tmp_path / "a-file" / "rec"}"\n')
+    result = vestwatch("run", "-c", config, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"recordings_dir: {tmp_path / 'a-file' / 'rec'}: cannot write there (Not a directory)" in result.stderr
+
+
+def test_credentials_in_a_source_url_never_reach_the_log(daemon) -> None:
+    url = f"rtsp://viewer:Pa@ss/W0rd@127.0.0.1:{free_port()}/live?channel=1&token=s3cr3t"
+    running = daemon([{"id": "gate", "url": url}])
+    running.wait_ready()
+    running.output.wait_for(lambda line: "gate:" in line and "retrying in" in line, timeout=60)
+    assert running.stop()[0] == 0
+    text = running.output.text()
+    assert "rtsp://viewer:***@127.0.0.1" in text and "token=***" in text
+    for secret in ("Pa@ss", "W0rd", "s3cr3t"):
+        assert secret not in text
+
+
+def test_idle_http_connections_neither_pile_up_threads_nor_block_health(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=1, fps=10)
+    running = daemon([{"id": "cam", "url": str(clip), "loop": True, "record": False}])
+    running.wait_ready()
+    host, port = running.http.rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port))) for _ in range(200)]
+    try:
+        threads = int(
+            next(
+                line.split()[1]
+                for line in Path(f"/proc/{running.process.pid}/status").read_text().splitlines()
+                if line.startswith("Threads:")
+            )
+        )
+        assert threads < 60, f"{threads} threads in the supervisor"
+        for connection in idle[:5]:
+            connection.close()
+        deadline = time.monotonic() + 30
+        while True:  # free slots come back as the idle clients time out or leave
+            probe = socket.create_connection((host, int(port)), timeout=5)
+            probe.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            try:
+                answer = probe.recv(64)
+            except OSError:
+                answer = b""
+            probe.close()
+            if answer.startswith(b"HTTP/1.0 200") or time.monotonic() > deadline:
+                break
+        assert answer.startswith(b"HTTP/1.0 200"), answer
+    finally:
+        for connection in idle:
+            connection.close()
+    assert running.stop()[0] == 0
+    assert "BrokenPipe" not in running.output.text() and "Traceback" not in running.output.text()
+
+
+def test_an_http_port_out_of_range_is_one_line(tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'runtime_dir = "{tmp_path}"\nhttp = "127.0.0.1:99999"\n')
+    result = vestwatch("run", "-c", config, timeout=60)
+    assert result.returncode == 2 and "http: Value error, '127.0.0.1:99999' must be HOST:PORT" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
