@@ -7,6 +7,7 @@ import pytest
 from stages.feeds import FeedError, open_feed
 from stages.feeds.camera import CameraFeed
 from stages.feeds.demo import CLIP_NAME, DEMO_FPS, HOLD_S, demo_pictures
+from stages.settings import redact
 
 
 def test_camera_feed_through_its_seam(make_video) -> None:
@@ -51,3 +52,19 @@ def test_dead_rtsp_url_is_a_feed_error_naming_it_without_password() -> None:
     with pytest.raises(FeedError) as caught:
         open_feed("rtsp://admin:secret@127.0.0.1:9/none", Path("/tmp"), timeout_s=2)
     assert "rtsp://admin:***@127.0.0.1:9/none" in str(caught.value) and "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("rtsp://viewer:Pa@ssW0rd@cam/live", "rtsp://viewer:***@cam/live"),
+        ("rtsp://u:pa/ss@10.0.0.9:554/x", "rtsp://u:***@10.0.0.9:554/x"),
+        ("rtsp://:secret@cam/a", "rtsp://:***@cam/a"),
+        ("rtsp://t0ken@cam/a", "rtsp://***@cam/a"),
+        ("http://cam/s?channel=1&token=abc&Password=x;sig=y", "http://cam/s?channel=1&token=***&Password=***;sig=***"),
+        ("opening rtsp://a:b@c/d failed (x@y)", "opening rtsp://a:***@c/d failed (x@y)"),
+        ("http://cam/path@2x.jpg", "http://cam/path@2x.jpg"),
+    ],
+)
+def test_every_form_of_credential_is_redacted(url: str, logged: str) -> None:
+    assert redact(url) == logged
