@@ -30,7 +30,6 @@ from stages.topology import capture_ring, detections_source, instance, preproces
 log = logging.getLogger(__name__)
 
 CREDIT_TIMEOUT_S = 10.0  # an offline frame lost in a crashed stage must not stall its stream forever
-BACKOFF_S = (0.5, 30.0)
 
 
 class CaptureStage(Stage):
@@ -110,7 +109,8 @@ class CaptureStage(Stage):
 
     def _lost(self, why: str) -> None:
         self._close_feed()
-        delay = min(BACKOFF_S[1], BACKOFF_S[0] * 2**self.failures)
+        pipeline = self.settings.pipeline
+        delay = min(pipeline.reconnect_max_s, pipeline.reconnect_min_s * 2**self.failures)
         self.failures += 1
         self.stats["reconnects"] += 1
         self.retry_at = time.monotonic() + delay

@@ -31,6 +31,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)
+MAX_GAP_S = 5.0  # a longer silence (a camera outage) ends the segment instead of freezing across it
 
 
 class _FrameSink:
@@ -84,12 +85,15 @@ class SegmentRecorder:
         """Encode one annotated frame (BGR) and its detections line.
 
         ``timeline_s`` places the frame in time: capture time for live streams, the
-        source's own timestamps for files; a jump back (a looped file) starts a new segment.
+        source's own timestamps for files; a jump back (a looped file) or a gap of more than
+        ``MAX_GAP_S`` (a reconnect) starts a new segment.
         """
         height, width = image.shape[0] - image.shape[0] % 2, image.shape[1] - image.shape[1] % 2
         segment = self.segment
         if segment and (
-            not 0 <= timeline_s - segment.started < self.segment_s or (width, height) != (segment.width, segment.height)
+            not 0 <= timeline_s - segment.started < self.segment_s
+            or timeline_s - segment.started - segment.last_pts * float(TIME_BASE) > MAX_GAP_S
+            or (width, height) != (segment.width, segment.height)
         ):
             self.close()
             segment = None

@@ -143,6 +143,10 @@ class PipelineSettings(BaseModel, extra="forbid"):
     publish_hwm: int = Field(1000, ge=1)  # messages queued per subscriber; a slow one loses the excess
     stall_s: float = Field(15.0, gt=0)  # a stage silent this long is restarted
     rtsp_timeout_s: float = Field(5.0, gt=0)
+    # a lost source is retried after reconnect_min_s, doubling up to reconnect_max_s (DeepStream's
+    # rtsp-reconnect-interval-sec): a camera back after an outage gives frames within about that
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(5.0, gt=0)
     # Splitting the pipeline across hosts (see the README): which stages this host runs, where
     # preprocess meets inference (tcp:// carries the pixels inline), where detections come from
     stages: list[StageKind] = Field(default_factory=lambda: list(STAGE_KINDS), min_length=1)
@@ -157,6 +161,12 @@ class PipelineSettings(BaseModel, extra="forbid"):
         if len(set(value)) != len(value):
             raise ValueError(f"{value} names a stage twice")
         return value
+
+    @model_validator(mode="after")
+    def _backoff_grows(self) -> PipelineSettings:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(f"reconnect_min_s {self.reconnect_min_s} exceeds reconnect_max_s {self.reconnect_max_s}")
+        return self
 
     @model_validator(mode="after")
     def _window_fits_ring(self) -> PipelineSettings:

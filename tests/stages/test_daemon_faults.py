@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import signal
 import time
@@ -58,6 +60,9 @@ def test_rtsp_outage_reconnects_without_restart(daemon, rtsp_server) -> None:
             vestwatch.endpoint, lambda m: any(x["captured"] > back_at for x in m.get("gate", [])), timeout=90
         )
         assert resumed["gate"]
+        first_back = min(x["captured"] for x in resumed["gate"] if x["captured"] > back_at)
+        # retried every reconnect_max_s (5 s) at most, each try bounded by rtsp_timeout_s (5 s)
+        assert first_back - back_at < 12, f"frames again {first_back - back_at:.1f} s after the camera came back"
         lost = [line for line in vestwatch.output.lines if "WARNING stages.capture: gate:" in line]
         assert lost and all(("read failed" in x or "cannot open" in x) and "retrying in" in x for x in lost)
         os.kill(capture, 0)  # reconnected inside the same capture process
@@ -65,6 +70,10 @@ def test_rtsp_outage_reconnects_without_restart(daemon, rtsp_server) -> None:
     finally:
         restarted.stop()
     assert vestwatch.stop()[0] == 0
+    for sidecar in (vestwatch.recordings / "gate").rglob("*.jsonl"):
+        captured = [json.loads(line)["captured"] for line in sidecar.read_text().splitlines()]
+        gaps = [b - a for a, b in itertools.pairwise(captured)]
+        assert max(gaps, default=0) < 6, f"{sidecar.name} spans the outage ({max(gaps):.1f} s gap)"
 
 
 def test_killing_the_whole_daemon_leaves_playable_segments(daemon, make_video) -> None:
