@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,9 @@ class FrameRing:
         slot_bytes = SLOT_PIXELS + int(np.prod(max_shape))
         size = RING_HEADER.size + slots * slot_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if path.is_symlink():  # planted: the writer owns this name, it never follows it
+            path.unlink()
+        fd = _open_regular(path, os.O_RDWR | os.O_CREAT)
         try:
             if os.fstat(fd).st_size != size:
                 os.ftruncate(fd, size)
@@ -69,7 +72,7 @@ class FrameRing:
 
     @classmethod
     def open(cls, path: Path) -> FrameRing:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _open_regular(path, os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
             buffer = mmap.mmap(fd, size, prot=mmap.PROT_READ)
@@ -121,6 +124,16 @@ class FrameRing:
     def close(self) -> None:
         self.array = None
         self.buffer.close()
+
+
+def _open_regular(path: Path, flags: int) -> int:
+    """A ring file's descriptor; a symlink or anything but a regular file planted in its place is
+    refused (OSError), so a ring can never map another file."""
+    fd = os.open(path, flags | os.O_NOFOLLOW, 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path}: not a regular file")
+    return fd
 
 
 class RingReaders:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import zmq
 
 from pipeline.endpoints import Endpoint
 from pipeline.messages import ControlReply, ControlRequest, MessageError
+from pipeline.rundir import claim
 from pipeline.security import create_keys, secure_client
 from pipeline.settings import ConfigError, load_settings
 from pipeline.subscriber import subscribe
@@ -21,7 +23,7 @@ from pipeline.web import serve
 from stages.observe import routes
 from stages.preflight import check_model
 from stages.settings import DEFAULT_CONFIG, Settings, redact
-from stages.topology import detections_source, plan
+from stages.topology import detections_source, frame_files, plan
 
 log = logging.getLogger("vestwatch")
 
@@ -55,6 +57,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     config = _config_path(args)
     try:
         settings = load_settings(Settings, config)
+        lock = claim(settings.runtime_dir)  # held until this process exits
         check_recordings_dir(settings)
         if "inference" in settings.pipeline.stages:
             check_model(config)
@@ -115,6 +118,9 @@ def run_daemon(args: argparse.Namespace) -> int:
     finally:
         if settings.http:
             server.shutdown()
+        for path in frame_files(settings.runtime_dir):  # every stage has stopped: nothing maps them now
+            path.unlink(missing_ok=True)
+        os.close(lock)
 
 
 def add_run(subparsers: argparse._SubParsersAction) -> None:

@@ -199,11 +199,14 @@ class EventRule(BaseModel, extra="forbid", populate_by_name=True):
 
 
 def default_runtime_dir() -> Path:
-    """systemd's RuntimeDirectory, else /run/vestwatch when writable, else a per-user temp dir."""
+    """systemd's RuntimeDirectory, else /run/vestwatch when writable (root), else the user's private
+    runtime dir ($XDG_RUNTIME_DIR), else /tmp/vestwatch-<uid> (checked for owner and mode at start)."""
     if os.environ.get("RUNTIME_DIRECTORY"):
         return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
     if os.access("/run", os.W_OK) and Path("/run/vestwatch").parent.exists():
         return Path("/run/vestwatch")
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "vestwatch"
     return Path(tempfile.gettempdir()) / f"vestwatch-{os.getuid()}"
 
 

@@ -28,6 +28,11 @@ def preprocess_ring(runtime_dir: Path, worker: int) -> Path:
     return runtime_dir / f"ring-preprocess-{worker}"
 
 
+def frame_files(runtime_dir: Path) -> list[Path]:
+    """Every ring and live frame in the runtime dir: removed when the daemon stops cleanly."""
+    return [*runtime_dir.glob("ring-*"), *runtime_dir.glob("live-*.jpg")]
+
+
 def live_frame(runtime_dir: Path, stream: str) -> Path:
     """The newest annotated JPEG of a stream, which the live view serves."""
     return runtime_dir / f"live-{stream}.jpg"

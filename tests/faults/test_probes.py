@@ -195,3 +195,38 @@ def test_an_http_port_out_of_range_is_one_line(tmp_path) -> None:
     result = vestwatch("run", "-c", config, timeout=60)
     assert result.returncode == 2 and "http: Value error, '127.0.0.1:99999' must be HOST:PORT" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_second_daemon_on_the_same_runtime_dir_is_refused(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=1, fps=10)
+    first = daemon([{"id": "cam", "url": str(clip), "loop": True, "record": False}])
+    first.wait_ready()
+    second = vestwatch("run", "-c", first.config, timeout=60)
+    assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1
+    assert f"runtime_dir: {first.runtime_dir} is in use by another vestwatch (pid {first.process.pid})" in second.stderr
+    assert vestwatch("ctl", "status", "-c", first.config, timeout=30).returncode == 0, "the first still answers"
+    assert first.stop()[0] == 0
+    assert not list(first.runtime_dir.glob("ring-*")), "a clean stop removes the frame rings"
+
+
+def test_a_runtime_dir_others_can_write_is_refused(tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir(mode=0o777)
+    run.chmod(0o777)
+    config = tmp_path / "c.toml"
+    config.write_text(f'runtime_dir = "{run}"\nrecordings_dir = "{tmp_path / "rec"}"\n')
+    result = vestwatch("run", "-c", config, timeout=60)
+    assert result.returncode == 2 and f"runtime_dir: {run} is writable by others (mode 777)" in result.stderr
+
+
+def test_a_planted_symlink_never_becomes_a_frame_ring(tmp_path) -> None:
+    from pipeline.frames import FrameRing, RingReaders
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("fourteen bytes")
+    ring_path = tmp_path / "ring-capture-cam"
+    ring_path.symlink_to(victim)
+    assert RingReaders().read(ring_path, 0, 1) is None  # a reader does not follow it
+    ring = FrameRing.create(ring_path, 4, (8, 8, 3))  # the writer replaces it
+    ring.close()
+    assert victim.read_text() == "fourteen bytes" and not ring_path.is_symlink()
