@@ -23,27 +23,46 @@ def _age(stage: dict[str, Any], key: str) -> float | None:
 
 
 def health(status: dict[str, Any], stall_s: float) -> tuple[int, str, bytes]:
-    """200 when every stage is alive and every live stream delivered a frame recently, and detections
-    for it (from this host's inference or another's), else 503 with reasons."""
+    """200 only when every stage runs and reports, every stream has delivered frames (a live one
+    within ``FRAME_SILENCE_S``), detections follow them, and what is to be recorded is; else 503
+    with one reason per problem. A daemon that just started is unhealthy until its first frames."""
     problems = []
     stages = status["stages"]
     for name, stage in stages.items():
+        stats = stage["stats"]
         if stage["pid"] is None or stage["heartbeat_age_s"] > stall_s:
             problems.append(f"{name}: {stage['state']}, no heartbeat for {stage['heartbeat_age_s']} s")
-        stats = stage["stats"]
-        if not (name.startswith("capture.") and stats.get("live")):
-            continue
-        age = _age(stage, "frame_age_s")
-        if age is None or age > FRAME_SILENCE_S:
-            problems.append(f"{name}: no frame for {age if age is not None else 'ever'} s ({stage['state']})")
-            continue
-        record = stages.get(name.replace("capture.", "record.", 1))
-        detected = _age(record, "detection_age_s") if record else None
-        if record and not stats.get("paused") and (detected is None or detected > FRAME_SILENCE_S):
-            silence = detected if detected is not None else "ever"
-            problems.append(f"{name}: frames arrive but no detections for {silence} s (is inference running?)")
+        elif not stats:
+            problems.append(f"{name}: {stage['state']}, not reporting yet")
+        elif name.startswith("capture."):
+            problems += _stream_problems(name, stage, stages)
     body = json.dumps({"healthy": not problems, "problems": problems, "uptime_s": status["uptime_s"]})
     return (200 if not problems else 503), "application/json", body.encode()
+
+
+def _stream_problems(name: str, capture: dict[str, Any], stages: dict[str, Any]) -> list[str]:
+    """What is wrong with one stream, seen from its capture stage and its record stage."""
+    stats, state = capture["stats"], capture["state"]
+    frame_age = _age(capture, "frame_age_s")
+    if state == "reconnecting" and not stats.get("live"):
+        return [f"{name}: its file cannot be read (retrying)"]
+    if frame_age is None:
+        return [] if state == "ended" and stats.get("frames") else [f"{name}: no frame yet ({state})"]
+    if not stats.get("live") or stats.get("paused"):
+        return []  # a file runs at its own pace and ends; a paused stream is silent by request
+    if frame_age > FRAME_SILENCE_S:
+        return [f"{name}: no frame for {frame_age} s ({state})"]
+    record = stages.get(name.replace("capture.", "record.", 1))
+    if record is None or not record["stats"]:
+        return []
+    detected = _age(record, "detection_age_s")
+    if detected is None or detected > FRAME_SILENCE_S:
+        silence = detected if detected is not None else "ever"
+        return [f"{name}: frames arrive but no detections for {silence} s (is inference running?)"]
+    recorded = _age(record, "recorded_age_s")
+    if record["stats"].get("recording") and (recorded is None or recorded > FRAME_SILENCE_S):
+        return [f"{name}: detections arrive but nothing recorded for {recorded or 'ever'} s"]
+    return []
 
 
 def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
@@ -119,12 +138,17 @@ def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
                     figures["latency_sum_ms"],
                 )
         elif kind == "record":
+            labels = {"stream": instance}
             out.add(
-                "vestwatch_recording_bytes_total",
+                "vestwatch_recording_bytes_total", "counter", "Bytes of video recorded", labels, stats.get("bytes", 0)
+            )
+            out.add("vestwatch_recorded_frames_total", "counter", "Frames recorded", labels, stats.get("frames", 0))
+            out.add(
+                "vestwatch_record_missed_total",
                 "counter",
-                "Bytes of video recorded",
-                {"stream": instance},
-                stats.get("bytes", 0),
+                "Frames not recorded: gone from the capture ring before they could be drawn",
+                labels,
+                stats.get("missed", 0),
             )
     return 200, CONTENT_TYPE, out.text().encode()
 

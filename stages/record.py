@@ -60,10 +60,13 @@ class RecordStage(Stage):
             "recent_events": [],
         }
         self.last_detection: float | None = None  # monotonic time of this stream's latest det message
+        self.last_recorded: float | None = None  # and of its latest recorded frame
 
     def report(self) -> dict:
-        age = None if self.last_detection is None else round(time.monotonic() - self.last_detection, 2)
-        return {**self.stats, "detection_age_s": age}
+        now = time.monotonic()
+        detected = None if self.last_detection is None else round(now - self.last_detection, 2)
+        recorded = None if self.last_recorded is None else round(now - self.last_recorded, 2)
+        return {**self.stats, "detection_age_s": detected, "recorded_age_s": recorded, "recording": self.stream.record}
 
     def setup(self) -> None:
         self.detections = detections_source(self.settings).open(self.context, hwm=1000)
@@ -123,6 +126,7 @@ class RecordStage(Stage):
             }
             timeline = message.pts if message.pts is not None and not self.stream.is_realtime else message.captured
             self.recorder.write(annotated, timeline, message.captured, record)
+            self.last_recorded = time.monotonic()
             self.stats.update(
                 frames=self.stats["frames"] + 1,
                 bytes=self.recorder.bytes_written,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from stages.observe import health
 from tests.harness import collect
 
 
@@ -84,3 +85,45 @@ def test_healthz_and_metrics(daemon, make_video) -> None:
     report = healthz_until(base, lambda code: code == 503)
     assert any("capture.cam: no frame for" in p for p in report["problems"]), report
     assert get(base + "/nothing")[0] == 404
+
+
+def stage(state: str = "running", **stats: object) -> dict:
+    return {"pid": 1, "state": state, "restarts": 0, "heartbeat_age_s": 0.2, "stats": stats}
+
+
+def problems(stages: dict) -> list[str]:
+    code, _, body = health({"uptime_s": 1.0, "stages": stages}, stall_s=15)
+    report = json.loads(body)
+    assert (code == 200) == report["healthy"] == (not report["problems"])
+    return report["problems"]
+
+
+def test_health_tells_the_truth_from_the_first_second() -> None:
+    live = {"live": True, "frames": 50, "frame_age_s": 0.1}
+    recording = {"detection_age_s": 0.1, "recorded_age_s": 0.2, "recording": True}
+    assert problems({"capture.cam": stage("connected", **live), "record.cam": stage(**recording)}) == []
+    assert problems({"capture.cam": stage("starting"), "record.cam": stage(**recording)}) == [
+        "capture.cam: starting, not reporting yet"
+    ]
+    never = {"capture.cam": stage("connecting", live=True, frames=0, frame_age_s=None)}
+    assert problems(never) == ["capture.cam: no frame yet (connecting)"]
+    broken_file = {"capture.f": stage("reconnecting", live=False, frames=0, frame_age_s=None)}
+    assert problems(broken_file) == ["capture.f: its file cannot be read (retrying)"]
+    finished_file = {"capture.f": stage("ended", live=False, frames=30, frame_age_s=None)}
+    assert problems(finished_file) == []
+    not_recorded = {
+        "capture.cam": stage("connected", **live),
+        "record.cam": stage(**{**recording, "recorded_age_s": 40.0}),
+    }
+    assert problems(not_recorded) == ["capture.cam: detections arrive but nothing recorded for 40.2 s"]
+
+
+def test_a_file_of_random_bytes_is_unhealthy(daemon, tmp_path) -> None:
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(os.urandom(200_000))
+    vestwatch = daemon([{"id": "noise", "url": str(noise), "loop": True}])
+    vestwatch.wait_ready()
+    vestwatch.output.wait_for(lambda line: "noise:" in line and "retrying in" in line, timeout=60)
+    report = healthz_until(f"http://{vestwatch.http}", lambda code: code == 503)
+    assert "capture.noise: its file cannot be read (retrying)" in report["problems"], report
+    assert vestwatch.stop()[0] == 0
