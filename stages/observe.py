@@ -36,6 +36,9 @@ def health(status: dict[str, Any], stall_s: float) -> tuple[int, str, bytes]:
             problems.append(f"{name}: {stage['state']}, not reporting yet")
         elif name.startswith("capture."):
             problems += _stream_problems(name, stage, stages)
+        elif stats.get("disk_low"):
+            free = (stats.get("disk_free_bytes") or 0) / 2**20
+            problems.append(f"{name}: recordings disk full ({free:.0f} MB free, nothing left to delete)")
     body = json.dumps({"healthy": not problems, "problems": problems, "uptime_s": status["uptime_s"]})
     return (200 if not problems else 503), "application/json", body.encode()
 
@@ -143,6 +146,21 @@ def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
                 "vestwatch_recording_bytes_total", "counter", "Bytes of video recorded", labels, stats.get("bytes", 0)
             )
             out.add("vestwatch_recorded_frames_total", "counter", "Frames recorded", labels, stats.get("frames", 0))
+            out.add(
+                "vestwatch_record_disk_dropped_total",
+                "counter",
+                "Frames not recorded for want of disk space",
+                labels,
+                stats.get("disk_dropped", 0),
+            )
+            if stats.get("disk_free_bytes") is not None:
+                out.add(
+                    "vestwatch_disk_free_bytes",
+                    "gauge",
+                    "Free bytes on the recordings' filesystem",
+                    labels,
+                    stats["disk_free_bytes"],
+                )
             out.add(
                 "vestwatch_record_missed_total",
                 "counter",

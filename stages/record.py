@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,13 +29,14 @@ from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.annotate import annotate
 from stages.events import ViolationRule
-from stages.segments import SegmentRecorder, apply_retention
+from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.settings import Settings
 from stages.topology import capture_ring, detections_source, instance, live_frame
 
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 60.0
+FREE_SPACE_EVERY_S = 1.0
 LIVE_EVERY_S = 0.2  # the live view's frame, at most 5 per second
 RECENT_EVENTS = 5
 
@@ -47,12 +49,16 @@ class RecordStage(Stage):
         self.ring = RingReaders()  # the one capture ring of this stream, once its capture created it
         self.names: list[str] = []
         self.last_retention = 0.0
+        self.last_space_check = 0.0
         self.rule = ViolationRule(self.settings.events) if self.settings.events else None
         self.last_live = 0.0
         self.live_path = live_frame(self.settings.runtime_dir, self.stream.id)
         self.stats = {
             "frames": 0,
             "missed": 0,
+            "disk_dropped": 0,  # frames not recorded for want of disk space
+            "disk_free_bytes": None,
+            "disk_low": False,  # below the floor even after deleting what may be deleted
             "bad_messages": 0,
             "bytes": 0,
             "segments": 0,
@@ -90,6 +96,8 @@ class RecordStage(Stage):
 
     def step(self) -> None:
         self._retention()
+        if time.monotonic() - self.last_space_check >= FREE_SPACE_EVERY_S:
+            self._keep_free_space()
         if not self.detections.poll(200):
             return
         for message in self.drain(self.detections, DetectionMessage, topics=True):
@@ -125,8 +133,15 @@ class RecordStage(Stage):
                 "detections": detections.records(self.names),
             }
             timeline = message.pts if message.pts is not None and not self.stream.is_realtime else message.captured
-            self.recorder.write(annotated, timeline, message.captured, record)
-            self.last_recorded = time.monotonic()
+            try:
+                self.recorder.write(annotated, timeline, message.captured, record)
+            except DiskFullError as error:
+                self.stats["disk_dropped"] += 1
+                if not self.stats["disk_low"]:
+                    log.warning("%s; making room", error)
+                self._keep_free_space(at_least_one=True)
+            else:
+                self.last_recorded = time.monotonic()
             self.stats.update(
                 frames=self.stats["frames"] + 1,
                 bytes=self.recorder.bytes_written,
@@ -192,6 +207,22 @@ class RecordStage(Stage):
             self.rule.rule.window,
             snapshot,
         )
+
+    def _keep_free_space(self, at_least_one: bool = False) -> None:
+        """Hold the recordings' disk above ``recording.min_free_mb`` by deleting the oldest segments of
+        any stream; after a failed write, room for at least one more segment's worth is made."""
+        self.last_space_check = time.monotonic()
+        recordings = self.settings.recordings_dir
+        floor = self.settings.recording.min_free_mb * 2**20
+        if at_least_one:
+            floor = max(floor, shutil.disk_usage(recordings).free + 1)
+        free, deleted = make_room(recordings, floor)
+        for path in deleted:
+            log.info("%s: deleted %s for free space", self.stream.id, path)
+        low = free < self.settings.recording.min_free_mb * 2**20 or (at_least_one and not deleted)
+        if low and not self.stats["disk_low"]:
+            log.warning("%s: recordings disk has %.0f MB free and nothing left to delete", self.stream.id, free / 2**20)
+        self.stats.update(disk_free_bytes=free, disk_low=low)
 
     def _retention(self) -> None:
         if time.monotonic() - self.last_retention < RETENTION_EVERY_S:

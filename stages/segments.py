@@ -9,15 +9,21 @@ and x264 runs with ``zerolatency`` so that each frame is emitted when it is enco
 A file cut by a crash therefore ends on a frame boundary, and TS needs no index at
 the end: every segment on disk decodes to its last frame.
 
-Retention deletes whole segments (and their sidecars), oldest first, by age and by
-the disk budget.
+A full disk never leaves half a frame or half a line: a write that fails is cut back to the
+last frame boundary in both files, the segment is closed there (its encoder cannot go on without
+the lost frame) and ``DiskFullError`` tells the caller, who makes room and goes on in a new segment.
+
+Retention deletes whole segments (and their sidecars), oldest first, by age and by the disk
+budget; ``make_room`` deletes the oldest of any stream when free space falls below a floor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,26 +40,41 @@ TIME_BASE = Fraction(1, 90000)
 MAX_GAP_S = 5.0  # a longer silence (a camera outage) ends the segment instead of freezing across it
 
 
+class DiskFullError(OSError):
+    """A frame could not be written whole; nothing of it is on disk."""
+
+
 class _FrameSink:
-    """A file object for PyAV that reaches the disk only at ``commit()``, one write per frame."""
+    """A file that grows only by whole records: bytes gather in memory (PyAV writes the muxed frame
+    here; the recorder, a sidecar line) and reach the disk at ``commit()``; ``rollback()`` cuts the
+    file back to the last committed record."""
 
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.pending = bytearray()
-        self.size = 0
+        self.size = 0  # bytes on disk, all of them whole records
+        self.tried = 0  # bytes of the record being committed that reached the disk
 
     def write(self, data: bytes) -> int:
         self.pending += data
         return len(data)
 
     def commit(self) -> None:
-        if self.pending:
-            os.write(self.fd, self.pending)
-            self.size += len(self.pending)
-            self.pending.clear()
+        with memoryview(self.pending) as view:
+            while self.tried < len(view):  # a short write is not the end of the record
+                self.tried += os.write(self.fd, view[self.tried :])
+        self.size += self.tried
+        self.tried = 0
+        self.pending.clear()
+
+    def rollback(self, size: int | None = None) -> None:
+        """Forget the uncommitted record and cut the file to ``size`` (default: what is committed)."""
+        self.size = self.size if size is None else size
+        os.ftruncate(self.fd, self.size)
+        self.pending.clear()
+        self.tried = 0
 
     def close(self) -> None:
-        self.commit()
         os.close(self.fd)
 
 
@@ -66,7 +87,7 @@ class Segment:
     sink: _FrameSink
     container: Any
     stream: Any
-    sidecar: Any
+    sidecar: _FrameSink
     last_pts: int = -1
 
 
@@ -100,31 +121,44 @@ class SegmentRecorder:
         if segment is None:
             segment = self.segment = self._open(timeline_s, captured, width, height)
         pts = max(int((timeline_s - segment.started) / TIME_BASE), segment.last_pts + 1)
-        segment.last_pts = pts
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:height, :width]), format="bgr24")
         frame.pts, frame.time_base = pts, TIME_BASE
-        segment.container.mux(segment.stream.encode(frame))
-        before = segment.sink.size
-        segment.sink.commit()
-        self.bytes_written += segment.sink.size - before
-        segment.sidecar.write(json.dumps({"pts_s": round(pts * float(TIME_BASE), 4), **record}) + "\n")
-        segment.sidecar.flush()
+        video_before = segment.sink.size
+        try:
+            segment.container.mux(segment.stream.encode(frame))
+            segment.sink.commit()
+            segment.sidecar.write((json.dumps({"pts_s": round(pts * float(TIME_BASE), 4), **record}) + "\n").encode())
+            segment.sidecar.commit()
+        except OSError as error:
+            segment.sink.rollback(video_before)
+            segment.sidecar.rollback()
+            self._abandon()
+            raise DiskFullError(error.errno, f"{self.stream_id}: frame not recorded ({error.strerror})") from None
+        segment.last_pts = pts
+        self.bytes_written += segment.sink.size - video_before
 
     def _open(self, timeline_s: float, captured: float, width: int, height: int) -> Segment:
         stamp = datetime.fromtimestamp(captured, timezone.utc).astimezone()
         folder = self.root / stamp.strftime("%Y-%m-%d")
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.stream_id}-{stamp.strftime('%Y%m%d-%H%M%S')}.ts"
         while path.exists():  # a restart within the same second
             path = path.with_stem(path.stem + "b")
-        sink = _FrameSink(path)
+        sink = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            sink = _FrameSink(path)
+            sidecar = _FrameSink(path.with_suffix(".jsonl"))
+        except OSError as error:
+            if sink is not None:
+                sink.close()
+            path.unlink(missing_ok=True)
+            raise DiskFullError(error.errno, f"{self.stream_id}: cannot start a segment ({error.strerror})") from None
         container = av.open(sink, mode="w", format="mpegts", options={"flush_packets": "1"})
         stream = container.add_stream("libx264", rate=Fraction(self.fps_hint).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = TIME_BASE  # no rounding of close timestamps
         gop = str(max(1, round(self.fps_hint * 2)))
         stream.options = {"preset": "veryfast", "tune": "zerolatency", "crf": str(self.crf), "g": gop}
-        sidecar = path.with_suffix(".jsonl").open("a", encoding="utf-8")
         log.info("%s: recording %s", self.stream_id, path)
         return Segment(path, timeline_s, width, height, sink, container, stream, sidecar)
 
@@ -135,18 +169,33 @@ class SegmentRecorder:
         return self.segment.path, round(self.segment.last_pts * float(TIME_BASE), 3)
 
     def close(self) -> None:
-        """Finish the open segment, if any: flush the encoder, close the files."""
-        segment, self.segment = self.segment, None
+        """Finish the open segment, if any: flush the encoder, close the files. On a full disk the
+        encoder's last frames are lost, never the frames already on disk."""
+        segment = self.segment
         if segment is None:
             return
         try:
             segment.container.mux(segment.stream.encode(None))
             segment.sink.commit()
-            segment.container.close()
-        finally:
-            segment.sink.close()
-            segment.sidecar.close()
-        self.segments_closed += 1
+        except OSError as error:
+            segment.sink.rollback()
+            log.warning("%s: the last frames of %s were not written (%s)", self.stream_id, segment.path, error.strerror)
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """Close the open segment where it stands on disk; one without a frame is removed."""
+        segment, self.segment = self.segment, None
+        if segment is None:
+            return
+        with contextlib.suppress(OSError, av.error.FFmpegError):
+            segment.container.close()  # writes into the sink's memory only; nothing is committed
+        segment.sink.close()
+        segment.sidecar.close()
+        if segment.last_pts < 0:
+            segment.path.unlink(missing_ok=True)
+            segment.path.with_suffix(".jsonl").unlink(missing_ok=True)
+        else:
+            self.segments_closed += 1
 
 
 def apply_retention(root: Path, max_age_s: float, max_bytes: int, now: float | None = None) -> list[Path]:
@@ -174,6 +223,34 @@ def apply_retention(root: Path, max_age_s: float, max_bytes: int, now: float | N
             if empty.is_dir() and empty != root and not any(empty.iterdir()):
                 empty.rmdir()
     return deleted
+
+
+def make_room(recordings: Path, min_free: int) -> tuple[int, list[Path]]:
+    """Delete the oldest segments of any stream, with their sidecars, until ``min_free`` bytes are free
+    on the recordings' filesystem; a stream's newest segment (perhaps being written) stays.
+    Returns the free bytes then, and what was deleted."""
+    free = shutil.disk_usage(recordings).free
+    if free >= min_free:
+        return free, []
+    candidates = []
+    for stream in (p for p in recordings.iterdir() if p.is_dir()):
+        candidates += sorted(stream.rglob("*.ts"), key=_mtime)[:-1]
+    deleted = []
+    for path in sorted(candidates, key=_mtime):
+        path.unlink(missing_ok=True)
+        path.with_suffix(".jsonl").unlink(missing_ok=True)
+        deleted.append(path)
+        free = shutil.disk_usage(recordings).free
+        if free >= min_free:
+            break
+    return free, deleted
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # another stream's recorder deleted it meanwhile
+        return 0.0
 
 
 def _size(path: Path) -> int:

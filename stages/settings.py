@@ -180,6 +180,9 @@ class RecordingSettings(BaseModel, extra="forbid"):
     max_age_days: float = Field(7.0, gt=0)
     max_bytes: int = Field(50 * 2**30, gt=0)  # disk budget per stream
     crf: int = Field(26, ge=0, le=51)  # x264 quality: lower is better and larger
+    # below this much free space on the recordings' disk the oldest segments of any stream are
+    # deleted to keep recording (checked every second and whenever a write fails)
+    min_free_mb: int = Field(1000, ge=0)
 
 
 class EventRule(BaseModel, extra="forbid", populate_by_name=True):

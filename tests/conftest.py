@@ -157,13 +157,14 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
         port, http = publish_port or free_port(), f"127.0.0.1:{free_port()}"
         folder = tmp_path / home
         folder.mkdir(exist_ok=True)
-        lines = [
-            f'recordings_dir = "{folder / "recordings"}"',
-            f'runtime_dir = "{folder / "run"}"',
-            f'publish = "pub+bind:tcp://127.0.0.1:{port}"',
-            f'http = "{http}"',
-        ]
-        lines += [f"{key} = {toml_value(value)}" for key, value in sections.items() if isinstance(value, str)]
+        top = {
+            "recordings_dir": str(folder / "recordings"),
+            "runtime_dir": str(folder / "run"),
+            "publish": f"pub+bind:tcp://127.0.0.1:{port}",
+            "http": http,
+        }
+        top.update({key: value for key, value in sections.items() if isinstance(value, str)})
+        lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
         sections = {key: value for key, value in sections.items() if isinstance(value, dict)}
         for stream in streams:
             lines.append("[[streams]]")
@@ -182,7 +183,7 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
         process = Daemon(config)
         process.endpoint = f"tcp://127.0.0.1:{port}"
         process.http = http
-        process.recordings = folder / "recordings"
+        process.recordings = Path(top["recordings_dir"])
         process.runtime_dir = folder / "run"
         started.append(process)
         return process

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import zmq
 
 from pipeline.messages import Batchable, DetectionMessage, FrameRef, topic
-from tests.harness import collect, free_port, vestwatch, wait_status
+from tests.harness import collect, free_port, probe_video, vestwatch, wait_status
 
 
 def stage_pids(daemon) -> dict[str, int]:
@@ -230,3 +233,44 @@ def test_a_planted_symlink_never_becomes_a_frame_ring(tmp_path) -> None:
     ring = FrameRing.create(ring_path, 4, (8, 8, 3))  # the writer replaces it
     ring.close()
     assert victim.read_text() == "fourteen bytes" and not ring_path.is_symlink()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MB filesystem (tmpfs) with 3 MB left free; needs root, as CI and this machine have."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        (disk / "filler").write_bytes(b"\0" * (shutil.disk_usage(disk).free - 3 * 2**20))
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("min_free_mb", [1, 0], ids=["floor", "write-fails"])
+def test_a_full_disk_deletes_the_oldest_and_keeps_recording(small_disk, daemon, make_video, min_free_mb) -> None:
+    clip = make_video("clip.mp4", seconds=2, fps=10, size="320x240")
+    recording = {"segment_s": 1, "crf": 0, "min_free_mb": min_free_mb}  # lossless: the disk fills in seconds
+    running = daemon(
+        [{"id": "cam", "url": str(clip), "loop": True}], recordings_dir=str(small_disk / "rec"), recording=recording
+    )
+    running.wait_ready()
+    running.output.wait_for(lambda line: "for free space" in line, timeout=120)
+    recorded = wait_status(running, lambda s: s["stages"]["record.cam"]["stats"]["frames"] > 0)
+    frames_then = json.loads(vestwatch("ctl", "status", "-c", running.config).stdout)["stages"]["record.cam"]["stats"][
+        "frames"
+    ]
+    wait_status(running, lambda s: s["stages"]["record.cam"]["stats"]["frames"] > frames_then + 30)
+    assert recorded and running.stop()[0] == 0
+    text = running.output.text()
+    assert "record.cam exited" not in text and "Traceback" not in text
+    segments = sorted((small_disk / "rec" / "cam").rglob("*.ts"))
+    assert segments
+    for segment in segments:
+        stream, problems = probe_video(segment)
+        assert problems == "", f"{segment.name}: {problems}"
+        lines = segment.with_suffix(".jsonl").read_text().splitlines()
+        assert [json.loads(line)["seq"] for line in lines], f"{segment.name}: empty sidecar"
+        assert len(lines) == int(stream["nb_read_frames"]), segment.name

@@ -1,9 +1,10 @@
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from stages.segments import SegmentRecorder, apply_retention
+from stages.segments import SegmentRecorder, apply_retention, make_room
 from tests.harness import probe_video
 
 
@@ -52,3 +53,18 @@ def test_retention_expires_old_event_snapshots(tmp_path: Path) -> None:
         os.utime(path, (now - 3600 * age_h, now - 3600 * age_h))
     apply_retention(tmp_path / "cam", max_age_s=5 * 3600, max_bytes=10**9, now=now)
     assert not old.exists() and new.exists()
+
+
+def test_make_room_deletes_the_oldest_of_any_stream_but_never_a_streams_newest(tmp_path: Path) -> None:
+    for age, name in enumerate(["a/3.ts", "b/3.ts", "a/2.ts", "b/2.ts", "a/1.ts", "b/1.ts"]):
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * 1000)
+        path.with_suffix(".jsonl").write_text("{}\n")
+        os.utime(path, (1000 + age * 10, 1000 + age * 10))  # a/3 oldest ... b/1 newest
+    _, deleted = make_room(tmp_path, shutil.disk_usage(tmp_path).free + 10**15)  # more than any disk
+    assert [p.relative_to(tmp_path).as_posix() for p in deleted] == ["a/3.ts", "b/3.ts", "a/2.ts", "b/2.ts"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "a", "a/1.jsonl", "a/1.ts", "b", "b/1.jsonl", "b/1.ts"
+    ]  # fmt: skip
+    assert make_room(tmp_path, 0) == (shutil.disk_usage(tmp_path).free, [])
