@@ -31,6 +31,7 @@ from pipeline.messages import Heartbeat, MessageError
 from pipeline.security import secure_server
 
 STATE_BROADCAST_S = 1.0  # restarted stages learn the live overrides within this
+MAX_SUBSCRIPTION_BYTES = 256  # a subscriber sending a longer message is disconnected
 
 log = logging.getLogger("vestwatch.supervisor")
 
@@ -113,6 +114,7 @@ class Supervisor:
         self.stopping = False
         self.ready = False
         self.bad_messages = 0
+        self.bad_subscriptions = 0  # refused by the publish proxy
 
     def _spawn(self, stage: StageProcess) -> None:
         env = {
@@ -152,14 +154,32 @@ class Supervisor:
         """Own the public endpoint: stages publish into an internal XSUB, subscribers read the XPUB.
 
         Any stage can publish (detections, events), and subscribers keep their connection
-        when a publishing stage restarts. Subscriptions travel upstream, messages down.
+        when a publishing stage restarts. Subscriptions stop here (the XSUB takes everything):
+        only a prefix of a topic this daemon publishes is applied, anything else is counted and
+        ignored, and a peer that sends more than ``MAX_SUBSCRIPTION_BYTES`` at once is disconnected:
+        libzmq keeps about 100 KB for each large message an XPUB receives, so 20,000 made-up 2 KB
+        subscriptions once took the supervisor to 3 GB.
         """
         inbound = self.publish_input.open(context, hwm=self.publish_hwm)
-        outbound = Endpoint("xpub", True, self.publish.address).open(context, hwm=self.publish_hwm)
+        inbound.send(b"\x01")  # subscribe to everything the stages publish
+
+        def bounded(socket: zmq.Socket) -> None:
+            socket.setsockopt(zmq.XPUB_MANUAL, 1)
+            socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
+
+        outbound = Endpoint("xpub", True, self.publish.address).open(context, hwm=self.publish_hwm, prepare=bounded)
 
         def forward() -> None:
+            poller = zmq.Poller()
+            poller.register(inbound, zmq.POLLIN)
+            poller.register(outbound, zmq.POLLIN)
             try:
-                zmq.proxy(inbound, outbound)
+                while True:
+                    for socket, _ in poller.poll():
+                        if socket is inbound:
+                            outbound.send_multipart(inbound.recv_multipart())
+                        else:
+                            self._subscription(outbound, outbound.recv())
             except zmq.ContextTerminated:  # term() at shutdown interrupts it
                 pass
             finally:
@@ -170,11 +190,21 @@ class Supervisor:
         thread.start()
         return thread
 
+    def _subscription(self, outbound: zmq.Socket, request: bytes) -> None:
+        """Apply a subscriber's (un)subscription if it is a prefix of a topic published here."""
+        wanted = request[1:]
+        topics = [f"{kind}.{stream}".encode() for stream in self.streams for kind in ("det", "event")]
+        if request[:1] not in (b"\x00", b"\x01") or not any(t.startswith(wanted) for t in topics):
+            self.bad_subscriptions += 1
+            return
+        outbound.setsockopt(zmq.SUBSCRIBE if request[:1] == b"\x01" else zmq.UNSUBSCRIBE, wanted)
+
     def status(self) -> dict:
         """Every stage's state, pid, restarts and last reported figures."""
         now = time.monotonic()
         return {
             "uptime_s": round(now - self.started, 1),
+            "bad_subscriptions": self.bad_subscriptions,
             "stages": {
                 name: {
                     "state": stage.state,

@@ -274,3 +274,37 @@ def test_a_full_disk_deletes_the_oldest_and_keeps_recording(small_disk, daemon, 
         lines = segment.with_suffix(".jsonl").read_text().splitlines()
         assert [json.loads(line)["seq"] for line in lines], f"{segment.name}: empty sidecar"
         assert len(lines) == int(stream["nb_read_frames"]), segment.name
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmRSS:"))) / 1024
+
+
+def test_made_up_subscriptions_cost_no_memory(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=2, fps=10)
+    running = daemon([{"id": "cam", "url": str(clip), "loop": True, "record": False}])
+    running.wait_ready()
+    collect(running.endpoint, lambda m: len(m.get("cam", [])) >= 3, timeout=60)
+    inference = running.stage_pid("inference")
+    before = {"supervisor": rss_mib(running.process.pid), "inference": rss_mib(inference)}
+    context = zmq.Context()
+    try:
+        floods = []
+        for size in (2048, 12):  # large ones disconnect their sender; short made-up ones are ignored
+            flood = context.socket(zmq.SUB)
+            flood.setsockopt(zmq.LINGER, 0)
+            flood.setsockopt(zmq.SNDHWM, 0)
+            flood.connect(running.endpoint)
+            for i in range(20_000):
+                flood.setsockopt(zmq.SUBSCRIBE, (f"det.{i:06d}" * 205)[:size].encode())
+            floods.append(flood)
+        wait_status(running, lambda s: s["bad_subscriptions"] >= 20_000, timeout=120)
+        after = {"supervisor": rss_mib(running.process.pid), "inference": rss_mib(inference)}
+        for process, mib in after.items():
+            assert mib - before[process] < 30, f"{process}: {before[process]:.0f} -> {mib:.0f} MiB"
+        later = time.time()
+        collect(running.endpoint, lambda m: any(x["captured"] > later for x in m.get("cam", [])), timeout=60)
+    finally:
+        context.destroy(0)
+    assert running.stop()[0] == 0
