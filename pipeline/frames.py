@@ -144,13 +144,22 @@ class RingReaders:
         self.rings: dict[Path, FrameRing] = {}
 
     def read(self, path: Path, slot: int, seq: int) -> SlotFrame | None:
+        ring = self._ring(path)
+        return None if ring is None else ring.read(slot, seq)
+
+    def has_slot(self, path: Path, slot: int) -> bool:
+        """Whether the ring has ``slot`` (True while it does not exist yet: nothing to check against)."""
+        ring = self._ring(path)
+        return ring is None or 0 <= slot < ring.slots
+
+    def _ring(self, path: Path) -> FrameRing | None:
         ring = self.rings.get(path)
         if ring is None:
             try:
                 ring = self.rings[path] = FrameRing.open(path)
             except (OSError, ValueError):
                 return None
-        return ring.read(slot, seq)
+        return ring
 
     def close(self) -> None:
         for ring in self.rings.values():

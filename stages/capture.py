@@ -25,7 +25,7 @@ from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.feeds import Feed, FeedError, FeedFrame, open_feed
 from stages.settings import DEMO_URL, Settings, redact
-from stages.topology import capture_ring, detections_source, instance, preprocess_input
+from stages.topology import capture_ring, detections_source, instance, preprocess_input, record_input
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,15 @@ class CaptureStage(Stage):
         self.paused = False
         self.last_frame: float | None = None
         self.sent_times: list[float] = []
-        self.stats = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0, "fps_in": 0.0, "paused": False}
+        self.stats = {
+            "frames": 0,
+            "dropped": 0,
+            "record_dropped": 0,
+            "corrupt": 0,
+            "reconnects": 0,
+            "fps_in": 0.0,
+            "paused": False,
+        }
 
     def report(self) -> dict:
         age = None if self.last_frame is None else round(time.monotonic() - self.last_frame, 2)
@@ -75,6 +83,13 @@ class CaptureStage(Stage):
         self.refs.setsockopt(zmq.LINGER, 0)
         for worker in range(p.preprocess_workers):
             self.refs.connect(preprocess_input(self.settings.runtime_dir, worker).address)
+        self.recorder = None  # every frame goes to the record stage too, if it records this stream here
+        if self.stream.record and "record" in p.stages:
+            self.recorder = (
+                record_input(self.settings.runtime_dir, self.stream.id)
+                .peer("push")
+                .open(self.context, hwm=max(2, p.ring_slots // 2))
+            )
         self.credits = None
         if not self.realtime:
             self.credits = detections_source(self.settings).open(self.context, hwm=1000)
@@ -201,6 +216,11 @@ class CaptureStage(Stage):
         slot = self.ring.write(self.seq, image, frame.pts, captured)
         ref = FrameRef(self.stream.id, self.seq, slot, captured, frame.pts, self.realtime, self.pending_drops)
         payload = ref.encode()
+        if self.recorder is not None:  # recorded whether or not inference gets to see it
+            try:
+                self.recorder.send(payload, zmq.NOBLOCK)
+            except zmq.Again:  # record is gone or far behind
+                self.stats["record_dropped"] += 1
         while not self.realtime and not self.refs.poll(200, zmq.POLLOUT) and not self.stopping:
             self.beat()  # offline: wait for a worker, heartbeating
         try:

@@ -1,11 +1,15 @@
-"""Render/record stage, one process per stream: annotate the original frame, record it, raise events.
+"""Render/record stage, one process per stream: record every captured frame annotated, raise events.
 
-It subscribes to its stream's ``det.<stream>`` messages, takes the frame from the
-capture ring by (slot, seq), draws the detections and per-class counts, and writes
-the segment and its sidecar line (when the stream is recorded). When the violation
-rule fires it writes an annotated JPEG snapshot and publishes ``event.<stream>``
-with where the moment can be watched. A frame already overwritten in the ring (this
-stage fell behind a live source) is skipped and counted.
+Recording does not depend on inference keeping up: capture sends this stage a reference to
+every frame of a recorded stream. A frame is drawn with its own detections when they come
+(an offline stream waits for them: it is lossless), else, for a live stream, after at most
+``RECORD_DELAY_S`` with the latest detections before it, so a recording plays at the
+camera's rate however few frames inference takes. Each recorded frame gets a sidecar line.
+
+From its stream's ``det.<stream>`` messages it also runs the violation rule (an annotated
+JPEG snapshot and ``event.<stream>`` with where to watch the moment) and refreshes the live
+view's frame. A frame already overwritten in the ring (this stage fell behind) is counted
+as missed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import os
 import shutil
 import time
+from collections import OrderedDict, deque
 from datetime import datetime
 from pathlib import Path
 
@@ -24,18 +29,21 @@ import zmq
 from pipeline.detections import Detections
 from pipeline.endpoints import Endpoint
 from pipeline.frames import RingReaders
-from pipeline.messages import DetectionMessage, EventMessage, topic
+from pipeline.messages import DetectionMessage, EventMessage, FrameRef, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.annotate import annotate
 from stages.events import ViolationRule
 from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.settings import Settings
-from stages.topology import capture_ring, detections_source, instance, live_frame
+from stages.topology import capture_ring, detections_source, instance, live_frame, record_input
 
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 60.0
+RECORD_DELAY_S = 0.3  # a live frame waits this long at most for its own detections (the ring holds ~0.5 s)
+OFFLINE_WAIT_S = 10.0  # an offline frame whose detections were lost in a crash is recorded without them
+DETECTIONS_KEPT = 64  # recent det messages, to draw frames with their own or the latest before them
 FREE_SPACE_EVERY_S = 1.0
 LIVE_EVERY_S = 0.2  # the live view's frame, at most 5 per second
 RECENT_EVENTS = 5
@@ -65,6 +73,8 @@ class RecordStage(Stage):
             "events": 0,
             "recent_events": [],
         }
+        self.pending: deque[tuple[FrameRef, np.ndarray, float]] = deque()  # frames to record, and when they came
+        self.detected: OrderedDict[int, DetectionMessage] = OrderedDict()  # seq -> det message, newest last
         self.last_detection: float | None = None  # monotonic time of this stream's latest det message
         self.last_recorded: float | None = None  # and of its latest recorded frame
 
@@ -77,6 +87,13 @@ class RecordStage(Stage):
     def setup(self) -> None:
         self.detections = detections_source(self.settings).open(self.context, hwm=1000)
         self.detections.setsockopt(zmq.SUBSCRIBE, topic("det", self.stream.id))
+        self.poller = zmq.Poller()
+        self.poller.register(self.detections, zmq.POLLIN)
+        self.frames_in = None
+        if self.stream.record:
+            hwm = self.settings.pipeline.ring_slots
+            self.frames_in = record_input(self.settings.runtime_dir, self.stream.id).open(self.context, hwm=hwm)
+            self.poller.register(self.frames_in, zmq.POLLIN)
         recording = self.settings.recording
         self.recorder = None
         if self.stream.record:
@@ -98,55 +115,92 @@ class RecordStage(Stage):
         self._retention()
         if time.monotonic() - self.last_space_check >= FREE_SPACE_EVERY_S:
             self._keep_free_space()
-        if not self.detections.poll(200):
-            return
+        self.poller.poll(100)
         for message in self.drain(self.detections, DetectionMessage, topics=True):
             if message.stream == self.stream.id:  # the subscription is a prefix: det.cam1 also matches det.cam10
-                self._record(message)
+                self._on_detections(message)
+        if self.frames_in is not None:
+            for ref in self.drain(self.frames_in, FrameRef):
+                self._take(ref)
+            self._record_ready()
 
-    def _record(self, message: DetectionMessage) -> None:
+    def _take(self, ref: FrameRef) -> None:
+        """Copy a captured frame out of the ring at once: the ring holds about half a second, and
+        the frame may wait here for its detections while this stage encodes others."""
+        try:
+            frame = self.ring.read(capture_ring(self.settings.runtime_dir, self.stream.id), ref.slot, ref.seq)
+        except ValueError as error:
+            self.reject(ref.TYPE, error)
+            return
+        if frame is None:
+            self.stats["missed"] += 1
+            return
+        self.pending.append((ref, frame.image, time.monotonic()))
+
+    def _record_ready(self) -> None:
+        """Record the waiting frames, oldest first, whose detections are known or who waited long enough."""
+        newest = next(reversed(self.detected), -1)
+        while self.pending:
+            ref, image, arrived = self.pending[0]
+            own = self.detected.get(ref.seq)
+            if own is None and newest < ref.seq:
+                patience = RECORD_DELAY_S if ref.realtime else OFFLINE_WAIT_S
+                if time.monotonic() - arrived < patience:
+                    return
+            self.pending.popleft()
+            self._record(ref, image, own or self._latest_before(ref.seq))
+
+    def _latest_before(self, seq: int) -> DetectionMessage | None:
+        """The newest detections of an earlier frame: what a frame inference skipped is drawn with."""
+        return next((m for s, m in reversed(self.detected.items()) if s <= seq), None)
+
+    def _record(self, ref: FrameRef, image: np.ndarray, message: DetectionMessage | None) -> None:
+        detections = Detections(*(message.boxes, message.scores, message.classes) if message else ([], [], []))
+        record = {
+            "seq": ref.seq,
+            "captured": ref.captured,
+            "detections_of": message.seq if message else None,  # this frame's seq when it was inferred
+            "counts": message.counts if message else {},
+            "detections": detections.records(self.names),
+        }
+        timeline = ref.pts if ref.pts is not None and not ref.realtime else ref.captured
+        try:
+            self.recorder.write(annotate(image, detections, self.names), timeline, ref.captured, record)
+        except DiskFullError as error:
+            self.stats["disk_dropped"] += 1
+            if not self.stats["disk_low"]:
+                log.warning("%s; making room", error)
+            self._keep_free_space(at_least_one=True)
+            return
+        self.last_recorded = time.monotonic()
+        self.stats.update(
+            frames=self.stats["frames"] + 1,
+            bytes=self.recorder.bytes_written,
+            segments=self.recorder.segments_closed,
+        )
+
+    def _on_detections(self, message: DetectionMessage) -> None:
+        """Keep the detections for recording; run the violation rule; refresh the live view."""
+        ring = capture_ring(self.settings.runtime_dir, self.stream.id)
+        if not self.ring.has_slot(ring, message.source_slot):
+            self.reject(message.TYPE, ValueError(f"source_slot {message.source_slot} is not in the capture ring"))
+            return
         self.last_detection = time.monotonic()
+        self.detected[message.seq] = message
+        while len(self.detected) > DETECTIONS_KEPT:
+            self.detected.popitem(last=False)
         for class_id, name in zip(message.classes, message.names):
             while len(self.names) <= class_id:
                 self.names.append(str(len(self.names)))
             self.names[class_id] = name
         fired = self.rule.observe(message.names, message.scores) if self.rule else None
         live_due = time.monotonic() - self.last_live >= LIVE_EVERY_S
-        if self.recorder is None and fired is None and not live_due:
+        if fired is None and not live_due:
             return
-        try:
-            frame = self.ring.read(
-                capture_ring(self.settings.runtime_dir, self.stream.id), message.source_slot, message.seq
-            )
-        except ValueError as error:
-            self.reject(message.TYPE, error)
-            return
-        if frame is None:
-            self.stats["missed"] += 1
-        detections = Detections(message.boxes, message.scores, message.classes)
-        annotated = annotate(frame.image, detections, self.names) if frame is not None else None
-        if self.recorder is not None and annotated is not None:
-            record = {
-                "seq": message.seq,
-                "captured": message.captured,
-                "counts": message.counts,
-                "detections": detections.records(self.names),
-            }
-            timeline = message.pts if message.pts is not None and not self.stream.is_realtime else message.captured
-            try:
-                self.recorder.write(annotated, timeline, message.captured, record)
-            except DiskFullError as error:
-                self.stats["disk_dropped"] += 1
-                if not self.stats["disk_low"]:
-                    log.warning("%s; making room", error)
-                self._keep_free_space(at_least_one=True)
-            else:
-                self.last_recorded = time.monotonic()
-            self.stats.update(
-                frames=self.stats["frames"] + 1,
-                bytes=self.recorder.bytes_written,
-                segments=self.recorder.segments_closed,
-            )
+        frame = self.ring.read(ring, message.source_slot, message.seq)
+        annotated = None
+        if frame is not None:
+            annotated = annotate(frame.image, Detections(message.boxes, message.scores, message.classes), self.names)
         if live_due and annotated is not None:
             self._write_live(annotated)
         if fired is not None:

@@ -2,6 +2,8 @@
 
     capture.<stream>  --FrameRef-->  preprocess.<i>  --Batchable-->  inference  --det.<stream>-->  record.<stream>
     (ring per stream)                (ring per worker)               (PUB, via the supervisor's proxy) (SUB; events)
+          |                                                                                            ^
+          +------------------------------- FrameRef of every frame (recorded streams) -----------------+
 
 Offline captures take their credit from the same det.<stream> messages.
 """
@@ -36,6 +38,12 @@ def frame_files(runtime_dir: Path) -> list[Path]:
 def live_frame(runtime_dir: Path, stream: str) -> Path:
     """The newest annotated JPEG of a stream, which the live view serves."""
     return runtime_dir / f"live-{stream}.jpg"
+
+
+def record_input(runtime_dir: Path, stream: str) -> Endpoint:
+    """Every captured frame of a recorded stream, for its record stage (which records at the
+    camera's rate, whatever inference keeps up with)."""
+    return Endpoint("pull", True, f"ipc://{runtime_dir}/record-{stream}.ipc")
 
 
 def preprocess_input(runtime_dir: Path, worker: int) -> Endpoint:

@@ -5,8 +5,10 @@ Each probe runs against the real daemon and failed before its fix."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -308,3 +310,32 @@ def test_made_up_subscriptions_cost_no_memory(daemon, make_video) -> None:
     finally:
         context.destroy(0)
     assert running.stop()[0] == 0
+
+
+def test_recording_goes_on_at_the_cameras_rate_when_inference_stalls(daemon, make_video) -> None:
+    clip = make_video("clip.mp4", seconds=3, fps=10, size="320x240")
+    running = daemon([{"id": "cam", "url": str(clip), "loop": True, "realtime": True}])
+    running.wait_ready()
+    collect(running.endpoint, lambda m: len(m.get("cam", [])) >= 5, timeout=60)
+    inference = running.stage_pid("inference")
+
+    def recorded(status: dict) -> int:
+        return status["stages"]["record.cam"]["stats"]["frames"]
+
+    os.kill(inference, signal.SIGSTOP)  # no detections at all for a while
+    try:
+        stalled_at = json.loads(vestwatch("ctl", "status", "-c", running.config).stdout)
+        wait_status(running, lambda s: recorded(s) >= recorded(stalled_at) + 40, timeout=30)  # 4 s at 10 fps
+    finally:
+        os.kill(inference, signal.SIGCONT)
+    assert running.stop()[0] == 0
+    status_lines = running.output.text()
+    assert "record.cam exited" not in status_lines
+    segments = sorted((running.recordings / "cam").rglob("*.ts"))
+    frames = sum(int(probe_video(s)[0]["nb_read_frames"]) for s in segments)
+    lines = [json.loads(line) for s in segments for line in s.with_suffix(".jsonl").read_text().splitlines()]
+    assert len(lines) == frames
+    seqs = [line["seq"] for line in lines]
+    assert seqs == sorted(seqs) and seqs[-1] - seqs[0] + 1 - len(seqs) <= 2, "every captured frame is recorded"
+    inferred = sum(line["detections_of"] == line["seq"] for line in lines)
+    assert inferred < len(lines), "frames without detections of their own were recorded too"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from prometheus_client.parser import text_string_to_metric_families
 
 from stages.observe import health
-from tests.harness import collect
+from tests.harness import collect, wait_status
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -124,6 +124,7 @@ def test_a_file_of_random_bytes_is_unhealthy(daemon, tmp_path) -> None:
     vestwatch = daemon([{"id": "noise", "url": str(noise), "loop": True}])
     vestwatch.wait_ready()
     vestwatch.output.wait_for(lambda line: "noise:" in line and "retrying in" in line, timeout=60)
+    wait_status(vestwatch, lambda s: s["stages"]["capture.noise"]["state"] == "reconnecting")
     report = healthz_until(f"http://{vestwatch.http}", lambda code: code == 503)
     assert "capture.noise: its file cannot be read (retrying)" in report["problems"], report
     assert vestwatch.stop()[0] == 0
