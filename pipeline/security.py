@@ -1,8 +1,12 @@
-"""CURVE authentication for control endpoints that leave the host (tcp://), with pyzmq's ``zmq.auth``.
+"""CURVE authentication for endpoints that leave the host (tcp://), with pyzmq's ``zmq.auth``.
 
 A keys folder holds the server's certificate (``server.key``, ``server.key_secret``), one
 client's (``client.key``, ``client.key_secret``) and ``clients/``, the public keys of every
 client the server accepts; ``create_keys`` writes all of it.
+
+A process has one ZAP handler per context (``start_authenticator``); each server socket names
+its own domain in it, so that the control channel and the publish endpoint can take different
+keys folders.
 """
 
 from __future__ import annotations
@@ -33,14 +37,19 @@ def _load(folder: Path, name: str) -> tuple[bytes, bytes]:
     return public, secret
 
 
-def secure_server(socket: zmq.Socket, context: zmq.Context, folder: Path) -> ThreadAuthenticator:
-    """Make ``socket`` (before bind) a CURVE server that accepts only the keys in ``folder/clients``."""
+def start_authenticator(context: zmq.Context) -> ThreadAuthenticator:
+    """The context's ZAP handler; stop it when the context's sockets are closed."""
     authenticator = ThreadAuthenticator(context)
     authenticator.start()
-    authenticator.configure_curve(domain="*", location=str(folder / "clients"))
-    public, secret = _load(folder, "server")
-    socket.curve_secretkey, socket.curve_publickey, socket.curve_server = secret, public, True
     return authenticator
+
+
+def secure_server(socket: zmq.Socket, authenticator: ThreadAuthenticator, folder: Path, domain: str) -> None:
+    """Make ``socket`` (before bind) a CURVE server that accepts only the keys in ``folder/clients``."""
+    public, secret = _load(folder, "server")
+    authenticator.configure_curve(domain=domain, location=str(folder / "clients"))
+    socket.zap_domain = domain.encode()
+    socket.curve_secretkey, socket.curve_publickey, socket.curve_server = secret, public, True
 
 
 def secure_client(socket: zmq.Socket, folder: Path) -> None:

@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline import systemd
 from pipeline.control import ControlService
 from pipeline.endpoints import Endpoint
 from pipeline.messages import Heartbeat, MessageError
-from pipeline.security import secure_server
+from pipeline.security import secure_server, start_authenticator
 
 STATE_BROADCAST_S = 1.0  # restarted stages learn the live overrides within this
-MAX_SUBSCRIPTION_BYTES = 256  # a subscriber sending a longer message is disconnected
+MAX_SUBSCRIPTION_BYTES = 512  # a subscriber sending a longer message is disconnected (CURVE's handshake fits)
 
 log = logging.getLogger("vestwatch.supervisor")
 
@@ -86,6 +87,7 @@ class Supervisor:
         on_ready: Callable[[], None] | None = None,
         control: Endpoint | None = None,
         control_keys: Path | None = None,
+        publish_keys: Path | None = None,
         settable: dict[str, Callable] | None = None,
         streams: list[str] | None = None,
         publish: Endpoint | None = None,
@@ -105,6 +107,7 @@ class Supervisor:
         self.publish_hwm = publish_hwm
         self.control_endpoint = control
         self.control_keys = control_keys
+        self.publish_keys = publish_keys
         self.streams = list(streams or [])
         self.plan = plan  # re-reads the config on reload (SIGHUP or ctl reload)
         self.fingerprints: dict[str, str] = plan().fingerprints if plan else {}
@@ -150,15 +153,17 @@ class Supervisor:
     def publish_input(self) -> Endpoint:
         return Endpoint("xsub", True, f"ipc://{self.runtime_dir}/publish.ipc")
 
-    def _start_publish_proxy(self, context: zmq.Context) -> threading.Thread:
+    def _start_publish_proxy(self, context: zmq.Context, authenticator: ThreadAuthenticator | None) -> threading.Thread:
         """Own the public endpoint: stages publish into an internal XSUB, subscribers read the XPUB.
 
         Any stage can publish (detections, events), and subscribers keep their connection
         when a publishing stage restarts. Subscriptions stop here (the XSUB takes everything):
         only a prefix of a topic this daemon publishes is applied, anything else is counted and
         ignored, and a peer that sends more than ``MAX_SUBSCRIPTION_BYTES`` at once is disconnected:
-        libzmq keeps about 100 KB for each large message an XPUB receives, so 20,000 made-up 2 KB
-        subscriptions once took the supervisor to 3 GB.
+        libzmq 4.3.5 keeps memory for every message over a few dozen bytes an XPUB receives (about
+        100 KB for a 2 KB one, 10 KB for 200 bytes, measured), so 20,000 made-up 2 KB subscriptions
+        once took the supervisor to 3 GB. Shorter ones still cost that 10 KB each: on a network
+        that is not trusted, ``publish_keys`` (CURVE) keeps strangers from sending any.
         """
         inbound = self.publish_input.open(context, hwm=self.publish_hwm)
         inbound.send(b"\x01")  # subscribe to everything the stages publish
@@ -166,6 +171,8 @@ class Supervisor:
         def bounded(socket: zmq.Socket) -> None:
             socket.setsockopt(zmq.XPUB_MANUAL, 1)
             socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
+            if self.publish_keys:  # only subscribers with a listed key (publish_keys/clients)
+                secure_server(socket, authenticator, self.publish_keys, "publish")
 
         outbound = Endpoint("xpub", True, self.publish.address).open(context, hwm=self.publish_hwm, prepare=bounded)
 
@@ -323,17 +330,17 @@ class Supervisor:
         context = zmq.Context()
         socket = self.heartbeat_endpoint.open(context, hwm=1000)
         bus = self.bus_endpoint.open(context, hwm=100)
-        proxy = self._start_publish_proxy(context) if self.publish is not None else None
+        authenticator = start_authenticator(context) if self.control_keys or self.publish_keys else None
+        proxy = self._start_publish_proxy(context, authenticator) if self.publish is not None else None
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         control = None
-        authenticators = []
         if self.control_endpoint is not None:
             keys = self.control_keys
             control = self.control_endpoint.open(
                 context,
                 hwm=100,
-                prepare=(lambda s: authenticators.append(secure_server(s, context, keys))) if keys else None,
+                prepare=(lambda s: secure_server(s, authenticator, keys, "control")) if keys else None,
             )
             poller.register(control, zmq.POLLIN)
         watchdog = systemd.watchdog_interval()
@@ -362,7 +369,7 @@ class Supervisor:
             self._stop_processes(list(self.stages.values()), self.stop_grace_s)
             return 0
         finally:
-            for authenticator in authenticators:
+            if authenticator is not None:
                 authenticator.stop()
             for own in (socket, bus, control):  # the proxy thread closes its own when term() interrupts it
                 if own is not None:

@@ -20,12 +20,12 @@ import zmq
 
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
-from pipeline.messages import ControlState, DetectionMessage, FrameRef, topic
+from pipeline.messages import ControlState, DetectionMessage, FrameRef
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.feeds import Feed, FeedError, FeedFrame, open_feed
 from stages.settings import DEMO_URL, Settings, redact
-from stages.topology import capture_ring, detections_source, instance, preprocess_input, record_input
+from stages.topology import capture_ring, instance, open_detections, preprocess_input, record_input
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,7 @@ class CaptureStage(Stage):
             )
         self.credits = None
         if not self.realtime:
-            self.credits = detections_source(self.settings).open(self.context, hwm=1000)
-            self.credits.setsockopt(zmq.SUBSCRIBE, topic("det", self.stream.id))
+            self.credits = open_detections(self.settings, self.context, self.stream.id)
         self.state = "connecting"
 
     def teardown(self) -> None:

@@ -72,8 +72,11 @@ def run_daemon(args: argparse.Namespace) -> int:
             "live" if stream.is_realtime else "offline",
             ", recorded" if stream.record else "",
         )
+    publish = Endpoint.parse(settings.publish)
+    if publish.address.startswith("tcp://") and "127.0.0.1" not in publish.address and not settings.publish_keys:
+        log.warning("publish: %s is open to the network without publish_keys (CURVE)", publish.address)
     detections = detections_source(settings).address  # this host's publish endpoint unless inference is elsewhere
-    events = Endpoint.parse(settings.publish).peer("sub").address
+    events = publish.peer("sub").address
 
     def announce() -> None:
         print(f"vestwatch running: recordings in {settings.recordings_dir.resolve()}", flush=True)
@@ -97,9 +100,10 @@ def run_daemon(args: argparse.Namespace) -> int:
         on_ready=announce,
         control=settings.control_endpoint,
         control_keys=settings.control_keys,
+        publish_keys=settings.publish_keys,
         settable=SETTABLE,
         streams=[s.id for s in settings.streams],
-        publish=Endpoint.parse(settings.publish),
+        publish=publish,
         publish_hwm=settings.pipeline.publish_hwm,
         plan=reread,
     )
@@ -130,7 +134,7 @@ def add_run(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_subscribe(args: argparse.Namespace) -> int:
-    endpoint, topics = args.endpoint, args.topic or ["det."]
+    endpoint, topics, keys = args.endpoint, args.topic or ["det."], args.keys
     if endpoint is None:
         try:
             settings = load_settings(Settings, _config_path(args))
@@ -139,7 +143,8 @@ def run_subscribe(args: argparse.Namespace) -> int:
             return 2
         only_detections = all(t.startswith("det") for t in topics)  # det.* may come from another host
         endpoint = detections_source(settings).text if only_detections else settings.publish
-    for received, (topic, message) in enumerate(subscribe(endpoint, topics, args.timeout), 1):
+        keys = keys or settings.publish_keys
+    for received, (topic, message) in enumerate(subscribe(endpoint, topics, args.timeout, keys), 1):
         print(json.dumps({"topic": topic, **message}), flush=True)
         if args.count and received >= args.count:
             break
@@ -150,6 +155,9 @@ def add_subscribe(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("subscribe", help="print published messages as JSON lines")
     parser.add_argument("--topic", action="append", default=None, help="topic prefix (repeatable; default det.)")
     parser.add_argument("--endpoint", help="publisher address (default: the config's publish endpoint)")
+    parser.add_argument(
+        "--keys", type=Path, help="CURVE keys folder for a daemon with publish_keys (default: the config's)"
+    )
     parser.add_argument(
         "-c", "--config", type=Path, help="config whose endpoints to use (det.: pipeline.detections, else publish)"
     )
@@ -221,8 +229,11 @@ def add_ctl(subparsers: argparse._SubParsersAction) -> None:
 
 def run_keys(args: argparse.Namespace) -> int:
     create_keys(args.folder)
-    print(f'CURVE keys in {args.folder}: set control_keys = "{args.folder.resolve()}" in the daemon\'s config;')
-    print("a client needs client.key_secret and server.key (vestwatch ctl --keys FOLDER);")
+    print(
+        f'CURVE keys in {args.folder}: set control_keys, publish_keys or pipeline.link_keys = "{args.folder.resolve()}"'
+        " in the daemon's config;"
+    )
+    print("a client needs client.key_secret and server.key (vestwatch ctl|subscribe --keys FOLDER);")
     print("authorise more clients by copying their public .key files into clients/")
     return 0
 

@@ -36,7 +36,7 @@ from stages.annotate import annotate
 from stages.events import ViolationRule
 from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.settings import Settings
-from stages.topology import capture_ring, detections_source, instance, live_frame, record_input
+from stages.topology import capture_ring, instance, live_frame, open_detections, record_input
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ class RecordStage(Stage):
         return {**self.stats, "detection_age_s": detected, "recorded_age_s": recorded, "recording": self.stream.record}
 
     def setup(self) -> None:
-        self.detections = detections_source(self.settings).open(self.context, hwm=1000)
-        self.detections.setsockopt(zmq.SUBSCRIBE, topic("det", self.stream.id))
+        self.detections = open_detections(self.settings, self.context, self.stream.id)
         self.poller = zmq.Poller()
         self.poller.register(self.detections, zmq.POLLIN)
         self.frames_in = None

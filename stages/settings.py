@@ -219,6 +219,9 @@ class Settings(EnvOverridesFile):
     publish: EndpointOf("pub") = "pub+bind:tcp://127.0.0.1:5560"  # where det.<stream> messages go
     control: EndpointOf("rep") | None = None  # vestwatch ctl's; default rep+bind:ipc://<runtime_dir>/control.ipc
     control_keys: Path | None = None  # CURVE keys (vestwatch keys DIR); required when control is tcp://
+    # CURVE keys (vestwatch keys DIR) for the publish endpoint: only subscribers whose public key is in
+    # DIR/clients get messages (vestwatch subscribe --keys DIR); this daemon's own stages use DIR's client key
+    publish_keys: Path | None = None
     http: str | None = "127.0.0.1:8080"  # live view, /healthz and /metrics; None turns the server off
     streams: list[StreamSettings] = Field(default_factory=lambda: [StreamSettings(id="demo", url=DEMO_URL)])
     detector: DetectorSettings = DetectorSettings()

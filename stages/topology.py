@@ -17,7 +17,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline.endpoints import Endpoint
-from pipeline.security import secure_client, secure_server
+from pipeline.security import secure_client, secure_server, start_authenticator
 from pipeline.supervisor import Plan, StageSpec
 from stages.settings import Settings
 
@@ -77,7 +77,8 @@ def open_inference_link(
 
     def secure(socket: zmq.Socket) -> None:
         if side == "pull":
-            authenticators.append(secure_server(socket, context, keys))
+            authenticators.append(start_authenticator(context))
+            secure_server(socket, authenticators[0], keys, "link")
         else:
             secure_client(socket, keys)
 
@@ -95,6 +96,16 @@ def detections_source(settings: Settings) -> Endpoint:
     or ``pipeline.detections`` when inference runs on another host."""
     configured = settings.pipeline.detections
     return Endpoint.parse(configured) if configured else Endpoint.parse(settings.publish).peer("sub")
+
+
+def open_detections(settings: Settings, context: zmq.Context, stream: str) -> zmq.Socket:
+    """A SUB socket on ``det.<stream>`` from ``detections_source``; a CURVE client with ``publish_keys``."""
+    keys = settings.publish_keys
+    socket = detections_source(settings).open(
+        context, hwm=1000, prepare=(lambda s: secure_client(s, keys)) if keys else None
+    )
+    socket.setsockopt(zmq.SUBSCRIBE, f"det.{stream}".encode())
+    return socket
 
 
 def stage_specs(settings: Settings) -> list[StageSpec]:

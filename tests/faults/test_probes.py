@@ -339,3 +339,20 @@ def test_recording_goes_on_at_the_cameras_rate_when_inference_stalls(daemon, mak
     assert seqs == sorted(seqs) and seqs[-1] - seqs[0] + 1 - len(seqs) <= 2, "every captured frame is recorded"
     inferred = sum(line["detections_of"] == line["seq"] for line in lines)
     assert inferred < len(lines), "frames without detections of their own were recorded too"
+
+
+def test_publish_keys_let_only_listed_subscribers_in(daemon, make_video, tmp_path) -> None:
+    keys, strangers = tmp_path / "keys", tmp_path / "strangers"
+    assert vestwatch("keys", keys).returncode == 0 and vestwatch("keys", strangers).returncode == 0
+    shutil.copy(keys / "server.key", strangers / "server.key")  # they know the server, it does not know them
+    clip = make_video("clip.mp4", seconds=2, fps=10)
+    running = daemon([{"id": "cam", "url": str(clip), "loop": True}], publish_keys=str(keys))
+    running.wait_ready()
+    listed = vestwatch("subscribe", "-c", running.config, "--count", "3", "--timeout", "60")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3, listed.stderr
+    for intruder in (["--endpoint", running.endpoint], ["--endpoint", running.endpoint, "--keys", strangers]):
+        result = vestwatch("subscribe", *intruder, "--count", "1", "--timeout", "5")
+        assert result.returncode == 0 and result.stdout == "", "an unlisted subscriber got a message"
+    status = json.loads(vestwatch("ctl", "status", "-c", running.config).stdout)
+    assert status["stages"]["record.cam"]["stats"]["frames"] > 0, "the daemon's own record stage still reads"
+    assert running.stop()[0] == 0
