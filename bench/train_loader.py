@@ -1,5 +1,6 @@
-"""Training loader throughput: images/s of ``vestwatch train``'s data loader alone (mosaic, affine,
-HSV, flip, collate), no model, for each worker count, reading images from disk and from the RAM cache.
+"""Training loader throughput: images/s of ``vestwatch train``'s data loader alone (mosaic, affine
+with flip, collate; the HSV jitter runs on the training device), no model, for each worker
+count, reading images from disk and from the RAM cache.
 
     python bench/train_loader.py                          # ../shared's dataset, 640, workers 1 and 2
     python bench/train_loader.py --images 256 --workers 1 2 --batch 16

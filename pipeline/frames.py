@@ -129,7 +129,7 @@ class FrameRing:
 def _open_regular(path: Path, flags: int) -> int:
     """A ring file's descriptor; a symlink or anything but a regular file planted in its place is
     refused (OSError), so a ring can never map another file."""
-    fd = os.open(path, flags | os.O_NOFOLLOW, 0o600)
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(f"{path}: not a regular file")

@@ -27,12 +27,14 @@ removing or changing one bumps ``v``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
 import msgpack
 
 SCHEMA_VERSION = 1
+MAX_CLASSES = 1000  # class ids in a det message are below this
 
 
 class MessageError(ValueError):
@@ -181,9 +183,11 @@ class DetectionMessage(WireMessage):
     def problem(self) -> str | None:
         return _first_problem(
             size=self.width >= 1 and self.height >= 1,
+            captured=_finite(self.captured) and (self.pts is None or _finite(self.pts)),
             boxes=len(self.boxes) == len(self.scores) == len(self.classes) == len(self.names)
-            and all(isinstance(b, list) and len(b) == 4 for b in self.boxes),
-            classes=all(isinstance(c, int) and c >= 0 for c in self.classes),
+            and all(isinstance(b, list) and len(b) == 4 and all(_finite(v) for v in b) for b in self.boxes),
+            scores=all(_finite(v) for v in self.scores),
+            classes=all(isinstance(c, int) and 0 <= c < MAX_CLASSES for c in self.classes),
         )
 
 
@@ -220,6 +224,11 @@ class Heartbeat(WireMessage):
     pid: int
     state: str = "running"
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _finite(value: object) -> bool:
+    """A real number a stage can compute with: not NaN, not infinite, not a string."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _first_problem(**valid: bool) -> str | None:

@@ -32,7 +32,8 @@ from pipeline.messages import Heartbeat, MessageError
 from pipeline.security import secure_server, start_authenticator
 
 STATE_BROADCAST_S = 1.0  # restarted stages learn the live overrides within this
-MAX_SUBSCRIPTION_BYTES = 512  # a subscriber sending a longer message is disconnected (CURVE's handshake fits)
+MAX_SUBSCRIPTION_BYTES = 80  # a subscriber sending more is disconnected: "event." + a 64-character stream id fits
+MAX_HANDSHAKE_BYTES = 512  # with CURVE keys, whose handshake messages are longer
 
 log = logging.getLogger("vestwatch.supervisor")
 
@@ -160,19 +161,22 @@ class Supervisor:
         when a publishing stage restarts. Subscriptions stop here (the XSUB takes everything):
         only a prefix of a topic this daemon publishes is applied, anything else is counted and
         ignored, and a peer that sends more than ``MAX_SUBSCRIPTION_BYTES`` at once is disconnected:
-        libzmq 4.3.5 keeps memory for every message over a few dozen bytes an XPUB receives (about
-        100 KB for a 2 KB one, 10 KB for 200 bytes, measured), so 20,000 made-up 2 KB subscriptions
-        once took the supervisor to 3 GB. Shorter ones still cost that 10 KB each: on a network
-        that is not trusted, ``publish_keys`` (CURVE) keeps strangers from sending any.
+        libzmq 4.3.5 keeps memory for every message over a few dozen bytes an XPUB receives, in
+        manual mode too (about 100 KB for a 2 KB one, 10 KB for 200 bytes, measured), so 20,000
+        made-up 2 KB subscriptions once took the supervisor to 3 GB. The longest topic, 71 bytes,
+        still costs some: on a network that is not trusted, ``publish_keys`` (CURVE) keeps
+        strangers from sending any.
         """
         inbound = self.publish_input.open(context, hwm=self.publish_hwm)
         inbound.send(b"\x01")  # subscribe to everything the stages publish
 
         def bounded(socket: zmq.Socket) -> None:
             socket.setsockopt(zmq.XPUB_MANUAL, 1)
-            socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
             if self.publish_keys:  # only subscribers with a listed key (publish_keys/clients)
+                socket.setsockopt(zmq.MAXMSGSIZE, MAX_HANDSHAKE_BYTES)
                 secure_server(socket, authenticator, self.publish_keys, "publish")
+            else:
+                socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
 
         outbound = Endpoint("xpub", True, self.publish.address).open(context, hwm=self.publish_hwm, prepare=bounded)
 
@@ -352,6 +356,7 @@ class Supervisor:
                     self.reload_requested = False
                     with contextlib.suppress(ValueError):  # logged by reload()
                         self.reload()
+                    self._receive_heartbeats(socket)  # what came in meanwhile, before judging silence
                 self._watch()
                 ready = dict(poller.poll(200))
                 if socket in ready:

@@ -83,9 +83,9 @@ class CaptureStage(Stage):
         self.refs.setsockopt(zmq.LINGER, 0)
         for worker in range(p.preprocess_workers):
             self.refs.connect(preprocess_input(self.settings.runtime_dir, worker).address)
-        self.recorder = None  # every frame goes to the record stage too, if it records this stream here
+        self.record_out = None  # every frame goes to the record stage too, if it records this stream here
         if self.stream.record and "record" in p.stages:
-            self.recorder = (
+            self.record_out = (
                 record_input(self.settings.runtime_dir, self.stream.id)
                 .peer("push")
                 .open(self.context, hwm=max(2, p.ring_slots // 2))
@@ -135,7 +135,7 @@ class CaptureStage(Stage):
         self._close_feed()
         if self.loop or (self.realtime and not self.from_file):
             self.retry_at = 0.0  # a live stream that ends is reopened at once; a looping file restarts
-            self.state = "connecting"
+            self.state = "connected" if self.loop and self.from_file else "connecting"
         else:
             self.state = "ended"
             log.info("%s: end of %s after %d frames", self.stream.id, redact(self.stream.url), self.stats["frames"])
@@ -215,10 +215,12 @@ class CaptureStage(Stage):
         slot = self.ring.write(self.seq, image, frame.pts, captured)
         ref = FrameRef(self.stream.id, self.seq, slot, captured, frame.pts, self.realtime, self.pending_drops)
         payload = ref.encode()
-        if self.recorder is not None:  # recorded whether or not inference gets to see it
+        if self.record_out is not None:  # recorded whether or not inference gets to see it
+            while not self.realtime and not self.record_out.poll(200, zmq.POLLOUT) and not self.stopping:
+                self.beat()  # offline: lossless, wait for record
             try:
-                self.recorder.send(payload, zmq.NOBLOCK)
-            except zmq.Again:  # record is gone or far behind
+                self.record_out.send(payload, zmq.NOBLOCK)
+            except zmq.Again:  # live, and record is gone or far behind
                 self.stats["record_dropped"] += 1
         while not self.realtime and not self.refs.poll(200, zmq.POLLOUT) and not self.stopping:
             self.beat()  # offline: wait for a worker, heartbeating

@@ -53,6 +53,14 @@ def check_recordings_dir(settings: Settings) -> None:
         raise ConfigError(f"recordings_dir: {folder}: cannot write there ({error.strerror})") from None
 
 
+def model_inputs(settings: Settings) -> dict:
+    """What the model check depends on: the detector (not its live thresholds) and the event rule."""
+    return {
+        "detector": settings.detector.model_dump(exclude={"conf", "iou"}),
+        "events": settings.events.model_dump() if settings.events else None,
+    }
+
+
 def run_daemon(args: argparse.Namespace) -> int:
     config = _config_path(args)
     try:
@@ -84,12 +92,16 @@ def run_daemon(args: argparse.Namespace) -> int:
         if events != detections:
             print(f"events: vestwatch subscribe --endpoint {events} --topic event.", flush=True)
 
+    running = [settings]
+
     def reread() -> Plan:
-        """The new config's plan; a ConfigError (a ValueError) refuses the reload, naming the field."""
+        """The new config's plan; a ConfigError (a ValueError) refuses the reload, naming the field.
+        The model is checked again only when what it depends on changed (seconds of loading)."""
         fresh = load_settings(Settings, config)
         check_recordings_dir(fresh)
-        if "inference" in fresh.pipeline.stages:
+        if "inference" in fresh.pipeline.stages and model_inputs(fresh) != model_inputs(running[0]):
             check_model(config)
+        running[0] = fresh
         return plan(fresh)
 
     supervisor = Supervisor(

@@ -49,10 +49,12 @@ def _stream_problems(name: str, capture: dict[str, Any], stages: dict[str, Any])
     frame_age = _age(capture, "frame_age_s")
     if state == "reconnecting" and not stats.get("live"):
         return [f"{name}: its file cannot be read (retrying)"]
+    if stats.get("paused"):
+        return []  # silent by request
     if frame_age is None:
         return [] if state == "ended" and stats.get("frames") else [f"{name}: no frame yet ({state})"]
-    if not stats.get("live") or stats.get("paused"):
-        return []  # a file runs at its own pace and ends; a paused stream is silent by request
+    if not stats.get("live"):
+        return []  # a file runs at its own pace and ends
     if frame_age > FRAME_SILENCE_S:
         return [f"{name}: no frame for {frame_age} s ({state})"]
     record = stages.get(name.replace("capture.", "record.", 1))

@@ -2,8 +2,9 @@
 accepted: a weights file that does not load, a device that is not there, classes the config
 names that the model lacks. Without them the daemon started and its inference stage crash-looped.
 
-The model is loaded in a short-lived child process, so that the supervisor never imports torch
-(251 MiB resident instead of 42).
+The model is loaded on the CPU in a short-lived child process, so that the supervisor never
+imports torch (251 MiB resident instead of 42) and the check takes no memory from the GPU that
+the inference stage is using; the device itself is checked by name and presence.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def model_problem(config: Path | None) -> str | None:
     if weights.stat().st_size == 0:
         return f"detector.weights: {weights} is empty"
     try:
-        detector = detector_from_settings(detector_settings)
+        detector = detector_from_settings(detector_settings.model_copy(update={"device": "cpu"}))
     except ValueError as error:
         text = _first_line(error)
         if text.startswith("detector."):
@@ -55,7 +56,12 @@ def _first_line(error: BaseException) -> str:
 
 def check_model(config: Path | None) -> None:
     """ConfigError with ``model_problem``'s line, found in a child process."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        problem = pool.submit(model_problem, config).result()
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            problem = pool.submit(model_problem, config).result()
+    except ConfigError:
+        raise
+    except Exception as error:  # the check itself died (a loader crashed, out of memory): refuse too
+        problem = f"detector: the model check failed ({type(error).__name__}: {_first_line(error)})"
     if problem:
         raise ConfigError(problem)

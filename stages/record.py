@@ -14,6 +14,7 @@ as missed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -41,9 +42,8 @@ from stages.topology import capture_ring, instance, live_frame, open_detections,
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 60.0
-RECORD_DELAY_S = 0.3  # a live frame waits this long at most for its own detections (the ring holds ~0.5 s)
+RECORD_DELAY_S = 0.3  # a live frame waits this long at most for its own detections
 OFFLINE_WAIT_S = 10.0  # an offline frame whose detections were lost in a crash is recorded without them
-DETECTIONS_KEPT = 64  # recent det messages, to draw frames with their own or the latest before them
 FREE_SPACE_EVERY_S = 1.0
 LIVE_EVERY_S = 0.2  # the live view's frame, at most 5 per second
 RECENT_EVENTS = 5
@@ -65,6 +65,7 @@ class RecordStage(Stage):
             "frames": 0,
             "missed": 0,
             "disk_dropped": 0,  # frames not recorded for want of disk space
+            "write_errors": 0,  # frames not recorded for another I/O error
             "disk_free_bytes": None,
             "disk_low": False,  # below the floor even after deleting what may be deleted
             "bad_messages": 0,
@@ -75,6 +76,8 @@ class RecordStage(Stage):
         }
         self.pending: deque[tuple[FrameRef, np.ndarray, float]] = deque()  # frames to record, and when they came
         self.detected: OrderedDict[int, DetectionMessage] = OrderedDict()  # seq -> det message, newest last
+        # enough for every frame that can be waiting here (refs queue up to the ring's size twice over)
+        self.detections_kept = 2 * self.settings.pipeline.ring_slots + 64
         self.last_detection: float | None = None  # monotonic time of this stream's latest det message
         self.last_recorded: float | None = None  # and of its latest recorded frame
 
@@ -107,6 +110,9 @@ class RecordStage(Stage):
 
     def teardown(self) -> None:
         if self.recorder:
+            while self.pending:  # what waited for detections is recorded with what there is
+                ref, image, _ = self.pending.popleft()
+                self._record(ref, image, self.detected.get(ref.seq) or self._latest_before(ref.seq))
             self.recorder.close()
         self.ring.close()
 
@@ -151,7 +157,8 @@ class RecordStage(Stage):
 
     def _latest_before(self, seq: int) -> DetectionMessage | None:
         """The newest detections of an earlier frame: what a frame inference skipped is drawn with."""
-        return next((m for s, m in reversed(self.detected.items()) if s <= seq), None)
+        earlier = [s for s in self.detected if s <= seq]
+        return self.detected[max(earlier)] if earlier else None
 
     def _record(self, ref: FrameRef, image: np.ndarray, message: DetectionMessage | None) -> None:
         detections = Detections(*(message.boxes, message.scores, message.classes) if message else ([], [], []))
@@ -171,6 +178,10 @@ class RecordStage(Stage):
                 log.warning("%s; making room", error)
             self._keep_free_space(at_least_one=True)
             return
+        except OSError as error:  # not space: deleting recordings would not help
+            self.stats["write_errors"] += 1
+            log.warning("%s", error)
+            return
         self.last_recorded = time.monotonic()
         self.stats.update(
             frames=self.stats["frames"] + 1,
@@ -186,7 +197,7 @@ class RecordStage(Stage):
             return
         self.last_detection = time.monotonic()
         self.detected[message.seq] = message
-        while len(self.detected) > DETECTIONS_KEPT:
+        while len(self.detected) > self.detections_kept:
             self.detected.popitem(last=False)
         for class_id, name in zip(message.classes, message.names):
             while len(self.names) <= class_id:
@@ -219,10 +230,11 @@ class RecordStage(Stage):
         if annotated is not None:
             stamp = datetime.fromtimestamp(message.captured).astimezone()
             folder = self.settings.recordings_dir / self.stream.id / stamp.strftime("%Y-%m-%d") / "events"
-            folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{self.stream.id}-{stamp.strftime('%Y%m%d-%H%M%S')}-{message.seq}.jpg"
-            if cv2.imwrite(str(path), annotated):
-                snapshot = str(path.resolve())
+            with contextlib.suppress(OSError):  # a full disk: the event goes out without its picture
+                folder.mkdir(parents=True, exist_ok=True)
+                if cv2.imwrite(str(path), annotated):
+                    snapshot = str(path.resolve())
         position = self.recorder.position() if self.recorder else None
         event = EventMessage(
             stream=message.stream,
@@ -267,9 +279,14 @@ class RecordStage(Stage):
         self.last_space_check = time.monotonic()
         recordings = self.settings.recordings_dir
         floor = self.settings.recording.min_free_mb * 2**20
-        if at_least_one:
-            floor = max(floor, shutil.disk_usage(recordings).free + 1)
-        free, deleted = make_room(recordings, floor)
+        try:
+            if at_least_one:
+                floor = max(floor, shutil.disk_usage(recordings).free + 1)
+            free, deleted = make_room(recordings, floor)
+        except OSError as error:  # the disk is gone (unmounted?): say so, keep running
+            log.warning("%s: recordings disk: %s", self.stream.id, error)
+            self.stats.update(disk_free_bytes=None, disk_low=True)
+            return
         for path in deleted:
             log.info("%s: deleted %s for free space", self.stream.id, path)
         low = free < self.settings.recording.min_free_mb * 2**20 or (at_least_one and not deleted)

@@ -20,6 +20,7 @@ budget; ``make_room`` deletes the oldest of any stream when free space falls bel
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -41,7 +42,14 @@ MAX_GAP_S = 5.0  # a longer silence (a camera outage) ends the segment instead o
 
 
 class DiskFullError(OSError):
-    """A frame could not be written whole; nothing of it is on disk."""
+    """A frame could not be written whole for want of space; nothing of it is on disk."""
+
+
+def _failed(error: OSError, what: str) -> OSError:
+    """The error to raise for a failed write: DiskFullError when space ran out, else an OSError
+    (a permission or I/O error must not make anyone delete recordings)."""
+    kind = DiskFullError if error.errno in (errno.ENOSPC, errno.EDQUOT) else OSError
+    return kind(error.errno, f"{what} ({error.strerror})")
 
 
 class _FrameSink:
@@ -133,7 +141,7 @@ class SegmentRecorder:
             segment.sink.rollback(video_before)
             segment.sidecar.rollback()
             self._abandon()
-            raise DiskFullError(error.errno, f"{self.stream_id}: frame not recorded ({error.strerror})") from None
+            raise _failed(error, f"{self.stream_id}: frame not recorded") from None
         segment.last_pts = pts
         self.bytes_written += segment.sink.size - video_before
 
@@ -152,7 +160,7 @@ class SegmentRecorder:
             if sink is not None:
                 sink.close()
             path.unlink(missing_ok=True)
-            raise DiskFullError(error.errno, f"{self.stream_id}: cannot start a segment ({error.strerror})") from None
+            raise _failed(error, f"{self.stream_id}: cannot start a segment") from None
         container = av.open(sink, mode="w", format="mpegts", options={"flush_packets": "1"})
         stream = container.add_stream("libx264", rate=Fraction(self.fps_hint).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -202,12 +210,12 @@ def apply_retention(root: Path, max_age_s: float, max_bytes: int, now: float | N
     """Delete whole segments (with sidecars) older than ``max_age_s``, then oldest-first over ``max_bytes``;
     and event snapshots older than ``max_age_s``."""
     now = time.time() if now is None else now
-    segments = sorted(root.rglob("*.ts"), key=lambda p: p.stat().st_mtime)
-    sizes = {p: p.stat().st_size + _size(p.with_suffix(".jsonl")) for p in segments}
+    segments = sorted(root.rglob("*.ts"), key=_mtime)  # make_room in another stream's stage may delete any
+    sizes = {p: _size(p) + _size(p.with_suffix(".jsonl")) for p in segments}
     total = sum(sizes.values())
     deleted = []
     for path in segments[:-1] if segments else []:  # the newest may be the one being written
-        too_old = now - path.stat().st_mtime > max_age_s
+        too_old = now - _mtime(path) > max_age_s
         if not too_old and total <= max_bytes:
             break
         total -= sizes[path]
@@ -215,7 +223,7 @@ def apply_retention(root: Path, max_age_s: float, max_bytes: int, now: float | N
         path.with_suffix(".jsonl").unlink(missing_ok=True)
         deleted.append(path)
     for snapshot in root.rglob("events/*.jpg"):  # event snapshots go by age too
-        if now - snapshot.stat().st_mtime > max_age_s:
+        if now - _mtime(snapshot) > max_age_s:
             snapshot.unlink(missing_ok=True)
             deleted.append(snapshot)
     for folder in sorted({p.parent for p in deleted}, key=lambda f: len(f.parts), reverse=True):

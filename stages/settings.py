@@ -65,7 +65,8 @@ def is_live(url: str) -> bool:
 
 AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(\S*)@")  # greedy: up to the last @ of the word
 SECRET_QUERY = re.compile(
-    r"([?&;][^=&;\s]*(?:token|pass|pwd|secret|key|auth|sig|session|credential)[^=&;\s]*=)[^&;#\s]*", re.IGNORECASE
+    r"([?&;#][^=&;#\s]*(?:token|pass|pw|secret|key|auth|sig|session|credential)[^=&;#\s]*=)[^&;#\s]*",
+    re.IGNORECASE,
 )
 
 
@@ -245,6 +246,15 @@ class Settings(EnvOverridesFile):
             return value
         if not re.match(r"^[\w.:\[\]-]*:\d{1,5}$", value) or not 0 < int(value.rpartition(":")[2]) < 65536:
             raise ValueError(f"{value!r} must be HOST:PORT with a port from 1 to 65535")
+        return value
+
+    @field_validator("control_keys", "publish_keys")
+    @classmethod
+    def _keys_folder(cls, value: Path | None) -> Path | None:
+        needed = ("server.key_secret", "server.key", "client.key_secret", "clients")
+        missing = [name for name in needed if value is not None and not (value / name).exists()]
+        if missing:
+            raise ValueError(f"{value} lacks {missing[0]} (create the folder with 'vestwatch keys DIR')")
         return value
 
     @model_validator(mode="after")

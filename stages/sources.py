@@ -23,7 +23,7 @@ class MediaFile:
 
 def live_name(url: str) -> Path:
     """A file stem for a live source's outputs, no credentials and no dots: ``rtsp-10-0-0-9-554-live``."""
-    without_secrets = redact(url).split("?")[0].replace("***@", "@")
+    without_secrets = redact(url).split("?")[0]
     without_user = re.sub(r"//[^/]*@", "//", without_secrets)
     return Path(re.sub(r"[^A-Za-z0-9]+", "-", without_user).strip("-") or "camera")
 

@@ -123,7 +123,7 @@ def plan(settings: Settings) -> Plan:
     Thresholds are left out of inference's fingerprint: a reload applies them live, as
     overrides, instead of restarting the device owner.
     """
-    common = settings.model_dump(mode="json", include={"runtime_dir", "publish", "pipeline"})
+    common = settings.model_dump(mode="json", include={"runtime_dir", "publish", "publish_keys", "pipeline"})
     detector = settings.detector.model_dump(mode="json", exclude={"conf", "iou"})
     fingerprints = {}
     for spec in stage_specs(settings):

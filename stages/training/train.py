@@ -33,7 +33,7 @@ from stages.detector.checkpoints import load_model, save_weights
 from stages.detector.detector import Detector, Thresholds
 from stages.detector.model import Model
 from stages.training.data import DataConfig
-from stages.training.dataset import Augmentation, TrainingImages, model_input
+from stages.training.dataset import TrainingImages, model_input
 from stages.training.loss import YoloLoss
 from stages.training.metrics import Evaluation
 from stages.training.val import VAL_CONF, VAL_IOU, VAL_MAX_DET, evaluate, report, save_results
@@ -41,7 +41,6 @@ from stages.training.val import VAL_CONF, VAL_IOU, VAL_MAX_DET, evaluate, report
 log = logging.getLogger(__name__)
 
 NOMINAL_BATCH = 64
-HSV = Augmentation()  # the recipe's HSV gains, applied to each batch on the device
 RESULT_COLUMNS = [
     "epoch",
     "lr",
@@ -239,7 +238,7 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
         optimizer.zero_grad()
         for i, (images, targets) in enumerate(loader):
             step = i + batches * epoch
-            images = model_input(images, device, HSV)
+            images = model_input(images, device, loader.dataset.hyp)
             if step <= warmup:
                 accumulate = max(1, round(np.interp(step, [0, warmup], [1, NOMINAL_BATCH / config.batch])))
                 for g, group in enumerate(optimizer.param_groups):

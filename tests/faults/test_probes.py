@@ -4,6 +4,7 @@ Each probe runs against the real daemon and failed before its fix."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -327,7 +328,8 @@ def test_recording_goes_on_at_the_cameras_rate_when_inference_stalls(daemon, mak
         stalled_at = json.loads(vestwatch("ctl", "status", "-c", running.config).stdout)
         wait_status(running, lambda s: recorded(s) >= recorded(stalled_at) + 40, timeout=30)  # 4 s at 10 fps
     finally:
-        os.kill(inference, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # restarted meanwhile on a very slow machine
+            os.kill(inference, signal.SIGCONT)
     assert running.stop()[0] == 0
     status_lines = running.output.text()
     assert "record.cam exited" not in status_lines

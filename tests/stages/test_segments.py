@@ -67,4 +67,4 @@ def test_make_room_deletes_the_oldest_of_any_stream_but_never_a_streams_newest(t
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "a", "a/1.jsonl", "a/1.ts", "b", "b/1.jsonl", "b/1.ts"
     ]  # fmt: skip
-    assert make_room(tmp_path, 0) == (shutil.disk_usage(tmp_path).free, [])
+    assert make_room(tmp_path, 0)[1] == []

@@ -162,7 +162,7 @@ def test_train_resume_and_val_commands(boxes_dataset: Path, tmp_path: Path) -> N
     )
     assert timed.returncode == 0, timed.stderr
     sized = re.search(r"--time 0.1 min: (\d+) epochs in all", timed.stderr)
-    assert sized and 1 <= int(sized[1]) < 100
+    assert sized and int(sized[1]) >= 1
     assert len(list(csv.DictReader((tmp_path / "t" / "results.csv").open()))) == int(sized[1])
 
     out = tmp_path / "val"
