@@ -16,24 +16,21 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline import systemd
 from pipeline.control import ControlService
 from pipeline.endpoints import Endpoint
 from pipeline.messages import Heartbeat, MessageError
+from pipeline.publish import PublishProxy
 from pipeline.security import secure_server, start_authenticator
 
 STATE_BROADCAST_S = 1.0  # restarted stages learn the live overrides within this
-MAX_SUBSCRIPTION_BYTES = 80  # a subscriber sending more is disconnected: "event." + a 64-character stream id fits
-MAX_HANDSHAKE_BYTES = 512  # with CURVE keys, whose handshake messages are longer
 
 log = logging.getLogger("vestwatch.supervisor")
 
@@ -118,7 +115,7 @@ class Supervisor:
         self.stopping = False
         self.ready = False
         self.bad_messages = 0
-        self.bad_subscriptions = 0  # refused by the publish proxy
+        self.proxy: PublishProxy | None = None
 
     def _spawn(self, stage: StageProcess) -> None:
         env = {
@@ -154,68 +151,15 @@ class Supervisor:
     def publish_input(self) -> Endpoint:
         return Endpoint("xsub", True, f"ipc://{self.runtime_dir}/publish.ipc")
 
-    def _start_publish_proxy(self, context: zmq.Context, authenticator: ThreadAuthenticator | None) -> threading.Thread:
-        """Own the public endpoint: stages publish into an internal XSUB, subscribers read the XPUB.
-
-        Any stage can publish (detections, events), and subscribers keep their connection
-        when a publishing stage restarts. Subscriptions stop here (the XSUB takes everything):
-        only a prefix of a topic this daemon publishes is applied, anything else is counted and
-        ignored, and a peer that sends more than ``MAX_SUBSCRIPTION_BYTES`` at once is disconnected:
-        libzmq 4.3.5 keeps memory for every message over a few dozen bytes an XPUB receives, in
-        manual mode too (about 100 KB for a 2 KB one, 10 KB for 200 bytes, measured), so 20,000
-        made-up 2 KB subscriptions once took the supervisor to 3 GB. The longest topic, 71 bytes,
-        still costs some: on a network that is not trusted, ``publish_keys`` (CURVE) keeps
-        strangers from sending any.
-        """
-        inbound = self.publish_input.open(context, hwm=self.publish_hwm)
-        inbound.send(b"\x01")  # subscribe to everything the stages publish
-
-        def bounded(socket: zmq.Socket) -> None:
-            socket.setsockopt(zmq.XPUB_MANUAL, 1)
-            if self.publish_keys:  # only subscribers with a listed key (publish_keys/clients)
-                socket.setsockopt(zmq.MAXMSGSIZE, MAX_HANDSHAKE_BYTES)
-                secure_server(socket, authenticator, self.publish_keys, "publish")
-            else:
-                socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
-
-        outbound = Endpoint("xpub", True, self.publish.address).open(context, hwm=self.publish_hwm, prepare=bounded)
-
-        def forward() -> None:
-            poller = zmq.Poller()
-            poller.register(inbound, zmq.POLLIN)
-            poller.register(outbound, zmq.POLLIN)
-            try:
-                while True:
-                    for socket, _ in poller.poll():
-                        if socket is inbound:
-                            outbound.send_multipart(inbound.recv_multipart())
-                        else:
-                            self._subscription(outbound, outbound.recv())
-            except zmq.ContextTerminated:  # term() at shutdown interrupts it
-                pass
-            finally:
-                inbound.close(0)
-                outbound.close(0)
-
-        thread = threading.Thread(target=forward, name="publish-proxy", daemon=True)
-        thread.start()
-        return thread
-
-    def _subscription(self, outbound: zmq.Socket, request: bytes) -> None:
-        """Apply a subscriber's (un)subscription if it is a prefix of a topic published here."""
-        wanted = request[1:]
-        topics = [f"{kind}.{stream}".encode() for stream in self.streams for kind in ("det", "event")]
-        if request[:1] not in (b"\x00", b"\x01") or not any(t.startswith(wanted) for t in topics):
-            self.bad_subscriptions += 1
-            return
-        outbound.setsockopt(zmq.SUBSCRIBE if request[:1] == b"\x01" else zmq.UNSUBSCRIBE, wanted)
+    def _topics(self) -> list[str]:
+        return [f"{kind}.{stream}" for stream in self.streams for kind in ("det", "event")]
 
     def status(self) -> dict:
         """Every stage's state, pid, restarts and last reported figures."""
         now = time.monotonic()
         return {
             "uptime_s": round(now - self.started, 1),
-            "bad_subscriptions": self.bad_subscriptions,
+            "bad_subscriptions": self.proxy.refused if self.proxy else 0,
             "stages": {
                 name: {
                     "state": stage.state,
@@ -335,7 +279,18 @@ class Supervisor:
         socket = self.heartbeat_endpoint.open(context, hwm=1000)
         bus = self.bus_endpoint.open(context, hwm=100)
         authenticator = start_authenticator(context) if self.control_keys or self.publish_keys else None
-        proxy = self._start_publish_proxy(context, authenticator) if self.publish is not None else None
+        proxy = None
+        if self.publish is not None:
+            self.proxy = PublishProxy(
+                context,
+                self.publish_input,
+                self.publish,
+                self.publish_hwm,
+                self._topics,
+                self.publish_keys,
+                authenticator,
+            )
+            proxy = self.proxy.start()
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         control = None

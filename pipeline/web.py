@@ -4,16 +4,18 @@
 >>> server.shutdown()
 
 A route whose key ends in ``/`` serves every path under it; the route gets the path. A client
-gets ``TIMEOUT_S`` to send its request and read the answer, and at most ``MAX_CONNECTIONS`` are
+gets ``TIMEOUT_S`` in all to send its request and read the answer, and at most ``MAX_CONNECTIONS`` are
 served at once (the rest are closed at once), so idle or half-open connections cannot pile up
 threads in the supervisor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,19 +34,38 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.deadlines: dict[socket.socket, float] = {}  # open connections and when they must end
+        self.lock = threading.Lock()
+        threading.Thread(target=self._reap, name="http-reaper", daemon=True).start()
 
     def process_request(self, request: socket.socket, client_address: object) -> None:
         if not self.slots.acquire(blocking=False):
             log.debug("HTTP: %d connections open, closing one from %s", MAX_CONNECTIONS, client_address)
             self.shutdown_request(request)
             return
+        with self.lock:
+            self.deadlines[request] = time.monotonic() + TIMEOUT_S
         super().process_request(request, client_address)
 
     def process_request_thread(self, request: socket.socket, client_address: object) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
+            with self.lock:
+                self.deadlines.pop(request, None)
             self.slots.release()
+
+    def _reap(self) -> None:
+        """Hang up on connections past their deadline: a client trickling its request a byte at a
+        time would otherwise hold a slot for ever, one read timeout after another."""
+        while True:
+            time.sleep(1.0)
+            now = time.monotonic()
+            with self.lock:
+                late = [request for request, deadline in self.deadlines.items() if deadline < now]
+            for request in late:
+                with contextlib.suppress(OSError):
+                    request.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: socket.socket, client_address: object) -> None:
         log.debug("HTTP: connection from %s ended early", client_address, exc_info=True)
@@ -54,7 +75,7 @@ def serve(address: str, routes: dict[str, Route]) -> ThreadingHTTPServer:
     host, _, port = address.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):
-        timeout = TIMEOUT_S
+        timeout = TIMEOUT_S  # per read; the server's reaper bounds the whole connection
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

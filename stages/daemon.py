@@ -35,6 +35,7 @@ def _unit_interval(value: Any) -> float:
     return number
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 SETTABLE = {"conf": _unit_interval, "iou": _unit_interval}  # what vestwatch ctl set may change live
 
 
@@ -81,7 +82,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             ", recorded" if stream.record else "",
         )
     publish = Endpoint.parse(settings.publish)
-    if publish.address.startswith("tcp://") and "127.0.0.1" not in publish.address and not settings.publish_keys:
+    host = publish.address.removeprefix("tcp://").rpartition(":")[0]
+    if publish.address.startswith("tcp://") and host not in LOOPBACK and not settings.publish_keys:
         log.warning("publish: %s is open to the network without publish_keys (CURVE)", publish.address)
     detections = detections_source(settings).address  # this host's publish endpoint unless inference is elsewhere
     events = publish.peer("sub").address

@@ -222,7 +222,9 @@ class RecordStage(Stage):
         ok, jpeg = cv2.imencode(".jpg", annotated, [cv2.IMWRITE_JPEG_QUALITY, 75])
         if ok:
             partial = self.live_path.with_suffix(".partial")
-            partial.write_bytes(jpeg.tobytes())
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)  # the owner's eyes only
+            with os.fdopen(fd, "wb") as out:
+                out.write(jpeg.tobytes())
             os.replace(partial, self.live_path)
 
     def _raise_event(self, message: DetectionMessage, frames_seen: int, annotated: np.ndarray | None) -> None:
@@ -235,7 +237,8 @@ class RecordStage(Stage):
                 folder.mkdir(parents=True, exist_ok=True)
                 if cv2.imwrite(str(path), annotated):
                     snapshot = str(path.resolve())
-        position = self.recorder.position() if self.recorder else None
+        timeline = message.pts if message.pts is not None and not self.stream.is_realtime else message.captured
+        position = self.recorder.position(timeline) if self.recorder else None  # its frame may still be pending
         event = EventMessage(
             stream=message.stream,
             seq=message.seq,

@@ -68,9 +68,9 @@ class _FrameSink:
         return len(data)
 
     def commit(self) -> None:
-        with memoryview(self.pending) as view:
-            while self.tried < len(view):  # a short write is not the end of the record
-                self.tried += os.write(self.fd, view[self.tried :])
+        while self.tried < len(self.pending):  # a short write is not the end of the record
+            rest = self.pending if self.tried == 0 else self.pending[self.tried :]  # no view may outlive an error
+            self.tried += os.write(self.fd, rest)
         self.size += self.tried
         self.tried = 0
         self.pending.clear()
@@ -170,11 +170,15 @@ class SegmentRecorder:
         log.info("%s: recording %s", self.stream_id, path)
         return Segment(path, timeline_s, width, height, sink, container, stream, sidecar)
 
-    def position(self) -> tuple[Path, float] | None:
-        """The open segment and the offset (s) of the last frame written to it."""
-        if self.segment is None or self.segment.last_pts < 0:
+    def position(self, timeline_s: float | None = None) -> tuple[Path, float] | None:
+        """Where the moment ``timeline_s`` is (or will be, for a frame still to be written) in the open
+        segment, else the offset (s) of the last frame written to it."""
+        segment = self.segment
+        if segment is None or segment.last_pts < 0:
             return None
-        return self.segment.path, round(self.segment.last_pts * float(TIME_BASE), 3)
+        if timeline_s is not None and timeline_s >= segment.started:
+            return segment.path, round(timeline_s - segment.started, 3)
+        return segment.path, round(segment.last_pts * float(TIME_BASE), 3)
 
     def close(self) -> None:
         """Finish the open segment, if any: flush the encoder, close the files. On a full disk the

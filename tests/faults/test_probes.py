@@ -294,7 +294,7 @@ def test_made_up_subscriptions_cost_no_memory(daemon, make_video) -> None:
     context = zmq.Context()
     try:
         floods = []
-        for size in (2048, 12):  # large ones disconnect their sender; short made-up ones are ignored
+        for size in (2048, 12):  # large ones disconnect their sender; short made-up ones are refused
             flood = context.socket(zmq.SUB)
             flood.setsockopt(zmq.LINGER, 0)
             flood.setsockopt(zmq.SNDHWM, 0)

@@ -1,10 +1,13 @@
+import errno
+import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from stages.segments import SegmentRecorder, apply_retention, make_room
+from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from tests.harness import probe_video
 
 
@@ -68,3 +71,36 @@ def test_make_room_deletes_the_oldest_of_any_stream_but_never_a_streams_newest(t
         "a", "a/1.jsonl", "a/1.ts", "b", "b/1.jsonl", "b/1.ts"
     ]  # fmt: skip
     assert make_room(tmp_path, 0)[1] == []
+
+
+@pytest.mark.parametrize(("code", "error"), [(errno.ENOSPC, DiskFullError), (errno.EIO, OSError)])
+def test_a_failed_write_leaves_whole_frames_and_lines(tmp_path: Path, monkeypatch, code: int, error: type) -> None:
+    recorder = SegmentRecorder(tmp_path, "cam", segment_s=60.0, crf=30, fps_hint=10)
+    for i in range(10):
+        recorder.write(np.full((120, 160, 3), i * 20, np.uint8), 1000.0 + i / 10, 1000.0, {"seq": i})
+    ours = {recorder.segment.sink.fd, recorder.segment.sidecar.fd}
+    real_write, calls = os.write, []
+
+    def short_then_failing(fd: int, data: bytes) -> int:
+        if fd not in ours:
+            return real_write(fd, data)
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))  # a short write: half a frame reaches the disk
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "write", short_then_failing)
+    with pytest.raises(error) as raised:
+        recorder.write(np.full((120, 160, 3), 255, np.uint8), 1001.0, 1001.0, {"seq": 10})
+    assert isinstance(raised.value, DiskFullError) == (code == errno.ENOSPC)
+    monkeypatch.undo()
+    assert len(calls) >= 2, "the short write was retried"
+    recorder.write(np.full((120, 160, 3), 90, np.uint8), 1001.1, 1001.1, {"seq": 11})  # goes on in a new segment
+    recorder.close()
+    segments = sorted((tmp_path / "cam").rglob("*.ts"))
+    assert len(segments) == 2
+    first, problems = probe_video(segments[0])
+    assert problems == "" and int(first["nb_read_frames"]) == 10, "cut back to the last whole frame"
+    assert [json.loads(line)["seq"] for line in segments[0].with_suffix(".jsonl").read_text().splitlines()] == list(
+        range(10)
+    )
