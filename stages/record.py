@@ -121,13 +121,14 @@ class RecordStage(Stage):
         if time.monotonic() - self.last_space_check >= FREE_SPACE_EVERY_S:
             self._keep_free_space()
         self.poller.poll(100)
-        for message in self.drain(self.detections, DetectionMessage, topics=True):
-            if message.stream == self.stream.id:  # the subscription is a prefix: det.cam1 also matches det.cam10
-                self._on_detections(message)
         if self.frames_in is not None:
             for ref in self.drain(self.frames_in, FrameRef):
                 self._take(ref)
-            self._record_ready()
+        arrived = [m for m in self.drain(self.detections, DetectionMessage, topics=True) if self._keep(m)]
+        if self.frames_in is not None:
+            self._record_ready()  # first, so that an event below finds its frame in the open segment
+        for message in arrived:
+            self._on_detections(message)
 
     def _take(self, ref: FrameRef) -> None:
         """Copy a captured frame out of the ring at once: the ring holds about half a second, and
@@ -189,16 +190,22 @@ class RecordStage(Stage):
             segments=self.recorder.segments_closed,
         )
 
-    def _on_detections(self, message: DetectionMessage) -> None:
-        """Keep the detections for recording; run the violation rule; refresh the live view."""
-        ring = capture_ring(self.settings.runtime_dir, self.stream.id)
-        if not self.ring.has_slot(ring, message.source_slot):
+    def _keep(self, message: DetectionMessage) -> bool:
+        """Keep a det message of this stream for recording; False for one to ignore."""
+        if message.stream != self.stream.id:  # the subscription is a prefix: det.cam1 also matches det.cam10
+            return False
+        if not self.ring.has_slot(capture_ring(self.settings.runtime_dir, self.stream.id), message.source_slot):
             self.reject(message.TYPE, ValueError(f"source_slot {message.source_slot} is not in the capture ring"))
-            return
+            return False
         self.last_detection = time.monotonic()
         self.detected[message.seq] = message
         while len(self.detected) > self.detections_kept:
             self.detected.popitem(last=False)
+        return True
+
+    def _on_detections(self, message: DetectionMessage) -> None:
+        """Run the violation rule on a kept det message and refresh the live view."""
+        ring = capture_ring(self.settings.runtime_dir, self.stream.id)
         for class_id, name in zip(message.classes, message.names):
             while len(self.names) <= class_id:
                 self.names.append(str(len(self.names)))
