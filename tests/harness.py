@@ -38,6 +38,12 @@ def vestwatch(
     )
 
 
+def rss_mib(pid: int) -> float:
+    """A process's resident memory, MiB."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmRSS:"))) / 1024
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -76,14 +76,15 @@ def non_max_suppression(
     return results
 
 
-def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``[len(a), len(b)]`` IoU of xyxy boxes."""
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes ``[N, 4]`` x ``[M, 4]``."""
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:4], b[None, :, 2:4])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = (rb - lt).clip(0).prod(2)
-    area_a = (a[:, 2:4] - a[:, :2]).clip(0).prod(1)
-    area_b = (b[:, 2:4] - b[:, :2]).clip(0).prod(1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(1)
+    union = area_a[:, None] + area_b[None] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
 
 
 def suppress_exclusive(rows: np.ndarray, pairs: list[tuple[int, int]], iou: float) -> np.ndarray:
@@ -103,7 +104,7 @@ def suppress_exclusive(rows: np.ndarray, pairs: list[tuple[int, int]], iou: floa
     excludes = np.zeros((max(top, int(classes.max()) + 1),) * 2, bool)
     for a, b in pairs:
         excludes[a, b] = excludes[b, a] = True
-    conflict = excludes[classes[:, None], classes[None, :]] & (pairwise_iou(rows, rows) > iou)
+    conflict = excludes[classes[:, None], classes[None, :]] & (box_iou(rows[:, :4], rows[:, :4]) > iou)
     keep = np.ones(len(rows), bool)
     for i in np.argsort(-rows[:, 4], kind="stable"):  # the stronger box decides first
         if keep[i]:

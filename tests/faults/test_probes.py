@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from pipeline.messages import Batchable, DetectionMessage, FrameRef, topic
-from tests.harness import collect, free_port, probe_video, vestwatch, wait_status
+from tests.harness import collect, free_port, probe_video, rss_mib, vestwatch, wait_status
 
 
 def stage_pids(daemon) -> dict[str, int]:
@@ -277,11 +277,6 @@ def test_a_full_disk_deletes_the_oldest_and_keeps_recording(small_disk, daemon, 
         lines = segment.with_suffix(".jsonl").read_text().splitlines()
         assert [json.loads(line)["seq"] for line in lines], f"{segment.name}: empty sidecar"
         assert len(lines) == int(stream["nb_read_frames"]), segment.name
-
-
-def rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return int(next(line.split()[1] for line in status if line.startswith("VmRSS:"))) / 1024
 
 
 def test_made_up_subscriptions_cost_no_memory(daemon, make_video) -> None:

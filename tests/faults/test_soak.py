@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-from tests.harness import probe_video, vestwatch
+from tests.harness import probe_video, rss_mib, vestwatch
 
 STREAMS = 4
 GROWTH_LIMIT = 0.05
-
-
-def rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return int(next(line.split()[1] for line in status if line.startswith("VmRSS:"))) / 1024
 
 
 def status_of(daemon) -> dict:
