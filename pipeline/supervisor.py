@@ -160,6 +160,7 @@ class Supervisor:
         return {
             "uptime_s": round(now - self.started, 1),
             "bad_subscriptions": self.proxy.refused if self.proxy else 0,
+            "subscribers_hung_up": self.proxy.hung_up if self.proxy else 0,
             "stages": {
                 name: {
                     "state": stage.state,

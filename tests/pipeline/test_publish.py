@@ -1,0 +1,92 @@
+"""The publish proxy against real subscribers over TCP: what a client can make it hold."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import zmq
+
+from pipeline import publish
+from pipeline.endpoints import Endpoint
+from pipeline.publish import PublishProxy
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    context = zmq.Context()
+    proxy = PublishProxy(
+        context,
+        Endpoint("xsub", True, f"ipc://{tmp_path}/publish.ipc"),
+        Endpoint("xpub", True, "tcp://127.0.0.1:*"),
+        hwm=100,
+        topics=lambda: ["det.cam", "event.cam"],
+    )
+    proxy.start()
+    stage = context.socket(zmq.PUB)
+    stage.connect(f"ipc://{tmp_path}/publish.ipc")
+    stop = threading.Event()
+    opened.clear()
+
+    def publish_forever() -> None:
+        while not stop.is_set():
+            stage.send_multipart([b"det.cam", b"payload"])
+            stop.wait(0.01)
+
+    publisher = threading.Thread(target=publish_forever)
+    publisher.start()
+    yield proxy, proxy.outbound.getsockopt_string(zmq.LAST_ENDPOINT), context
+    stop.set()
+    publisher.join()
+    stage.close(0)
+    for socket in opened:
+        socket.close(0)
+    context.term()  # interrupts the proxy, which closes its own sockets
+
+
+opened: list[zmq.Socket] = []  # the tests' sockets, closed before the context ends
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def flood(context: zmq.Context, endpoint: str, count: int, tag: str) -> zmq.Socket:
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.SNDHWM, 0)
+    socket.connect(endpoint)
+    opened.append(socket)
+    for i in range(count):
+        socket.setsockopt(zmq.SUBSCRIBE, f"det.{tag}.{i:06d}".encode())
+    return socket
+
+
+def test_a_connection_sending_too_many_subscriptions_is_hung_up_on(proxy) -> None:
+    proxy, endpoint, context = proxy
+    honest = context.socket(zmq.SUB)
+    opened.append(honest)
+    honest.connect(endpoint)
+    honest.setsockopt(zmq.SUBSCRIBE, b"det.cam")
+    flood(context, endpoint, publish.MAX_SUBSCRIPTIONS_PER_PEER * 4, "a")
+    wait_for(lambda: proxy.hung_up >= 1)
+    assert honest.poll(10_000), "the honest subscriber lost its messages"
+    assert honest.recv_multipart()[0] == b"det.cam"
+
+
+def test_the_heaviest_sender_goes_when_all_together_hold_too_many(proxy, monkeypatch) -> None:
+    monkeypatch.setattr(publish, "MAX_SUBSCRIPTIONS", 1000)
+    proxy, endpoint, context = proxy
+    honest = context.socket(zmq.SUB)
+    opened.append(honest)
+    honest.connect(endpoint)
+    honest.setsockopt(zmq.SUBSCRIBE, b"det.cam")
+    for peer in range(6):  # each under its own limit, together over the total
+        flood(context, endpoint, 200, str(peer))
+    wait_for(lambda: proxy.hung_up >= 1)
+    assert proxy.sent_by.total() <= 1000 + publish.MAX_SUBSCRIPTIONS_PER_PEER
+    assert honest.poll(10_000), "the honest subscriber was hung up on"
