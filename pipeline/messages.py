@@ -2,7 +2,7 @@
 
 Subscribers read ``det.<stream>`` and ``event.<stream>`` topics: a two-frame ZeroMQ
 message, the topic (UTF-8) then a msgpack map. Every map has ``v`` (the schema
-version, now 1) and ``type``. Fields of a ``det`` message:
+version, now 2) and ``type``. Fields of a ``det`` message (one per inferred frame):
 
 | field | type | meaning |
 |---|---|---|
@@ -16,24 +16,57 @@ version, now 1) and ``type``. Fields of a ``det`` message:
 | classes | [int] | class id per box |
 | names | [str] | class name per box |
 | counts | {name: int} | boxes per class name |
+| people | [person] | tracked people, below |
 | latency_ms | float | capture -> publish |
 | inference_ms | float | the batch's forward pass |
 | batch_size | int | frames in that batch |
 | drops | {stage: int} | frames of this stream dropped since the previous message, per stage |
 
+A person: ``track_id`` (int, stable while the person stays in view), ``box``, ``score``,
+``vest`` and ``hardhat`` (``yes``, ``no`` or ``unknown``, the majority of the last few
+frames), ``zones`` (names of the zones the bottom centre of the box is in) and
+``torso_only`` (true when a vest/no_vest box stands for a person the model saw no box of).
+
+An ``event`` message is one phase of one violation: a person in a zone without the PPE
+the zone requires, for at least ``events.dwell_s``:
+
+| field | type | meaning |
+|---|---|---|
+| stream | str | stream id |
+| event_id | str | the same for every phase of one violation |
+| phase | str | ``start``, ``update`` (at most every ``events.update_s``) or ``end`` |
+| track_id | int | the person |
+| zone | str | the zone's name |
+| missing | [str] | required items the person is seen without (``vest``, ``hardhat``) |
+| started | float | when the person was first seen without them, Unix seconds (1) |
+| ended | float or nil | set on ``end`` |
+| duration_s | float | so far, or in all on ``end`` |
+| reason | str or nil | on ``end``: ``left`` (the zone), ``complied`` or ``lost`` (out of view) |
+| seq, captured | int, float | the frame of this phase |
+| box | [x1, y1, x2, y2] | the person on that frame (empty once they are lost) |
+| snapshot | str or nil | annotated JPEG of that frame, the person highlighted |
+| segment, offset_s | str or nil, float or nil | the recording holding that frame, and where in it |
+
+(1) capture time; for a file, its first frame's capture time plus the file's own timeline.
+
 Unknown fields are ignored by readers, so fields can be added without a version bump;
-removing or changing one bumps ``v``.
+removing or changing one bumps ``v``. Version 2 added people and the event lifecycle.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
 import msgpack
+import numpy as np
 
-SCHEMA_VERSION = 1
+from pipeline.analysis import FrameAnalysis, Violation
+from pipeline.detections import Detections, class_name
+
+SCHEMA_VERSION = 2
 MAX_CLASSES = 1000  # class ids in a det message are below this
 
 
@@ -159,6 +192,52 @@ class Batchable(WireMessage):
 
 
 @dataclass
+class InferredMessage(WireMessage):
+    """Inference -> the stream's stage (internal, topic ``inferred.<stream>``): one frame's boxes."""
+
+    TYPE: ClassVar[str] = "inferred"
+    stream: str
+    seq: int
+    captured: float
+    pts: float | None
+    width: int
+    height: int
+    boxes: list[list[float]]
+    scores: list[float]
+    classes: list[int]
+    names: list[str]  # the model's class names, by id
+    inference_ms: float
+    batch_size: int
+    drops: dict[str, int] = field(default_factory=dict)
+    source_slot: int = -1  # where the stream stage finds the original frame in the capture ring
+
+    def problem(self) -> str | None:
+        return _first_problem(
+            size=self.width >= 1 and self.height >= 1,
+            captured=_finite(self.captured) and (self.pts is None or _finite(self.pts)),
+            boxes=len(self.boxes) == len(self.scores) == len(self.classes)
+            and all(isinstance(b, list) and len(b) == 4 and all(_finite(v) for v in b) for b in self.boxes),
+            scores=all(_finite(v) for v in self.scores),
+            classes=all(isinstance(c, int) and 0 <= c < MAX_CLASSES for c in self.classes),
+            names=len(self.names) <= MAX_CLASSES and all(isinstance(n, str) for n in self.names),
+        )
+
+    def analysis(self, clock: float | None = None) -> FrameAnalysis:
+        detections = Detections(np.array(self.boxes, np.float32), self.scores, self.classes)
+        return FrameAnalysis(
+            self.stream,
+            self.seq,
+            self.captured,
+            self.pts,
+            self.width,
+            self.height,
+            detections,
+            list(self.names),
+            clock=clock,
+        )
+
+
+@dataclass
 class DetectionMessage(WireMessage):
     """Published on ``det.<stream>``; see the module docstring for the fields."""
 
@@ -174,11 +253,34 @@ class DetectionMessage(WireMessage):
     classes: list[int]
     names: list[str]
     counts: dict[str, int]
+    people: list[dict[str, Any]]
     latency_ms: float
     inference_ms: float
     batch_size: int
     drops: dict[str, int] = field(default_factory=dict)
-    source_slot: int = -1  # where render finds the original frame in the capture ring
+
+    @classmethod
+    def from_analysis(cls, analysis: FrameAnalysis, inferred: InferredMessage) -> DetectionMessage:
+        """The one conversion from what the stream stage knows to what subscribers read."""
+        detections = analysis.detections
+        return cls(
+            stream=analysis.stream,
+            seq=analysis.seq,
+            captured=analysis.captured,
+            pts=analysis.pts,
+            width=analysis.width,
+            height=analysis.height,
+            boxes=detections.xyxy.round(2).tolist(),
+            scores=detections.confidence.round(4).tolist(),
+            classes=detections.class_id.tolist(),
+            names=[class_name(analysis.names, int(c)) for c in detections.class_id],
+            counts=detections.counts(analysis.names),
+            people=[asdict(person) for person in analysis.people],
+            latency_ms=round((time.time() - analysis.captured) * 1e3, 2),
+            inference_ms=inferred.inference_ms,
+            batch_size=inferred.batch_size,
+            drops=inferred.drops,
+        )
 
     def problem(self) -> str | None:
         return _first_problem(
@@ -188,31 +290,36 @@ class DetectionMessage(WireMessage):
             and all(isinstance(b, list) and len(b) == 4 and all(_finite(v) for v in b) for b in self.boxes),
             scores=all(_finite(v) for v in self.scores),
             classes=all(isinstance(c, int) and 0 <= c < MAX_CLASSES for c in self.classes),
+            people=all(isinstance(p, dict) for p in self.people),
         )
 
 
 @dataclass
 class EventMessage(WireMessage):
-    """Published on ``event.<stream>``: a violation rule fired on this frame.
-
-    ``snapshot`` is the annotated JPEG written under the recordings dir; ``segment`` and
-    ``offset_s`` say where to watch it (None when the stream is not recorded).
-    """
+    """Published on ``event.<stream>``: one phase of a violation; see the module docstring."""
 
     TYPE: ClassVar[str] = "event"
     stream: str
+    event_id: str
+    phase: str
+    track_id: int
+    zone: str
+    missing: list[str]
+    started: float
+    ended: float | None
+    duration_s: float
+    reason: str | None
     seq: int
     captured: float
-    rule: dict[str, Any]
-    frames_seen: int  # frames with the class in the rule's window
-    boxes: list[list[float]]
-    scores: list[float]
-    classes: list[int]
-    names: list[str]
-    counts: dict[str, int]
+    box: list[float]
     snapshot: str | None
     segment: str | None
     offset_s: float | None
+
+    @classmethod
+    def from_violation(cls, analysis: FrameAnalysis, violation: Violation) -> EventMessage:
+        fields_ = asdict(violation)
+        return cls(stream=analysis.stream, seq=analysis.seq, captured=analysis.captured, **fields_)
 
 
 @dataclass

@@ -152,7 +152,7 @@ class Supervisor:
         return Endpoint("xsub", True, f"ipc://{self.runtime_dir}/publish.ipc")
 
     def _topics(self) -> list[str]:
-        return [f"{kind}.{stream}" for stream in self.streams for kind in ("det", "event")]
+        return [f"{kind}.{stream}" for stream in self.streams for kind in ("det", "event", "inferred")]
 
     def status(self) -> dict:
         """Every stage's state, pid, restarts and last reported figures."""

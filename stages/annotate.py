@@ -1,16 +1,20 @@
-"""Draw detections on a frame: boxes, labels with scores, and a per-class count banner.
+"""Draw detections on a frame: boxes, labels with scores, and a per-class count banner;
+for a stream, also its zones, each tracked person's id and compliance badge, a highlighted
+person (event snapshots) and a caption with the camera and the time.
 
-Drawing is kept apart from inference so that ``vestwatch detect`` and the render
-stage annotate the same way.
+Drawing is kept apart from inference so that ``vestwatch detect`` and the stream stage
+annotate the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from pipeline.analysis import Person
 from pipeline.detections import Detections, class_name
 
 # BGR; colours chosen so that vest (green) and no-vest (red) read at a glance
@@ -42,6 +46,20 @@ FONT_PIXELS = 22  # cap height of FONT at scale 1
 TEXT_SHARE = 0.025  # label text height as a share of the frame's shorter side
 MIN_TEXT_PX = 11  # below this a label cannot be read on a 640x360 frame
 MAX_TRIES = 8  # places inside a tall box tried for its label
+BADGE_COLOURS = {"ok": (60, 200, 60), "missing": (40, 40, 230), "unknown": (150, 150, 150)}
+ZONE_COLOUR = (255, 120, 0)
+HIGHLIGHT_COLOUR = (255, 255, 0)  # cyan: no class uses it
+
+
+@dataclass
+class Overlay:
+    """What a stream stage draws beyond the boxes."""
+
+    people: list[Person] = field(default_factory=list)
+    required: dict[int, list[str]] = field(default_factory=dict)  # track id -> PPE its zones require
+    zones: list[tuple[str, np.ndarray]] = field(default_factory=list)  # name, polygon in pixels
+    highlight: int | None = None  # track id drawn thick, for an event's snapshot
+    caption: str = ""  # bottom line: camera and time
 
 
 def colour_for(name: str, class_id: int) -> tuple[int, int, int]:
@@ -83,37 +101,90 @@ def _label_spot(
     return best
 
 
-def annotate(image: np.ndarray, detections: Detections, names: Sequence[str]) -> np.ndarray:
+@dataclass
+class _Pen:
+    """Sizes that scale with the frame: text 2.5 % of its shorter side, 11 px at least."""
+
+    frame: tuple[int, int]
+    taken: list[tuple[int, int, int, int]] = field(default_factory=list)  # labels drawn so far
+
+    def __post_init__(self) -> None:
+        self.text_px = max(MIN_TEXT_PX, round(min(self.frame) * TEXT_SHARE))
+        self.font_scale = self.text_px / FONT_PIXELS
+        self.thickness = max(1, round(self.font_scale * 2))
+        self.line = max(1, round(self.text_px / 8))
+        self.pad = max(2, self.text_px // 4)
+
+    def label(self, out: np.ndarray, box: tuple[int, int, int, int], text: str, colour: tuple[int, int, int]) -> None:
+        """A filled label near ``box`` that covers no label drawn before it, if there is room."""
+        (tw, th), baseline = cv2.getTextSize(text, FONT, self.font_scale, self.thickness)
+        spot = _label_spot(box, (tw + 2 * self.pad, th + baseline + self.pad), self.taken, self.frame)
+        self.taken.append(spot)
+        cv2.rectangle(out, spot[:2], (spot[2] - 1, spot[3] - 1), colour, cv2.FILLED)
+        origin = (spot[0] + self.pad, spot[1] + th + self.pad // 2)
+        cv2.putText(out, text, origin, FONT, self.font_scale, text_colour(colour), self.thickness, cv2.LINE_AA)
+
+    def line_of_text(self, out: np.ndarray, text: str, top: bool) -> None:
+        """White on black across the top or bottom edge, shrunk to fit the width."""
+        (tw, _), _ = cv2.getTextSize(text, FONT, self.font_scale, self.thickness)
+        scale = self.font_scale * min(1.0, (self.frame[1] - 2 * self.pad) / tw)
+        (tw, th), baseline = cv2.getTextSize(text, FONT, scale, self.thickness)
+        height = th + baseline + 2 * self.pad
+        y0 = 0 if top else self.frame[0] - height
+        cv2.rectangle(out, (0, y0), (tw + 2 * self.pad, y0 + height), (0, 0, 0), cv2.FILLED)
+        origin = (self.pad, y0 + th + self.pad)
+        cv2.putText(out, text, origin, FONT, scale, (255, 255, 255), self.thickness, cv2.LINE_AA)
+
+
+def annotate(
+    image: np.ndarray, detections: Detections, names: Sequence[str], overlay: Overlay | None = None
+) -> np.ndarray:
     """A copy of ``image`` with the detections and their per-class counts drawn on it.
 
-    Text scales with the frame (2.5 % of its shorter side, 11 px at least), each class has
-    its colour with black or white text for contrast, and labels are placed so that they do not
-    cover one another (strongest boxes first).
+    Each class has its colour with black or white text for contrast, and labels are placed so
+    that they do not cover one another (people first, then boxes by score).
     """
     out = image.copy()
-    frame = out.shape[:2]
-    text_px = max(MIN_TEXT_PX, round(min(frame) * TEXT_SHARE))
-    font_scale = text_px / FONT_PIXELS
-    text_thickness = max(1, round(font_scale * 2))
-    line = max(1, round(text_px / 8))
-    pad = max(2, text_px // 4)
-    taken: list[tuple[int, int, int, int]] = []
+    pen = _Pen(out.shape[:2])
+    if overlay:
+        _draw_overlay(out, pen, overlay)
     for i in np.argsort(-detections.confidence, kind="stable"):
         name = class_name(names, int(detections.class_id[i]))
+        if overlay and overlay.people and name == "person":
+            continue  # drawn as a tracked person, with id and badge
         colour = colour_for(name, int(detections.class_id[i]))
         x1, y1, x2, y2 = (int(round(v)) for v in detections.xyxy[i])
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, line, cv2.LINE_AA)
-        label = f"{name} {detections.confidence[i]:.2f}"
-        (tw, th), baseline = cv2.getTextSize(label, FONT, font_scale, text_thickness)
-        spot = _label_spot((x1, y1, x2, y2), (tw + 2 * pad, th + baseline + pad), taken, frame)
-        taken.append(spot)
-        cv2.rectangle(out, spot[:2], (spot[2] - 1, spot[3] - 1), colour, cv2.FILLED)
-        origin = (spot[0] + pad, spot[1] + th + pad // 2)
-        cv2.putText(out, label, origin, FONT, font_scale, text_colour(colour), text_thickness, cv2.LINE_AA)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, pen.line, cv2.LINE_AA)
+        pen.label(out, (x1, y1, x2, y2), f"{name} {detections.confidence[i]:.2f}", colour)
     banner = "  ".join(f"{n}: {c}" for n, c in sorted(detections.counts(names).items())) or "no detections"
-    (tw, _), _ = cv2.getTextSize(banner, FONT, font_scale, text_thickness)
-    scale = font_scale * min(1.0, (frame[1] - 2 * pad) / tw)  # the whole count line fits the width
-    (tw, th), baseline = cv2.getTextSize(banner, FONT, scale, text_thickness)
-    cv2.rectangle(out, (0, 0), (tw + 2 * pad, th + baseline + 2 * pad), (0, 0, 0), cv2.FILLED)
-    cv2.putText(out, banner, (pad, th + pad), FONT, scale, (255, 255, 255), text_thickness, cv2.LINE_AA)
+    pen.line_of_text(out, banner, top=True)
+    if overlay and overlay.caption:
+        pen.line_of_text(out, overlay.caption, top=False)
     return out
+
+
+def badge(person: Person, required: Sequence[str]) -> tuple[str, tuple[int, int, int]]:
+    """``#7 no vest`` in red, ``#7 ok`` in green, ``#7 vest?`` in grey: the person against what
+    their zones require (a vest where nothing says otherwise)."""
+    worn = {item: getattr(person, item) for item in required or ["vest"]}
+    missing = [item for item, value in worn.items() if value == "no"]
+    unknown = [item for item, value in worn.items() if value == "unknown"]
+    if missing:
+        return f"#{person.track_id} no {'+'.join(missing)}", BADGE_COLOURS["missing"]
+    if unknown:
+        return f"#{person.track_id} {'+'.join(unknown)}?", BADGE_COLOURS["unknown"]
+    return f"#{person.track_id} ok", BADGE_COLOURS["ok"]
+
+
+def _draw_overlay(out: np.ndarray, pen: _Pen, overlay: Overlay) -> None:
+    for name, polygon in overlay.zones:
+        points = polygon.astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(out, [points], True, ZONE_COLOUR, pen.line, cv2.LINE_AA)
+        x, y = (int(v) for v in polygon.min(axis=0))
+        pen.label(out, (x, y + pen.text_px * 2, x, y + pen.text_px * 2), f"zone {name}", ZONE_COLOUR)
+    for person in overlay.people:
+        text, colour = badge(person, overlay.required.get(person.track_id, []))
+        x1, y1, x2, y2 = (int(round(v)) for v in person.box)
+        thick = pen.line * 4 if person.track_id == overlay.highlight else pen.line
+        cv2.rectangle(out, (x1, y1), (x2, y2), HIGHLIGHT_COLOUR if thick > pen.line else colour, thick, cv2.LINE_AA)
+        pen.label(out, (x1, y1, x2, y2), text, colour)

@@ -23,7 +23,7 @@ from pipeline.web import serve
 from stages.observe import routes
 from stages.preflight import check_model
 from stages.settings import DEFAULT_CONFIG, Settings, redact
-from stages.topology import detections_source, frame_files, plan
+from stages.topology import frame_files, plan
 
 log = logging.getLogger("vestwatch")
 
@@ -55,10 +55,10 @@ def check_recordings_dir(settings: Settings) -> None:
 
 
 def model_inputs(settings: Settings) -> dict:
-    """What the model check depends on: the detector (not its live thresholds) and the event rule."""
+    """What the model check depends on: the detector (not its live thresholds) and the PPE zones require."""
     return {
         "detector": settings.detector.model_dump(exclude={"conf", "iou"}),
-        "events": settings.events.model_dump() if settings.events else None,
+        "require": sorted({item for stream in settings.streams for zone in stream.zones for item in zone.require}),
     }
 
 
@@ -85,14 +85,12 @@ def run_daemon(args: argparse.Namespace) -> int:
     host = publish.address.removeprefix("tcp://").rpartition(":")[0]
     if publish.address.startswith("tcp://") and host not in LOOPBACK and not settings.publish_keys:
         log.warning("publish: %s is open to the network without publish_keys (CURVE)", publish.address)
-    detections = detections_source(settings).address  # this host's publish endpoint unless inference is elsewhere
-    events = publish.peer("sub").address
+    endpoint = publish.peer("sub").address
 
     def announce() -> None:
         print(f"vestwatch running: recordings in {settings.recordings_dir.resolve()}", flush=True)
-        print(f"subscribe with: vestwatch subscribe --endpoint {detections}   (topics det.<stream>)", flush=True)
-        if events != detections:
-            print(f"events: vestwatch subscribe --endpoint {events} --topic event.", flush=True)
+        topics = "topics det.<stream>, event.<stream>"
+        print(f"subscribe with: vestwatch subscribe --endpoint {endpoint}   ({topics})", flush=True)
 
     running = [settings]
 
@@ -142,7 +140,7 @@ def run_daemon(args: argparse.Namespace) -> int:
 
 
 def add_run(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("run", help="run the daemon (capture, preprocess, inference, record)")
+    parser = subparsers.add_parser("run", help="run the daemon (capture, preprocess, inference, a stage per stream)")
     parser.add_argument("-c", "--config", type=Path, help=f"config file (default: {DEFAULT_CONFIG.name})")
     parser.set_defaults(run=run_daemon)
 
@@ -155,8 +153,7 @@ def run_subscribe(args: argparse.Namespace) -> int:
         except ConfigError as error:
             log.error("%s", error)
             return 2
-        only_detections = all(t.startswith("det") for t in topics)  # det.* may come from another host
-        endpoint = detections_source(settings).text if only_detections else settings.publish
+        endpoint = settings.publish
         keys = keys or settings.publish_keys
     for received, (topic, message) in enumerate(subscribe(endpoint, topics, args.timeout, keys), 1):
         print(json.dumps({"topic": topic, **message}), flush=True)
@@ -217,7 +214,9 @@ def run_ctl(args: argparse.Namespace) -> int:
         else:
             settings = load_settings(Settings, _config_path(args))
             endpoint, keys = settings.control_endpoint, keys or settings.control_keys
-        reply = request(endpoint, ControlRequest(args.command, command_args), keys)
+        # a reload loads and checks the model in a child process first: seconds on a busy CPU
+        timeout_s = 60.0 if args.command == "reload" else 5.0
+        reply = request(endpoint, ControlRequest(args.command, command_args), keys, timeout_s)
     except (ConfigError, TimeoutError, MessageError, ValueError, FileNotFoundError) as error:
         log.error("%s", error)
         return 2

@@ -3,8 +3,8 @@
 It takes what is ready across all streams, up to ``max_batch``, waiting at most
 ``max_wait_ms`` after the first frame (Triton-style), one frame per stream per round
 so that streams are served fairly; live streams keep only their newest frame. Each
-frame's detections are published on ``det.<stream>`` with the drops since the
-stream's previous message.
+frame's boxes go to the stream's own stage (internal topic ``inferred.<stream>``) with
+the drops since the stream's previous message; that stage publishes ``det.<stream>``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from pipeline.control import ALL_STREAMS
 from pipeline.endpoints import Endpoint
 from pipeline.frames import RingReaders, unpack_pixels
-from pipeline.messages import Batchable, ControlState, DetectionMessage, topic
+from pipeline.messages import Batchable, ControlState, InferredMessage, topic
 from pipeline.prometheus import LATENCY_BUCKETS_MS
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
@@ -158,9 +158,8 @@ class InferenceStage(Stage):
         frames = [Letterboxed(i.ratio, (i.pad[0], i.pad[1]), (i.height, i.width)) for i in items]
         batch, frames = self.detector.batch_letterboxed(images, frames)
         result = self.detector.detect_letterboxed(batch, frames, [self.thresholds(i.stream) for i in items])
-        names = self.detector.names
         for item, detections in zip(items, result.detections):
-            message = DetectionMessage(
+            message = InferredMessage(
                 stream=item.stream,
                 seq=item.seq,
                 captured=item.captured,
@@ -170,16 +169,14 @@ class InferenceStage(Stage):
                 boxes=detections.xyxy.round(2).tolist(),
                 scores=detections.confidence.round(4).tolist(),
                 classes=detections.class_id.tolist(),
-                names=[names[c] if c < len(names) else str(c) for c in detections.class_id],
-                counts=detections.counts(names),
-                latency_ms=round((time.time() - item.captured) * 1e3, 2),
+                names=list(self.detector.names),
                 inference_ms=round(result.inference_ms, 2),
                 batch_size=len(items),
                 drops={k: v for k, v in self.drops.pop(item.stream, {}).items() if v},
                 source_slot=item.source_slot,
             )
-            self.publisher.send_multipart([topic("det", item.stream), message.encode()])
-            self._stream_stats(item.stream, message.latency_ms, message.drops)
+            self.publisher.send_multipart([topic("inferred", item.stream), message.encode()])
+            self._stream_stats(item.stream, round((time.time() - item.captured) * 1e3, 2), message.drops)
         self.stats["frames"] += len(items)
         self.stats["batches"] += 1
         self.stats["batch_size_sum"] += len(items)

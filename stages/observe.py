@@ -57,7 +57,7 @@ def _stream_problems(name: str, capture: dict[str, Any], stages: dict[str, Any])
         return []  # a file runs at its own pace and ends
     if frame_age > FRAME_SILENCE_S:
         return [f"{name}: no frame for {frame_age} s ({state})"]
-    record = stages.get(name.replace("capture.", "record.", 1))
+    record = stages.get(name.replace("capture.", "stream.", 1))
     if record is None or not record["stats"]:
         return []
     detected = _age(record, "detection_age_s")
@@ -142,7 +142,7 @@ def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
                     figures["latency_buckets"],
                     figures["latency_sum_ms"],
                 )
-        elif kind == "record":
+        elif kind == "stream":
             labels = {"stream": instance}
             out.add(
                 "vestwatch_recording_bytes_total", "counter", "Bytes of video recorded", labels, stats.get("bytes", 0)

@@ -45,8 +45,10 @@ def model_problem(config: Path | None) -> str | None:
     fixed = detector.backend.fixed_shape
     if fixed and fixed != (detector_settings.img_size, detector_settings.img_size):
         return f"detector.img_size: the model takes {fixed[0]}x{fixed[1]} input, set it to match"
-    if settings.events is not None and settings.events.class_name not in detector.names:
-        return f"events.class: the model has no class {settings.events.class_name!r} (it has {detector.names})"
+    required = {item for stream in settings.streams for zone in stream.zones for item in zone.require}
+    for item in sorted(required):
+        if item not in detector.names and f"no_{item}" not in detector.names:
+            return f"streams.zones.require: the model sees neither {item!r} nor 'no_{item}' (it has {detector.names})"
     return None
 
 

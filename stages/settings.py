@@ -87,6 +87,24 @@ def redact(text: str) -> str:
     return SECRET_QUERY.sub(r"\1***", AUTHORITY.sub(userinfo, text))
 
 
+class ZoneSettings(BaseModel, extra="forbid"):
+    """A named area of one camera's picture and the PPE a person standing in it must wear.
+
+    ``polygon`` is in ``units`` (fractions of the frame's width and height, or pixels);
+    none is the whole frame. A person is in the zone by the bottom centre of their box."""
+
+    name: str = Field("site", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    polygon: list[tuple[float, float]] | None = Field(None, min_length=3)
+    units: Literal["fraction", "pixel"] = "fraction"
+    require: list[Literal["vest", "hardhat"]] = Field(default_factory=lambda: ["vest"], min_length=1)
+
+    @model_validator(mode="after")
+    def _fractions_within_the_frame(self) -> ZoneSettings:
+        if self.units == "fraction" and any(not (0 <= v <= 1) for point in self.polygon or [] for v in point):
+            raise ValueError(f'zone {self.name!r}: fractions must be within 0..1 (or set units = "pixel")')
+        return self
+
+
 class StreamSettings(BaseModel, extra="forbid"):
     """One source: ``rtsp://[user:pass@]host/path``, a camera index or ``/dev/videoN``, a video
     file, a folder of images, an image, or ``demo`` (the built-in slideshow of site pictures)."""
@@ -97,6 +115,18 @@ class StreamSettings(BaseModel, extra="forbid"):
     record: bool = True
     fps: float | None = Field(None, gt=0)  # process at most this many frames per second
     loop: bool = False  # files: start again at the end
+    zones: list[ZoneSettings] = Field(default_factory=lambda: [ZoneSettings()], min_length=1)
+    # what runs after inference, in order, by entry point name (groups vestwatch.processors, vestwatch.sinks)
+    processors: list[str] = Field(default_factory=lambda: ["people", "zones"])
+    sinks: list[str] = Field(default_factory=lambda: ["recorder", "live", "snapshots"])
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zone_names(cls, zones: list[ZoneSettings]) -> list[ZoneSettings]:
+        names = [z.name for z in zones]
+        if len(set(names)) < len(names):
+            raise ValueError(f"zone names must be unique: {names}")
+        return zones
 
     @field_validator("id")
     @classmethod
@@ -128,8 +158,8 @@ def EndpointOf(*kinds: str) -> Any:  # noqa: N802 - reads as a type in field ann
     return Annotated[str, AfterValidator(check)]
 
 
-STAGE_KINDS = ("capture", "preprocess", "inference", "record")
-StageKind = Literal["capture", "preprocess", "inference", "record"]
+STAGE_KINDS = ("capture", "preprocess", "inference", "stream")
+StageKind = Literal["capture", "preprocess", "inference", "stream"]
 
 
 class PipelineSettings(BaseModel, extra="forbid"):
@@ -186,20 +216,14 @@ class RecordingSettings(BaseModel, extra="forbid"):
     min_free_mb: int = Field(1000, ge=0)
 
 
-class EventRule(BaseModel, extra="forbid", populate_by_name=True):
-    """A violation: ``class`` seen in at least ``min_frames`` of the last ``window`` frames of a stream."""
+class EventSettings(BaseModel, extra="forbid"):
+    """When a person without a zone's required PPE becomes a violation event, and how it lives."""
 
-    class_name: str = Field("no_vest", alias="class")
-    min_frames: int = Field(3, ge=1)
-    window: int = Field(5, ge=1)
-    cooldown_s: float = Field(30.0, ge=0)  # no second event for the stream within this
-    min_conf: float = Field(0.0, ge=0, le=1)  # only boxes at least this confident count
-
-    @model_validator(mode="after")
-    def _k_of_n(self) -> EventRule:
-        if self.min_frames > self.window:
-            raise ValueError(f"min_frames {self.min_frames} cannot exceed window {self.window}")
-        return self
+    dwell_s: float = Field(2.0, ge=0)  # missing the item this long (capture time) opens an event
+    update_s: float = Field(5.0, gt=0)  # an open event is re-announced at most this often
+    lost_s: float = Field(3.0, gt=0)  # a person unseen this long has left: their event ends
+    history: int = Field(5, ge=1, le=50)  # PPE observations a person's yes/no is the majority of
+    min_conf: float = Field(0.25, ge=0, le=1)  # PPE boxes below this do not count
 
 
 def default_runtime_dir() -> Path:
@@ -228,7 +252,7 @@ class Settings(EnvOverridesFile):
     detector: DetectorSettings = DetectorSettings()
     pipeline: PipelineSettings = PipelineSettings()
     recording: RecordingSettings = RecordingSettings()
-    events: EventRule | None = EventRule()  # None: no violation events
+    events: EventSettings = EventSettings()
 
     @field_validator("streams")
     @classmethod

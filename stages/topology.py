@@ -1,11 +1,11 @@
 """The process graph of a config: which stages run, and where their sockets and rings live.
 
-    capture.<stream>  --FrameRef-->  preprocess.<i>  --Batchable-->  inference  --det.<stream>-->  record.<stream>
-    (ring per stream)                (ring per worker)               (PUB, via the supervisor's proxy) (SUB; events)
-          |                                                                                            ^
-          +------------------------------- FrameRef of every frame (recorded streams) -----------------+
+    capture.<stream> --FrameRef--> preprocess.<i> --Batchable--> inference --inferred.<stream>--> stream.<stream>
+    (ring per stream)              (ring per worker)             (PUB, via the supervisor's proxy)   (det., event.)
+          |                                                                                             ^
+          +------------------------- FrameRef of every frame (recorded streams) ------------------------+
 
-Offline captures take their credit from the same det.<stream> messages.
+Offline captures take their credit from the stream stage's det.<stream> messages.
 """
 
 from __future__ import annotations
@@ -92,20 +92,28 @@ def crosses_hosts(link: Endpoint) -> bool:
 
 
 def detections_source(settings: Settings) -> Endpoint:
-    """Where capture (offline credit) and record read ``det.<stream>``: this host's publish endpoint,
-    or ``pipeline.detections`` when inference runs on another host."""
+    """Where stream stages read ``inferred.<stream>``: this host's publish endpoint, or
+    ``pipeline.detections`` when inference runs on another host."""
     configured = settings.pipeline.detections
     return Endpoint.parse(configured) if configured else Endpoint.parse(settings.publish).peer("sub")
 
 
-def open_detections(settings: Settings, context: zmq.Context, stream: str) -> zmq.Socket:
-    """A SUB socket on ``det.<stream>`` from ``detections_source``; a CURVE client with ``publish_keys``."""
+def _subscriber(settings: Settings, context: zmq.Context, source: Endpoint, prefix: str) -> zmq.Socket:
+    """A SUB socket on ``prefix`` from ``source``; a CURVE client with ``publish_keys``."""
     keys = settings.publish_keys
-    socket = detections_source(settings).open(
-        context, hwm=1000, prepare=(lambda s: secure_client(s, keys)) if keys else None
-    )
-    socket.setsockopt(zmq.SUBSCRIBE, f"det.{stream}".encode())
+    socket = source.open(context, hwm=1000, prepare=(lambda s: secure_client(s, keys)) if keys else None)
+    socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
     return socket
+
+
+def open_inferred(settings: Settings, context: zmq.Context, stream: str) -> zmq.Socket:
+    """Inference's results for a stream's stage."""
+    return _subscriber(settings, context, detections_source(settings), f"inferred.{stream}")
+
+
+def open_detections(settings: Settings, context: zmq.Context, stream: str) -> zmq.Socket:
+    """The stream stage's ``det.<stream>`` on this host, for an offline capture's credit."""
+    return _subscriber(settings, context, Endpoint.parse(settings.publish).peer("sub"), f"det.{stream}")
 
 
 def stage_specs(settings: Settings) -> list[StageSpec]:
@@ -113,7 +121,7 @@ def stage_specs(settings: Settings) -> list[StageSpec]:
     specs = [StageSpec("capture", f"capture.{s.id}") for s in settings.streams]
     specs += [StageSpec("preprocess", f"preprocess.{i}") for i in range(settings.pipeline.preprocess_workers)]
     specs.append(StageSpec("inference", "inference"))
-    specs += [StageSpec("record", f"record.{s.id}") for s in settings.streams]  # renders events even unrecorded
+    specs += [StageSpec("stream", f"stream.{s.id}") for s in settings.streams]
     return [spec for spec in specs if spec.kind in settings.pipeline.stages]
 
 
@@ -128,10 +136,10 @@ def plan(settings: Settings) -> Plan:
     fingerprints = {}
     for spec in stage_specs(settings):
         kind, name = spec.kind, spec.name
-        if kind in ("capture", "record"):
+        if kind in ("capture", "stream"):
             stream = settings.stream(instance(name)).model_dump(mode="json")
             extra = settings.model_dump(mode="json", include={"recordings_dir", "recording", "events"})
-            fingerprints[name] = json.dumps([common, stream, extra if kind == "record" else None], sort_keys=True)
+            fingerprints[name] = json.dumps([common, stream, extra if kind == "stream" else None], sort_keys=True)
         else:
             fingerprints[name] = json.dumps([common, detector], sort_keys=True)
     overrides = {"*": {"conf": settings.detector.conf, "iou": settings.detector.iou}}

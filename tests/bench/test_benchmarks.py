@@ -46,7 +46,7 @@ def test_pipeline_benchmark_measures_every_path_and_process(make_video) -> None:
         assert rows[path][0] > 0, f"{path}: {rows.get(path)}"
     assert rows["pipeline (2 streams)"][1] == 1.0
     assert "40 frames published" in output
-    for process in ("supervisor", "capture.s0", "capture.s1", "preprocess.0", "inference", "record.s1"):
+    for process in ("supervisor", "capture.s0", "capture.s1", "preprocess.0", "inference", "stream.s1"):
         assert len(rows[process]) == 4 and min(rows[process]) > 0, process
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from pipeline.messages import Batchable, DetectionMessage, FrameRef, topic
+from pipeline.messages import Batchable, FrameRef, InferredMessage, topic
 from tests.harness import collect, free_port, probe_video, rss_mib, vestwatch, wait_status
 
 
@@ -72,12 +72,12 @@ def test_out_of_range_slots_are_dropped_and_counted(daemon, make_video) -> None:
     send(f"ipc://{run / 'preprocess-0.ipc'}", zmq.PUSH, FrameRef("cam", 10**12, 10**9, now, None, True).encode())
     ring_ref = Batchable("cam", 10**12, "ring-preprocess-0", 10**9, 1, 0, 320, 240, 1.0, [0, 0], now, None, True)
     send(f"ipc://{run / 'inference.ipc'}", zmq.PUSH, ring_ref.encode())
-    det = DetectionMessage("cam", 10**12, now, None, 320, 240, [], [], [], [], {}, 1.0, 1.0, 1, source_slot=10**9)
-    send(f"ipc://{run / 'publish.ipc'}", zmq.PUB, topic("det", "cam"), det.encode())
+    inferred = InferredMessage("cam", 10**12, now, None, 320, 240, [], [], [], ["person"], 1.0, 1, source_slot=10**9)
+    send(f"ipc://{run / 'publish.ipc'}", zmq.PUB, topic("inferred", "cam"), inferred.encode())
 
     def all_counted(status: dict) -> bool:
         stages = status["stages"]
-        return all(stages[s]["stats"]["bad_messages"] >= 1 for s in ("preprocess.0", "inference", "record.cam"))
+        return all(stages[s]["stats"]["bad_messages"] >= 1 for s in ("preprocess.0", "inference", "stream.cam"))
 
     wait_status(running, all_counted)
     assert stage_pids(running) == before, "no stage restarted"
@@ -104,17 +104,22 @@ def broken_weights(tmp_path: Path) -> dict[str, Path]:
         ("text", "detector.weights: {text}: not a loadable model"),
         ("truncated", "detector.weights: {truncated}: not a readable safetensors file"),
         ("banana", "detector.device: device 'banana': expected cpu, cuda, cuda:N or auto"),
-        ("no_mask", "events.class: the model has no class 'no_mask'"),
+        ("hardhat", "streams.zones.require: the model sees neither 'hardhat' nor 'no_hardhat'"),
     ],
 )
-def test_a_model_that_cannot_serve_stops_start_up_with_one_line(tmp_path, broken_weights, case, message) -> None:
-    lines = [f'runtime_dir = "{tmp_path / "run"}"', f'recordings_dir = "{tmp_path / "rec"}"', "[detector]"]
+def test_a_model_that_cannot_serve_stops_start_up_with_one_line(
+    tmp_path, broken_weights, tiny_weights, case, message
+) -> None:
+    lines = [f'runtime_dir = "{tmp_path / "run"}"', f'recordings_dir = "{tmp_path / "rec"}"']
+    if case == "hardhat":  # the test model knows vests only
+        lines += ["[[streams]]", 'id = "demo"', 'url = "demo"', 'zones = [{name = "site", require = ["hardhat"]}]']
+    lines.append("[detector]")
     if case in broken_weights:
         lines.append(f'weights = "{broken_weights[case]}"')
     if case == "banana":
         lines.append('device = "banana"')
-    if case == "no_mask":
-        lines += ["[events]", 'class = "no_mask"']
+    if case == "hardhat":
+        lines.append(f'weights = "{tiny_weights}"')
     config = tmp_path / "c.toml"
     config.write_text("\n".join(lines) + "\n")
     started = time.monotonic()
@@ -261,14 +266,14 @@ def test_a_full_disk_deletes_the_oldest_and_keeps_recording(small_disk, daemon, 
     )
     running.wait_ready()
     running.output.wait_for(lambda line: "for free space" in line, timeout=120)
-    recorded = wait_status(running, lambda s: s["stages"]["record.cam"]["stats"]["frames"] > 0)
-    frames_then = json.loads(vestwatch("ctl", "status", "-c", running.config).stdout)["stages"]["record.cam"]["stats"][
+    recorded = wait_status(running, lambda s: s["stages"]["stream.cam"]["stats"]["frames"] > 0)
+    frames_then = json.loads(vestwatch("ctl", "status", "-c", running.config).stdout)["stages"]["stream.cam"]["stats"][
         "frames"
     ]
-    wait_status(running, lambda s: s["stages"]["record.cam"]["stats"]["frames"] > frames_then + 30)
+    wait_status(running, lambda s: s["stages"]["stream.cam"]["stats"]["frames"] > frames_then + 30)
     assert recorded and running.stop()[0] == 0
     text = running.output.text()
-    assert "record.cam exited" not in text and "Traceback" not in text
+    assert "stream.cam exited" not in text and "Traceback" not in text
     segments = sorted((small_disk / "rec" / "cam").rglob("*.ts"))
     assert segments
     for segment in segments:
@@ -318,7 +323,7 @@ def test_recording_goes_on_at_the_cameras_rate_when_inference_stalls(daemon, mak
     inference = running.stage_pid("inference")
 
     def recorded(status: dict) -> int:
-        return status["stages"]["record.cam"]["stats"]["frames"]
+        return status["stages"]["stream.cam"]["stats"]["frames"]
 
     os.kill(inference, signal.SIGSTOP)  # no detections at all for a while
     try:
@@ -329,7 +334,7 @@ def test_recording_goes_on_at_the_cameras_rate_when_inference_stalls(daemon, mak
             os.kill(inference, signal.SIGCONT)
     assert running.stop()[0] == 0
     status_lines = running.output.text()
-    assert "record.cam exited" not in status_lines
+    assert "stream.cam exited" not in status_lines
     segments = sorted((running.recordings / "cam").rglob("*.ts"))
     frames = sum(int(probe_video(s)[0]["nb_read_frames"]) for s in segments)
     lines = [json.loads(line) for s in segments for line in s.with_suffix(".jsonl").read_text().splitlines()]
@@ -353,5 +358,5 @@ def test_publish_keys_let_only_listed_subscribers_in(daemon, make_video, tmp_pat
         result = vestwatch("subscribe", *intruder, "--count", "1", "--timeout", "5")
         assert result.returncode == 0 and result.stdout == "", "an unlisted subscriber got a message"
     status = json.loads(vestwatch("ctl", "status", "-c", running.config).stdout)
-    assert status["stages"]["record.cam"]["stats"]["frames"] > 0, "the daemon's own record stage still reads"
+    assert status["stages"]["stream.cam"]["stats"]["frames"] > 0, "the daemon's own record stage still reads"
     assert running.stop()[0] == 0

@@ -54,7 +54,7 @@ def test_four_live_cameras_for_the_soak_duration(soak_s, rtsp_server, daemon) ->
     stages = final["stages"]
     restarts = {name: stage["restarts"] for name, stage in stages.items() if stage["restarts"]}
     for i in range(STREAMS):
-        capture, record = stages[f"capture.cam{i}"]["stats"], stages[f"record.cam{i}"]["stats"]
+        capture, record = stages[f"capture.cam{i}"]["stats"], stages[f"stream.cam{i}"]["stats"]
         segments = sorted((running.recordings / f"cam{i}").rglob("*.ts"))
         decoded = [probe_video(s) for s in segments]
         frames = sum(int(stream["nb_read_frames"]) for stream, _ in decoded)

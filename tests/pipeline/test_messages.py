@@ -14,12 +14,12 @@ def test_round_trip_keeps_every_field() -> None:
     [
         (b"\xc1garbage", "not msgpack"),
         (msgpack.packb([1, 2]), "not a msgpack map"),
-        (msgpack.packb({"v": 2, "type": "frame"}), "expected frame v1"),
-        (msgpack.packb({"v": 1, "type": "frame", "stream": "c"}), "missing field 'seq'"),
+        (msgpack.packb({"v": 1, "type": "frame"}), "expected frame v2"),
+        (msgpack.packb({"v": 2, "type": "frame", "stream": "c"}), "missing field 'seq'"),
         (
             msgpack.packb(
                 {
-                    "v": 1,
+                    "v": 2,
                     "type": "frame",
                     "stream": "c",
                     "seq": "7",
@@ -34,7 +34,7 @@ def test_round_trip_keeps_every_field() -> None:
         (
             msgpack.packb(
                 {
-                    "v": 1,
+                    "v": 2,
                     "type": "frame",
                     "stream": "c",
                     "seq": True,

@@ -32,11 +32,13 @@ def test_rtsp_and_file_streams_publish_record_and_stop(daemon, rtsp_server, make
 
     for stream, (width, height) in {"gate": (320, 240), "yard": (320, 240)}.items():
         for message in messages[stream]:
-            assert message["v"] == 1 and message["type"] == "det" and message["stream"] == stream
+            assert message["v"] == 2 and message["type"] == "det" and message["stream"] == stream
             assert (message["width"], message["height"]) == (width, height)
             assert len(message["boxes"]) == len(message["scores"]) == len(message["classes"]) == len(message["names"])
             assert all(0 <= b[0] <= b[2] <= width and 0 <= b[1] <= b[3] <= height for b in message["boxes"])
             assert sum(message["counts"].values()) == len(message["boxes"])
+            assert all(set(p) >= {"track_id", "box", "vest", "hardhat", "zones"} for p in message["people"])
+            assert "source_slot" not in message, "no internal pointer goes out"
             assert 0 < message["latency_ms"] < 30_000 and message["inference_ms"] > 0
             assert 1 <= message["batch_size"] <= 4
     yard = messages["yard"]

@@ -101,8 +101,8 @@ def problems(stages: dict) -> list[str]:
 def test_health_tells_the_truth_from_the_first_second() -> None:
     live = {"live": True, "frames": 50, "frame_age_s": 0.1}
     recording = {"detection_age_s": 0.1, "recorded_age_s": 0.2, "recording": True}
-    assert problems({"capture.cam": stage("connected", **live), "record.cam": stage(**recording)}) == []
-    assert problems({"capture.cam": stage("starting"), "record.cam": stage(**recording)}) == [
+    assert problems({"capture.cam": stage("connected", **live), "stream.cam": stage(**recording)}) == []
+    assert problems({"capture.cam": stage("starting"), "stream.cam": stage(**recording)}) == [
         "capture.cam: starting, not reporting yet"
     ]
     never = {"capture.cam": stage("connecting", live=True, frames=0, frame_age_s=None)}
@@ -113,7 +113,7 @@ def test_health_tells_the_truth_from_the_first_second() -> None:
     assert problems(finished_file) == []
     not_recorded = {
         "capture.cam": stage("connected", **live),
-        "record.cam": stage(**{**recording, "recorded_age_s": 40.0}),
+        "stream.cam": stage(**{**recording, "recorded_age_s": 40.0}),
     }
     assert problems(not_recorded) == ["capture.cam: detections arrive but nothing recorded for 40.2 s"]
 

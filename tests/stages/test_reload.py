@@ -22,7 +22,7 @@ def test_reload_adds_and_removes_streams_without_touching_the_others(daemon, mak
     running.config.write_text(config + f'[[streams]]\nid = "b"\nurl = "{clip}"\nloop = true\nrecord = false\n')
     reply = vestwatch("ctl", "reload", "-c", running.config, timeout=60)
     assert reply.returncode == 0, reply.stderr
-    assert '"added": [\n  "capture.b",\n  "record.b"\n ]' in reply.stdout
+    assert '"added": [\n  "capture.b",\n  "stream.b"\n ]' in reply.stdout
     added = time.time()
     collect(
         running.endpoint,

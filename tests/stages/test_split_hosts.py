@@ -1,5 +1,5 @@
-"""The pipeline split across two hosts by config alone: capture, preprocess and record on a camera
-host, inference on a GPU host, joined by tcp:// links that carry the pixels (two daemons here,
+"""The pipeline split across two hosts by config alone: capture, preprocess and the stream stages on a
+camera host, inference on a GPU host, joined by tcp:// links that carry the pixels (two daemons here,
 each with its own runtime dir, so no shared-memory ring can be reached from the other)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def test_inference_on_another_host_gets_the_frames_inline(daemon, site_clip, tmp
     stream = {"id": "yard", "url": str(site_clip), "realtime": False}
     gpu_pipeline = {"stages": ["inference"], "inference": f"pull+bind:tcp://0.0.0.0:{link}"}
     cameras_pipeline = {
-        "stages": ["capture", "preprocess", "record"],
+        "stages": ["capture", "preprocess", "stream"],
         "inference": f"push+connect:tcp://127.0.0.1:{link}",
         "detections": f"sub+connect:tcp://127.0.0.1:{publish}",
     }
@@ -35,7 +35,7 @@ def test_inference_on_another_host_gets_the_frames_inline(daemon, site_clip, tmp
     gpu.wait_ready()
     cameras.wait_ready()
 
-    published = collect(gpu.endpoint, lambda m: len(m.get("yard", [])) >= FRAMES, timeout=120)["yard"]
+    published = collect(cameras.endpoint, lambda m: len(m.get("yard", [])) >= FRAMES, timeout=120)["yard"]
 
     assert [m["seq"] - published[0]["seq"] for m in published] == list(range(FRAMES)), "offline credit crossed hosts"
     if jpeg_quality is None:
@@ -47,7 +47,7 @@ def test_inference_on_another_host_gets_the_frames_inline(daemon, site_clip, tmp
     for code, seconds in (cameras.stop(), gpu.stop()):
         assert code == 0 and seconds < 10
     assert "started inference" not in cameras.output.text() and "started capture" not in gpu.output.text()
-    assert f"subscribe with: vestwatch subscribe --endpoint tcp://127.0.0.1:{publish}" in cameras.output.text()
+    assert f"subscribe with: vestwatch subscribe --endpoint {cameras.endpoint}" in cameras.output.text()
     segments = sorted((cameras.recordings / "yard").rglob("*.ts"))
     assert sum(int(probe_video(s)[0]["nb_read_frames"]) for s in segments) == FRAMES, "recorded on the camera host"
 

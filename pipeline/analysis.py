@@ -1,0 +1,86 @@
+"""What a stream stage knows about one frame, and the plug-in shape of its processors and sinks.
+
+Inference fills ``detections``; processors (tracker and PPE, zones and violations) add
+``people`` and ``violations`` in order; sinks (recorder, live view, snapshots, alerts) read
+the result. ``FrameAnalysis`` is what ``det.<stream>`` carries, converted in one place
+(``pipeline.messages.DetectionMessage.from_analysis``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from pipeline.detections import Detections
+
+PPE_ITEMS = ("vest", "hardhat")
+Worn = Literal["yes", "no", "unknown"]
+Phase = Literal["start", "update", "end"]
+
+
+@dataclass
+class Person:
+    """A tracked person and the PPE they are seen wearing, smoothed over recent frames."""
+
+    track_id: int
+    box: list[float]  # x1, y1, x2, y2 in source pixels
+    score: float
+    vest: Worn = "unknown"
+    hardhat: Worn = "unknown"
+    zones: list[str] = field(default_factory=list)  # by the bottom centre of the box
+    torso_only: bool = False  # no person box: a vest/no_vest box stands for this person
+
+
+@dataclass
+class Violation:
+    """One phase of a violation's life: a person in a zone without what the zone requires."""
+
+    event_id: str
+    phase: Phase
+    track_id: int
+    zone: str
+    missing: list[str]
+    started: float  # capture time the person was first seen missing it, Unix seconds
+    ended: float | None  # for ``end``
+    duration_s: float
+    reason: str | None = None  # for ``end``: left, complied or lost
+    box: list[float] = field(default_factory=list)  # the person's box on this frame
+    # filled by the stream stage's sinks before the event goes out
+    snapshot: str | None = None  # annotated JPEG, the person highlighted
+    segment: str | None = None  # recording that holds the moment, and where
+    offset_s: float | None = None
+
+
+@dataclass
+class FrameAnalysis:
+    stream: str
+    seq: int
+    captured: float  # Unix seconds
+    pts: float | None
+    width: int
+    height: int
+    detections: Detections
+    names: list[str]  # class names of the model, by id
+    people: list[Person] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    inferred_seq: int | None = None  # for a frame inference skipped: the frame these results are of
+    # what dwell and loss are measured by: capture time live; for a file, its own timeline anchored
+    # at its first frame's capture time, so a file played faster or slower than real time gives
+    # the same events. Defaults to ``captured``.
+    clock: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.clock is None:
+            self.clock = self.captured
+
+
+class StreamPlugin(Protocol):
+    """A processor or a sink of a stream stage, found through an entry point.
+
+    ``frame`` is the captured image (BGR) when the stage has it, else None."""
+
+    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,215 @@
+"""A stream's sinks: where an analysed frame goes after the processors.
+
+``every_frame`` sinks (the recorder) get every captured frame, drawn with its own results
+or, for a frame inference skipped, the latest earlier ones; the others get inferred frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from datetime import datetime
+
+import cv2
+import numpy as np
+
+from pipeline.analysis import FrameAnalysis
+from stages.annotate import Overlay, annotate
+from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
+from stages.settings import Settings, StreamSettings
+from stages.stream.zones import zones_for
+from stages.topology import live_frame
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 60.0
+FREE_SPACE_EVERY_S = 1.0
+LIVE_EVERY_S = 0.2  # the live view's frame, at most 5 per second
+
+
+def draw(
+    image: np.ndarray, analysis: FrameAnalysis, stream: StreamSettings, highlight: int | None = None
+) -> np.ndarray:
+    """The frame as people see it: boxes, zones, people with their id and badge, camera and time."""
+    height, width = image.shape[:2]
+    zones = zones_for(stream, width, height)
+    required = {
+        person.track_id: sorted({item for zone in zones if zone.name in person.zones for item in zone.require})
+        for person in analysis.people
+    }
+    overlay = Overlay(
+        people=analysis.people,
+        required=required,
+        zones=[(zone.name, zone.polygon_pixels(width, height)) for zone in zones if zone.settings.polygon],
+        highlight=highlight,
+        caption=f"{stream.id}  {datetime.fromtimestamp(analysis.captured).astimezone():%Y-%m-%d %H:%M:%S %z}",
+    )
+    return annotate(image, analysis.detections, analysis.names, overlay)
+
+
+class RecorderSink:
+    """Annotated segments with a JSON line per frame; keeps the disk above its floor and within retention."""
+
+    every_frame = True
+
+    def __init__(self, settings: Settings, stream: StreamSettings) -> None:
+        self.settings, self.stream = settings, stream
+        recording = settings.recording
+        self.recorder = SegmentRecorder(
+            settings.recordings_dir, stream.id, recording.segment_s, recording.crf, stream.fps or 25.0
+        )
+        self.last_retention = 0.0
+        self.last_space_check = 0.0
+        self.last_recorded: float | None = None  # monotonic
+        self.stats = {
+            "frames": 0,
+            "disk_dropped": 0,  # frames not recorded for want of disk space
+            "write_errors": 0,  # frames not recorded for another I/O error
+            "disk_free_bytes": None,
+            "disk_low": False,  # below the floor even after deleting what may be deleted
+            "bytes": 0,
+            "segments": 0,
+        }
+
+    def timeline(self, analysis: FrameAnalysis) -> float:
+        """Offline files keep their own clock; live frames the wall clock."""
+        return analysis.pts if analysis.pts is not None and not self.stream.is_realtime else analysis.captured
+
+    def position(self, analysis: FrameAnalysis) -> tuple[str, float] | None:
+        found = self.recorder.position(self.timeline(analysis))
+        return (str(found[0].resolve()), found[1]) if found else None
+
+    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
+        if frame is None:
+            return
+        record = {
+            "seq": analysis.seq,
+            "captured": analysis.captured,
+            "detections_of": analysis.inferred_seq,  # this frame's seq when it was inferred
+            "counts": analysis.detections.counts(analysis.names),
+            "detections": analysis.detections.records(analysis.names),
+            "people": [
+                {"track_id": p.track_id, "vest": p.vest, "hardhat": p.hardhat, "zones": p.zones}
+                for p in analysis.people
+            ],
+        }
+        try:
+            self.recorder.write(draw(frame, analysis, self.stream), self.timeline(analysis), analysis.captured, record)
+        except DiskFullError as error:
+            self.stats["disk_dropped"] += 1
+            if not self.stats["disk_low"]:
+                log.warning("%s; making room", error)
+            self._keep_free_space(at_least_one=True)
+            return
+        except OSError as error:  # not space: deleting recordings would not help
+            self.stats["write_errors"] += 1
+            log.warning("%s", error)
+            return
+        self.last_recorded = time.monotonic()
+        self.stats.update(
+            frames=self.stats["frames"] + 1,
+            bytes=self.recorder.bytes_written,
+            segments=self.recorder.segments_closed,
+        )
+
+    def tick(self) -> None:
+        """Free space every second, retention every minute, whether frames come or not."""
+        if time.monotonic() - self.last_space_check >= FREE_SPACE_EVERY_S:
+            self._keep_free_space()
+        if time.monotonic() - self.last_retention >= RETENTION_EVERY_S:
+            self.last_retention = time.monotonic()
+            recording = self.settings.recording
+            root = self.settings.recordings_dir / self.stream.id
+            for path in apply_retention(root, recording.max_age_days * 86400, recording.max_bytes):
+                log.info("%s: retention deleted %s", self.stream.id, path)
+
+    def _keep_free_space(self, at_least_one: bool = False) -> None:
+        """Hold the recordings' disk above ``recording.min_free_mb`` by deleting the oldest segments of
+        any stream; after a failed write, room for at least one more segment's worth is made."""
+        self.last_space_check = time.monotonic()
+        recordings = self.settings.recordings_dir
+        floor = self.settings.recording.min_free_mb * 2**20
+        try:
+            if at_least_one:
+                floor = max(floor, shutil.disk_usage(recordings).free + 1)
+            free, deleted = make_room(recordings, floor)
+        except OSError as error:  # the disk is gone (unmounted?): say so, keep running
+            log.warning("%s: recordings disk: %s", self.stream.id, error)
+            self.stats.update(disk_free_bytes=None, disk_low=True)
+            return
+        for path in deleted:
+            log.info("%s: deleted %s for free space", self.stream.id, path)
+        low = free < self.settings.recording.min_free_mb * 2**20 or (at_least_one and not deleted)
+        if low and not self.stats["disk_low"]:
+            log.warning("%s: recordings disk has %.0f MB free and nothing left to delete", self.stream.id, free / 2**20)
+        self.stats.update(disk_free_bytes=free, disk_low=low)
+
+    def close(self) -> None:
+        self.recorder.close()
+
+
+class LiveSink:
+    """The newest annotated frame for the live view, at most 5 a second, replaced atomically."""
+
+    every_frame = False
+
+    def __init__(self, settings: Settings, stream: StreamSettings) -> None:
+        self.stream = stream
+        self.path = live_frame(settings.runtime_dir, stream.id)
+        self.last = 0.0
+
+    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
+        if frame is None or time.monotonic() - self.last < LIVE_EVERY_S:
+            return
+        self.last = time.monotonic()
+        ok, jpeg = cv2.imencode(".jpg", draw(frame, analysis, self.stream), [cv2.IMWRITE_JPEG_QUALITY, 75])
+        if ok:
+            partial = self.path.with_suffix(".partial")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)  # the owner's eyes only
+            with os.fdopen(fd, "wb") as out:
+                out.write(jpeg.tobytes())
+            os.replace(partial, self.path)
+
+    def close(self) -> None:
+        """The live frame stays until the daemon removes the runtime dir's frames."""
+
+
+class SnapshotSink:
+    """An annotated JPEG per violation start and end, the person highlighted, beside the recordings."""
+
+    every_frame = False
+
+    def __init__(self, settings: Settings, stream: StreamSettings) -> None:
+        self.root = settings.recordings_dir / stream.id
+        self.stream = stream
+
+    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
+        for violation in analysis.violations:
+            if frame is None or violation.phase == "update":
+                continue
+            stamp = datetime.fromtimestamp(analysis.captured).astimezone()
+            folder = self.root / stamp.strftime("%Y-%m-%d") / "events"
+            path = folder / f"{violation.event_id}-{violation.phase}.jpg"
+            with contextlib.suppress(OSError):  # a full disk: the event goes out without its picture
+                folder.mkdir(parents=True, exist_ok=True)
+                if cv2.imwrite(str(path), draw(frame, analysis, self.stream, highlight=violation.track_id)):
+                    violation.snapshot = str(path.resolve())
+
+    def close(self) -> None:
+        """Nothing held open."""
+
+
+def recorder(settings: Settings, stream: StreamSettings) -> RecorderSink | None:
+    """Entry point ``recorder``: none for a stream with ``record = false``."""
+    return RecorderSink(settings, stream) if stream.record else None
+
+
+def live(settings: Settings, stream: StreamSettings) -> LiveSink:
+    return LiveSink(settings, stream)
+
+
+def snapshots(settings: Settings, stream: StreamSettings) -> SnapshotSink:
+    return SnapshotSink(settings, stream)
