@@ -89,9 +89,12 @@ def naive_loop(detector: Detector, clip: Path, out_dir: Path) -> float:
     return summary.frames / (time.perf_counter() - start)
 
 
-def daemon_config(work: Path, clip: Path, weights: Path, args: argparse.Namespace, port: int) -> Path:
+def daemon_config(
+    work: Path, clip: Path, weights: Path, args: argparse.Namespace, port: int, processors: list[str]
+) -> Path:
     streams = "".join(
-        f'[[streams]]\nid = "s{i}"\nurl = {json.dumps(str(clip))}\nrealtime = false\nrecord = true\n\n'
+        f'[[streams]]\nid = "s{i}"\nurl = {json.dumps(str(clip))}\nrealtime = false\nrecord = true\n'
+        f"processors = {json.dumps(processors)}\n\n"
         for i in range(args.streams)
     )
     config = work / "bench.toml"
@@ -194,6 +197,9 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--preprocess-workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=5590, help="publish port; the HTTP server takes the next one")
+    parser.add_argument(
+        "--compare-processors", action="store_true", help="run the pipeline again without tracking, PPE and zones"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="vwbench-") as tmp:
@@ -207,7 +213,12 @@ def main() -> None:
         infer_fps = inference_only(detector, images, args.max_batch)
         naive_fps = naive_loop(detector, clip, work / "naive")
         del detector, images  # the daemon's inference process gets the device to itself
-        result = pipeline(daemon_config(work, clip, weights, args, args.port), args.port, args.streams, args.frames)
+        config = daemon_config(work, clip, weights, args, args.port, ["people", "zones"])
+        result = pipeline(config, args.port, args.streams, args.frames)
+        bare = None
+        if args.compare_processors:  # the same run without tracking, PPE and zones
+            config = daemon_config(work, clip, weights, args, args.port, [])
+            bare = pipeline(config, args.port, args.streams, args.frames)
 
     print(
         f"device: {device_name(resolve_device(args.device))}; weights: {weights.name}; "
@@ -218,6 +229,8 @@ def main() -> None:
     print("|---|---:|---:|")
     rows = [("decode only (1 stream)", decode_fps), ("inference only (batched)", infer_fps)]
     rows += [("naive loop (1 process)", naive_fps), (f"pipeline ({args.streams} streams)", result["fps"])]
+    if bare:
+        rows.append((f"pipeline ({args.streams} streams) without processors", bare["fps"]))
     for name, fps in rows:
         print(f"| {name} | {fps:.1f} | {result['fps'] / fps:.2f} |")
     print(

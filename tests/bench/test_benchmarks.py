@@ -34,7 +34,16 @@ def test_pipeline_benchmark_measures_every_path_and_process(make_video) -> None:
     clip = make_video("bench.mp4", seconds=2, fps=10, size="320x240")
     port = free_port()
     output = run_bench(
-        "pipeline_throughput.py", "--video", str(clip), "--frames", "20", "--img", "160", "--port", str(port)
+        "pipeline_throughput.py",
+        "--video",
+        str(clip),
+        "--frames",
+        "20",
+        "--img",
+        "160",
+        "--port",
+        str(port),
+        "--compare-processors",
     )
     rows = dict(table_rows(output))
     for path in (
@@ -42,6 +51,7 @@ def test_pipeline_benchmark_measures_every_path_and_process(make_video) -> None:
         "inference only (batched)",
         "naive loop (1 process)",
         "pipeline (2 streams)",
+        "pipeline (2 streams) without processors",
     ):
         assert rows[path][0] > 0, f"{path}: {rows.get(path)}"
     assert rows["pipeline (2 streams)"][1] == 1.0
@@ -71,3 +81,11 @@ def test_train_loader_benchmark_measures_disk_and_cache(boxes_dataset) -> None:
         ("disk (JPEG decode)", 0), ("disk (JPEG decode)", 1), ("RAM cache", 0), ("RAM cache", 1),
     ]  # fmt: skip
     assert all(figures[1] > 0 for _, figures in rows)
+
+
+def test_stream_stage_benchmark_times_every_plugin_at_both_sizes() -> None:
+    output = run_bench("stream_stage.py", "--frames", "4")
+    rows = dict(table_rows(output))
+    assert set(rows) == {"640x360", "1080p"}
+    for figures in rows.values():
+        assert len(figures) == 6 and all(ms > 0 for ms in figures[:2]), figures  # people, zones ... all
