@@ -44,7 +44,7 @@ the zone requires, for at least ``events.dwell_s``:
 | reason | str or nil | on ``end``: ``left`` (the zone), ``complied`` or ``lost`` (out of view) |
 | seq, captured | int, float | the frame of this phase |
 | box | [x1, y1, x2, y2] | the person on that frame (empty once they are lost) |
-| snapshot | str or nil | annotated JPEG of that frame, the person highlighted |
+| snapshot | str or nil | annotated JPEG of that frame, the person highlighted (start and end; none when lost) |
 | segment, offset_s | str or nil, float or nil | the recording holding that frame, and where in it |
 
 (1) capture time; for a file, its first frame's capture time plus the file's own timeline.
@@ -192,10 +192,9 @@ class Batchable(WireMessage):
 
 
 @dataclass
-class InferredMessage(WireMessage):
-    """Inference -> the stream's stage (internal, topic ``inferred.<stream>``): one frame's boxes."""
+class FrameBoxes(WireMessage):
+    """What inference found on one frame: the fields ``inferred`` and ``det`` messages share."""
 
-    TYPE: ClassVar[str] = "inferred"
     stream: str
     seq: int
     captured: float
@@ -205,6 +204,24 @@ class InferredMessage(WireMessage):
     boxes: list[list[float]]
     scores: list[float]
     classes: list[int]
+
+    def box_problems(self) -> dict[str, bool]:
+        """The checks both messages make, by field."""
+        return {
+            "size": self.width >= 1 and self.height >= 1,
+            "captured": _finite(self.captured) and (self.pts is None or _finite(self.pts)),
+            "boxes": len(self.boxes) == len(self.scores) == len(self.classes)
+            and all(isinstance(b, list) and len(b) == 4 and all(_finite(v) for v in b) for b in self.boxes),
+            "scores": all(_finite(v) for v in self.scores),
+            "classes": all(isinstance(c, int) and 0 <= c < MAX_CLASSES for c in self.classes),
+        }
+
+
+@dataclass
+class InferredMessage(FrameBoxes):
+    """Inference -> the stream's stage (internal, topic ``inferred.<stream>``): one frame's boxes."""
+
+    TYPE: ClassVar[str] = "inferred"
     names: list[str]  # the model's class names, by id
     inference_ms: float
     batch_size: int
@@ -213,12 +230,7 @@ class InferredMessage(WireMessage):
 
     def problem(self) -> str | None:
         return _first_problem(
-            size=self.width >= 1 and self.height >= 1,
-            captured=_finite(self.captured) and (self.pts is None or _finite(self.pts)),
-            boxes=len(self.boxes) == len(self.scores) == len(self.classes)
-            and all(isinstance(b, list) and len(b) == 4 and all(_finite(v) for v in b) for b in self.boxes),
-            scores=all(_finite(v) for v in self.scores),
-            classes=all(isinstance(c, int) and 0 <= c < MAX_CLASSES for c in self.classes),
+            **self.box_problems(),
             names=len(self.names) <= MAX_CLASSES and all(isinstance(n, str) for n in self.names),
         )
 
@@ -238,19 +250,10 @@ class InferredMessage(WireMessage):
 
 
 @dataclass
-class DetectionMessage(WireMessage):
+class DetectionMessage(FrameBoxes):
     """Published on ``det.<stream>``; see the module docstring for the fields."""
 
     TYPE: ClassVar[str] = "det"
-    stream: str
-    seq: int
-    captured: float
-    pts: float | None
-    width: int
-    height: int
-    boxes: list[list[float]]
-    scores: list[float]
-    classes: list[int]
     names: list[str]
     counts: dict[str, int]
     people: list[dict[str, Any]]
@@ -284,12 +287,8 @@ class DetectionMessage(WireMessage):
 
     def problem(self) -> str | None:
         return _first_problem(
-            size=self.width >= 1 and self.height >= 1,
-            captured=_finite(self.captured) and (self.pts is None or _finite(self.pts)),
-            boxes=len(self.boxes) == len(self.scores) == len(self.classes) == len(self.names)
-            and all(isinstance(b, list) and len(b) == 4 and all(_finite(v) for v in b) for b in self.boxes),
-            scores=all(_finite(v) for v in self.scores),
-            classes=all(isinstance(c, int) and 0 <= c < MAX_CLASSES for c in self.classes),
+            **self.box_problems(),
+            names=len(self.names) == len(self.boxes),
             people=all(isinstance(p, dict) for p in self.people),
         )
 

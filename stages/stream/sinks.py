@@ -45,7 +45,7 @@ def draw(
         required=required,
         zones=[(zone.name, zone.polygon_pixels(width, height)) for zone in zones if zone.settings.polygon],
         highlight=highlight,
-        caption=f"{stream.id}  {datetime.fromtimestamp(analysis.captured).astimezone():%Y-%m-%d %H:%M:%S %z}",
+        caption=f"{stream.id}  {datetime.fromtimestamp(analysis.clock).astimezone():%Y-%m-%d %H:%M:%S %z}",
     )
     return annotate(image, analysis.detections, analysis.names, overlay)
 
@@ -178,7 +178,8 @@ class LiveSink:
 
 
 class SnapshotSink:
-    """An annotated JPEG per violation start and end, the person highlighted, beside the recordings."""
+    """An annotated JPEG per violation start and end, the person highlighted, beside the recordings;
+    none for the end of a person lost from view (the frame no longer shows them)."""
 
     every_frame = False
 
@@ -188,9 +189,9 @@ class SnapshotSink:
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         for violation in analysis.violations:
-            if frame is None or violation.phase == "update":
+            if frame is None or violation.phase == "update" or violation.reason == "lost":
                 continue
-            stamp = datetime.fromtimestamp(analysis.captured).astimezone()
+            stamp = datetime.fromtimestamp(analysis.clock).astimezone()
             folder = self.root / stamp.strftime("%Y-%m-%d") / "events"
             path = folder / f"{violation.event_id}-{violation.phase}.jpg"
             with contextlib.suppress(OSError):  # a full disk: the event goes out without its picture
