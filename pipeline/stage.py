@@ -15,6 +15,7 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import zmq
@@ -25,6 +26,13 @@ from pipeline.messages import ControlState, Heartbeat, Message, MessageError
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class StageStats:
+    """What every stage reports; each kind adds its own figures in a subclass."""
+
+    bad_messages: int = 0  # malformed messages dropped
+
+
 class Stage(ABC):
     heartbeat_interval_s = 1.0
 
@@ -33,7 +41,7 @@ class Stage(ABC):
         self.context = zmq.Context()
         self.stopping = False
         self.state = "starting"
-        self.stats: dict[str, Any] = {}
+        self.stats: StageStats = StageStats()
         self._heartbeat_endpoint = heartbeat
         self._heartbeat: zmq.Socket | None = None
         self._bus: zmq.Socket | None = None
@@ -51,7 +59,7 @@ class Stage(ABC):
 
     def drain(self, socket: zmq.Socket, message_type: type[Message], topics: bool = False) -> Iterator[Message]:
         """Every message waiting on ``socket``, decoded; garbage is logged, counted in
-        ``stats['bad_messages']`` and skipped. ``topics``: two-frame (topic, payload) messages."""
+        ``stats.bad_messages`` and skipped. ``topics``: two-frame (topic, payload) messages."""
         while True:
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
@@ -65,8 +73,8 @@ class Stage(ABC):
                 self.reject(message_type.TYPE, error)
 
     def reject(self, kind: str, error: Exception) -> None:
-        """A malformed message: logged, counted in ``stats['bad_messages']``, never acted on."""
-        self.stats["bad_messages"] = self.stats.get("bad_messages", 0) + 1
+        """A malformed message: logged, counted in ``stats.bad_messages``, never acted on."""
+        self.stats.bad_messages += 1
         log.warning("dropped a malformed %s message (%s)", kind, error)
 
     def open_publisher(self) -> zmq.Socket:
@@ -74,8 +82,8 @@ class Stage(ABC):
         return Endpoint.parse(os.environ["VWSTAGE_PUBLISH"]).open(self.context, hwm=1000)
 
     def report(self) -> dict[str, Any]:
-        """What the heartbeat carries: ``stats`` unless a stage adds figures computed at send time."""
-        return self.stats
+        """What the heartbeat carries: ``stats``; a stage sets figures computed at send time first."""
+        return asdict(self.stats)
 
     def on_control(self, state: ControlState) -> None:  # noqa: B027 - optional hook
         """Apply the live overrides (thresholds, paused streams); called when they arrive."""

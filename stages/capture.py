@@ -25,6 +25,7 @@ from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.feeds import Feed, FeedError, FeedFrame, open_feed
 from stages.settings import DEMO_URL, Settings, redact
+from stages.stats import CaptureStats
 from stages.topology import capture_ring, instance, open_detections, preprocess_input, record_input
 
 log = logging.getLogger(__name__)
@@ -53,25 +54,17 @@ class CaptureStage(Stage):
         self.paused = False
         self.last_frame: float | None = None
         self.sent_times: list[float] = []
-        self.stats = {
-            "frames": 0,
-            "dropped": 0,
-            "record_dropped": 0,
-            "corrupt": 0,
-            "reconnects": 0,
-            "fps_in": 0.0,
-            "paused": False,
-        }
+        self.stats = CaptureStats(live=self.realtime)
 
     def report(self) -> dict:
-        age = None if self.last_frame is None else round(time.monotonic() - self.last_frame, 2)
-        return {**self.stats, "frame_age_s": age, "live": self.realtime}
+        self.stats.frame_age_s = None if self.last_frame is None else round(time.monotonic() - self.last_frame, 2)
+        return super().report()
 
     def on_control(self, state: ControlState) -> None:
         paused = self.stream.id in state.paused
         if paused != self.paused:
             log.info("%s: %s", self.stream.id, "paused" if paused else "resumed")
-        self.paused = self.stats["paused"] = paused
+        self.paused = self.stats.paused = paused
 
     def setup(self) -> None:
         p = self.settings.pipeline
@@ -118,7 +111,7 @@ class CaptureStage(Stage):
 
     def _close_feed(self) -> None:
         if self.feed:
-            self.stats["corrupt"] += self.feed.corrupt
+            self.stats.corrupt += self.feed.corrupt
             self.feed.close()
         self.feed = self.frames = None
 
@@ -127,7 +120,7 @@ class CaptureStage(Stage):
         pipeline = self.settings.pipeline
         delay = min(pipeline.reconnect_max_s, pipeline.reconnect_min_s * 2**self.failures)
         self.failures += 1
-        self.stats["reconnects"] += 1
+        self.stats.reconnects += 1
         self.retry_at = time.monotonic() + delay
         self.state = "reconnecting"
         log.warning("%s: %s; retrying in %.1f s", self.stream.id, why, delay)
@@ -139,7 +132,7 @@ class CaptureStage(Stage):
             self.state = "connected" if self.loop and self.from_file else "connecting"
         else:
             self.state = "ended"
-            log.info("%s: end of %s after %d frames", self.stream.id, redact(self.stream.url), self.stats["frames"])
+            log.info("%s: end of %s after %d frames", self.stream.id, redact(self.stream.url), self.stats.frames)
 
     def step(self) -> None:
         if self.state == "ended":
@@ -222,20 +215,20 @@ class CaptureStage(Stage):
             try:
                 self.record_out.send(payload, zmq.NOBLOCK)
             except zmq.Again:  # live, and record is gone or far behind
-                self.stats["record_dropped"] += 1
+                self.stats.record_dropped += 1
         while not self.realtime and not self.refs.poll(200, zmq.POLLOUT) and not self.stopping:
             self.beat()  # offline: wait for a worker, heartbeating
         try:
             self.refs.send(payload, zmq.NOBLOCK)
         except zmq.Again:  # live and every worker is behind: this frame goes
             self.pending_drops += 1
-            self.stats["dropped"] += 1
+            self.stats.dropped += 1
             return
         self.pending_drops = 0
-        self.stats["frames"] += 1
+        self.stats.frames += 1
         now = self.last_frame = time.monotonic()
         self.sent_times = [t for t in self.sent_times if now - t < 5.0] + [now]
-        self.stats["fps_in"] = round(len(self.sent_times) / 5.0, 2)
+        self.stats.fps_in = round(len(self.sent_times) / 5.0, 2)
 
 
 def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> CaptureStage:

@@ -28,6 +28,7 @@ from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.detector.detector import Letterboxed, Thresholds, detector_from_settings
 from stages.settings import Settings
+from stages.stats import InferenceStats, StreamFigures
 from stages.topology import open_inference_link
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,7 @@ class InferenceStage(Stage):
         self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.overrides: dict[str, dict[str, float]] = {}
         self.recent: defaultdict[str, deque[tuple[float, float]]] = defaultdict(lambda: deque(maxlen=300))
-        self.stats = {
-            "frames": 0,
-            "batches": 0,
-            "dropped": 0,
-            "bad_messages": 0,
-            "streams": {},
-            "batch_size_sum": 0,
-            "inference_ms_sum": 0.0,
-        }
+        self.stats = InferenceStats()
 
     def on_control(self, state: ControlState) -> None:
         self.overrides = state.overrides
@@ -67,28 +60,19 @@ class InferenceStage(Stage):
         recent.append((time.monotonic(), latency_ms))
         latencies = sorted(v for _, v in recent)
         span = recent[-1][0] - recent[0][0]
-        entry = self.stats["streams"].setdefault(
-            stream,
-            {
-                "published": 0,
-                "dropped": {},
-                "latency_buckets": [0] * (len(LATENCY_BUCKETS_MS) + 1),
-                "latency_sum_ms": 0.0,
-            },
+        entry = self.stats.streams.setdefault(
+            stream, StreamFigures(latency_buckets=[0] * (len(LATENCY_BUCKETS_MS) + 1))
         )
         for stage, count in drops.items():
-            entry["dropped"][stage] = entry["dropped"].get(stage, 0) + count
+            entry.dropped[stage] = entry.dropped.get(stage, 0) + count
         for i, bound in enumerate([*LATENCY_BUCKETS_MS, float("inf")]):  # cumulative, as Prometheus wants
-            entry["latency_buckets"][i] += latency_ms <= bound
-        entry["latency_sum_ms"] += latency_ms
-        entry.update(
-            published=entry["published"] + 1,
-            fps_out=round((len(recent) - 1) / span, 2) if span > 0 else 0.0,
-            latency_p50_ms=round(latencies[len(latencies) // 2], 1),
-            latency_p99_ms=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
-            conf=self.thresholds(stream).conf,
-            iou=self.thresholds(stream).iou,
-        )
+            entry.latency_buckets[i] += latency_ms <= bound
+        entry.latency_sum_ms += latency_ms
+        entry.published += 1
+        entry.fps_out = round((len(recent) - 1) / span, 2) if span > 0 else 0.0
+        entry.latency_p50_ms = round(latencies[len(latencies) // 2], 1)
+        entry.latency_p99_ms = round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)
+        entry.conf, entry.iou = self.thresholds(stream).conf, self.thresholds(stream).iou
 
     def setup(self) -> None:
         self.detector = detector_from_settings(self.settings.detector)
@@ -100,7 +84,7 @@ class InferenceStage(Stage):
             self.settings, "pull", self.context, self.settings.pipeline.max_batch * 4
         )
         self.publisher = self.open_publisher()
-        self.stats.update(model=self.settings.detector.weights.name, device=str(self.detector.device))
+        self.stats.model, self.stats.device = self.settings.detector.weights.name, str(self.detector.device)
         log.info(
             "model %s on %s; publishing on %s",
             self.settings.detector.weights.name,
@@ -150,7 +134,7 @@ class InferenceStage(Stage):
             return None
         if frame is None:
             self.drops[item.stream]["inference"] += 1
-            self.stats["dropped"] += 1
+            self.stats.dropped += 1
             return None
         return frame.image
 
@@ -177,10 +161,10 @@ class InferenceStage(Stage):
             )
             self.publisher.send_multipart([topic("inferred", item.stream), message.encode()])
             self._stream_stats(item.stream, round((time.time() - item.captured) * 1e3, 2), message.drops)
-        self.stats["frames"] += len(items)
-        self.stats["batches"] += 1
-        self.stats["batch_size_sum"] += len(items)
-        self.stats["inference_ms_sum"] += result.inference_ms
+        self.stats.frames += len(items)
+        self.stats.batches += 1
+        self.stats.batch_size_sum += len(items)
+        self.stats.inference_ms_sum += result.inference_ms
 
 
 def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> InferenceStage:

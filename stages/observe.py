@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_MS, Exposition
+from stages.stats import CaptureStats, StreamStats, read_stats
 from stages.topology import live_frame
 
 LIVE_PAGE = Path(__file__).with_name("live.html")
@@ -16,10 +17,14 @@ LIVE_PAGE = Path(__file__).with_name("live.html")
 FRAME_SILENCE_S = 10.0  # a live stream without a frame this long makes the daemon unhealthy
 
 
-def _age(stage: dict[str, Any], key: str) -> float | None:
-    """Seconds since what ``key`` times, now: its age as of the stage's last heartbeat plus that heartbeat's age."""
-    reported = stage["stats"].get(key)
+def _age(reported: float | None, stage: dict[str, Any]) -> float | None:
+    """Seconds since what a figure times, now: its age as of the stage's last heartbeat plus that heartbeat's age."""
     return None if reported is None else round(reported + stage["heartbeat_age_s"], 1)
+
+
+def _stats(name: str, stage: dict[str, Any]) -> Any:
+    """The stage's last figures as its kind's type (``stages.stats``)."""
+    return read_stats(name.partition(".")[0], stage["stats"])
 
 
 def health(status: dict[str, Any], stall_s: float) -> tuple[int, str, bytes]:
@@ -29,43 +34,44 @@ def health(status: dict[str, Any], stall_s: float) -> tuple[int, str, bytes]:
     problems = []
     stages = status["stages"]
     for name, stage in stages.items():
-        stats = stage["stats"]
         if stage["pid"] is None or stage["heartbeat_age_s"] > stall_s:
             problems.append(f"{name}: {stage['state']}, no heartbeat for {stage['heartbeat_age_s']} s")
-        elif not stats:
+        elif not stage["stats"]:
             problems.append(f"{name}: {stage['state']}, not reporting yet")
-        elif name.startswith("capture."):
-            problems += _stream_problems(name, stage, stages)
-        elif stats.get("disk_low"):
-            free = (stats.get("disk_free_bytes") or 0) / 2**20
+        elif isinstance(stats := _stats(name, stage), CaptureStats):
+            problems += _stream_problems(name, stage, stats, stages)
+        elif isinstance(stats, StreamStats) and stats.disk_low:
+            free = (stats.disk_free_bytes or 0) / 2**20
             problems.append(f"{name}: recordings disk full ({free:.0f} MB free, nothing left to delete)")
     body = json.dumps({"healthy": not problems, "problems": problems, "uptime_s": status["uptime_s"]})
     return (200 if not problems else 503), "application/json", body.encode()
 
 
-def _stream_problems(name: str, capture: dict[str, Any], stages: dict[str, Any]) -> list[str]:
-    """What is wrong with one stream, seen from its capture stage and its record stage."""
-    stats, state = capture["stats"], capture["state"]
-    frame_age = _age(capture, "frame_age_s")
-    if state == "reconnecting" and not stats.get("live"):
+def _stream_problems(name: str, capture: dict[str, Any], stats: CaptureStats, stages: dict[str, Any]) -> list[str]:
+    """What is wrong with one stream, seen from its capture stage and its stream stage."""
+    state = capture["state"]
+    frame_age = _age(stats.frame_age_s, capture)
+    if state == "reconnecting" and not stats.live:
         return [f"{name}: its file cannot be read (retrying)"]
-    if stats.get("paused"):
+    if stats.paused:
         return []  # silent by request
     if frame_age is None:
-        return [] if state == "ended" and stats.get("frames") else [f"{name}: no frame yet ({state})"]
-    if not stats.get("live"):
+        return [] if state == "ended" and stats.frames else [f"{name}: no frame yet ({state})"]
+    if not stats.live:
         return []  # a file runs at its own pace and ends
     if frame_age > FRAME_SILENCE_S:
         return [f"{name}: no frame for {frame_age} s ({state})"]
-    record = stages.get(name.replace("capture.", "stream.", 1))
-    if record is None or not record["stats"]:
+    stream_name = name.replace("capture.", "stream.", 1)
+    stage = stages.get(stream_name)
+    if stage is None or not stage["stats"]:
         return []
-    detected = _age(record, "detection_age_s")
+    after = _stats(stream_name, stage)
+    detected = _age(after.detection_age_s, stage)
     if detected is None or detected > FRAME_SILENCE_S:
         silence = detected if detected is not None else "ever"
         return [f"{name}: frames arrive but no detections for {silence} s (is inference running?)"]
-    recorded = _age(record, "recorded_age_s")
-    if record["stats"].get("recording") and (recorded is None or recorded > FRAME_SILENCE_S):
+    recorded = _age(after.recorded_age_s, stage)
+    if after.recording and (recorded is None or recorded > FRAME_SILENCE_S):
         return [f"{name}: detections arrive but nothing recorded for {recorded or 'ever'} s"]
     return []
 
@@ -79,53 +85,51 @@ def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
         out.add(
             "vestwatch_stage_up", "gauge", "1 if the stage process runs", {"stage": name}, int(stage["pid"] is not None)
         )
-        stats, kind, _, instance = stage["stats"], *name.partition(".")
+        stats, (kind, _, instance) = _stats(name, stage), name.partition(".")
         if kind == "capture":
             labels = {"stream": instance}
-            out.add(
-                "vestwatch_frames_in_total", "counter", "Frames captured and sent on", labels, stats.get("frames", 0)
-            )
+            out.add("vestwatch_frames_in_total", "counter", "Frames captured and sent on", labels, stats.frames)
             out.add(
                 "vestwatch_frames_dropped_total",
                 "counter",
                 "Frames dropped, per stream and stage",
                 {**labels, "stage": "capture"},
-                stats.get("dropped", 0),
+                stats.dropped,
             )
             out.add(
                 "vestwatch_corrupt_total",
                 "counter",
                 "Undecodable packets or images skipped",
                 labels,
-                stats.get("corrupt", 0),
+                stats.corrupt,
             )
-            out.add("vestwatch_reconnects_total", "counter", "Source reconnects", labels, stats.get("reconnects", 0))
+            out.add("vestwatch_reconnects_total", "counter", "Source reconnects", labels, stats.reconnects)
         elif kind == "inference":
-            out.add("vestwatch_batches_total", "counter", "Inference batches", {}, stats.get("batches", 0))
+            out.add("vestwatch_batches_total", "counter", "Inference batches", {}, stats.batches)
             out.add(
                 "vestwatch_batched_frames_total",
                 "counter",
                 "Frames over all batches (over batches: mean batch size)",
                 {},
-                stats.get("batch_size_sum", 0),
+                stats.batch_size_sum,
             )
             out.add(
                 "vestwatch_inference_milliseconds_total",
                 "counter",
                 "Forward-pass time over all batches, milliseconds",
                 {},
-                stats.get("inference_ms_sum", 0),
+                stats.inference_ms_sum,
             )
-            for stream, figures in stats.get("streams", {}).items():
+            for stream, figures in stats.streams.items():
                 labels = {"stream": stream}
                 out.add(
                     "vestwatch_frames_processed_total",
                     "counter",
                     "Frames whose detections were published",
                     labels,
-                    figures["published"],
+                    figures.published,
                 )
-                for dropped_at, count in figures["dropped"].items():
+                for dropped_at, count in figures.dropped.items():
                     if dropped_at != "capture":  # capture's own counter is exact; this one lags a message
                         out.add(
                             "vestwatch_frames_dropped_total",
@@ -139,36 +143,34 @@ def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
                     "Capture to publish latency, milliseconds",
                     labels,
                     LATENCY_BUCKETS_MS,
-                    figures["latency_buckets"],
-                    figures["latency_sum_ms"],
+                    figures.latency_buckets,
+                    figures.latency_sum_ms,
                 )
         elif kind == "stream":
             labels = {"stream": instance}
-            out.add(
-                "vestwatch_recording_bytes_total", "counter", "Bytes of video recorded", labels, stats.get("bytes", 0)
-            )
-            out.add("vestwatch_recorded_frames_total", "counter", "Frames recorded", labels, stats.get("frames", 0))
+            out.add("vestwatch_recording_bytes_total", "counter", "Bytes of video recorded", labels, stats.bytes)
+            out.add("vestwatch_recorded_frames_total", "counter", "Frames recorded", labels, stats.frames)
             out.add(
                 "vestwatch_record_disk_dropped_total",
                 "counter",
                 "Frames not recorded for want of disk space",
                 labels,
-                stats.get("disk_dropped", 0),
+                stats.disk_dropped,
             )
-            if stats.get("disk_free_bytes") is not None:
+            if stats.disk_free_bytes is not None:
                 out.add(
                     "vestwatch_disk_free_bytes",
                     "gauge",
                     "Free bytes on the recordings' filesystem",
                     labels,
-                    stats["disk_free_bytes"],
+                    stats.disk_free_bytes,
                 )
             out.add(
                 "vestwatch_record_missed_total",
                 "counter",
                 "Frames not recorded: gone from the capture ring before they could be drawn",
                 labels,
-                stats.get("missed", 0),
+                stats.missed,
             )
     return 200, CONTENT_TYPE, out.text().encode()
 

@@ -23,6 +23,7 @@ from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.detector.letterbox import letterbox
 from stages.settings import Settings
+from stages.stats import PreprocessStats
 from stages.topology import (
     capture_ring,
     crosses_hosts,
@@ -46,7 +47,7 @@ class PreprocessStage(Stage):
         self.capture_rings = RingReaders()
         self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.ring_seq = 0
-        self.stats = {"frames": 0, "dropped": 0, "bad_messages": 0}
+        self.stats = PreprocessStats()
 
     def setup(self) -> None:
         p, runtime = self.settings.pipeline, self.settings.runtime_dir
@@ -80,7 +81,7 @@ class PreprocessStage(Stage):
                 continue
             if frame is None:  # overwritten while waiting: the capture is ahead of us
                 self.drops[ref.stream]["preprocess"] += 1
-                self.stats["dropped"] += 1
+                self.stats.dropped += 1
                 continue
             boxed, ratio, pad = letterbox(frame.image, self.size)  # auto: the smallest stride multiple
             self.ring_seq += 1
@@ -114,12 +115,12 @@ class PreprocessStage(Stage):
             self.beat()  # offline: wait for inference, heartbeating
         try:
             self.outbox.send(payload, zmq.NOBLOCK)
-            self.stats["frames"] += 1
+            self.stats.frames += 1
         except zmq.Again:  # live and inference is behind: this frame goes, its drop counts travel on
             for stage, count in message.drops.items():
                 self.drops[message.stream][stage] += count
             self.drops[message.stream]["preprocess"] += 1
-            self.stats["dropped"] += 1
+            self.stats.dropped += 1
 
 
 def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> PreprocessStage:

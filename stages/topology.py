@@ -140,8 +140,10 @@ def plan(settings: Settings) -> Plan:
             stream = settings.stream(instance(name)).model_dump(mode="json")
             extra = settings.model_dump(mode="json", include={"recordings_dir", "recording", "events"})
             fingerprints[name] = json.dumps([common, stream, extra if kind == "stream" else None], sort_keys=True)
-        else:
+        elif kind in ("preprocess", "inference"):
             fingerprints[name] = json.dumps([common, detector], sort_keys=True)
+        else:
+            raise ValueError(f"{name}: no fingerprint for stage kind {kind!r}: say what a restart of it depends on")
     overrides = {"*": {"conf": settings.detector.conf, "iou": settings.detector.iou}}
     return Plan(stage_specs(settings), fingerprints, [s.id for s in settings.streams], overrides)
 

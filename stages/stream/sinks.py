@@ -20,6 +20,7 @@ from pipeline.analysis import FrameAnalysis
 from stages.annotate import Overlay, annotate
 from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.settings import Settings, StreamSettings
+from stages.stats import RecorderStats
 from stages.stream.zones import zones_for
 from stages.topology import live_frame
 
@@ -64,15 +65,7 @@ class RecorderSink:
         self.last_retention = 0.0
         self.last_space_check = 0.0
         self.last_recorded: float | None = None  # monotonic
-        self.stats = {
-            "frames": 0,
-            "disk_dropped": 0,  # frames not recorded for want of disk space
-            "write_errors": 0,  # frames not recorded for another I/O error
-            "disk_free_bytes": None,
-            "disk_low": False,  # below the floor even after deleting what may be deleted
-            "bytes": 0,
-            "segments": 0,
-        }
+        self.stats = RecorderStats()
 
     def timeline(self, analysis: FrameAnalysis) -> float:
         """Offline files keep their own clock; live frames the wall clock."""
@@ -99,21 +92,18 @@ class RecorderSink:
         try:
             self.recorder.write(draw(frame, analysis, self.stream), self.timeline(analysis), analysis.captured, record)
         except DiskFullError as error:
-            self.stats["disk_dropped"] += 1
-            if not self.stats["disk_low"]:
+            self.stats.disk_dropped += 1
+            if not self.stats.disk_low:
                 log.warning("%s; making room", error)
             self._keep_free_space(at_least_one=True)
             return
         except OSError as error:  # not space: deleting recordings would not help
-            self.stats["write_errors"] += 1
+            self.stats.write_errors += 1
             log.warning("%s", error)
             return
         self.last_recorded = time.monotonic()
-        self.stats.update(
-            frames=self.stats["frames"] + 1,
-            bytes=self.recorder.bytes_written,
-            segments=self.recorder.segments_closed,
-        )
+        self.stats.frames += 1
+        self.stats.bytes, self.stats.segments = self.recorder.bytes_written, self.recorder.segments_closed
 
     def tick(self) -> None:
         """Free space every second, retention every minute, whether frames come or not."""
@@ -138,14 +128,14 @@ class RecorderSink:
             free, deleted = make_room(recordings, floor)
         except OSError as error:  # the disk is gone (unmounted?): say so, keep running
             log.warning("%s: recordings disk: %s", self.stream.id, error)
-            self.stats.update(disk_free_bytes=None, disk_low=True)
+            self.stats.disk_free_bytes, self.stats.disk_low = None, True
             return
         for path in deleted:
             log.info("%s: deleted %s for free space", self.stream.id, path)
         low = free < self.settings.recording.min_free_mb * 2**20 or (at_least_one and not deleted)
-        if low and not self.stats["disk_low"]:
+        if low and not self.stats.disk_low:
             log.warning("%s: recordings disk has %.0f MB free and nothing left to delete", self.stream.id, free / 2**20)
-        self.stats.update(disk_free_bytes=free, disk_low=low)
+        self.stats.disk_free_bytes, self.stats.disk_low = free, low
 
     def close(self) -> None:
         self.recorder.close()

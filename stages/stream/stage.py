@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from pipeline.messages import DetectionMessage, EventMessage, FrameRef, Inferred
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.settings import Settings
+from stages.stats import RecorderStats, StreamStats
 from stages.stream import plugins
 from stages.topology import capture_ring, instance, open_inferred, record_input
 
@@ -49,7 +51,7 @@ class StreamStage(Stage):
         self.settings = load_settings(Settings, config)
         self.stream = self.settings.stream(instance(name))
         self.ring = RingReaders()  # the one capture ring of this stream, once its capture created it
-        self.stats = {"frames": 0, "missed": 0, "bad_messages": 0, "events": 0, "recent_events": []}
+        self.stats = StreamStats(recording=self.stream.record)
         self.pending: deque[tuple[FrameRef, np.ndarray, float]] = deque()  # frames to record, and when they came
         self.analysed: OrderedDict[int, FrameAnalysis] = OrderedDict()  # seq -> results, newest last
         # enough for every frame that can be waiting here (refs queue up to the ring's size twice over)
@@ -60,14 +62,14 @@ class StreamStage(Stage):
 
     def report(self) -> dict:
         now = time.monotonic()
-        inferred = None if self.last_inferred is None else round(now - self.last_inferred, 2)
+        self.stats.detection_age_s = None if self.last_inferred is None else round(now - self.last_inferred, 2)
         recorded = getattr(self.recorder, "last_recorded", None)
-        stats = {**self.stats, "detection_age_s": inferred, "recording": self.stream.record}
-        stats["recorded_age_s"] = None if recorded is None else round(now - recorded, 2)
-        for sink in self.sinks:
-            stats.update(getattr(sink, "stats", {}))
-        stats["frames"] = getattr(self.recorder, "stats", {}).get("frames", 0)
-        return stats
+        self.stats.recorded_age_s = None if recorded is None else round(now - recorded, 2)
+        recorder_stats = getattr(self.recorder, "stats", None)
+        if isinstance(recorder_stats, RecorderStats):
+            for figure in fields(RecorderStats):
+                setattr(self.stats, figure.name, getattr(recorder_stats, figure.name))
+        return super().report()
 
     def setup(self) -> None:
         self.processors = plugins.load(plugins.PROCESSORS, self.stream.processors, self.settings, self.stream)
@@ -152,10 +154,10 @@ class StreamStage(Stage):
         return next((image for ref, image, _ in self.pending if ref.seq == seq), None)
 
     def _remember(self, event: EventMessage) -> None:
-        self.stats["events"] += event.phase == "start"
+        self.stats.events += event.phase == "start"
         recent = {k: getattr(event, k) for k in ("event_id", "phase", "track_id", "zone", "missing", "started")}
         recent.update(duration_s=round(event.duration_s, 1), snapshot=event.snapshot, segment=event.segment)
-        self.stats["recent_events"] = [*self.stats["recent_events"][-(RECENT_EVENTS - 1) :], recent]
+        self.stats.recent_events = [*self.stats.recent_events[-(RECENT_EVENTS - 1) :], recent]
         log.info(
             "%s: %s %s person %d in %s without %s (%.0f s)",
             self.stream.id,
@@ -176,7 +178,7 @@ class StreamStage(Stage):
             self.reject(ref.TYPE, error)
             return
         if frame is None:
-            self.stats["missed"] += 1
+            self.stats.missed += 1
             return
         self.pending.append((ref, frame.image, time.monotonic()))
 

@@ -34,8 +34,10 @@ def test_violations_publish_events_with_snapshots(daemon, site_clip) -> None:
 
     events = collect(
         vestwatch.endpoint,
-        lambda m: any(e["phase"] == "start" for e in m.get("yard", []))
-        and any(e["phase"] == "start" for e in m.get("gate", [])),
+        lambda m: (
+            any(e["phase"] == "start" for e in m.get("yard", []))
+            and any(e["phase"] == "start" for e in m.get("gate", []))
+        ),
         timeout=120,
         topics=("event.",),
     )

@@ -128,3 +128,14 @@ def test_a_file_of_random_bytes_is_unhealthy(daemon, tmp_path) -> None:
     report = healthz_until(f"http://{vestwatch.http}", lambda code: code == 503)
     assert "capture.noise: its file cannot be read (retrying)" in report["problems"], report
     assert vestwatch.stop()[0] == 0
+
+
+def test_heartbeat_figures_come_back_as_their_kinds_types() -> None:
+    from dataclasses import asdict
+
+    from stages.stats import InferenceStats, StreamFigures, StreamStats, read_stats
+
+    sent = InferenceStats(frames=3, streams={"cam": StreamFigures(published=3, latency_buckets=[1, 3])})
+    back = read_stats("inference", {**asdict(sent), "from_a_newer_version": 1})
+    assert back == sent and isinstance(back.streams["cam"], StreamFigures)
+    assert read_stats("stream", {"missed": 2, "disk_low": True}) == StreamStats(missed=2, disk_low=True)
