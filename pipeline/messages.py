@@ -34,20 +34,25 @@ the zone requires, for at least ``events.dwell_s``:
 |---|---|---|
 | stream | str | stream id |
 | event_id | str | the same for every phase of one violation |
-| phase | str | ``start``, ``update`` (at most every ``events.update_s``) or ``end`` |
+| phase | str | ``start``, ``update`` (every ``events.update_s``, and when ``missing`` changes) or ``end`` |
 | track_id | int | the person |
 | zone | str | the zone's name |
 | missing | [str] | required items the person is seen without (``vest``, ``hardhat``) |
-| started | float | when the person was first seen without them, Unix seconds (1) |
+| started | float | when the person was first seen without them, Unix seconds (2) |
 | ended | float or nil | set on ``end`` |
 | duration_s | float | so far, or in all on ``end`` |
-| reason | str or nil | on ``end``: ``left`` (the zone), ``complied`` or ``lost`` (out of view) |
+| reason | str or nil | on ``end``: ``left`` (out of the zone for ``lost_s``), ``complied``, ``lost`` (1) |
 | seq, captured | int, float | the frame of this phase |
 | box | [x1, y1, x2, y2] | the person on that frame (empty once they are lost) |
 | snapshot | str or nil | annotated JPEG of that frame, the person highlighted (start and end; none when lost) |
 | segment, offset_s | str or nil, float or nil | the recording holding that frame, and where in it |
 
-(1) capture time; for a file, its first frame's capture time plus the file's own timeline.
+(1) ``lost``: out of view for ``events.lost_s`` (also when the camera or inference stops
+delivering); ``stopped``: the daemon stopped or reloaded the stream while the event was open.
+(2) capture time; for a file, its first frame's capture time plus the file's own timeline.
+
+``inferred.<stream>`` (inference's raw boxes for the stream stage) also passes the publish
+endpoint; it is internal and may change without a version bump.
 
 Unknown fields are ignored by readers, so fields can be added without a version bump;
 removing or changing one bumps ``v``. Version 2 added people and the event lifecycle.

@@ -19,6 +19,7 @@ only listed subscribers get in at all.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket as sockets
 import threading
@@ -32,6 +33,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from pipeline.endpoints import Endpoint
 from pipeline.security import secure_server
+
+log = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTION_BYTES = 80  # "event." + a 64-character stream id, and the flag byte, fit
 MAX_HANDSHAKE_BYTES = 512  # with CURVE keys, whose handshake messages are longer
@@ -60,7 +63,8 @@ class PublishProxy:
         self.monitor = self.outbound.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         self.refused = 0  # made-up subscriptions, for status
         self.hung_up = 0  # connections cut for sending too many subscriptions, for status
-        self.sent_by = Counter[int]()  # subscriptions received per connection (its file descriptor)
+        self.sent_by = Counter[int]()  # subscriptions libzmq holds per connection (its file descriptor)
+        self.total = 0  # over all connections
 
     def _open_public(self) -> zmq.Socket:
         def bounded(socket: zmq.Socket) -> None:
@@ -103,12 +107,12 @@ class PublishProxy:
 
     def _connection(self, event: dict) -> None:
         """A connection's count starts when it is accepted and goes when it ends."""
-        self.sent_by.pop(event["value"], None)
+        self.total -= self.sent_by.pop(event["value"], 0)
 
     def _subscription(self, message: zmq.Frame) -> None:
         """Apply a subscriber's (un)subscription if it is a prefix of a topic published here."""
-        self._count_sender(message)
         request = message.bytes
+        self._count_sender(message, subscribe=request[:1] != b"\x00")
         wanted = request[1:]
         topics = [topic.encode() for topic in self.topics()]
         if request[:1] not in (b"\x00", b"\x01") or not any(t.startswith(wanted) for t in topics):
@@ -116,22 +120,26 @@ class PublishProxy:
             return
         self.outbound.setsockopt(zmq.SUBSCRIBE if request[:1] == b"\x01" else zmq.UNSUBSCRIBE, wanted)
 
-    def _count_sender(self, message: zmq.Frame) -> None:
+    def _count_sender(self, message: zmq.Frame, subscribe: bool) -> None:
         """Hang up on a connection past its share of subscriptions; libzmq then frees them all."""
         try:
             descriptor = message.get(zmq.SRCFD)
         except zmq.ZMQError:  # libzmq's own unsubscriptions for a connection that ended
             return
-        self.sent_by[descriptor] += 1
-        if self.sent_by[descriptor] == MAX_SUBSCRIPTIONS_PER_PEER + 1:
+        change = 1 if subscribe else -min(1, self.sent_by[descriptor])  # what libzmq holds for it
+        self.sent_by[descriptor] += change
+        self.total += change
+        if self.sent_by[descriptor] > MAX_SUBSCRIPTIONS_PER_PEER:  # again if the hang-up failed
             self._hang_up(descriptor)
-        elif self.sent_by.total() > MAX_SUBSCRIPTIONS:
-            heaviest, _ = self.sent_by.most_common(1)[0]
-            self.sent_by.pop(heaviest)
-            self._hang_up(heaviest)
+        elif self.total > MAX_SUBSCRIPTIONS:
+            self._hang_up(self.sent_by.most_common(1)[0][0])
 
     def _hang_up(self, descriptor: int) -> None:
-        self.hung_up += hang_up(descriptor, self.outbound.getsockopt_string(zmq.LAST_ENDPOINT))
+        held = self.sent_by.pop(descriptor, 0)
+        self.total -= held
+        if hang_up(descriptor, self.outbound.getsockopt_string(zmq.LAST_ENDPOINT)):
+            self.hung_up += 1
+            log.warning("publish: hung up on a subscriber holding %d subscriptions (it may reconnect)", held)
 
 
 def hang_up(descriptor: int, endpoint: str) -> bool:

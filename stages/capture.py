@@ -72,13 +72,13 @@ class CaptureStage(Stage):
             capture_ring(self.settings.runtime_dir, self.stream.id), p.ring_slots, (p.max_frame_pixels, 1, 3)
         )
         self.refs = self.context.socket(zmq.PUSH)
-        self.refs.setsockopt(zmq.SNDHWM, max(2, p.ring_slots // (2 * p.preprocess_workers)))
+        self.refs.setsockopt(zmq.SNDHWM, max(2, p.ring_slots // 2))
         self.refs.setsockopt(zmq.LINGER, 0)
         # one worker per stream keeps its frames in order all the way to its tracker
         worker = [s.id for s in self.settings.streams].index(self.stream.id) % p.preprocess_workers
         self.refs.connect(preprocess_input(self.settings.runtime_dir, worker).address)
         self.record_out = None  # every frame goes to the record stage too, if it records this stream here
-        if self.stream.record and "stream" in p.stages:
+        if self.stream.records and "stream" in p.stages:
             self.record_out = (
                 record_input(self.settings.runtime_dir, self.stream.id)
                 .peer("push")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from functools import cache
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from pipeline.endpoints import Endpoint
 from pipeline.settings import EnvOverridesFile
@@ -87,11 +89,18 @@ def redact(text: str) -> str:
     return SECRET_QUERY.sub(r"\1***", AUTHORITY.sub(userinfo, text))
 
 
+@cache
+def installed_plugins(group: str) -> list[str]:
+    """Entry-point names of a plug-in group (scanning the installed packages takes milliseconds)."""
+    return sorted(entry.name for entry in entry_points(group=group))
+
+
 class ZoneSettings(BaseModel, extra="forbid"):
     """A named area of one camera's picture and the PPE a person standing in it must wear.
 
-    ``polygon`` is in ``units`` (fractions of the frame's width and height, or pixels);
-    none is the whole frame. A person is in the zone by the bottom centre of their box."""
+    ``polygon`` is in ``units`` (fractions of the frame's width and height, or pixels of the frame
+    as processed: after ``pipeline.max_frame_pixels`` scales a larger camera down, so prefer
+    fractions); none is the whole frame. A person is in the zone by the bottom centre of their box."""
 
     name: str = Field("site", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     polygon: list[tuple[float, float]] | None = Field(None, min_length=3)
@@ -118,7 +127,22 @@ class StreamSettings(BaseModel, extra="forbid"):
     zones: list[ZoneSettings] = Field(default_factory=lambda: [ZoneSettings()], min_length=1)
     # what runs after inference, in order, by entry point name (groups vestwatch.processors, vestwatch.sinks)
     processors: list[str] = Field(default_factory=lambda: ["people", "zones"])
-    sinks: list[str] = Field(default_factory=lambda: ["recorder", "live", "snapshots"])
+    sinks: list[str] = Field(default_factory=lambda: ["recorder", "live", "snapshots", "webhooks"])
+
+    @field_validator("processors", "sinks")
+    @classmethod
+    def _installed(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        group = f"vestwatch.{info.field_name}"
+        installed = installed_plugins(group)
+        unknown = [name for name in names if name not in installed]
+        if unknown:
+            raise ValueError(f"no {group} entry point named {unknown[0]!r} (installed: {', '.join(installed)})")
+        return names
+
+    @property
+    def records(self) -> bool:
+        """Recorded here: ``record`` and a ``recorder`` sink; capture then sends every frame to the stream stage."""
+        return self.record and "recorder" in self.sinks
 
     @field_validator("zones")
     @classmethod
@@ -191,6 +215,8 @@ class PipelineSettings(BaseModel, extra="forbid"):
     def _unique_stages(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError(f"{value} names a stage twice")
+        if "capture" in value and "stream" not in value:  # it reads the capture ring: same host
+            raise ValueError(f"{value}: a host with capture needs the stream stage too (it records and publishes)")
         return value
 
     @model_validator(mode="after")
@@ -204,6 +230,18 @@ class PipelineSettings(BaseModel, extra="forbid"):
         if self.offline_window * 2 > self.ring_slots:
             raise ValueError(f"offline_window {self.offline_window} needs ring_slots >= {self.offline_window * 2}")
         return self
+
+
+class WebhookSettings(BaseModel, extra="forbid"):
+    """Where each violation event is POSTed as JSON (the ``event.<stream>`` message's fields)."""
+
+    url: str = Field(pattern=r"^https?://")
+    streams: list[str] | None = None  # only these streams' events; None: every stream
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. an Authorization token
+    timeout_s: float = Field(5.0, gt=0)
+    retries: int = Field(5, ge=0)  # after the first attempt, with doubling back-off
+    backoff_s: float = Field(1.0, gt=0)  # before the first retry
+    queue: int = Field(1000, ge=1)  # events waiting per URL; beyond it the oldest goes, counted
 
 
 class RecordingSettings(BaseModel, extra="forbid"):
@@ -253,6 +291,7 @@ class Settings(EnvOverridesFile):
     pipeline: PipelineSettings = PipelineSettings()
     recording: RecordingSettings = RecordingSettings()
     events: EventSettings = EventSettings()
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
 
     @field_validator("streams")
     @classmethod

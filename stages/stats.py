@@ -71,6 +71,11 @@ class RecorderStats:
 class StreamStats(RecorderStats, StageStats):
     missed: int = 0  # captured frames overwritten in the ring before this stage copied them
     events: int = 0  # violations started
+    plugin_errors: int = 0  # processor or sink calls that raised (logged, the stage went on)
+    webhook_sent: int = 0  # event phases a webhook receiver took
+    webhook_retried: int = 0
+    webhook_failed: int = 0  # out of retries
+    webhook_overflowed: int = 0  # pushed out of a full queue
     recent_events: list[dict[str, Any]] = field(default_factory=list)
     detection_age_s: float | None = None  # since inference's latest results, as of the heartbeat
     recorded_age_s: float | None = None

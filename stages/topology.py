@@ -137,7 +137,9 @@ def plan(settings: Settings) -> Plan:
     for spec in stage_specs(settings):
         kind, name = spec.kind, spec.name
         if kind in ("capture", "stream"):
-            stream = settings.stream(instance(name)).model_dump(mode="json")
+            # what runs after inference is none of capture's business: editing a zone keeps the camera
+            after = {"zones", "processors", "sinks"} if kind == "capture" else set()
+            stream = settings.stream(instance(name)).model_dump(mode="json", exclude=after)
             extra = settings.model_dump(mode="json", include={"recordings_dir", "recording", "events"})
             fingerprints[name] = json.dumps([common, stream, extra if kind == "stream" else None], sort_keys=True)
         elif kind in ("preprocess", "inference"):

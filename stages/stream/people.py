@@ -97,10 +97,22 @@ class PeopleProcessor:
         self.tracks: dict[int, _Track] = {}
         # ByteTrack can revive a track up to a frame after lost_s; keep its history that long
         self.forget_s = events.lost_s + 1.0 / max(fps, 1e-3)
+        self.last_clock: float | None = None
+        self.interval_s = 1.0 / max(fps, 1e-3)  # between results, smoothed
+
+    def _follow_rate(self, now: float) -> None:
+        """ByteTrack counts lost frames, not seconds: keep its buffer at ``lost_s`` at the rate results
+        really come (``fps`` is only the first guess; inference may deliver fewer, or more)."""
+        if self.last_clock is not None and now > self.last_clock:
+            self.interval_s = 0.9 * self.interval_s + 0.1 * (now - self.last_clock)
+            self.tracker.max_time_lost = max(1, math.ceil(self.events.lost_s / self.interval_s - 1e-6))
+            self.forget_s = self.events.lost_s + self.interval_s
+        self.last_clock = now
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         detections = analysis.detections
         now = analysis.clock
+        self._follow_rate(now)
         masks = class_masks(detections, analysis.names)
         persons = np.flatnonzero(masks["person"])
         torsos = np.flatnonzero(masks["vest"] | masks["no_vest"])

@@ -10,16 +10,12 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-from stages.settings import Settings, StreamSettings
+from stages.settings import Settings, StreamSettings, installed_plugins
 from stages.stream.people import PeopleProcessor
 from stages.stream.zones import ZonesProcessor
 
 PROCESSORS = "vestwatch.processors"
 SINKS = "vestwatch.sinks"
-
-
-def installed(group: str) -> list[str]:
-    return sorted(entry.name for entry in entry_points(group=group))
 
 
 def load(group: str, names: list[str], settings: Settings, stream: StreamSettings) -> list[Any]:
@@ -28,7 +24,7 @@ def load(group: str, names: list[str], settings: Settings, stream: StreamSetting
     plugins = []
     for name in names:
         if name not in found:
-            raise ValueError(f"streams.{stream.id}: no {group} named {name!r} (installed: {installed(group)})")
+            raise ValueError(f"streams.{stream.id}: no {group} named {name!r} (installed: {installed_plugins(group)})")
         plugin = found[name].load()(settings, stream)
         if plugin is not None:
             plugins.append(plugin)

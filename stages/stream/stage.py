@@ -19,7 +19,8 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from pipeline.stage import Stage
 from stages.settings import Settings
 from stages.stats import RecorderStats, StreamStats
 from stages.stream import plugins
+from stages.stream.sinks import RecorderSink
 from stages.topology import capture_ring, instance, open_inferred, record_input
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 RECORD_DELAY_S = 0.3  # a live frame waits this long at most for its own results
 OFFLINE_WAIT_S = 10.0  # an offline frame whose results were lost in a crash is recorded without them
 RECENT_EVENTS = 5
+PLUGIN_LOG_EVERY_S = 60.0
 NO_DETECTIONS = Detections(np.zeros((0, 4)), [], [])  # a frame recorded before any results came
 
 
@@ -51,13 +54,15 @@ class StreamStage(Stage):
         self.settings = load_settings(Settings, config)
         self.stream = self.settings.stream(instance(name))
         self.ring = RingReaders()  # the one capture ring of this stream, once its capture created it
-        self.stats = StreamStats(recording=self.stream.record)
+        self.stats = StreamStats(recording=self.stream.records)
         self.pending: deque[tuple[FrameRef, np.ndarray, float]] = deque()  # frames to record, and when they came
         self.analysed: OrderedDict[int, FrameAnalysis] = OrderedDict()  # seq -> results, newest last
         # enough for every frame that can be waiting here (refs queue up to the ring's size twice over)
         self.analysed_kept = 2 * self.settings.pipeline.ring_slots + 64
         self.last_inferred: float | None = None  # monotonic time of this stream's latest results
         self.file_anchor: float | None = None  # capture time minus pts, for a file's clock
+        self.plugin_errors_logged: dict[str, float] = {}  # plug-in -> monotonic time last logged
+        self.last_expired = 0.0  # monotonic time the processors last saw an empty frame
         self.last_clock = 0.0
 
     def report(self) -> dict:
@@ -65,21 +70,23 @@ class StreamStage(Stage):
         self.stats.detection_age_s = None if self.last_inferred is None else round(now - self.last_inferred, 2)
         recorded = getattr(self.recorder, "last_recorded", None)
         self.stats.recorded_age_s = None if recorded is None else round(now - recorded, 2)
-        recorder_stats = getattr(self.recorder, "stats", None)
-        if isinstance(recorder_stats, RecorderStats):
-            for figure in fields(RecorderStats):
-                setattr(self.stats, figure.name, getattr(recorder_stats, figure.name))
+        for sink in self.sinks:  # the recorder's figures, and the alert sinks'
+            figures = getattr(sink, "stats", None)
+            figures = asdict(figures) if isinstance(figures, RecorderStats) else figures or {}
+            for name, value in figures.items():
+                if hasattr(self.stats, name):
+                    setattr(self.stats, name, value)
         return super().report()
 
     def setup(self) -> None:
         self.processors = plugins.load(plugins.PROCESSORS, self.stream.processors, self.settings, self.stream)
         self.sinks = plugins.load(plugins.SINKS, self.stream.sinks, self.settings, self.stream)
-        self.recorder = next((s for s in self.sinks if getattr(s, "every_frame", False)), None)
+        self.recorder = next((s for s in self.sinks if isinstance(s, RecorderSink)), None)
         self.inferred = open_inferred(self.settings, self.context, self.stream.id)
         self.poller = zmq.Poller()
         self.poller.register(self.inferred, zmq.POLLIN)
         self.frames_in = None
-        if self.recorder is not None:
+        if self.stream.records:  # capture sends every frame (the same rule decides there)
             hwm = self.settings.pipeline.ring_slots
             self.frames_in = record_input(self.settings.runtime_dir, self.stream.id).open(self.context, hwm=hwm)
             self.poller.register(self.frames_in, zmq.POLLIN)
@@ -89,14 +96,25 @@ class StreamStage(Stage):
         while self.pending:  # what waited for results is recorded with what there is
             ref, image, _ = self.pending.popleft()
             self._record(ref, image)
-        for plugin in [*self.processors, *self.sinks]:
+        if hasattr(self, "publisher"):  # subscribers learn that open events end here, not hang open
+            analysis = self._idle_analysis()
+            for processor in self.processors:
+                if hasattr(processor, "end_all"):
+                    analysis.violations += processor.end_all(analysis.clock, "stopped")
+            self._events_out(None, analysis, published=None)
+            self.publisher.close(linger=500)
+        for plugin in [*getattr(self, "processors", []), *getattr(self, "sinks", [])]:
             plugin.close()
         self.ring.close()
 
     def step(self) -> None:
         for sink in self.sinks:
             if hasattr(sink, "tick"):
-                sink.tick()
+                self._guarded(sink, sink.tick)
+        now = time.monotonic()
+        idle = self.last_inferred is not None and now - self.last_inferred >= self.settings.events.lost_s
+        if idle and now - self.last_expired >= 1.0:
+            self._expire()
         self.poller.poll(100)
         if self.frames_in is not None:
             for ref in self.drain(self.frames_in, FrameRef):
@@ -122,33 +140,75 @@ class StreamStage(Stage):
         frame = self.ring.read(ring, message.source_slot, message.seq)
         image = frame.image if frame is not None else self._pending_image(message.seq)
         for processor in self.processors:
-            processor.handle(image, analysis)
-        for sink in self.sinks:
-            if not getattr(sink, "every_frame", False):
-                sink.handle(image, analysis)
+            self._guarded(processor, processor.handle, image, analysis)
         self.analysed[message.seq] = analysis
         while len(self.analysed) > self.analysed_kept:
             self.analysed.popitem(last=False)
-        self._record_ready()  # first, so that an event below finds its frame in the open segment
-        published = DetectionMessage.from_analysis(analysis, message)
-        self.publisher.send_multipart([topic("det", self.stream.id), published.encode()])
+        self._record_ready()  # first, so that an event finds its frame in the open segment
+        self._events_out(image, analysis, published=DetectionMessage.from_analysis(analysis, message))
+
+    def _events_out(
+        self, image: np.ndarray | None, analysis: FrameAnalysis, published: DetectionMessage | None
+    ) -> None:
+        """Where each violation can be watched, the inferred-frame sinks (snapshots, alerts), then
+        ``det`` (when there was a frame) and one ``event`` per violation phase."""
         boxes = {person.track_id: person.box for person in analysis.people}
         for violation in analysis.violations:
             violation.box = violation.box or boxes.get(violation.track_id, [])  # none once the person is lost
-            position = self.recorder.position(analysis) if self.recorder else None
+            position = self.recorder.position(analysis) if self.recorder and analysis.seq else None
             violation.segment, violation.offset_s = position or (None, None)
+        for sink in self.sinks:
+            if not getattr(sink, "every_frame", False):
+                self._guarded(sink, sink.handle, image, analysis)
+        if published is not None:
+            self.publisher.send_multipart([topic("det", self.stream.id), published.encode()])
+        for violation in analysis.violations:
             event = EventMessage.from_violation(analysis, violation)
             self.publisher.send_multipart([topic("event", self.stream.id), event.encode()])
             self._remember(event)
 
+    def _expire(self) -> None:
+        """No results for ``lost_s`` (camera or inference down, a file at its end): the processors see
+        an empty frame, once a second, so that the people they were following are lost in time."""
+        analysis = self._idle_analysis()
+        for processor in self.processors:
+            self._guarded(processor, processor.handle, None, analysis)
+        self._events_out(None, analysis, published=None)
+        self.last_expired = time.monotonic()
+
+    def _idle_clock(self) -> float:
+        """The stream's clock now: the last result's plus the time since it came."""
+        if self.last_inferred is None:
+            return time.time()
+        return self.last_clock + time.monotonic() - self.last_inferred
+
+    def _idle_analysis(self) -> FrameAnalysis:
+        """A frame with nothing on it at ``_idle_clock``; seq 0: no frame of the stream."""
+        clock = self._idle_clock()
+        return FrameAnalysis(self.stream.id, 0, time.time(), None, 1, 1, NO_DETECTIONS, [], clock=clock)
+
+    def _guarded(self, plugin: object, call: Callable[..., None], *args: object) -> None:
+        """A failing plug-in is counted and logged (once a minute), never fatal: the others go on."""
+        try:
+            call(*args)
+        except Exception as error:
+            self.stats.plugin_errors += 1
+            name = type(plugin).__name__
+            if time.monotonic() - self.plugin_errors_logged.get(name, -PLUGIN_LOG_EVERY_S) >= PLUGIN_LOG_EVERY_S:
+                self.plugin_errors_logged[name] = time.monotonic()
+                log.exception("%s: %s failed (%s); going on", self.stream.id, name, error)
+
     def _clock(self, message: InferredMessage) -> float:
         """Capture time live; a file's own timeline, anchored at the capture time of its first frame here."""
-        if self.stream.is_realtime or message.pts is None:
-            return message.captured
-        if self.file_anchor is None or message.pts + self.file_anchor < self.last_clock - 1.0:  # started over
-            self.file_anchor = message.captured - message.pts
-        self.last_clock = message.pts + self.file_anchor
+        self.last_clock = self._clock_of(message.captured, message.pts, anchor=True)
         return self.last_clock
+
+    def _clock_of(self, captured: float, pts: float | None, anchor: bool = False) -> float:
+        if self.stream.is_realtime or pts is None:
+            return captured
+        if anchor and (self.file_anchor is None or pts + self.file_anchor < self.last_clock - 1.0):  # started over
+            self.file_anchor = captured - pts
+        return pts + self.file_anchor if self.file_anchor is not None else captured
 
     def _pending_image(self, seq: int) -> np.ndarray | None:
         return next((image for ref, image, _ in self.pending if ref.seq == seq), None)
@@ -203,10 +263,11 @@ class StreamStage(Stage):
             analysis = FrameAnalysis(self.stream.id, ref.seq, ref.captured, ref.pts, width, height, NO_DETECTIONS, [])
         else:
             analysis = dataclasses.replace(earlier, seq=ref.seq, captured=ref.captured, pts=ref.pts, violations=[])
+        analysis.clock = self._clock_of(ref.captured, ref.pts)
         analysis.inferred_seq = earlier.seq if earlier else None
         for sink in self.sinks:
             if getattr(sink, "every_frame", False):
-                sink.handle(image, analysis)
+                self._guarded(sink, sink.handle, image, analysis)
 
     def _latest_before(self, seq: int) -> FrameAnalysis | None:
         """The newest results of an earlier frame: what a frame inference skipped is drawn with."""

@@ -99,12 +99,18 @@ class ZonesProcessor:
         key = (person.track_id, zone.name)
         case = self.cases.get(key)
         missing = [item for item in zone.require if getattr(person, item) == "no"]
+        if zone.name not in person.zones and case is not None:
+            # out of the zone counts like out of view: a box jittering at the edge keeps its case
+            if now - case.last_seen >= self.events.lost_s - EPS:
+                del self.cases[key]
+                if case.event_id is not None:
+                    out.append(self._phase(case, "end", case.last_seen, reason="left"))
+            return
         if zone.name not in person.zones or not missing:
             if case is not None:
                 del self.cases[key]
                 if case.event_id is not None:
-                    reason = "left" if zone.name not in person.zones else "complied"
-                    out.append(self._phase(case, "end", now, reason=reason))
+                    out.append(self._phase(case, "end", now, reason="complied"))
             return
         if case is None:
             case = self.cases[key] = _Case(person.track_id, zone.name, now, missing, now)
@@ -135,6 +141,12 @@ class ZonesProcessor:
             duration_s=round(max(0.0, now - case.started), 3),
             reason=reason,
         )
+
+    def end_all(self, now: float, reason: str) -> list[Violation]:
+        """End every open event (the stage is stopping); a pending case just goes."""
+        ends = [self._phase(c, "end", now, reason=reason) for c in self.cases.values() if c.event_id is not None]
+        self.cases.clear()
+        return ends
 
     def close(self) -> None:
         self.cases.clear()

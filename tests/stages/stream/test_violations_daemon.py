@@ -44,11 +44,13 @@ def play(tmp_path: Path) -> Iterator[Callable[..., dict[str, list[dict]]]]:
     ``det``, and a clip's last frames are empty, so by then every event came)."""
     started: list[Daemon] = []
 
-    def run(walkers: list[Walker], frames: int, zones: list[dict] | None = None) -> dict[str, list[dict]]:
+    def run(
+        walkers: list[Walker], frames: int, zones: list[dict] | None = None, until: Callable | None = None
+    ) -> dict[str, list[dict]]:
         clip = clips.write_clip(tmp_path / "clip.mp4", walkers, frames)
         daemon = start_daemon(tmp_path, clip, zones)
         started.append(daemon)
-        listener = Listener(daemon.endpoint, frames)
+        listener = Listener(daemon.endpoint, frames, until)
         daemon.wait_ready()
         try:
             messages = listener.messages()
@@ -71,16 +73,17 @@ class Listener(threading.Thread):
     """``collect`` in the background from before the daemon is ready: a subscriber that connects
     only then may miss an offline clip's first frames, which go out as soon as the model is up."""
 
-    def __init__(self, endpoint: str, frames: int) -> None:
+    def __init__(self, endpoint: str, frames: int, until: Callable | None = None) -> None:
         super().__init__(daemon=True)
-        self.endpoint, self.frames = endpoint, frames
+        self.endpoint, self.frames, self.until = endpoint, frames, until
         self.result: list[dict] = []
         self.error: Exception | None = None
         self.start()
 
     def run(self) -> None:
         def done(messages: dict[str, list[dict]]) -> bool:
-            return sum(m["type"] == "det" for m in messages.get(STREAM, [])) >= self.frames
+            mine = messages.get(STREAM, [])
+            return sum(m["type"] == "det" for m in mine) >= self.frames and (self.until is None or self.until(mine))
 
         try:
             self.result = collect(self.endpoint, done, TIMEOUT_S, topics=(f"det.{STREAM}", f"event.{STREAM}"))[STREAM]
@@ -217,3 +220,14 @@ def test_a_worker_who_puts_a_vest_on_ends_the_event_complied(play) -> None:
     assert 2.5 - EPS <= clip_time(dets, end["ended"]) <= 2.8 + EPS, summary(events)
     after = [p for m in dets if 2.8 <= m["pts"] < 4.5 for p in m["people"]]
     assert after and all(p["track_id"] == start["track_id"] and p["vest"] == "yes" for p in after), after
+
+
+def test_an_event_open_when_the_file_ends_is_ended_lost(play) -> None:
+    # the worker is still in view on the last frame: no frame will ever show them gone
+    stayer = Walker(clips.NO_VEST_JACKET, (300, FLOOR), (320, FLOOR), 0, 29)
+    found = play([stayer], 30, until=lambda messages: any(m.get("phase") == "end" for m in messages))
+    events = found["event"]
+
+    assert events and events[0]["phase"] == "start" and events[-1]["phase"] == "end", summary(events)
+    assert events[-1]["reason"] == "lost" and len(by_event(events)) == 1, summary(events)
+    assert 2.6 <= events[-1]["duration_s"] <= 3.0, "ended when last seen: the clip's last frame (2.9 s)"
