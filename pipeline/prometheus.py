@@ -1,34 +1,41 @@
-"""Prometheus text exposition format (version 0.0.4), written without a client library.
+"""Prometheus exposition of figures that live elsewhere (the stages' heartbeats), through prometheus_client.
+
+The figures are not the client library's own counters: each scrape turns the latest status
+into metric families and lets prometheus_client write them, so numbers keep full precision
+(a hand-written ``%g`` once printed 1234567 as ``1.23457e+06``).
 
 >>> metrics = Exposition()
->>> metrics.add("vestwatch_frames_total", "counter", "Frames captured", {"stream": "cam1"}, 42)
->>> print(metrics.text())
-# HELP vestwatch_frames_total Frames captured
-# TYPE vestwatch_frames_total counter
-vestwatch_frames_total{stream="cam1"} 42
+>>> metrics.add("vestwatch_frames_total", "counter", "Frames captured", {"stream": "cam1"}, 1234567)
+>>> print(metrics.text().splitlines()[2])
+vestwatch_frames_total{stream="cam1"} 1.234567e+06
 """
 
 from __future__ import annotations
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS_MS = [25, 50, 100, 250, 500, 1000, 2500, 5000]  # upper bounds of the latency histograms
-
-
-def _label_value(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
 
 
 class Exposition:
-    def __init__(self) -> None:
-        self.families: dict[str, tuple[str, str, list[str]]] = {}
+    """Samples gathered for one scrape, by family; ``text()`` writes them."""
 
-    def add(self, name: str, kind: str, help_text: str, labels: dict[str, str], value: float, suffix: str = "") -> None:
-        """One sample; ``suffix`` (``_bucket``, ``_sum``, ``_count``) for histogram parts."""
-        _, _, samples = self.families.setdefault(name, (kind, help_text, []))
-        label_text = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items())
-        samples.append(
-            f"{name}{suffix}{{{label_text}}} {float(value):g}" if label_text else f"{name}{suffix} {float(value):g}"
-        )
+    def __init__(self) -> None:
+        self.families: dict[str, Metric] = {}
+
+    def _family(self, name: str, kind: str, help_text: str, labels: dict[str, str]) -> Metric:
+        if name not in self.families:
+            self.families[name] = FAMILIES[kind](name, help_text, labels=list(labels))
+        return self.families[name]
+
+    def add(self, name: str, kind: str, help_text: str, labels: dict[str, str], value: float) -> None:
+        self._family(name, kind, help_text, labels).add_metric(list(labels.values()), value)
 
     def histogram(
         self,
@@ -39,20 +46,15 @@ class Exposition:
         cumulative: list[int],
         total: float,
     ) -> None:
-        for bound, count in zip([*bounds, float("inf")], cumulative):
-            self.add(
-                name,
-                "histogram",
-                help_text,
-                {**labels, "le": "+Inf" if bound == float("inf") else f"{bound:g}"},
-                count,
-                "_bucket",
-            )
-        self.add(name, "histogram", help_text, labels, total, "_sum")
-        self.add(name, "histogram", help_text, labels, cumulative[-1] if cumulative else 0, "_count")
+        """``cumulative``: counts at or below each bound, then the overall count (``+Inf``)."""
+        buckets = [(f"{bound:g}", count) for bound, count in zip(bounds, cumulative)]
+        buckets.append(("+Inf", cumulative[-1] if cumulative else 0))
+        self._family(name, "histogram", help_text, labels).add_metric(list(labels.values()), buckets, total)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families.values()
 
     def text(self) -> str:
-        lines = []
-        for name, (kind, help_text, samples) in self.families.items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
-        return "\n".join(lines) + "\n"
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return generate_latest(registry).decode()

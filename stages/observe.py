@@ -125,7 +125,7 @@ def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
                 out.add(
                     "vestwatch_frames_processed_total",
                     "counter",
-                    "Frames whose detections were published",
+                    "Frames inference returned results for",
                     labels,
                     figures.published,
                 )
@@ -140,7 +140,7 @@ def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
                         )
                 out.histogram(
                     "vestwatch_latency_ms",
-                    "Capture to publish latency, milliseconds",
+                    "Capture to inference result latency, milliseconds",
                     labels,
                     LATENCY_BUCKETS_MS,
                     figures.latency_buckets,
@@ -165,6 +165,14 @@ def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
                     labels,
                     stats.disk_free_bytes,
                 )
+            out.add("vestwatch_events_total", "counter", "Violation events started", labels, stats.events)
+            out.add(
+                "vestwatch_plugin_errors_total",
+                "counter",
+                "Processor or sink calls that failed (logged; the stage went on)",
+                labels,
+                stats.plugin_errors,
+            )
             out.add(
                 "vestwatch_record_missed_total",
                 "counter",

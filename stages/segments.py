@@ -148,7 +148,8 @@ class SegmentRecorder:
     def _open(self, timeline_s: float, captured: float, width: int, height: int) -> Segment:
         stamp = datetime.fromtimestamp(captured, timezone.utc).astimezone()
         folder = self.root / stamp.strftime("%Y-%m-%d")
-        path = folder / f"{self.stream_id}-{stamp.strftime('%Y%m%d-%H%M%S')}.ts"
+        # the UTC offset in the name: the hour a daylight-saving change repeats gives two names
+        path = folder / f"{self.stream_id}-{stamp.strftime('%Y%m%d-%H%M%S%z')}.ts"
         while path.exists():  # a restart within the same second
             path = path.with_stem(path.stem + "b")
         sink = None

@@ -139,3 +139,35 @@ def test_heartbeat_figures_come_back_as_their_kinds_types() -> None:
     back = read_stats("inference", {**asdict(sent), "from_a_newer_version": 1})
     assert back == sent and isinstance(back.streams["cam"], StreamFigures)
     assert read_stats("stream", {"missed": 2, "disk_low": True}) == StreamStats(missed=2, disk_low=True)
+
+
+def test_metrics_keep_every_digit_of_a_large_counter() -> None:
+    from pipeline.prometheus import Exposition
+
+    metrics = Exposition()
+    metrics.add("vestwatch_frames_in_total", "counter", "Frames", {"stream": "cam"}, 123_456_789)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.text())}
+    assert families["vestwatch_frames_in"].samples[0].value == 123_456_789  # was 1.23457e+08
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_daemon_exports() -> None:
+    import re
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from stages.observe import metrics
+    from stages.stats import CaptureStats, InferenceStats, StreamFigures, StreamStats
+
+    figures = StreamFigures(dropped={"inference": 1}, latency_buckets=[0] * 9)
+    stats = {
+        "capture.cam": CaptureStats(),
+        "inference": InferenceStats(streams={"cam": figures}),
+        "stream.cam": StreamStats(disk_free_bytes=1),
+    }
+    status = {"stages": {n: {"pid": 1, "restarts": 0, "stats": asdict(s)} for n, s in stats.items()}}
+    exported = {sample.name for family in text_string_to_metric_families(metrics(status)[2].decode())
+                for sample in family.samples}  # fmt: skip
+    dashboard = (Path(__file__).parents[2] / "deploy" / "grafana-dashboard.json").read_text()
+    used = set(re.findall(r"vestwatch_[a-z_]+", " ".join(t["expr"] for p in json.loads(dashboard)["panels"]
+                                                          for t in p["targets"])))  # fmt: skip
+    assert used and used <= exported, used - exported
