@@ -1,4 +1,4 @@
-"""CPU time of the per-stream stage for one frame, by plug-in, at 640x360 and 1080p.
+"""CPU time of the per-stream stage for one frame, by plug-in, at 640x360, 720p and 1080p.
 
     python bench/stream_stage.py                 # the shipped model's boxes on the site footage, or the demo
     python bench/stream_stage.py --frames 200
@@ -28,7 +28,7 @@ from stages.stream import plugins
 from stages.video import VideoReader
 
 SITE_FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "media"
-SIZES = {"640x360": (640, 360), "1080p": (1920, 1080)}
+SIZES = {"640x360": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 
 
 def source_frames(count: int) -> tuple[str, list[np.ndarray]]:

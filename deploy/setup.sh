@@ -15,7 +15,8 @@ if $dev; then
     # a real RTSP server for the tests, run by Debian's own python3 (a venv cannot import gi)
     packages+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
                gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
-               chromium)  # a real browser for the live-view test
+               chromium  # a real browser for the live-view test
+               mosquitto)  # a real MQTT broker for the MQTT sink's tests (started by them, not as a service)
 fi
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

@@ -127,7 +127,7 @@ class StreamSettings(BaseModel, extra="forbid"):
     zones: list[ZoneSettings] = Field(default_factory=lambda: [ZoneSettings()], min_length=1)
     # what runs after inference, in order, by entry point name (groups vestwatch.processors, vestwatch.sinks)
     processors: list[str] = Field(default_factory=lambda: ["people", "zones"])
-    sinks: list[str] = Field(default_factory=lambda: ["recorder", "live", "snapshots", "webhooks"])
+    sinks: list[str] = Field(default_factory=lambda: ["recorder", "live", "snapshots", "webhooks", "mqtt"])
 
     @field_validator("processors", "sinks")
     @classmethod
@@ -244,6 +244,21 @@ class WebhookSettings(BaseModel, extra="forbid"):
     queue: int = Field(1000, ge=1)  # events waiting per URL; beyond it the oldest goes, counted
 
 
+class MqttSettings(BaseModel, extra="forbid"):
+    """The MQTT broker every stream's events, states and counts go to (Home Assistant reads them)."""
+
+    host: str
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False  # with the system's CAs, or ca_file
+    ca_file: Path | None = None
+    topic_prefix: str = Field("vestwatch", pattern=r"^[^#+]+$")
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = "homeassistant"
+    queue: int = Field(1000, ge=1)  # messages held while the broker is away; beyond it they are counted
+
+
 class RecordingSettings(BaseModel, extra="forbid"):
     segment_s: float = Field(60.0, ge=1)
     max_age_days: float = Field(7.0, gt=0)
@@ -292,6 +307,7 @@ class Settings(EnvOverridesFile):
     recording: RecordingSettings = RecordingSettings()
     events: EventSettings = EventSettings()
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    mqtt: MqttSettings | None = None  # None: no MQTT
 
     @field_validator("streams")
     @classmethod

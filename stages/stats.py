@@ -76,6 +76,9 @@ class StreamStats(RecorderStats, StageStats):
     webhook_retried: int = 0
     webhook_failed: int = 0  # out of retries
     webhook_overflowed: int = 0  # pushed out of a full queue
+    mqtt_published: int = 0  # messages the broker acknowledged
+    mqtt_overflowed: int = 0  # not queued: the broker away too long
+    mqtt_connected: bool = False
     recent_events: list[dict[str, Any]] = field(default_factory=list)
     detection_age_s: float | None = None  # since inference's latest results, as of the heartbeat
     recorded_age_s: float | None = None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +24,7 @@ from pipeline.subscriber import subscribe
 from tests.matching import assert_same_boxes
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # Debian puts it in sbin
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 
 
@@ -80,6 +83,42 @@ class LineWatcher:
     def text(self) -> str:
         with self.changed:
             return "\n".join(self.lines)
+
+
+class Mosquitto:
+    """A real MQTT broker (Debian's mosquitto) on a free port, its sessions kept in ``folder`` across
+    restarts, as a site's broker keeps them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.config = folder / "mosquitto.conf"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {folder}/\nlog_dest stderr\nlog_type information\n"
+            f"user {getpass.getuser()}\n"  # as root it would switch to 'mosquitto', who cannot write here
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Mosquitto:
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            LineWatcher(self.process.stderr).wait_for(lambda line: "running" in line, timeout=30)  # unbuffered
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()  # saves its sessions and queued messages first
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
 
 
 class RtspServer:

@@ -86,6 +86,6 @@ def test_train_loader_benchmark_measures_disk_and_cache(boxes_dataset) -> None:
 def test_stream_stage_benchmark_times_every_plugin_at_both_sizes() -> None:
     output = run_bench("stream_stage.py", "--frames", "4")
     rows = dict(table_rows(output))
-    assert set(rows) == {"640x360", "1080p"}
+    assert set(rows) == {"640x360", "720p", "1080p"}
     for figures in rows.values():
         assert len(figures) == 6 and all(ms > 0 for ms in figures[:2]), figures  # people, zones ... all

@@ -1,0 +1,163 @@
+"""The ``mqtt`` sink: a stream's violations, states and counts on an MQTT broker, for Home Assistant.
+
+Topics, under ``<topic_prefix>/<stream>/``:
+
+- ``events``: each violation phase as JSON (the ``event.<stream>`` fields), QoS 1;
+- ``violation`` and ``<zone>/violation``: ``ON`` while a violation is open there, else ``OFF`` (retained);
+- ``people`` and ``without_vest``: how many people are in view, and how many of them without a vest (retained);
+- ``snapshot``: the JPEG of the latest violation (retained);
+- ``availability``: ``online``, or ``offline`` (also the broker's last will for us).
+
+With ``discovery``, Home Assistant finds a device per stream with binary sensors (stream and
+zones), count sensors and an image entity. The broker may be down at start or restart at any
+time: paho reconnects by itself and holds QoS 1 messages until then, up to ``queue`` (what
+does not fit is counted); on every connection the discovery configs and states are sent again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as paho
+
+from pipeline.analysis import FrameAnalysis
+from pipeline.messages import SCHEMA_VERSION, EventMessage
+from stages.settings import MqttSettings, Settings, StreamSettings
+
+log = logging.getLogger(__name__)
+
+
+class MqttSink:
+    every_frame = False
+
+    def __init__(self, settings: MqttSettings, stream: StreamSettings) -> None:
+        self.settings, self.stream = settings, stream
+        self.base = f"{settings.topic_prefix}/{stream.id}"
+        self.zones = [zone.name for zone in stream.zones]
+        self.open: dict[str, set[str]] = {zone: set() for zone in self.zones}  # zone -> open event ids
+        self.counts = {"people": -1, "without_vest": -1}
+        self.stats = {"mqtt_published": 0, "mqtt_overflowed": 0, "mqtt_connected": False}
+        self.client = self._client()
+
+    def _client(self) -> paho.Client:
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"vestwatch-{self.stream.id}")
+        if self.settings.username:
+            client.username_pw_set(self.settings.username, self.settings.password)
+        if self.settings.tls:
+            client.tls_set(ca_certs=str(self.settings.ca_file) if self.settings.ca_file else None)
+        client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)
+        client.max_queued_messages_set(self.settings.queue)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_publish = self._published
+        client.connect_async(self.settings.host, self.settings.port, keepalive=30)
+        client.loop_start()
+        return client
+
+    def _connected(self, client: paho.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("%s: MQTT broker %s refused us: %s", self.stream.id, self.settings.host, reason)
+            return
+        self.stats["mqtt_connected"] = True
+        log.info("%s: connected to the MQTT broker %s:%d", self.stream.id, self.settings.host, self.settings.port)
+        if self.settings.discovery:
+            for topic, config in self._discovery().items():
+                self._send(topic, json.dumps(config), retain=True)
+        self._send(f"{self.base}/availability", "online", retain=True)
+        self._send_states()
+
+    def _disconnected(self, client: paho.Client, *args: object) -> None:
+        if self.stats["mqtt_connected"]:
+            log.warning("%s: MQTT broker %s gone; holding up to %d messages", self.stream.id, self.settings.host,
+                        self.settings.queue)  # fmt: skip
+        self.stats["mqtt_connected"] = False
+
+    def _published(self, *args: object) -> None:
+        self.stats["mqtt_published"] += 1
+
+    def _send(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            self.stats["mqtt_overflowed"] += 1
+
+    def _send_states(self) -> None:
+        on = any(self.open.values())
+        self._send(f"{self.base}/violation", "ON" if on else "OFF", retain=True)
+        for zone, events in self.open.items():
+            self._send(f"{self.base}/{zone}/violation", "ON" if events else "OFF", retain=True)
+
+    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
+        if analysis.seq:  # a frame of the stream, not the stage's idle tick
+            counts = {"people": len(analysis.people), "without_vest": sum(p.vest == "no" for p in analysis.people)}
+            for name, count in counts.items():
+                if count != self.counts[name]:
+                    self.counts[name] = count
+                    self._send(f"{self.base}/{name}", str(count), retain=True)
+        changed = False
+        for violation in analysis.violations:
+            event = EventMessage.from_violation(analysis, violation)
+            self._send(f"{self.base}/events", json.dumps({"v": SCHEMA_VERSION, "type": event.TYPE, **asdict(event)}))
+            events = self.open.setdefault(violation.zone, set())
+            if violation.phase == "end":
+                changed |= violation.event_id in events
+                events.discard(violation.event_id)
+            elif violation.event_id not in events:
+                events.add(violation.event_id)
+                changed = True
+            if violation.snapshot and violation.phase == "start":
+                with contextlib.suppress(OSError):  # deleted for disk space meanwhile: the event went out anyway
+                    self._send(f"{self.base}/snapshot", Path(violation.snapshot).read_bytes(), retain=True)
+        if changed:
+            self._send_states()
+
+    def _discovery(self) -> dict[str, dict]:
+        """Home Assistant MQTT discovery: one device per stream."""
+        prefix, node = self.settings.discovery_prefix, f"vestwatch_{self.stream.id}"
+        common = {
+            "availability_topic": f"{self.base}/availability",
+            "device": {"identifiers": [node], "name": f"vestwatch {self.stream.id}", "manufacturer": "vestwatch"},
+        }
+        configs = {
+            f"{prefix}/binary_sensor/{node}/violation/config": {
+                "name": "PPE violation",
+                "state_topic": f"{self.base}/violation",
+            },
+            f"{prefix}/sensor/{node}/people/config": {"name": "People", "state_topic": f"{self.base}/people"},
+            f"{prefix}/sensor/{node}/without_vest/config": {
+                "name": "People without a vest",
+                "state_topic": f"{self.base}/without_vest",
+            },
+            f"{prefix}/image/{node}/snapshot/config": {
+                "name": "Last violation",
+                "image_topic": f"{self.base}/snapshot",
+                "content_type": "image/jpeg",
+            },
+        }
+        for zone in self.zones:
+            configs[f"{prefix}/binary_sensor/{node}/{zone}_violation/config"] = {
+                "name": f"PPE violation in {zone}",
+                "state_topic": f"{self.base}/{zone}/violation",
+            }
+        for topic, config in configs.items():
+            config.update(common, unique_id=f"{node}_{topic.split('/')[-2]}")
+            if "/binary_sensor/" in topic:
+                config.update(payload_on="ON", payload_off="OFF", device_class="safety")
+            if "/sensor/" in topic:
+                config.update(state_class="measurement")
+        return configs
+
+    def close(self) -> None:
+        self._send(f"{self.base}/availability", "offline", retain=True)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def mqtt(settings: Settings, stream: StreamSettings) -> MqttSink | None:
+    """Entry point ``mqtt``: none without an ``[mqtt]`` section."""
+    return MqttSink(settings.mqtt, stream) if settings.mqtt else None

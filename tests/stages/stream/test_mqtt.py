@@ -1,0 +1,138 @@
+"""The MQTT sink against a real Mosquitto broker, read by a real MQTT client."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+
+from pipeline.analysis import FrameAnalysis, Person, Violation
+from pipeline.detections import Detections
+from stages.settings import MqttSettings, StreamSettings, ZoneSettings
+from stages.stream.mqtt import MqttSink
+from tests.harness import MOSQUITTO, Mosquitto
+
+pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto not installed (deploy/setup.sh --dev)")
+
+STREAM = StreamSettings(id="gate", url="demo", zones=[ZoneSettings(name="scaffold", require=["vest"])])
+
+
+class Watcher:
+    """A Home Assistant stand-in: a persistent MQTT session on ``vestwatch/#`` and ``homeassistant/#``."""
+
+    def __init__(self, port: int) -> None:
+        self.messages: list[paho.MQTTMessage] = []
+        self.changed = threading.Condition()
+        self.subscribed = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="watcher", clean_session=False)
+        self.client.on_connect = lambda client, *_: client.subscribe([("vestwatch/#", 1), ("homeassistant/#", 1)])
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = self._message
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect(host="127.0.0.1", port=port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "the watcher never subscribed"
+
+    def _message(self, client: object, userdata: object, message: paho.MQTTMessage) -> None:
+        with self.changed:
+            self.messages.append(message)
+            self.changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[list[paho.MQTTMessage]], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not predicate(self.messages):
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"timed out; topics seen: {[m.topic for m in self.messages]}"
+                self.changed.wait(remaining)
+
+    def events(self) -> list[dict]:
+        """Each event phase once: QoS 1 is at least once, so a phase the broker did not acknowledge
+        before it went away comes again (a receiver tells them apart by event id and phase)."""
+        phases = {}
+        for message in self.messages:
+            if message.topic == "vestwatch/gate/events":
+                event = json.loads(message.payload)
+                phases.setdefault((event["event_id"], event["phase"], event["seq"]), event)
+        return list(phases.values())
+
+    def last(self, topic: str) -> bytes | None:
+        return next((m.payload for m in reversed(self.messages) if m.topic == topic), None)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    server = Mosquitto(tmp_path / "broker").start()
+    yield server
+    server.stop()
+
+
+def frame(seq: int, *violations: Violation, people: int = 1) -> FrameAnalysis:
+    analysis = FrameAnalysis("gate", seq, 1700000000.0 + seq, None, 640, 360, Detections([], [], []), [])
+    analysis.people = [Person(i + 1, [0, 0, 10, 10], 0.9, vest="no") for i in range(people)]
+    analysis.violations = list(violations)
+    return analysis
+
+
+def phase(name: str, event: str = "gate-1-1-scaffold", snapshot: str | None = None) -> Violation:
+    ended = 1700000005.0 if name == "end" else None
+    return Violation(event, name, 1, "scaffold", ["vest"], 1700000000.0, ended, 5.0, snapshot=snapshot)
+
+
+def test_events_states_counts_and_discovery_reach_a_subscriber(broker, tmp_path) -> None:
+    watcher = Watcher(broker.port)
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM)
+    snapshot = tmp_path / "snap.jpg"
+    snapshot.write_bytes(b"\xff\xd8 a jpeg")
+    sink.handle(None, frame(1, phase("start", snapshot=str(snapshot)), people=2))
+    watcher.wait_for(lambda ms: any(m.topic == "vestwatch/gate/violation" and m.payload == b"ON" for m in ms))
+    sink.handle(None, frame(2, phase("end"), people=1))
+    watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start", "end"])
+    watcher.wait_for(lambda ms: watcher.last("vestwatch/gate/scaffold/violation") == b"OFF")
+    assert watcher.last("vestwatch/gate/violation") == b"OFF"
+    assert watcher.last("vestwatch/gate/people") == b"1" and watcher.last("vestwatch/gate/without_vest") == b"1"
+    assert watcher.last("vestwatch/gate/snapshot") == b"\xff\xd8 a jpeg"
+    assert watcher.last("vestwatch/gate/availability") == b"online"
+    start = watcher.events()[0]
+    assert start["event_id"] == "gate-1-1-scaffold" and start["missing"] == ["vest"] and start["zone"] == "scaffold"
+    config = json.loads(watcher.last("homeassistant/binary_sensor/vestwatch_gate/scaffold_violation/config"))
+    assert config["state_topic"] == "vestwatch/gate/scaffold/violation" and config["payload_on"] == "ON"
+    assert json.loads(watcher.last("homeassistant/image/vestwatch_gate/snapshot/config"))["image_topic"]
+    sink.close()
+    watcher.wait_for(lambda ms: watcher.last("vestwatch/gate/availability") == b"offline")
+    watcher.close()
+
+
+def test_a_broker_down_at_start_and_restarted_mid_run_loses_no_event(broker) -> None:
+    watcher = Watcher(broker.port)  # a persistent session: the broker keeps its messages while it is away
+    broker.stop()
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM)
+    sink.handle(None, frame(1, phase("start")))  # the broker is down: held by the client
+    broker.start()
+    watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start"])
+    broker.stop()
+    sink.handle(None, frame(2, phase("update")))
+    sink.handle(None, frame(3, phase("end")))
+    broker.start()
+    watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start", "update", "end"])
+    assert sink.stats["mqtt_overflowed"] == 0
+    sink.close()
+    watcher.close()
+
+
+def test_what_does_not_fit_while_the_broker_is_away_is_counted(broker) -> None:
+    broker.stop()
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, queue=3), STREAM)
+    for seq in range(1, 7):
+        sink.handle(None, frame(seq, phase("update")))
+    assert sink.stats["mqtt_overflowed"] >= 3 and not sink.stats["mqtt_connected"]
+    sink.close()
