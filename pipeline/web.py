@@ -3,7 +3,9 @@
 >>> server = serve("127.0.0.1:8080", {"/healthz": lambda path: (200, "application/json", b"{}")})
 >>> server.shutdown()
 
-A route whose key ends in ``/`` serves every path under it; the route gets the path. A client
+A route whose key ends in ``/`` serves every path under it; the route gets the path. With a
+``guard`` every route but the ``open`` ones (``/healthz``, for probes) answers 401 without the
+secret; with ``tls`` (certificate and key files) the server speaks HTTPS only. A client
 gets ``TIMEOUT_S`` in all to send its request and read the answer, and at most ``MAX_CONNECTIONS`` are
 served at once (the rest are closed at once), so idle or half-open connections cannot pile up
 threads in the supervisor.
@@ -14,10 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from pipeline.httpauth import Guard
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,13 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         log.debug("HTTP: connection from %s ended early", client_address, exc_info=True)
 
 
-def serve(address: str, routes: dict[str, Route]) -> ThreadingHTTPServer:
+def serve(
+    address: str,
+    routes: dict[str, Route],
+    guard: Guard | None = None,
+    open_paths: frozenset[str] = frozenset({"/healthz"}),
+    tls: tuple[Path, Path] | None = None,
+) -> ThreadingHTTPServer:
     host, _, port = address.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):
@@ -87,7 +99,9 @@ def serve(address: str, routes: dict[str, Route]) -> ThreadingHTTPServer:
                 ),
                 None,
             )
-            if route is None:
+            if guard and path not in open_paths and not guard.allows(self.headers.get("Authorization")):
+                status, content_type, body = 401, "text/plain", b"authentication required\n"
+            elif route is None:
                 status, content_type, body = 404, "text/plain", b"not found\n"
             else:
                 try:
@@ -96,6 +110,8 @@ def serve(address: str, routes: dict[str, Route]) -> ThreadingHTTPServer:
                     log.exception("HTTP %s failed", self.path)
                     status, content_type, body = 500, "text/plain", f"{type(error).__name__}\n".encode()
             self.send_response(status)
+            if status == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="vestwatch", charset="UTF-8"')
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
@@ -106,5 +122,9 @@ def serve(address: str, routes: dict[str, Route]) -> ThreadingHTTPServer:
             log.debug(format, *args)
 
     server = BoundedHTTPServer((host or "127.0.0.1", int(port)), Handler)
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

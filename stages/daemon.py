@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import zmq
 
 from pipeline.endpoints import Endpoint
+from pipeline.httpauth import Guard, hash_secret
 from pipeline.messages import ControlReply, ControlRequest, MessageError
 from pipeline.rundir import claim
 from pipeline.security import create_keys, secure_client
@@ -22,7 +25,7 @@ from pipeline.supervisor import Plan, Supervisor
 from pipeline.web import serve
 from stages.observe import routes
 from stages.preflight import check_model
-from stages.settings import DEFAULT_CONFIG, Settings, redact
+from stages.settings import DEFAULT_CONFIG, LOOPBACK, Settings, redact
 from stages.topology import frame_files, plan
 
 log = logging.getLogger("vestwatch")
@@ -35,7 +38,6 @@ def _unit_interval(value: Any) -> float:
     return number
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 SETTABLE = {"conf": _unit_interval, "iou": _unit_interval}  # what vestwatch ctl set may change live
 
 
@@ -124,11 +126,14 @@ def run_daemon(args: argparse.Namespace) -> int:
             pages = routes(
                 supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, lambda: supervisor.streams
             )
-            server = serve(settings.http, pages)
+            guard = Guard(settings.http_password_hash) if settings.http_password_hash else None
+            tls = (settings.http_tls_cert, settings.http_tls_key) if settings.http_tls_cert else None
+            server = serve(settings.http, pages, guard=guard, tls=tls)
         except OSError as error:
             log.error("http: cannot listen on %s (%s)", settings.http, error)
             return 2
-        log.info("live view on http://%s/ (also /healthz, /metrics)", settings.http)
+        scheme = "https" if settings.http_tls_cert else "http"
+        log.info("live view on %s://%s/ (also /healthz, /metrics)", scheme, settings.http)
     try:
         return supervisor.run()
     finally:
@@ -249,6 +254,29 @@ def run_keys(args: argparse.Namespace) -> int:
     print("a client needs client.key_secret and server.key (vestwatch ctl|subscribe --keys FOLDER);")
     print("authorise more clients by copying their public .key files into clients/")
     return 0
+
+
+def run_http_password(args: argparse.Namespace) -> int:
+    """Read the secret (typed twice at a terminal, else one line of stdin) and print its hash."""
+    if sys.stdin.isatty():
+        secret = getpass.getpass("HTTP password: ")
+        if getpass.getpass("again: ") != secret:
+            log.error("the two passwords differ")
+            return 2
+    else:
+        secret = sys.stdin.readline().rstrip("\n")
+    if len(secret) < 12:
+        log.error("use at least 12 characters")
+        return 2
+    print(f'http_password_hash = "{hash_secret(secret)}"')
+    return 0
+
+
+def add_http_password(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "http-password", help="hash a secret for the HTTP pages (the config line to paste; the secret is not stored)"
+    )
+    parser.set_defaults(run=run_http_password)
 
 
 def add_keys(subparsers: argparse._SubParsersAction) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from pipeline.endpoints import Endpoint
+from pipeline.httpauth import check_stored
 from pipeline.settings import EnvOverridesFile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,7 @@ class DetectorSettings(BaseModel, extra="forbid"):
 
 
 DEMO_URL = "demo"
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -301,6 +303,10 @@ class Settings(EnvOverridesFile):
     # DIR/clients get messages (vestwatch subscribe --keys DIR); this daemon's own stages use DIR's client key
     publish_keys: Path | None = None
     http: str | None = "127.0.0.1:8080"  # live view, /healthz and /metrics; None turns the server off
+    # the secret for every page but /healthz, as 'vestwatch http-password' hashes it; required off loopback
+    http_password_hash: Annotated[str, AfterValidator(check_stored)] | None = None
+    http_tls_cert: Path | None = None  # with http_tls_key: HTTPS only
+    http_tls_key: Path | None = None
     streams: list[StreamSettings] = Field(default_factory=lambda: [StreamSettings(id="demo", url=DEMO_URL)])
     detector: DetectorSettings = DetectorSettings()
     pipeline: PipelineSettings = PipelineSettings()
@@ -335,6 +341,18 @@ class Settings(EnvOverridesFile):
         if missing:
             raise ValueError(f"{value} lacks {missing[0]} (create the folder with 'vestwatch keys DIR')")
         return value
+
+    @model_validator(mode="after")
+    def _http_off_loopback_is_authenticated(self) -> Settings:
+        host = (self.http or "").rpartition(":")[0]
+        if self.http and host not in LOOPBACK and self.http_password_hash is None:
+            raise ValueError(f"http {self.http!r} is off loopback: set http_password_hash ('vestwatch http-password')")
+        if (self.http_tls_cert is None) != (self.http_tls_key is None):
+            raise ValueError("http_tls_cert and http_tls_key go together")
+        for path in (self.http_tls_cert, self.http_tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file (http TLS)")
+        return self
 
     @model_validator(mode="after")
     def _tcp_control_is_authenticated(self) -> Settings:

@@ -1,0 +1,83 @@
+"""The HTTP server's guard and TLS, over real sockets: what a browser or a probe gets."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.httpauth import Guard, hash_secret
+from pipeline.web import serve
+from stages.settings import Settings
+from tests.harness import free_port
+
+SECRET = "correct horse battery"
+ROUTES = {
+    "/": lambda path: (200, "text/html", b"<h1>live</h1>"),
+    "/healthz": lambda path: (200, "application/json", b"{}"),
+    "/metrics": lambda path: (200, "text/plain", b"x 1\n"),
+}
+
+
+def get(url: str, authorization: str | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers={"Authorization": authorization} if authorization else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers)
+
+
+def basic(password: str) -> str:
+    return "Basic " + base64.b64encode(f"officer:{password}".encode()).decode()
+
+
+def test_every_page_but_healthz_needs_the_secret() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    server = serve(address, ROUTES, guard=Guard(hash_secret(SECRET, iterations=1000)))
+    try:
+        status, headers = get(f"http://{address}/")
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")  # the browser asks
+        assert get(f"http://{address}/metrics")[0] == 401
+        assert get(f"http://{address}/", basic("wrong password"))[0] == 401
+        assert get(f"http://{address}/healthz")[0] == 200  # probes need no secret
+        assert get(f"http://{address}/", basic(SECRET))[0] == 200
+        assert get(f"http://{address}/metrics", f"Bearer {SECRET}")[0] == 200
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificate")
+def test_tls_serves_https_only(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    address = f"127.0.0.1:{free_port()}"
+    server = serve(address, ROUTES, guard=Guard(hash_secret(SECRET, iterations=1000)), tls=(cert, key))
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        trusting.check_hostname = False
+        assert get(f"https://{address}/", basic(SECRET), trusting)[0] == 200
+        assert get(f"https://{address}/", None, trusting)[0] == 401
+        with pytest.raises(OSError):  # refused or reset: no HTTP answer
+            get(f"http://{address}/healthz")  # plain HTTP gets nothing
+    finally:
+        server.shutdown()
+
+
+def test_off_loopback_without_a_secret_is_refused() -> None:
+    with pytest.raises(ValidationError, match="off loopback: set http_password_hash"):
+        Settings(http="0.0.0.0:8080")
+    with pytest.raises(ValidationError, match="never the password"):
+        Settings(http="0.0.0.0:8080", http_password_hash=SECRET)
+    assert Settings(http="0.0.0.0:8080", http_password_hash=hash_secret(SECRET, iterations=1000))
