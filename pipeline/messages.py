@@ -278,9 +278,7 @@ class DetectionMessage(FrameBoxes):
             pts=analysis.pts,
             width=analysis.width,
             height=analysis.height,
-            boxes=detections.xyxy.round(2).tolist(),
-            scores=detections.confidence.round(4).tolist(),
-            classes=detections.class_id.tolist(),
+            **box_fields(detections),
             names=[class_name(analysis.names, int(c)) for c in detections.class_id],
             counts=detections.counts(analysis.names),
             people=[asdict(person) for person in analysis.people],
@@ -345,6 +343,15 @@ def _finite(value: object) -> bool:
 def _first_problem(**valid: bool) -> str | None:
     """The first field whose check failed, as a reason."""
     return next((f"field {name!r} out of range" for name, ok in valid.items() if not ok), None)
+
+
+def box_fields(detections: Detections) -> dict[str, list]:
+    """``boxes``, ``scores`` and ``classes`` of a message, rounded as they travel."""
+    return {
+        "boxes": detections.xyxy.round(2).tolist(),
+        "scores": detections.confidence.round(4).tolist(),
+        "classes": detections.class_id.tolist(),
+    }
 
 
 def topic(prefix: str, stream: str) -> bytes:

@@ -21,7 +21,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from pipeline.control import ALL_STREAMS
 from pipeline.endpoints import Endpoint
 from pipeline.frames import RingReaders, unpack_pixels
-from pipeline.messages import Batchable, ControlState, InferredMessage, topic
+from pipeline.messages import Batchable, ControlState, InferredMessage, box_fields, topic
 from pipeline.prometheus import LATENCY_BUCKETS_MS
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
@@ -150,9 +150,7 @@ class InferenceStage(Stage):
                 pts=item.pts,
                 width=item.width,
                 height=item.height,
-                boxes=detections.xyxy.round(2).tolist(),
-                scores=detections.confidence.round(4).tolist(),
-                classes=detections.class_id.tolist(),
+                **box_fields(detections),
                 names=list(self.detector.names),
                 inference_ms=round(result.inference_ms, 2),
                 batch_size=len(items),
