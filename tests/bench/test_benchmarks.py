@@ -83,9 +83,10 @@ def test_train_loader_benchmark_measures_disk_and_cache(boxes_dataset) -> None:
     assert all(figures[1] > 0 for _, figures in rows)
 
 
-def test_stream_stage_benchmark_times_every_plugin_at_both_sizes() -> None:
+def test_stream_stage_benchmark_times_every_plugin_at_each_size() -> None:
     output = run_bench("stream_stage.py", "--frames", "4")
     rows = dict(table_rows(output))
     assert set(rows) == {"640x360", "720p", "1080p"}
     for figures in rows.values():
-        assert len(figures) == 6 and all(ms > 0 for ms in figures[:2]), figures  # people, zones ... all
+        people, _zones, recorder, _live, _snapshots, total = figures  # ms per frame; zones can round to 0.00
+        assert people > 0 and recorder > 0 and total >= people + recorder - 0.02, figures
