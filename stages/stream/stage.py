@@ -219,7 +219,7 @@ class StreamStage(Stage):
         recent.update(duration_s=round(event.duration_s, 1), snapshot=event.snapshot, segment=event.segment)
         self.stats.recent_events = [*self.stats.recent_events[-(RECENT_EVENTS - 1) :], recent]
         log.info(
-            "%s: %s %s person %d in %s without %s (%.0f s)",
+            "%s: %s %s person %d in %s without %s (%.0f s)%s",
             self.stream.id,
             event.event_id,
             event.phase,
@@ -227,6 +227,7 @@ class StreamStage(Stage):
             event.zone,
             "+".join(event.missing),
             event.duration_s,
+            f": {event.reason}" if event.reason else "",
         )
 
     def _take(self, ref: FrameRef) -> None:
