@@ -305,9 +305,14 @@ def test_made_up_subscriptions_cost_no_memory(daemon, make_video) -> None:
                 flood.setsockopt(zmq.SUBSCRIBE, (f"det.{i:06d}" * 205)[:size].encode())
             floods.append(flood)
         wait_status(running, lambda s: s["subscribers_hung_up"] >= 2 and s["bad_subscriptions"] >= 2 * 256, timeout=120)
-        after = {"supervisor": rss_mib(running.process.pid), "inference": rss_mib(inference)}
-        for process, mib in after.items():
-            assert mib - before[process] < 30, f"{process}: {before[process]:.0f} -> {mib:.0f} MiB"
+        after = {process: 0.0 for process in before}
+        for _ in range(10):  # the floods go on (their sockets reconnect and resend): the peak over 5 s
+            after = {"supervisor": max(after["supervisor"], rss_mib(running.process.pid)),
+                     "inference": max(after["inference"], rss_mib(inference))}  # fmt: skip
+            time.sleep(0.5)
+        print(f"RSS before {before}, peak while flooded {after}")
+        for process, mib in after.items():  # without the bounds: 350 MiB more in the supervisor
+            assert mib - before[process] < 60, f"{process}: {before[process]:.0f} -> {mib:.0f} MiB"
         later = time.time()
         collect(running.endpoint, lambda m: any(x["captured"] > later for x in m.get("cam", [])), timeout=60)
     finally:
