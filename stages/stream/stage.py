@@ -68,7 +68,7 @@ class StreamStage(Stage):
     def report(self) -> dict:
         now = time.monotonic()
         self.stats.detection_age_s = None if self.last_inferred is None else round(now - self.last_inferred, 2)
-        recorded = getattr(self.recorder, "last_recorded", None)
+        recorded = self.recorder.last_recorded if self.recorder else None
         self.stats.recorded_age_s = None if recorded is None else round(now - recorded, 2)
         for sink in self.sinks:  # the recorder's figures, and the alert sinks'
             figures = getattr(sink, "stats", None)
@@ -82,6 +82,9 @@ class StreamStage(Stage):
         self.processors = plugins.load(plugins.PROCESSORS, self.stream.processors, self.settings, self.stream)
         self.sinks = plugins.load(plugins.SINKS, self.stream.sinks, self.settings, self.stream)
         self.recorder = next((s for s in self.sinks if isinstance(s, RecorderSink)), None)
+        # split once: the every-frame sinks (recording) get captured frames, the others inferred ones
+        self.frame_sinks = [s for s in self.sinks if getattr(s, "every_frame", False)]
+        self.result_sinks = [s for s in self.sinks if not getattr(s, "every_frame", False)]
         self.inferred = open_inferred(self.settings, self.context, self.stream.id)
         self.poller = zmq.Poller()
         self.poller.register(self.inferred, zmq.POLLIN)
@@ -157,9 +160,8 @@ class StreamStage(Stage):
             violation.box = violation.box or boxes.get(violation.track_id, [])  # none once the person is lost
             position = self.recorder.position(analysis) if self.recorder and analysis.seq else None
             violation.segment, violation.offset_s = position or (None, None)
-        for sink in self.sinks:
-            if not getattr(sink, "every_frame", False):
-                self._guarded(sink, sink.handle, image, analysis)
+        for sink in self.result_sinks:
+            self._guarded(sink, sink.handle, image, analysis)
         if published is not None:
             self.publisher.send_multipart([topic("det", self.stream.id), published.encode()])
         for violation in analysis.violations:
@@ -266,9 +268,8 @@ class StreamStage(Stage):
             analysis = dataclasses.replace(earlier, seq=ref.seq, captured=ref.captured, pts=ref.pts, violations=[])
         analysis.clock = self._clock_of(ref.captured, ref.pts)
         analysis.inferred_seq = earlier.seq if earlier else None
-        for sink in self.sinks:
-            if getattr(sink, "every_frame", False):
-                self._guarded(sink, sink.handle, image, analysis)
+        for sink in self.frame_sinks:
+            self._guarded(sink, sink.handle, image, analysis)
 
     def _latest_before(self, seq: int) -> FrameAnalysis | None:
         """The newest results of an earlier frame: what a frame inference skipped is drawn with."""
