@@ -49,8 +49,11 @@ class Violation:
     box: list[float] = field(default_factory=list)  # the person's box on this frame
     # filled by the stream stage's sinks before the event goes out
     snapshot: str | None = None  # annotated JPEG, the person highlighted
+    snapshot_url: str | None = None  # the start's snapshot through the HTTP server
     segment: str | None = None  # recording that holds the moment, and where
     offset_s: float | None = None
+    clip: str | None = None  # for ``end``: the event's MP4, written ``clip_post_s`` after the end
+    clip_url: str | None = None
 
 
 @dataclass

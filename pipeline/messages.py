@@ -45,11 +45,16 @@ the zone requires, for at least ``events.dwell_s``:
 | seq, captured | int, float | the frame of this phase |
 | box | [x1, y1, x2, y2] | the person on that frame (empty once they are lost) |
 | snapshot | str or nil | annotated JPEG of that frame, the person highlighted (start and end; none when lost) |
+| snapshot_url | str or nil | the start's snapshot through the HTTP server (nil when it is off) |
 | segment, offset_s | str or nil, float or nil | the recording holding that frame, and where in it |
+| clip, clip_url | str or nil | on ``end``: the event's MP4 (3) and its URL |
 
 (1) ``lost``: out of view for ``events.lost_s`` (also when the camera or inference stops
 delivering); ``stopped``: the daemon stopped or reloaded the stream while the event was open.
 (2) capture time; for a file, its first frame's capture time plus the file's own timeline.
+(3) from ``events.clip_pre_s`` before ``started`` to ``events.clip_post_s`` after ``ended``; it is
+written once that much more has been recorded, so the file (and the URL) appear about
+``clip_post_s`` after the ``end`` message; the URL answers 404 until then.
 
 ``inferred.<stream>`` (inference's raw boxes for the stream stage) also passes the publish
 endpoint; it is internal and may change without a version bump.
@@ -315,8 +320,11 @@ class EventMessage(WireMessage):
     captured: float
     box: list[float]
     snapshot: str | None
+    snapshot_url: str | None
     segment: str | None
     offset_s: float | None
+    clip: str | None
+    clip_url: str | None
 
     @classmethod
     def from_violation(cls, analysis: FrameAnalysis, violation: Violation) -> EventMessage:

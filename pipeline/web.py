@@ -1,9 +1,11 @@
 """The supervisor's small HTTP server (loopback by default): routes are callables, served from a thread.
 
->>> server = serve("127.0.0.1:8080", {"/healthz": lambda path: (200, "application/json", b"{}")})
+>>> server = serve("127.0.0.1:8080", {"/healthz": lambda request: (200, "application/json", b"{}")})
 >>> server.shutdown()
 
-A route whose key ends in ``/`` serves every path under it; the route gets the path. With a
+A route's key is a path for GET, or ``POST <path>``; one ending in ``/`` serves every path under
+it. The route gets the ``Request`` (path, query, body). A ``Range: bytes=`` request for a 200
+answer gets the part asked for (206), which browsers need to play and seek video. With a
 ``guard`` every route but the ``open`` ones (``/healthz``, for probes) answers 401 without the
 secret; with ``tls`` (certificate and key files) the server speaks HTTPS only. A client
 gets ``TIMEOUT_S`` in all to send its request and read the answer, and at most ``MAX_CONNECTIONS`` are
@@ -15,11 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,9 +32,22 @@ from pipeline.httpauth import Guard
 
 log = logging.getLogger(__name__)
 
-Route = Callable[[str], tuple[int, str, bytes]]  # path -> (status, content type, body)
 TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 32
+MAX_BODY = 64 * 1024  # a POST's body; the API takes small JSON only
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]  # the last value of each parameter
+    body: bytes = b""
+    content_type: str = ""
+
+
+Reply = tuple[int, str, bytes]  # status, content type, body
+Route = Callable[[Request], Reply]
 
 
 class BoundedHTTPServer(ThreadingHTTPServer):
@@ -77,6 +95,27 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         log.debug("HTTP: connection from %s ended early", client_address, exc_info=True)
 
 
+def _route(routes: dict[str, Route], key: str) -> Route | None:
+    """The route for ``key`` (``/path`` or ``POST /path``): exact, else the longest prefix ending in ``/``."""
+    if key in routes:
+        return routes[key]
+    prefixes = [p for p in routes if p.endswith("/") and key.startswith(p) and p.rpartition(" ")[2] != "/"]
+    return routes[max(prefixes, key=len)] if prefixes else None
+
+
+def _part(body: bytes, header: str | None) -> tuple[int, bytes, str | None]:
+    """A 200 answer cut to a ``Range: bytes=a-b`` header: (status, body, Content-Range)."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip())
+    if not match or match.groups() == ("", ""):
+        return 200, body, None
+    first, last = match.groups()
+    size = len(body)
+    start, end = (int(first), min(int(last or size - 1), size - 1)) if first else (max(size - int(last), 0), size - 1)
+    if start >= size or start > end:
+        return 416, b"", f"bytes */{size}"
+    return 206, body[start : end + 1], f"bytes {start}-{end}/{size}"
+
+
 def serve(
     address: str,
     routes: dict[str, Route],
@@ -90,28 +129,39 @@ def serve(
         timeout = TIMEOUT_S  # per read; the server's reaper bounds the whole connection
 
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            route = routes.get(path) or next(
-                (
-                    r
-                    for prefix, r in routes.items()
-                    if prefix.endswith("/") and prefix != "/" and path.startswith(prefix)
-                ),
-                None,
-            )
+            self._answer("GET")
+
+        def do_POST(self) -> None:
+            self._answer("POST")
+
+        def _answer(self, method: str) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            path, content_range = url.path, None
+            route = _route(routes, path if method == "GET" else f"{method} {path}")
+            length = int(self.headers.get("Content-Length") or 0)
             if guard and path not in open_paths and not guard.allows(self.headers.get("Authorization")):
                 status, content_type, body = 401, "text/plain", b"authentication required\n"
             elif route is None:
                 status, content_type, body = 404, "text/plain", b"not found\n"
+            elif not 0 <= length <= MAX_BODY:
+                status, content_type, body = 413, "text/plain", b"request body too large\n"
             else:
+                query = dict(urllib.parse.parse_qsl(url.query))
+                body = self.rfile.read(length) if length else b""
+                request = Request(method, path, query, body, self.headers.get("Content-Type", ""))
                 try:
-                    status, content_type, body = route(path)
+                    status, content_type, body = route(request)
                 except Exception as error:  # a broken page must not take the server down
                     log.exception("HTTP %s failed", self.path)
                     status, content_type, body = 500, "text/plain", f"{type(error).__name__}\n".encode()
+                if status == 200 and method == "GET":
+                    status, body, content_range = _part(body, self.headers.get("Range"))
             self.send_response(status)
             if status == 401:
                 self.send_header("WWW-Authenticate", 'Basic realm="vestwatch", charset="UTF-8"')
+            if content_range:
+                self.send_header("Content-Range", content_range)
+            self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")

@@ -25,6 +25,7 @@ from pipeline.supervisor import Plan, Supervisor
 from pipeline.web import serve
 from stages.observe import routes
 from stages.preflight import check_model
+from stages.review import ReviewApi
 from stages.settings import DEFAULT_CONFIG, LOOPBACK, Settings, redact
 from stages.topology import frame_files, plan
 
@@ -126,6 +127,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             pages = routes(
                 supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, lambda: supervisor.streams
             )
+            pages.update(ReviewApi(settings).routes())
             guard = Guard(settings.http_password_hash) if settings.http_password_hash else None
             tls = (settings.http_tls_cert, settings.http_tls_key) if settings.http_tls_cert else None
             server = serve(settings.http, pages, guard=guard, tls=tls)
@@ -133,7 +135,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             log.error("http: cannot listen on %s (%s)", settings.http, error)
             return 2
         scheme = "https" if settings.http_tls_cert else "http"
-        log.info("live view on %s://%s/ (also /healthz, /metrics)", scheme, settings.http)
+        log.info("review page on %s://%s/ (also /api/events, /healthz, /metrics)", scheme, settings.http)
     try:
         return supervisor.run()
     finally:

@@ -1,5 +1,6 @@
-"""What the supervisor's HTTP server shows, from the stages' heartbeats: /healthz, /metrics, and the
-live view at / (status table, each stream's newest annotated frame, the last events)."""
+"""What the supervisor's HTTP server shows, from the stages' heartbeats: /healthz, /metrics,
+/status.json and each stream's newest annotated frame, and the review page at / that reads them
+(its events come from ``stages.review``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pipeline.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_MS, Exposition
 from stages.stats import CaptureStats, StreamStats, read_stats
 from stages.topology import live_frame
 
-LIVE_PAGE = Path(__file__).with_name("live.html")
+LIVE_PAGE = Path(__file__).with_name("review.html")
 
 FRAME_SILENCE_S = 10.0  # a live stream without a frame this long makes the daemon unhealthy
 
@@ -201,5 +202,5 @@ def routes(
         "/status.json": lambda _: (200, "application/json", json.dumps(status()).encode()),
         "/healthz": lambda _: health(status(), stall_s),
         "/metrics": lambda _: metrics(status()),
-        "/live/": lambda path: live_jpeg(runtime_dir, streams(), path),
+        "/live/": lambda request: live_jpeg(runtime_dir, streams(), request.path),
     }

@@ -13,8 +13,8 @@ A full disk never leaves half a frame or half a line: a write that fails is cut 
 last frame boundary in both files, the segment is closed there (its encoder cannot go on without
 the lost frame) and ``DiskFullError`` tells the caller, who makes room and goes on in a new segment.
 
-Retention deletes whole segments (and their sidecars), oldest first, by age and by the disk
-budget; ``make_room`` deletes the oldest of any stream when free space falls below a floor.
+Retention deletes whole segments (and their sidecars) and event clips, oldest first, by age and
+by the disk budget; ``make_room`` deletes the oldest of any stream when free space falls below a floor.
 """
 
 from __future__ import annotations
@@ -212,14 +212,15 @@ class SegmentRecorder:
 
 
 def apply_retention(root: Path, max_age_s: float, max_bytes: int, now: float | None = None) -> list[Path]:
-    """Delete whole segments (with sidecars) older than ``max_age_s``, then oldest-first over ``max_bytes``;
-    and event snapshots older than ``max_age_s``."""
+    """Delete whole segments (with sidecars) and event clips older than ``max_age_s``, then the oldest
+    of them while over ``max_bytes``; and event snapshots older than ``max_age_s``."""
     now = time.time() if now is None else now
     segments = sorted(root.rglob("*.ts"), key=_mtime)  # make_room in another stream's stage may delete any
-    sizes = {p: _size(p) + _size(p.with_suffix(".jsonl")) for p in segments}
+    clips = list(root.rglob("clips/*.mp4"))
+    sizes = {p: _size(p) + (_size(p.with_suffix(".jsonl")) if p.suffix == ".ts" else 0) for p in segments + clips}
     total = sum(sizes.values())
     deleted = []
-    for path in segments[:-1] if segments else []:  # the newest may be the one being written
+    for path in sorted(segments[:-1] + clips, key=_mtime):  # the newest segment may be the one being written
         too_old = now - _mtime(path) > max_age_s
         if not too_old and total <= max_bytes:
             break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
 from functools import cache
 from importlib.metadata import entry_points
@@ -129,7 +130,9 @@ class StreamSettings(BaseModel, extra="forbid"):
     zones: list[ZoneSettings] = Field(default_factory=lambda: [ZoneSettings()], min_length=1)
     # what runs after inference, in order, by entry point name (groups vestwatch.processors, vestwatch.sinks)
     processors: list[str] = Field(default_factory=lambda: ["people", "zones"])
-    sinks: list[str] = Field(default_factory=lambda: ["recorder", "live", "snapshots", "webhooks", "mqtt"])
+    sinks: list[str] = Field(
+        default_factory=lambda: ["recorder", "live", "snapshots", "clips", "eventlog", "webhooks", "mqtt"]
+    )
 
     @field_validator("processors", "sinks")
     @classmethod
@@ -279,6 +282,8 @@ class EventSettings(BaseModel, extra="forbid"):
     lost_s: float = Field(3.0, gt=0)  # a person unseen this long has left: their event ends
     history: int = Field(5, ge=1, le=50)  # PPE observations a person's yes/no is the majority of
     min_conf: float = Field(0.25, ge=0, le=1)  # PPE boxes below this do not count
+    clip_pre_s: float = Field(5.0, ge=0)  # an event's clip starts this long before it (at a keyframe)
+    clip_post_s: float = Field(5.0, ge=0)  # and ends this long after it
 
 
 def default_runtime_dir() -> Path:
@@ -307,6 +312,9 @@ class Settings(EnvOverridesFile):
     http_password_hash: Annotated[str, AfterValidator(check_stored)] | None = None
     http_tls_cert: Path | None = None  # with http_tls_key: HTTPS only
     http_tls_key: Path | None = None
+    # how people and alert receivers reach the HTTP server, for the links in events
+    # (e.g. https://site-server.example:8080); default: from http, this host's name when bound to all
+    http_url: str | None = Field(None, pattern=r"^https?://[^/]+$")
     streams: list[StreamSettings] = Field(default_factory=lambda: [StreamSettings(id="demo", url=DEMO_URL)])
     detector: DetectorSettings = DetectorSettings()
     pipeline: PipelineSettings = PipelineSettings()
@@ -366,3 +374,18 @@ class Settings(EnvOverridesFile):
 
     def stream(self, stream_id: str) -> StreamSettings:
         return next(s for s in self.streams if s.id == stream_id)
+
+    @property
+    def events_db(self) -> Path:
+        """Every stream's events and their acknowledgements (stages.eventstore)."""
+        return self.recordings_dir / "events.sqlite3"
+
+    def link(self, path: str) -> str | None:
+        """The URL of an HTTP path as receivers of an event should use it; None when HTTP is off."""
+        if self.http is None:
+            return None
+        if self.http_url:
+            return self.http_url + path
+        host, _, port = self.http.rpartition(":")
+        host = socket.getfqdn() if host in ("", "0.0.0.0", "::", "[::]") else host
+        return f"{'https' if self.http_tls_cert else 'http'}://{host}:{port}{path}"

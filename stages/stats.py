@@ -79,6 +79,8 @@ class StreamStats(RecorderStats, StageStats):
     mqtt_published: int = 0  # messages the broker acknowledged
     mqtt_overflowed: int = 0  # not queued: the broker away too long
     mqtt_connected: bool = False
+    clips: int = 0  # event clips written
+    clips_failed: int = 0  # events whose recording held no frame of them, or could not be cut
     recent_events: list[dict[str, Any]] = field(default_factory=list)
     detection_age_s: float | None = None  # since inference's latest results, as of the heartbeat
     recorded_age_s: float | None = None

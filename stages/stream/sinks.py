@@ -9,15 +9,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import shutil
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from pipeline.analysis import FrameAnalysis
 from stages.annotate import Overlay, annotate
+from stages.clips import clip_path, cut_clip
+from stages.eventstore import EventStore
 from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.settings import Settings, StreamSettings
 from stages.stats import RecorderStats
@@ -81,6 +88,7 @@ class RecorderSink:
         record = {
             "seq": analysis.seq,
             "captured": analysis.captured,
+            "clock": analysis.clock,  # the events' clock, by which clips are cut
             "detections_of": analysis.inferred_seq,  # this frame's seq when it was inferred
             "counts": analysis.detections.counts(analysis.names),
             "detections": analysis.detections.records(analysis.names),
@@ -172,13 +180,15 @@ class SnapshotSink:
     none for the end of a person lost from view (the frame no longer shows them)."""
 
     every_frame = False
+    enriches = True  # runs before the sinks that send events on
 
     def __init__(self, settings: Settings, stream: StreamSettings) -> None:
         self.root = settings.recordings_dir / stream.id
-        self.stream = stream
+        self.settings, self.stream = settings, stream
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         for violation in analysis.violations:
+            violation.snapshot_url = self.settings.link(f"/api/events/{violation.event_id}/snapshot.jpg")
             if frame is None or violation.phase == "update" or violation.reason == "lost":
                 continue
             stamp = datetime.fromtimestamp(analysis.clock).astimezone()
@@ -193,6 +203,99 @@ class SnapshotSink:
         """Nothing held open."""
 
 
+CLIP_GRACE_S = 10.0  # results stopped coming: a due clip is cut this long after its end was due
+
+
+@dataclass
+class _DueClip:
+    path: Path
+    start: float  # event clock
+    end: float
+    deadline: float  # monotonic: cut by then whether or not frames came
+
+
+class ClipSink:
+    """An MP4 per event, from ``clip_pre_s`` before its start to ``clip_post_s`` after its end, cut
+    from the segments once they hold that much. The ``end`` message carries where it will be; a
+    thread does the cutting (packet copies, no encoding) so that recording never waits for it."""
+
+    every_frame = False
+    enriches = True
+
+    def __init__(self, settings: Settings, stream: StreamSettings) -> None:
+        self.settings, self.root = settings, settings.recordings_dir / stream.id
+        self.due: list[_DueClip] = []
+        self.work: queue.Queue[_DueClip | None] = queue.Queue()
+        self.stats = {"clips": 0, "clips_failed": 0}
+        self.thread = threading.Thread(target=self._cut, name=f"clips {stream.id}", daemon=True)
+        self.thread.start()
+
+    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
+        events = self.settings.events
+        for violation in analysis.violations:
+            if violation.phase != "end" or violation.ended is None:
+                continue
+            path = clip_path(self.root, violation.event_id, violation.started)
+            violation.clip = str(path.resolve())
+            violation.clip_url = self.settings.link(f"/api/events/{violation.event_id}/clip.mp4")
+            deadline = time.monotonic() + events.clip_post_s + CLIP_GRACE_S
+            end = violation.ended + events.clip_post_s
+            self.due.append(_DueClip(path, violation.started - events.clip_pre_s, end, deadline))
+        self._hand_over(lambda due: due.end <= analysis.clock)  # recorded up to this frame by now
+
+    def tick(self) -> None:
+        self._hand_over(lambda due: time.monotonic() >= due.deadline)
+
+    def _hand_over(self, ready: Callable[[_DueClip], bool]) -> None:
+        for due in [due for due in self.due if ready(due)]:
+            self.due.remove(due)
+            self.work.put(due)
+
+    def _cut(self) -> None:
+        while (due := self.work.get()) is not None:
+            try:
+                clip = cut_clip(self.root, due.start, due.end, due.path)
+            except (OSError, ValueError) as error:  # av's errors are OSErrors and ValueErrors
+                clip = None
+                log.warning("%s: clip not written (%s)", due.path.name, error)
+            if clip is None:
+                self.stats["clips_failed"] += 1
+                log.warning("%s: no recording of this event to cut a clip from", due.path.name)
+            else:
+                self.stats["clips"] += 1
+                log.info("clip %s: %.1f s", clip.path, clip.duration_s)
+
+    def close(self) -> None:
+        """What is due goes out now, cut from what is recorded."""
+        self._hand_over(lambda due: True)
+        self.work.put(None)
+        self.thread.join(timeout=30)
+
+
+class EventLogSink:
+    """Each event phase into the event store the review page reads; old events go by retention."""
+
+    every_frame = False
+
+    def __init__(self, settings: Settings, stream: StreamSettings) -> None:
+        settings.recordings_dir.mkdir(parents=True, exist_ok=True)
+        self.store = EventStore(settings.events_db)
+        self.settings, self.stream = settings, stream
+        self.last_retention = 0.0
+
+    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
+        for violation in analysis.violations:
+            self.store.record({"stream": analysis.stream, **asdict(violation)})
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last_retention >= RETENTION_EVERY_S:
+            self.last_retention = time.monotonic()
+            self.store.forget(self.stream.id, time.time() - self.settings.recording.max_age_days * 86400)
+
+    def close(self) -> None:
+        self.store.close()
+
+
 def recorder(settings: Settings, stream: StreamSettings) -> RecorderSink | None:
     """Entry point ``recorder``: none for a stream with ``record = false``."""
     return RecorderSink(settings, stream) if stream.record else None
@@ -204,3 +307,12 @@ def live(settings: Settings, stream: StreamSettings) -> LiveSink:
 
 def snapshots(settings: Settings, stream: StreamSettings) -> SnapshotSink:
     return SnapshotSink(settings, stream)
+
+
+def clips(settings: Settings, stream: StreamSettings) -> ClipSink | None:
+    """Entry point ``clips``: none for a stream that is not recorded."""
+    return ClipSink(settings, stream) if stream.records else None
+
+
+def eventlog(settings: Settings, stream: StreamSettings) -> EventLogSink:
+    return EventLogSink(settings, stream)

@@ -85,6 +85,8 @@ class StreamStage(Stage):
         # split once: the every-frame sinks (recording) get captured frames, the others inferred ones
         self.frame_sinks = [s for s in self.sinks if getattr(s, "every_frame", False)]
         self.result_sinks = [s for s in self.sinks if not getattr(s, "every_frame", False)]
+        # those that add to events (snapshots, clips) before those that send them on, whatever the config's order
+        self.result_sinks.sort(key=lambda sink: not getattr(sink, "enriches", False))
         self.inferred = open_inferred(self.settings, self.context, self.stream.id)
         self.poller = zmq.Poller()
         self.poller.register(self.inferred, zmq.POLLIN)

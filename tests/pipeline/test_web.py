@@ -14,15 +14,15 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.httpauth import Guard, hash_secret
-from pipeline.web import serve
+from pipeline.web import Request, serve
 from stages.settings import Settings
 from tests.harness import free_port
 
 SECRET = "correct horse battery"
 ROUTES = {
-    "/": lambda path: (200, "text/html", b"<h1>live</h1>"),
-    "/healthz": lambda path: (200, "application/json", b"{}"),
-    "/metrics": lambda path: (200, "text/plain", b"x 1\n"),
+    "/": lambda request: (200, "text/html", b"<h1>live</h1>"),
+    "/healthz": lambda request: (200, "application/json", b"{}"),
+    "/metrics": lambda request: (200, "text/plain", b"x 1\n"),
 }
 
 
@@ -81,3 +81,44 @@ def test_off_loopback_without_a_secret_is_refused() -> None:
     with pytest.raises(ValidationError, match="never the password"):
         Settings(http="0.0.0.0:8080", http_password_hash=SECRET)
     assert Settings(http="0.0.0.0:8080", http_password_hash=hash_secret(SECRET, iterations=1000))
+
+
+def test_ranges_posts_and_queries_reach_their_routes() -> None:
+    """What the review page needs: video played by ranges, JSON POSTs, filters in the query."""
+    seen: list[Request] = []
+
+    def remember(request: Request) -> tuple[int, str, bytes]:
+        seen.append(request)
+        return 200, "application/json", b'{"ok": true}'
+
+    routes = {
+        "/clip.mp4": lambda request: (200, "video/mp4", bytes(range(100))),
+        "/api/": remember,
+        "POST /api/": remember,
+    }
+    address = f"127.0.0.1:{free_port()}"
+    server = serve(address, routes)
+    try:
+        ranged = urllib.request.Request(f"http://{address}/clip.mp4", headers={"Range": "bytes=10-19"})
+        with urllib.request.urlopen(ranged, timeout=10) as response:
+            assert response.status == 206 and response.headers["Content-Range"] == "bytes 10-19/100"
+            assert response.read() == bytes(range(10, 20))
+        tail = urllib.request.Request(f"http://{address}/clip.mp4", headers={"Range": "bytes=-5"})
+        assert urllib.request.urlopen(tail, timeout=10).read() == bytes(range(95, 100))
+        beyond = urllib.request.Request(f"http://{address}/clip.mp4", headers={"Range": "bytes=200-"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(beyond, timeout=10)
+        assert refused.value.code == 416
+
+        assert get(f"http://{address}/api/events?stream=gate&day=2026-11-26")[0] == 200
+        post = urllib.request.Request(
+            f"http://{address}/api/events/x/ack", data=b"{}", headers={"Content-Type": "application/json"}
+        )
+        assert urllib.request.urlopen(post, timeout=10).status == 200
+        assert [(r.method, r.path, r.query, r.body, r.content_type) for r in seen] == [
+            ("GET", "/api/events", {"stream": "gate", "day": "2026-11-26"}, b"", ""),
+            ("POST", "/api/events/x/ack", {}, b"{}", "application/json"),
+        ]
+        assert get(f"http://{address}/clip.mp4/more")[0] == 404, "only keys ending in / take paths under them"
+    finally:
+        server.shutdown()

@@ -46,6 +46,20 @@ def test_retention_by_age_and_budget(tmp_path: Path) -> None:
     assert sorted(p.name for p in day.glob("*.ts")) == ["cam-3.ts", "cam-4.ts"]
 
 
+def test_retention_counts_event_clips_with_the_segments(tmp_path: Path) -> None:
+    day = tmp_path / "cam" / "2026-01-01"
+    (day / "clips").mkdir(parents=True)
+    now = 1_800_000_000.0
+    for name, age_h in (("old.mp4", 9), ("cam-0.ts", 8), ("new.mp4", 2), ("cam-1.ts", 1)):
+        path = day / ("clips" if name.endswith(".mp4") else "") / name
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (now - 3600 * age_h, now - 3600 * age_h))
+    deleted = apply_retention(tmp_path / "cam", max_age_s=8.5 * 3600, max_bytes=10**9, now=now)
+    assert [p.name for p in deleted] == ["old.mp4"]
+    deleted = apply_retention(tmp_path / "cam", max_age_s=10**9, max_bytes=1500, now=now)
+    assert [p.name for p in deleted] == ["cam-0.ts", "new.mp4"], "oldest first, the newest segment kept"
+
+
 def test_retention_expires_old_event_snapshots(tmp_path: Path) -> None:
     events = tmp_path / "cam" / "2026-01-01" / "events"
     events.mkdir(parents=True)

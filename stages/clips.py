@@ -1,0 +1,155 @@
+"""Event clips: an H.264 MP4 (faststart, plays in a browser) cut from a stream's segments.
+
+No re-encoding: packets are copied from the MPEG-TS segments into the MP4. A clip therefore
+starts on the keyframe at or before the moment asked for (the recorder puts one every two
+seconds) and may span several segments, as long as they share a picture size.
+
+Where each packet belongs in time comes from the segment's sidecar: every line carries the
+frame's ``clock`` (the stream's event clock: capture time live, a file's own timeline anchored
+at its start), so clips line up with events' ``started`` and ``ended`` across restarts.
+
+Layout: ``<recordings>/<stream>/<YYYY-MM-DD of the start>/clips/<event_id>.mp4``; a clip is
+written to a ``.partial`` file and renamed, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+log = logging.getLogger(__name__)
+
+CLIP_TIME_BASE = Fraction(1, 90000)
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    start: float  # clock of its first frame
+    duration_s: float
+    frames: int
+
+
+def clip_path(stream_root: Path, event_id: str, started: float) -> Path:
+    """Where an event's clip goes: beside the recordings of the day it started."""
+    return stream_root / datetime.fromtimestamp(started).astimezone().strftime("%Y-%m-%d") / "clips" / f"{event_id}.mp4"
+
+
+def _first_clock(segment: Path) -> float | None:
+    """The clock of a segment's first frame, from its sidecar; None for a segment written before
+    sidecars carried it, or an empty one."""
+    try:
+        with segment.with_suffix(".jsonl").open() as sidecar:
+            first = json.loads(sidecar.readline() or "{}")
+    except (OSError, ValueError):
+        return None
+    clock = first.get("clock")
+    return clock - first.get("pts_s", 0.0) if isinstance(clock, (int, float)) else None
+
+
+def _segments_between(stream_root: Path, start: float, end: float) -> list[tuple[float, Path]]:
+    """The segments that may hold frames between ``start`` and ``end``, by their first frame's clock.
+    Walks back from the newest segment to the one the start is in: a clip is cut soon after its
+    event, so only the last few sidecars are read, however many days are kept."""
+    found = []
+    for segment in sorted(stream_root.glob("*/*.ts"), key=_mtime, reverse=True):
+        origin = _first_clock(segment)
+        if origin is None:
+            continue
+        if origin <= end:
+            found.append((origin, segment))
+        if origin <= start:
+            break
+    return sorted(found)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # retention deleted it meanwhile
+        return 0.0
+
+
+class _ClipWriter:
+    """The MP4 being written: packets copied in, timed from its first frame, renamed into place at the end."""
+
+    def __init__(self, out: Path, template: av.video.stream.VideoStream, origin: float) -> None:
+        self.out, self.partial = out, out.with_name(out.name + ".partial")
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(self.partial), "w", format="mp4", options={"movflags": "+faststart"})
+        self.stream = self.container.add_stream_from_template(template)
+        self.stream.time_base = CLIP_TIME_BASE
+        self.size = (template.codec_context.width, template.codec_context.height)
+        self.origin, self.last_pts, self.frames = origin, -1, 0
+
+    def write(self, clock: float, packet: av.Packet) -> None:
+        pts = max(round((clock - self.origin) / CLIP_TIME_BASE), self.last_pts + 1)
+        packet.stream, packet.time_base = self.stream, CLIP_TIME_BASE
+        packet.pts = packet.dts = pts  # no B-frames: the recorder encodes with zerolatency
+        self.container.mux(packet)
+        self.last_pts, self.frames = pts, self.frames + 1
+
+    def finish(self) -> Clip:
+        self.container.close()  # faststart: the index moves to the front here
+        os.replace(self.partial, self.out)
+        return Clip(self.out, self.origin, round(float(self.last_pts * CLIP_TIME_BASE), 3), self.frames)
+
+    def abandon(self) -> None:
+        with contextlib.suppress(OSError, av.error.FFmpegError):
+            self.container.close()
+        self.partial.unlink(missing_ok=True)
+
+
+def cut_clip(stream_root: Path, start: float, end: float, out: Path) -> Clip | None:
+    """Copy the frames from the keyframe at or before ``start`` up to ``end`` into ``out``; None
+    when the segments hold no frame of that span. A segment that cannot be read is skipped."""
+    writer: _ClipWriter | None = None
+    lead: list[tuple[float, av.Packet]] = []  # from the latest keyframe on, while the start is ahead
+    lead_size: tuple[int, int] | None = None
+    try:
+        for origin, segment in _segments_between(stream_root, start, end):
+            try:
+                source = av.open(str(segment))
+            except (OSError, av.error.FFmpegError) as error:
+                log.warning("%s: not read for a clip (%s)", segment, error)
+                continue
+            with source:
+                video = source.streams.video[0]
+                size = (video.codec_context.width, video.codec_context.height)
+                if writer is not None and size != writer.size:
+                    break  # the camera changed its picture size: the clip ends there
+                if size != lead_size:
+                    lead, lead_size = [], size  # what was held is of another picture size
+                first_pts = None
+                for packet in source.demux(video):
+                    if packet.pts is None or packet.size == 0:
+                        continue
+                    first_pts = packet.pts if first_pts is None else first_pts
+                    clock = origin + float((packet.pts - first_pts) * packet.time_base)
+                    if clock > end:
+                        break
+                    if writer is None:
+                        if packet.is_keyframe:
+                            lead = []
+                        if packet.is_keyframe or lead:
+                            lead.append((clock, packet))
+                        if clock < start or not lead:
+                            continue
+                        writer = _ClipWriter(out, video, lead[0][0])
+                        for at, held in lead:
+                            writer.write(at, held)
+                        continue
+                    writer.write(clock, packet)
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
+    return writer.finish() if writer is not None else None

@@ -1,0 +1,86 @@
+"""The review API behind the page at ``/``: every stream's events from the event store, each
+one's snapshot and clip, and acknowledgements.
+
+- ``GET /api/events?stream=&day=YYYY-MM-DD&limit=``: newest first
+- ``GET /api/events/<id>``, ``/api/events/<id>/snapshot.jpg``, ``/api/events/<id>/clip.mp4``
+- ``POST /api/events/<id>/ack`` with a JSON body (``{}``): acknowledged, kept across restarts
+
+The JSON carries links relative to this server (``snapshot_url``, ``clip_url``), present only
+when the file is there: a clip appears ``events.clip_post_s`` after its event's end, and
+retention takes old ones. Files are served only from inside the recordings folder.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from pipeline.web import Reply, Request, Route
+from stages.eventstore import EventStore
+from stages.settings import Settings
+
+API = "/api/events"
+FILES = {"snapshot.jpg": ("snapshot", "image/jpeg"), "clip.mp4": ("clip", "video/mp4")}
+
+
+class ReviewApi:
+    def __init__(self, settings: Settings) -> None:
+        settings.recordings_dir.mkdir(parents=True, exist_ok=True)
+        self.recordings = settings.recordings_dir.resolve()
+        self.store = EventStore(settings.events_db)
+
+    def routes(self) -> dict[str, Route]:
+        return {API: self.list, f"{API}/": self.one, f"POST {API}/": self.acknowledge}
+
+    def list(self, request: Request) -> Reply:
+        try:
+            limit = min(max(int(request.query.get("limit", 200)), 1), 1000)
+        except ValueError:
+            return _json(400, {"error": f"limit {request.query['limit']!r} is not a number"})
+        events = self.store.events(request.query.get("stream"), request.query.get("day"), limit)
+        return _json(200, [self._shown(event) for event in events])
+
+    def one(self, request: Request) -> Reply:
+        rest = request.path.removeprefix(f"{API}/")
+        event_id, _, name = rest.rpartition("/") if rest.endswith(tuple(FILES)) else (rest, "", "")
+        event = self.store.event(urllib.parse.unquote(event_id))
+        if event is None:
+            return _json(404, {"error": "no such event"})
+        if not name:
+            return _json(200, self._shown(event))
+        column, content_type = FILES[name]
+        path = self._file(event[column])
+        if path is None:
+            why = "clip not written yet (or deleted by retention)" if column == "clip" else "no snapshot"
+            return _json(404, {"error": why})
+        return 200, content_type, path.read_bytes()
+
+    def acknowledge(self, request: Request) -> Reply:
+        """JSON only: a form on another site cannot send it without the browser asking this server first."""
+        event_id = urllib.parse.unquote(request.path.removeprefix(f"{API}/").removesuffix("/ack"))
+        if not request.path.endswith("/ack"):
+            return _json(404, {"error": "not found"})
+        if request.content_type.split(";")[0].strip() != "application/json":
+            return _json(415, {"error": "send Content-Type: application/json"})
+        if not self.store.acknowledge(event_id):
+            return _json(404, {"error": "no such event"})
+        return _json(200, self._shown(self.store.event(event_id) or {}))
+
+    def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
+        quoted = urllib.parse.quote(event["event_id"], safe="")
+        for name, (column, _) in FILES.items():
+            event[f"{column}_url"] = f"{API}/{quoted}/{name}" if self._file(event[column]) else None
+        return event
+
+    def _file(self, stored: str | None) -> Path | None:
+        """A recorded file by its stored path, if it is still there and inside the recordings folder."""
+        if not stored:
+            return None
+        path = Path(stored).resolve()
+        return path if path.is_relative_to(self.recordings) and path.is_file() else None
+
+
+def _json(status: int, body: object) -> Reply:
+    return status, "application/json", json.dumps(body).encode()

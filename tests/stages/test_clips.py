@@ -1,0 +1,138 @@
+"""Event clips cut from real segments (x264 via the recorder), and the event store they are listed in."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import av
+import numpy as np
+
+from stages.clips import cut_clip
+from stages.eventstore import EventStore
+from stages.segments import SegmentRecorder
+from tests.harness import probe_video
+
+FPS = 10
+T0 = 1_800_000_000.0
+
+
+BITS = 8
+BLOCK = 20  # pixels per bit, along the top
+
+
+def numbered(index: int, size: tuple[int, int] = (320, 240)) -> np.ndarray:
+    """A grey frame with its index as white blocks along the top: small changes, so x264 finds
+    no scene cut and keyframes come only where the recorder puts them."""
+    image = np.full((size[1], size[0], 3), 60, np.uint8)
+    for bit in range(BITS):
+        if index >> bit & 1:
+            image[:BLOCK, bit * BLOCK : (bit + 1) * BLOCK] = 230
+    return image
+
+
+def record(root: Path, seconds: float, segment_s: float = 3.0) -> None:
+    """Numbered frames at 10 fps from T0, in segments of ``segment_s`` (the recorder puts a keyframe
+    every 2 s and at each segment's start)."""
+    recorder = SegmentRecorder(root, "cam", segment_s=segment_s, crf=18, fps_hint=FPS)
+    for i in range(round(seconds * FPS)):
+        clock = T0 + i / FPS
+        recorder.write(numbered(i), clock, clock, {"seq": i, "clock": clock})
+    recorder.close()
+
+
+def frames(path: Path) -> list[int]:
+    """The index each decoded frame shows."""
+    with av.open(str(path)) as container:
+        images = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+    blocks = [[image[:BLOCK, b * BLOCK : (b + 1) * BLOCK].mean() > 145 for b in range(BITS)] for image in images]
+    return [sum(1 << b for b, on in enumerate(bits) if on) for bits in blocks]
+
+
+def test_a_clip_spans_segments_from_the_keyframe_before_its_start(tmp_path: Path) -> None:
+    record(tmp_path, seconds=10)  # segments at 0, 3, 6, 9 s; keyframes at 0, 2, 3, 5, 6, 8, 9 s
+    clip = cut_clip(tmp_path / "cam", T0 + 2.5, T0 + 7.2, tmp_path / "clips" / "e.mp4")
+
+    assert clip is not None and clip.path.is_file() and not list(tmp_path.glob("clips/*.partial"))
+    stream, problems = probe_video(clip.path)
+    assert problems == "" and stream["codec_name"] == "h264"
+    assert frames(clip.path) == list(range(20, 73)), "from the keyframe at 2.0 s to the last frame before 7.2 s"
+    assert clip.start == T0 + 2.0 and clip.duration_s == 5.2 and clip.frames == 53
+    head = clip.path.read_bytes()[:4096]
+    assert head.index(b"moov") < head.index(b"mdat") if b"mdat" in head else b"moov" in head, "faststart"
+
+
+def annexb_units(data: bytes) -> list[bytes]:
+    """NAL units of an MPEG-TS packet (start-code separated)."""
+    return [unit.strip(b"\0") for unit in re.split(b"\0\0\1", data) if unit.strip(b"\0")]
+
+
+def avcc_units(data: bytes) -> list[bytes]:
+    """NAL units of an MP4 sample (each after its 4-byte length)."""
+    units, at = [], 0
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        units.append(data[at + 4 : at + 4 + length])
+        at += 4 + length
+    return units
+
+
+def test_a_clip_is_copied_not_encoded_again(tmp_path: Path) -> None:
+    record(tmp_path, seconds=4, segment_s=10)
+    clip = cut_clip(tmp_path / "cam", T0, T0 + 10, tmp_path / "e.mp4")
+    assert clip is not None
+    segment = next((tmp_path / "cam").rglob("*.ts"))
+    with av.open(str(segment)) as recorded, av.open(str(clip.path)) as cut:
+        recorded_units = [annexb_units(bytes(p)) for p in recorded.demux(video=0) if p.size]
+        cut_units = [avcc_units(bytes(p)) for p in cut.demux(video=0) if p.size]
+    assert len(cut_units) == len(recorded_units) == 40
+    for recorded_frame, cut_frame in zip(recorded_units, cut_units, strict=True):
+        slices = [u for u in recorded_frame if u[0] & 0x1F in (1, 5)]  # coded picture data
+        assert slices and slices == [u for u in cut_frame if u[0] & 0x1F in (1, 5)], "the same coded pictures"
+
+
+def test_no_clip_when_nothing_was_recorded_then(tmp_path: Path) -> None:
+    record(tmp_path, seconds=2)
+    assert cut_clip(tmp_path / "cam", T0 + 100, T0 + 110, tmp_path / "e.mp4") is None
+    assert not list(tmp_path.glob("e.mp4*"))
+
+
+def test_a_clip_stops_where_the_picture_size_changes(tmp_path: Path) -> None:
+    record(tmp_path, seconds=3, segment_s=3)
+    recorder = SegmentRecorder(tmp_path, "cam", segment_s=3, crf=18, fps_hint=FPS)
+    for i in range(30, 40):  # the camera now sends 640x480
+        clock = T0 + i / FPS
+        recorder.write(numbered(i, (640, 480)), clock, clock, {"seq": i, "clock": clock})
+    recorder.close()
+    clip = cut_clip(tmp_path / "cam", T0, T0 + 4, tmp_path / "e.mp4")
+    assert clip is not None and clip.frames == 30
+    assert probe_video(clip.path)[0]["width"] == 320
+
+
+def event(phase: str, **fields: object) -> dict:
+    base = {"stream": "cam", "event_id": "cam-1-7-site", "zone": "site", "track_id": 7, "missing": ["vest"]}
+    return {**base, "phase": phase, "started": T0, "ended": None, "duration_s": 2.0, "reason": None, **fields}
+
+
+def test_the_store_keeps_one_row_per_event_and_acknowledgements_across_connections(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite3"
+    store = EventStore(path)
+    store.record(event("start", snapshot="/r/start.jpg", segment="/r/a.ts", offset_s=1.5))
+    store.record(event("update", duration_s=7.0))
+    store.record(event("end", ended=T0 + 9, duration_s=9.0, reason="left", snapshot="/r/end.jpg", clip="/r/e.mp4"))
+    store.record({**event("start"), "event_id": "other", "stream": "gate", "started": T0 + 86400})
+
+    assert store.acknowledge("cam-1-7-site", when=T0 + 20) and not store.acknowledge("nope")
+    assert store.acknowledge("cam-1-7-site", when=T0 + 99)  # again: the first time stays
+    store.close()
+
+    reopened = EventStore(path)
+    (only,) = reopened.events(stream="cam")
+    assert only["phase"] == "end" and only["duration_s"] == 9.0 and only["reason"] == "left"
+    assert only["snapshot"] == "/r/start.jpg", "the start's picture shows the person without the vest"
+    assert only["clip"] == "/r/e.mp4" and only["missing"] == ["vest"] and only["acknowledged"] == T0 + 20
+    assert [e["event_id"] for e in reopened.events()] == ["other", "cam-1-7-site"], "newest first"
+    day = json.loads(json.dumps(only))["day"]
+    assert [e["event_id"] for e in reopened.events(day=day)] == ["cam-1-7-site"]
+    assert reopened.forget("cam", before=T0 + 1) == 1 and reopened.event("cam-1-7-site") is None

@@ -1,0 +1,94 @@
+"""Event clips and the review page end to end: the real daemon and the shipped model on a clip of a
+real worker without a vest, the JSON API, and the page in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests import clips
+from tests.browser import Browser
+from tests.clips import Walker
+from tests.harness import Daemon, probe_video
+from tests.violations import Listener, start_daemon
+
+FLOOR = 340
+FRAMES = 55  # the worker for 4 s, then 1.5 s of empty yard: their event ends (lost) before the file does
+AROUND_S = 1.0  # clip_pre_s and clip_post_s
+
+
+def api(daemon: Daemon, path: str) -> object:
+    with urllib.request.urlopen(f"http://{daemon.http}{path}", timeout=10) as response:
+        return json.load(response) if response.headers["Content-Type"] == "application/json" else response.read()
+
+
+def test_an_event_clip_plays_in_the_review_page_and_an_acknowledgement_survives_a_restart(tmp_path: Path) -> None:
+    if clips.dataset() is None:
+        pytest.skip(f"construction-site-safety dataset not found at {clips.DATASET} (the ../shared checkout)")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (deploy/setup.sh --dev installs it)")
+    worker = Walker(clips.NO_VEST_JACKET, (280, FLOOR), (330, FLOOR), 0, 39)
+    clip = clips.write_clip(tmp_path / "clip.mp4", [worker], FRAMES)
+    around = {"clip_pre_s": AROUND_S, "clip_post_s": AROUND_S}
+    daemon = start_daemon(tmp_path, clip, None, events=around)
+    browser = None
+    try:
+        listener = Listener(daemon.endpoint, FRAMES, until=lambda got: any(m.get("phase") == "end" for m in got))
+        daemon.wait_ready()
+        messages = listener.messages()
+        end = next(m for m in messages if m.get("phase") == "end")
+        first = next(m for m in messages if m["type"] == "det")["captured"]  # the file's clock starts there
+        event_id = end["event_id"]
+        quoted = urllib.parse.quote(event_id, safe="")
+        assert end["clip_url"] == f"http://{daemon.http}/api/events/{quoted}/clip.mp4"
+        assert end["snapshot_url"] == f"http://{daemon.http}/api/events/{quoted}/snapshot.jpg"
+
+        # the clip: written once clip_post_s more is recorded; from the keyframe before the start
+        daemon.output.wait_for(lambda line: f"clip {end['clip']}" in line, 60)
+        stream, problems = probe_video(Path(end["clip"]))
+        assert problems == "" and stream["codec_name"] == "h264"
+        last = first + (FRAMES - 1) / clips.FPS
+        wanted = min(end["ended"] + AROUND_S, last) - max(end["started"] - AROUND_S, first)  # what was recorded
+        assert wanted * clips.FPS <= int(stream["nb_read_frames"]) <= (wanted + 2) * clips.FPS + 1, stream
+
+        (listed,) = api(daemon, "/api/events")
+        assert listed["event_id"] == event_id and listed["phase"] == "end" and listed["acknowledged"] is None
+        assert listed["clip_url"] == f"/api/events/{quoted}/clip.mp4"
+        assert api(daemon, listed["clip_url"]) == Path(end["clip"]).read_bytes()
+        assert api(daemon, listed["snapshot_url"])[:2] == b"\xff\xd8", "a JPEG"
+        assert api(daemon, "/api/events?stream=elsewhere") == []
+
+        browser = Browser(chromium, tmp_path / "profile")
+        browser.call("Page.navigate", url=f"http://{daemon.http}/")
+        row = f"document.querySelector('#events tr[data-event=\"{event_id}\"]')"
+        cells = browser.wait_for(f"{row} && [...{row}.cells].map(c => c.innerText)")
+        assert cells[1] == "yard" and cells[2] == "site" and cells[4] == "vest", cells
+        assert " UTC+" in cells[5] or " UTC-" in cells[5], "local time with its offset"
+        assert browser.evaluate(f"{row}.querySelector('img').naturalWidth") > 0, "the snapshot shows"
+
+        browser.evaluate(f"{row}.click()")
+        played = browser.wait_for("(v => v.currentTime > 0.5 && v.currentTime)(document.getElementById('player'))")
+        assert played > 0.5, "the clip plays in the page"
+
+        browser.evaluate(f"{row}.querySelector('button.ack').click()")
+        browser.wait_for(f"{row}.querySelector('.acknowledged').innerText.startsWith('yes')")
+
+        code, _ = daemon.stop()
+        assert code == 0
+        daemon = Daemon(daemon.config)
+        daemon.http = next(line for line in daemon.config.read_text().splitlines() if line.startswith("http ="))
+        daemon.http = daemon.http.split('"')[1]
+        daemon.wait_ready()
+        browser.call("Page.reload")
+        acknowledged = browser.wait_for(f"{row} && {row}.querySelector('.acknowledged').innerText")
+        assert acknowledged.startswith("yes"), "the acknowledgement outlived the daemon"
+    finally:
+        if browser is not None:
+            browser.close()
+        daemon.close()
