@@ -34,10 +34,11 @@ import numpy as np
 from detector_throughput import device_name  # a sibling: python puts bench/ on the path
 
 from pipeline.subscriber import subscribe
+from stages.capacity.ceilings import inference_only
+from stages.capacity.processes import rss_mib
 from stages.detect import run_detect
 from stages.detector.backends import resolve_device
-from stages.detector.detector import Detector, Letterboxed, load_detector
-from stages.detector.letterbox import letterbox
+from stages.detector.detector import Detector, load_detector
 from stages.feeds.demo import demo_clip
 from stages.settings import BUNDLED_WEIGHTS
 from stages.sources import MediaFile
@@ -64,19 +65,6 @@ def decode_only(clip: Path) -> tuple[float, list[np.ndarray]]:
     with VideoReader(clip) as reader:
         images = [frame.image for frame in reader.frames()]
     return len(images) / (time.perf_counter() - start), images
-
-
-def inference_only(detector: Detector, images: list[np.ndarray], batch: int) -> float:
-    """Frames per second of forward pass plus NMS on frames letterboxed beforehand."""
-    target = detector.batch_shape([images[0].shape[:2]])
-    boxed = [letterbox(image, target, auto=False) for image in images]
-    frames = [Letterboxed(ratio, pad, image.shape[:2]) for image, (_, ratio, pad) in zip(images, boxed)]
-    pixels = np.stack([b[0] for b in boxed])
-    detector.detect_letterboxed(pixels[:batch], frames[:batch])  # warm-up: first-call allocations
-    start = time.perf_counter()
-    for first in range(0, len(images), batch):
-        detector.detect_letterboxed(pixels[first : first + batch], frames[first : first + batch])
-    return len(images) / (time.perf_counter() - start)
 
 
 def naive_loop(detector: Detector, clip: Path, out_dir: Path) -> float:
@@ -108,11 +96,6 @@ def daemon_config(
         f"[pipeline]\nmax_batch = {args.max_batch}\npreprocess_workers = {args.preprocess_workers}\n\n" + streams
     )
     return config
-
-
-def rss_mib(pid: int | str) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
 
 
 def stage_rss_mib(daemon_pid: int) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -90,3 +92,29 @@ def test_stream_stage_benchmark_times_every_plugin_at_each_size() -> None:
     for figures in rows.values():
         people, _zones, recorder, _live, _snapshots, total = figures  # ms per frame; zones can round to 0.00
         assert people > 0 and recorder > 0 and total >= people + recorder - 0.02, figures
+
+
+def test_vestwatch_bench_runs_the_daemon_on_live_cameras_and_reports_each_figure(make_video, tmp_path: Path) -> None:
+    """A smoke run on this CPU: two small cameras (over RTSP where the GStreamer server is installed,
+    as deploy/setup.sh --dev does), a few seconds measured; every figure there and plausible."""
+    clip = make_video("site.mp4", seconds=2, fps=10, size="320x240")
+    figures = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "bench", "--streams", "2", "--resolution", "320x180", "--fps", "10",
+         "--duration", "4", "--warmup", "1", "--img-size", "160", "--video", str(clip), "--json", str(figures)],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads(figures.read_text())
+    assert report["ceilings"]["decode_fps"] > 10 and report["ceilings"]["inference_fps"] > 0
+    (run,) = report["runs"]
+    assert run["cameras"] == 2 and sorted(run["per_camera"]) == ["cam0", "cam1"]
+    for camera in run["per_camera"].values():
+        # 10 fps for about 4 s: real time, neither faster nor starved
+        assert 25 <= camera["in"] <= 55 and camera["processed"] > 0 and camera["recorded"] > 0, camera
+    assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"]
+    for process in ("supervisor", "capture.cam0", "capture.cam1", "preprocess.0", "inference", "stream.cam1"):
+        assert run["processes"][process]["rss_mib"] > 10, process
+    assert run["kinds"]["inference"]["cpu_percent"] > 0 and run["limiting"]
+    assert "| 2 |" in result.stdout and "ceilings: decode-only" in result.stdout

@@ -1,0 +1,1 @@
+"""``vestwatch bench``: how many cameras this machine holds (see ``bench.py``)."""

@@ -1,0 +1,424 @@
+"""``vestwatch bench``: does this machine hold N cameras, and how many can it hold?
+
+One run starts N live cameras (``media``), runs the real daemon on them with a config of its
+own (recording on, unless ``--no-record``), waits until every camera's detections flow, then
+measures for ``--duration`` seconds: frames in, processed and dropped per camera, the
+capture-to-publish latency of every ``det`` message, each process's CPU and memory, and the
+GPU's use on CUDA. Before the runs, the same machine measures its two limits on the same
+clip: decoding alone (capture's work, one decoder per core) and the detector alone.
+
+A run *holds* when under 1 % of the frames are dropped (for detection and for recording) and
+the p99 latency is under the target. ``--find-max`` doubles N until a run fails, then bisects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.subscriber import subscribe
+from stages.capacity.ceilings import decode_only, frames_of, inference_only
+from stages.capacity.media import RtspCameras, camera_clip, default_source, rtsp_available
+from stages.capacity.processes import Sampler, Usage
+
+log = logging.getLogger(__name__)
+
+RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
+DROPS_HELD = 0.01  # under 1 % of the frames dropped
+READY_TIMEOUT_S = 180.0  # model loading and every camera's first detection
+
+
+@dataclass
+class Ceilings:
+    decode_fps: float  # all cores decoding, one decoder per core (or per camera, if fewer)
+    decoders: int
+    inference_fps: float  # forward pass and NMS at max_batch, frames letterboxed beforehand
+    batch: int
+
+    def cameras(self, fps: float, detect_fps: float) -> float:
+        """Cameras the slower of the two limits allows."""
+        return min(self.decode_fps / fps, self.inference_fps / detect_fps)
+
+    def detections_per_s(self, fps: float, detect_fps: float) -> float:
+        """Detected frames per second the machine could give at most: min(decode-only, inference-only)."""
+        return min(self.decode_fps * detect_fps / fps, self.inference_fps)
+
+
+@dataclass
+class Run:
+    cameras: int
+    seconds: float
+    frames_in: int  # offered to detection, all cameras
+    processed: int  # detections published
+    dropped: int  # on the way to detection, any stage
+    recorded: int
+    record_dropped: int  # captured but not recorded
+    latency_p50_ms: float
+    latency_p99_ms: float
+    per_camera: dict[str, dict[str, int]]
+    processes: dict[str, Usage]
+    kinds: dict[str, dict[str, float]]  # per stage kind: processes, cpu_percent, rss_mib
+    gpu_util_percent: float | None
+    gpu_memory_mib: float | None
+    limiting: str
+    holds: bool
+    pipeline_vs_ceiling: float  # detections/s over min(decode-only, inference-only)
+    drops: dict[str, int] = field(default_factory=dict)  # by the stage that dropped
+
+    @property
+    def drop_fraction(self) -> float:
+        return self.dropped / max(self.frames_in, 1)
+
+    @property
+    def record_drop_fraction(self) -> float:
+        return self.record_dropped / max(self.recorded + self.record_dropped, 1)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_config(work: Path, urls: list[str], args: Any, publish: int, http: int) -> Path:
+    lines = [
+        f"recordings_dir = {json.dumps(str(work / 'recordings'))}",
+        f"runtime_dir = {json.dumps(str(work / 'run'))}",
+        f'publish = "pub+bind:tcp://127.0.0.1:{publish}"',
+        f'http = "127.0.0.1:{http}"',
+        "[detector]",
+        f"weights = {json.dumps(str(args.weights))}",
+        f"device = {json.dumps(args.device)}",
+        f"img_size = {args.img_size}",
+        "[pipeline]",
+        f"max_batch = {args.max_batch}",
+        f"preprocess_workers = {args.preprocess_workers}",
+        f"max_frame_pixels = {max(args.size[0] * args.size[1], 64 * 64)}",
+    ]
+    for k, url in enumerate(urls):
+        lines += ["[[streams]]", f'id = "cam{k}"', f"url = {json.dumps(url)}", "realtime = true"]
+        lines += [f"record = {'false' if args.no_record else 'true'}", f"fps = {args.detect_fps}"]
+        lines += ["loop = true"] if not url.startswith("rtsp://") else []
+    config = work / "bench.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+class Latencies(threading.Thread):
+    """Every ``det`` message's capture-to-publish latency while ``measuring`` is set."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(daemon=True)
+        self.endpoint, self.measuring, self.stopped = endpoint, threading.Event(), threading.Event()
+        self.values: list[float] = []
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():  # a quiet spell (the daemon starting) ends a subscription: resubscribe
+            for _, message in subscribe(self.endpoint, ["det."], timeout_s=2.0):
+                if self.stopped.is_set():
+                    return
+                if self.measuring.is_set():
+                    self.values.append(message["latency_ms"])
+
+
+def status(http: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/status.json", timeout=10) as reply:
+        return json.load(reply)
+
+
+def wait_until_flowing(http: int, cameras: int, daemon: subprocess.Popen, log_path: Path) -> None:
+    """Until every camera has published detections; a daemon that exits says why."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            raise RuntimeError(f"the daemon exited {daemon.returncode}:\n{log_path.read_text()[-2000:]}")
+        with contextlib.suppress(OSError, ValueError):
+            streams = status(http)["stages"].get("inference", {}).get("stats", {}).get("streams", {})
+            if sum(figures.get("published", 0) > 0 for figures in streams.values()) >= cameras:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"not every camera had detections within {READY_TIMEOUT_S:.0f} s:\n{log_path.read_text()[-2000:]}"
+    )
+
+
+def counters(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per camera, the cumulative figures a run is measured by."""
+    stages = snapshot["stages"]
+    streams = stages.get("inference", {}).get("stats", {}).get("streams", {})
+    found = {}
+    for name, stage in stages.items():
+        if not name.startswith("capture."):
+            continue
+        camera = name.partition(".")[2]
+        capture, recorder = stage["stats"], stages.get(f"stream.{camera}", {}).get("stats", {})
+        inferred = streams.get(camera, {})
+        found[camera] = {
+            "in": capture.get("frames", 0) + capture.get("dropped", 0),
+            "processed": inferred.get("published", 0),
+            "drops": {"capture": capture.get("dropped", 0)}
+            | {stage: n for stage, n in inferred.get("dropped", {}).items() if stage != "capture"},
+            "recorded": recorder.get("frames", 0),
+            "record_dropped": capture.get("record_dropped", 0) + recorder.get("missed", 0),
+        }
+    return found
+
+
+def run_cameras(count: int, args: Any, clip: Path, ceilings: Ceilings) -> Run:
+    """The daemon on ``count`` live cameras, measured for ``args.duration`` seconds after warming up."""
+    with tempfile.TemporaryDirectory(prefix="vestwatch-bench-") as folder:
+        work = Path(folder)
+        cameras = RtspCameras(clip, count, free_port()) if args.rtsp else None
+        urls = cameras.urls if cameras else [str(clip)] * count
+        publish, http = free_port(), free_port()
+        config = write_config(work, urls, args, publish, http)
+        log_path = work / "daemon.log"
+        with log_path.open("w") as output:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "run", "-c", str(config)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        latencies = Latencies(f"tcp://127.0.0.1:{publish}")
+        try:
+            wait_until_flowing(http, count, daemon, log_path)
+            time.sleep(args.warmup)  # queues and rates settle: a measurement choice, not synchronisation
+            before = status(http)
+            pids = {name: stage["pid"] for name, stage in before["stages"].items() if stage["pid"]}
+            sampler = Sampler({"supervisor": daemon.pid, **pids})
+            sampler.start()
+            latencies.measuring.set()
+            began = time.monotonic()
+            time.sleep(args.duration)
+            after = status(http)
+            latencies.measuring.clear()
+            seconds = time.monotonic() - began
+            usage = sampler.stop()
+        finally:
+            latencies.stopped.set()
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait(10)
+            if cameras:
+                cameras.close()
+    return summarise(
+        count, seconds, counters(before), counters(after), usage, sampler, latencies.values, args, ceilings
+    )
+
+
+def summarise(
+    count: int,
+    seconds: float,
+    before: dict[str, dict[str, Any]],
+    after: dict[str, dict[str, Any]],
+    usage: dict[str, Usage],
+    sampler: Sampler,
+    latencies: list[float],
+    args: Any,
+    ceilings: Ceilings,
+) -> Run:
+    per_camera, drops = {}, {}
+    for camera, now in after.items():
+        then = before.get(camera, {"in": 0, "processed": 0, "drops": {}, "recorded": 0, "record_dropped": 0})
+        dropped = {stage: n - then["drops"].get(stage, 0) for stage, n in now["drops"].items()}
+        for stage, n in dropped.items():
+            drops[stage] = drops.get(stage, 0) + n
+        per_camera[camera] = {key: now[key] - then[key] for key in ("in", "processed", "recorded", "record_dropped")}
+        per_camera[camera]["dropped"] = sum(dropped.values())
+    total = {key: sum(c[key] for c in per_camera.values()) for key in next(iter(per_camera.values()), {})}
+    latencies = sorted(latencies) or [float("nan")]
+    kinds: dict[str, dict[str, float]] = {}
+    for name, used in usage.items():
+        kind = kinds.setdefault(name.partition(".")[0], {"processes": 0, "cpu_percent": 0.0, "rss_mib": 0.0})
+        kind["processes"] += 1
+        kind["cpu_percent"] = round(kind["cpu_percent"] + used.cpu_percent, 1)
+        kind["rss_mib"] = round(kind["rss_mib"] + used.rss_mib, 1)
+    gpu_util = round(statistics.mean(sampler.gpu_util), 1) if sampler.gpu_util else None
+    gpu_mib = max(sampler.gpu_mib) if sampler.gpu_mib else None
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    run = Run(
+        cameras=count,
+        seconds=round(seconds, 2),
+        frames_in=total.get("in", 0),
+        processed=total.get("processed", 0),
+        dropped=total.get("dropped", 0),
+        recorded=total.get("recorded", 0),
+        record_dropped=total.get("record_dropped", 0),
+        latency_p50_ms=round(latencies[len(latencies) // 2], 1),
+        latency_p99_ms=round(p99, 1),
+        per_camera=per_camera,
+        processes=usage,
+        kinds=kinds,
+        gpu_util_percent=gpu_util,
+        gpu_memory_mib=gpu_mib,
+        limiting=limiting(usage, kinds, gpu_util, drops),
+        holds=False,
+        pipeline_vs_ceiling=round(
+            total.get("processed", 0) / seconds / ceilings.detections_per_s(args.fps, args.detect_fps), 3
+        ),
+        drops=drops,
+    )
+    run.holds = run.drop_fraction < DROPS_HELD and run.record_drop_fraction < DROPS_HELD and p99 < args.latency_ms
+    return run
+
+
+def limiting(usage: dict[str, Usage], kinds: dict[str, dict[str, float]], gpu: float | None, drops: dict) -> str:
+    """Which stage saturates first, as far as the figures tell: the machine's CPU when nearly all
+    of it is busy, else the GPU when nearly all of it is, else the busiest single process."""
+    cores = os.cpu_count() or 1
+    machine = sum(u.cpu_percent for u in usage.values()) / cores
+    heaviest = max(kinds, key=lambda kind: kinds[kind]["cpu_percent"], default="?")
+    busiest = max(usage, key=lambda name: usage[name].cpu_percent, default="?")
+    where = f"; drops at {', '.join(f'{s} {n}' for s, n in drops.items() if n)}" if any(drops.values()) else ""
+    if machine >= 90:
+        return f"CPU: {machine:.0f} % of {cores} cores busy, most in {heaviest}{where}"
+    if gpu is not None and gpu >= 90:
+        return f"GPU: {gpu:.0f} % busy (inference){where}"
+    return f"none saturated; busiest process {busiest} at {usage[busiest].cpu_percent:.0f} % of a core{where}"
+
+
+def measure_ceilings(args: Any, clip: Path, decoders: int) -> Ceilings:
+    """Decode-only and inference-only on this machine, now; the detector is let go afterwards so
+    that the daemon's inference has the device to itself."""
+    from stages.detector.detector import load_detector
+
+    decode = decode_only(clip, decoders)
+    detector = load_detector(args.weights, args.device, args.img_size)
+    inference = inference_only(detector, frames_of(clip, 16), args.max_batch)
+    del detector
+    with contextlib.suppress(ImportError):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return Ceilings(round(decode, 1), decoders, round(inference, 1), args.max_batch)
+
+
+def find_max(args: Any, clip: Path, ceilings: Ceilings, report: Any) -> tuple[int, list[Run]]:
+    """Double the cameras until a run fails, then bisect: the most cameras a run held with."""
+    runs, held, failed, count = [], 0, None, 1
+    while failed is None or failed - held > max(1, held // 10):
+        run = run_cameras(count, args, clip, ceilings)
+        runs.append(run)
+        report(run)
+        if run.holds:
+            held = count
+            if count >= args.max_streams:
+                break
+        else:
+            failed = count
+        count = min(count * 2, args.max_streams) if failed is None else (held + failed) // 2
+        if failed is not None and count <= held:
+            break
+    return held, runs
+
+
+def prepare(args: Any) -> Path:
+    seconds = args.warmup + args.duration + 60  # the RTSP cameras play it once; a run needs it whole
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vestwatch" / "bench"
+    source = args.video or default_source(cache / "demo")
+    log.info("bench: preparing a %dx%d %g fps camera clip from %s", *args.size, args.fps, source)
+    return camera_clip(source, args.size, args.fps, seconds if args.rtsp else 30, cache)
+
+
+def bench(args: Any) -> dict[str, Any]:
+    """Everything ``vestwatch bench`` measures, printed as it comes and returned for ``--json``."""
+    args.rtsp = rtsp_available() if args.source == "auto" else args.source == "rtsp"
+    clip = prepare(args)
+    counts = args.streams
+    decoders = min(os.cpu_count() or 1, max([*counts, 1]) if not args.find_max else os.cpu_count() or 1)
+    ceilings = measure_ceilings(args, clip, decoders)
+    print(describe(args, ceilings), flush=True)
+    print(TABLE_HEAD, flush=True)
+    result: dict[str, Any] = {"setup": vars_of(args), "ceilings": asdict(ceilings), "runs": []}
+
+    def report(run: Run) -> None:
+        print(row(run, args), flush=True)
+        result["runs"].append({**asdict(run), "drop_fraction": run.drop_fraction})
+
+    if args.find_max:
+        most, _ = find_max(args, clip, ceilings, report)
+        result["max_cameras"] = most
+        print(f"\nmost cameras held: {most} (< 1 % drops, p99 < {args.latency_ms:g} ms)")
+    else:
+        for count in counts:
+            report(run_cameras(count, args, clip, ceilings))
+    print(usage_table(result["runs"]))
+    return result
+
+
+def describe(args: Any, ceilings: Ceilings) -> str:
+    from stages.detector.backends import resolve_device
+
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        import torch
+
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU ({os.cpu_count()} cores)"
+    cams = ceilings.cameras(args.fps, args.detect_fps)
+    return (
+        f"device: {name}; {os.cpu_count()} CPUs; cameras {args.size[0]}x{args.size[1]} at {args.fps:g} fps over "
+        f"{'RTSP' if args.rtsp else 'real-time files'}, detection at {args.detect_fps:g} fps, "
+        f"img {args.img_size}, max_batch {args.max_batch}, {args.preprocess_workers} preprocess workers, "
+        f"recording {'off' if args.no_record else 'on'}\n"
+        f"ceilings: decode-only {ceilings.decode_fps:.0f} frames/s ({ceilings.decoders} decoders: "
+        f"{ceilings.decode_fps / args.fps:.1f} cameras), inference-only {ceilings.inference_fps:.0f} frames/s "
+        f"(batch {ceilings.batch}: {ceilings.inference_fps / args.detect_fps:.1f} cameras): at most {cams:.1f} cameras"
+    )
+
+
+TABLE_HEAD = (
+    "| cameras | frames in/s per camera | detections/s | dropped | not recorded | p50 ms | p99 ms | vs ceiling "
+    "| CPU % | RSS MiB | GPU % | holds | limiting |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+)
+
+
+def row(run: Run, args: Any) -> str:
+    cpu = sum(u.cpu_percent for u in run.processes.values())
+    rss = sum(u.rss_mib for u in run.processes.values())
+    gpu = "" if run.gpu_util_percent is None else f"{run.gpu_util_percent:.0f}"
+    captured = run.frames_in if args.no_record else run.recorded + run.record_dropped
+    return (
+        f"| {run.cameras} | {captured / run.seconds / run.cameras:.1f} | {run.processed / run.seconds:.1f} "
+        f"| {100 * run.drop_fraction:.2f} % | {100 * run.record_drop_fraction:.2f} % | {run.latency_p50_ms:.0f} "
+        f"| {run.latency_p99_ms:.0f} | {run.pipeline_vs_ceiling:.2f} | {cpu:.0f} | {rss:.0f} | {gpu} "
+        f"| {'yes' if run.holds else 'no'} | {run.limiting} |"
+    )
+
+
+def usage_table(runs: list[dict[str, Any]]) -> str:
+    """CPU and resident memory per stage kind, per run: where the cores and the memory go."""
+    kinds = sorted({kind for run in runs for kind in run["kinds"]})
+    lines = ["\n| cameras | " + " | ".join(f"{kind} CPU % / MiB" for kind in kinds) + " | MiB per camera |"]
+    lines.append("|---:|" + "---:|" * (len(kinds) + 1))
+    for run in runs:
+        cells = [f"{run['kinds'][k]['cpu_percent']:.0f} / {run['kinds'][k]['rss_mib']:.0f}" if k in run["kinds"] else ""
+                 for k in kinds]  # fmt: skip
+        per_camera = sum(run["kinds"][k]["rss_mib"] for k in run["kinds"]) / run["cameras"]
+        lines.append(f"| {run['cameras']} | " + " | ".join(cells) + f" | {per_camera:.0f} |")
+    return "\n".join(lines)
+
+
+def vars_of(args: Any) -> dict[str, Any]:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "run"}

@@ -1,0 +1,56 @@
+"""The two limits a run is judged against, measured on this machine just before it: decoding
+alone (capture's work) and the detector alone (inference's work)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stages.detector.detector import Detector, Letterboxed
+from stages.detector.letterbox import letterbox
+from stages.video import VideoReader
+
+
+def decode_fps(clip: Path, seconds: float) -> float:
+    """Frames per second one process decodes ``clip`` at (looping it), for about ``seconds``."""
+    frames, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        with VideoReader(clip) as reader:
+            for _ in reader.frames():
+                frames += 1
+                if time.perf_counter() - start >= seconds:
+                    break
+    return frames / (time.perf_counter() - start)
+
+
+def decode_only(clip: Path, processes: int, seconds: float = 3.0) -> float:
+    """Frames per second of ``processes`` decoders at once (one per camera, as capture runs them):
+    the machine's decode ceiling for that many cameras."""
+    if processes == 1:
+        return decode_fps(clip, seconds)
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        return sum(pool.starmap(decode_fps, [(clip, seconds)] * processes))
+
+
+def frames_of(clip: Path, count: int) -> list[np.ndarray]:
+    with VideoReader(clip) as reader:
+        return [frame.image for frame, _ in zip(reader.frames(), range(count), strict=False)]
+
+
+def inference_only(detector: Detector, images: list[np.ndarray], batch: int, seconds: float = 3.0) -> float:
+    """Frames per second of forward pass plus NMS, in batches of ``batch``, on frames letterboxed beforehand."""
+    images = (images * (batch // len(images) + 1))[:batch] if len(images) < batch else images
+    target = detector.batch_shape([images[0].shape[:2]])
+    boxed = [letterbox(image, target, auto=False) for image in images]
+    frames = [Letterboxed(ratio, pad, image.shape[:2]) for image, (_, ratio, pad) in zip(images, boxed, strict=True)]
+    pixels = np.stack([b[0] for b in boxed])
+    detector.detect_letterboxed(pixels[:batch], frames[:batch])  # warm-up: first-call allocations
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for first in range(0, len(images) - batch + 1, batch):
+            detector.detect_letterboxed(pixels[first : first + batch], frames[first : first + batch])
+            done += batch
+    return done / (time.perf_counter() - start)
