@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,10 +46,11 @@ class CaptureStage(Stage):
         self.retry_at = 0.0
         self.failures = 0
         self.seq = int(time.time() * 1000)  # increases across restarts of this stage
-        self.last_credit = self.seq
+        self.awaiting: deque[int] = deque()  # offline: seqs sent for detection whose det has not come yet
         self.last_credit_time = time.monotonic()
         self.pending_drops = 0
         self.last_emitted_pts: float | None = None
+        self.last_detected_pts: float | None = None
         self.from_file = False  # a file decodes faster than real time: paced when it stands for a live feed
         self.pace: tuple[float, float] | None = None  # (wall clock, pts) of the first frame since opening
         self.paused = False
@@ -164,12 +166,16 @@ class CaptureStage(Stage):
         self._send(frame)
 
     def _over_fps_cap(self, pts: float | None) -> bool:
-        if not self.stream.fps or pts is None:
-            return False
-        if self.last_emitted_pts is not None and 0 <= pts - self.last_emitted_pts < 1 / self.stream.fps - 1e-3:
-            return True
-        self.last_emitted_pts = pts
-        return False
+        """Over ``fps``: the frame is neither detected nor recorded."""
+        over = _too_soon(pts, self.last_emitted_pts, self.stream.fps)
+        self.last_emitted_pts = self.last_emitted_pts if over or pts is None else pts
+        return over
+
+    def _over_detect_cap(self, pts: float | None) -> bool:
+        """Over ``detect_fps``: the frame is recorded (drawn with the latest detections), not detected."""
+        over = _too_soon(pts, self.last_detected_pts, self.stream.detect_fps)
+        self.last_detected_pts = self.last_detected_pts if over or pts is None else pts
+        return over
 
     def _wait_for_pts(self, pts: float | None) -> None:
         """Play a file that stands for a live source at its own speed."""
@@ -183,17 +189,18 @@ class CaptureStage(Stage):
 
     def _wait_for_credit(self) -> bool:
         window = self.settings.pipeline.offline_window
-        while self.seq - self.last_credit >= window and not self.stopping:
+        while len(self.awaiting) >= window and not self.stopping:
             if self.credits.poll(200):
                 for message in self.drain(self.credits, DetectionMessage, topics=True):
-                    if message.stream == self.stream.id and message.seq > self.last_credit:
-                        self.last_credit = message.seq
+                    if message.stream == self.stream.id and self.awaiting and message.seq >= self.awaiting[0]:
+                        while self.awaiting and self.awaiting[0] <= message.seq:
+                            self.awaiting.popleft()
                         self.last_credit_time = time.monotonic()
             elif time.monotonic() - self.last_credit_time > CREDIT_TIMEOUT_S:
                 log.warning(
                     "%s: no credit for %.0f s; assuming in-flight frames lost", self.stream.id, CREDIT_TIMEOUT_S
                 )
-                self.last_credit = self.seq
+                self.awaiting.clear()
                 self.last_credit_time = time.monotonic()
             self.beat()
         return not self.stopping
@@ -216,6 +223,9 @@ class CaptureStage(Stage):
                 self.record_out.send(payload, zmq.NOBLOCK)
             except zmq.Again:  # live, and record is gone or far behind
                 self.stats.record_dropped += 1
+        if self._over_detect_cap(frame.pts):
+            self.stats.recorded_only += 1
+            return
         while not self.realtime and not self.refs.poll(200, zmq.POLLOUT) and not self.stopping:
             self.beat()  # offline: wait for a worker, heartbeating
         try:
@@ -225,10 +235,17 @@ class CaptureStage(Stage):
             self.stats.dropped += 1
             return
         self.pending_drops = 0
+        if not self.realtime:
+            self.awaiting.append(self.seq)
         self.stats.frames += 1
         now = self.last_frame = time.monotonic()
         self.sent_times = [t for t in self.sent_times if now - t < 5.0] + [now]
         self.stats.fps_in = round(len(self.sent_times) / 5.0, 2)
+
+
+def _too_soon(pts: float | None, last: float | None, rate: float | None) -> bool:
+    """Whether a frame at ``pts`` comes sooner than ``1 / rate`` after the last one let through."""
+    return bool(rate) and pts is not None and last is not None and 0 <= pts - last < 1 / rate - 1e-3
 
 
 def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> CaptureStage:

@@ -125,7 +125,10 @@ class StreamSettings(BaseModel, extra="forbid"):
     url: str
     realtime: bool | None = None  # live: drop the oldest frame when behind; default: true for live sources
     record: bool = True
-    fps: float | None = Field(None, gt=0)  # process at most this many frames per second
+    fps: float | None = Field(None, gt=0)  # take at most this many frames per second (the rest are skipped)
+    # detect on at most this many frames per second; the others are still recorded, drawn with
+    # the latest detections (a 30 fps camera recorded smoothly, detected 5 times a second)
+    detect_fps: float | None = Field(None, gt=0)
     loop: bool = False  # files: start again at the end
     zones: list[ZoneSettings] = Field(default_factory=lambda: [ZoneSettings()], min_length=1)
     # what runs after inference, in order, by entry point name (groups vestwatch.processors, vestwatch.sinks)

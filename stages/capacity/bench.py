@@ -14,6 +14,7 @@ the p99 latency is under the target. ``--find-max`` doubles N until a run fails,
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from stages.capacity.processes import Sampler, Usage
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
+FIGURES = ("cpu_percent", "rss_mib", "pss_mib", "ring_pss_mib")  # per process, summed per stage kind
 DROPS_HELD = 0.01  # under 1 % of the frames dropped
 READY_TIMEOUT_S = 180.0  # model loading and every camera's first detection
 
@@ -71,7 +73,7 @@ class Run:
     latency_p99_ms: float
     per_camera: dict[str, dict[str, int]]
     processes: dict[str, Usage]
-    kinds: dict[str, dict[str, float]]  # per stage kind: processes, cpu_percent, rss_mib
+    kinds: dict[str, dict[str, float]]  # per stage kind: processes, cpu_percent, rss_mib, pss_mib
     gpu_util_percent: float | None
     gpu_memory_mib: float | None
     limiting: str
@@ -79,9 +81,13 @@ class Run:
     pipeline_vs_ceiling: float  # detections/s over min(decode-only, inference-only)
     drops: dict[str, int] = field(default_factory=dict)  # by the stage that dropped
 
+    machine_cpu_percent: float = 0.0  # all cores, every process of the machine (cameras included)
+
     @property
     def drop_fraction(self) -> float:
-        return self.dropped / max(self.frames_in, 1)
+        """Frames offered to detection that gave no detections (drop counters of several stages may
+        count one frame twice), less one frame per camera that may be in flight at the window's end."""
+        return max(0.0, self.frames_in - self.processed - self.cameras) / max(self.frames_in, 1)
 
     @property
     def record_drop_fraction(self) -> float:
@@ -111,7 +117,7 @@ def write_config(work: Path, urls: list[str], args: Any, publish: int, http: int
     ]
     for k, url in enumerate(urls):
         lines += ["[[streams]]", f'id = "cam{k}"', f"url = {json.dumps(url)}", "realtime = true"]
-        lines += [f"record = {'false' if args.no_record else 'true'}", f"fps = {args.detect_fps}"]
+        lines += [f"record = {'false' if args.no_record else 'true'}", f"detect_fps = {args.detect_fps}"]
         lines += ["loop = true"] if not url.startswith("rtsp://") else []
     config = work / "bench.toml"
     config.write_text("\n".join(lines) + "\n")
@@ -201,7 +207,7 @@ def run_cameras(count: int, args: Any, clip: Path, ceilings: Ceilings) -> Run:
             time.sleep(args.warmup)  # queues and rates settle: a measurement choice, not synchronisation
             before = status(http)
             pids = {name: stage["pid"] for name, stage in before["stages"].items() if stage["pid"]}
-            sampler = Sampler({"supervisor": daemon.pid, **pids})
+            sampler = Sampler({"supervisor": daemon.pid, **pids}, str(work / "run"))
             sampler.start()
             latencies.measuring.set()
             began = time.monotonic()
@@ -248,10 +254,10 @@ def summarise(
     latencies = sorted(latencies) or [float("nan")]
     kinds: dict[str, dict[str, float]] = {}
     for name, used in usage.items():
-        kind = kinds.setdefault(name.partition(".")[0], {"processes": 0, "cpu_percent": 0.0, "rss_mib": 0.0})
+        kind = kinds.setdefault(name.partition(".")[0], dict.fromkeys(("processes", *FIGURES), 0))
         kind["processes"] += 1
-        kind["cpu_percent"] = round(kind["cpu_percent"] + used.cpu_percent, 1)
-        kind["rss_mib"] = round(kind["rss_mib"] + used.rss_mib, 1)
+        for figure in FIGURES:
+            kind[figure] = round(kind[figure] + getattr(used, figure), 1)
     gpu_util = round(statistics.mean(sampler.gpu_util), 1) if sampler.gpu_util else None
     gpu_mib = max(sampler.gpu_mib) if sampler.gpu_mib else None
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -270,7 +276,8 @@ def summarise(
         kinds=kinds,
         gpu_util_percent=gpu_util,
         gpu_memory_mib=gpu_mib,
-        limiting=limiting(usage, kinds, gpu_util, drops),
+        limiting=limiting(usage, kinds, gpu_util, drops, sampler.machine_cpu_percent),
+        machine_cpu_percent=sampler.machine_cpu_percent,
         holds=False,
         pipeline_vs_ceiling=round(
             total.get("processed", 0) / seconds / ceilings.detections_per_s(args.fps, args.detect_fps), 3
@@ -281,11 +288,12 @@ def summarise(
     return run
 
 
-def limiting(usage: dict[str, Usage], kinds: dict[str, dict[str, float]], gpu: float | None, drops: dict) -> str:
+def limiting(
+    usage: dict[str, Usage], kinds: dict[str, dict[str, float]], gpu: float | None, drops: dict, machine: float
+) -> str:
     """Which stage saturates first, as far as the figures tell: the machine's CPU when nearly all
     of it is busy, else the GPU when nearly all of it is, else the busiest single process."""
     cores = os.cpu_count() or 1
-    machine = sum(u.cpu_percent for u in usage.values()) / cores
     heaviest = max(kinds, key=lambda kind: kinds[kind]["cpu_percent"], default="?")
     busiest = max(usage, key=lambda name: usage[name].cpu_percent, default="?")
     where = f"; drops at {', '.join(f'{s} {n}' for s, n in drops.items() if n)}" if any(drops.values()) else ""
@@ -390,7 +398,8 @@ def describe(args: Any, ceilings: Ceilings) -> str:
 
 TABLE_HEAD = (
     "| cameras | frames in/s per camera | detections/s | dropped | not recorded | p50 ms | p99 ms | vs ceiling "
-    "| CPU % | RSS MiB | GPU % | holds | limiting |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    "| CPU % daemon (machine) | RSS MiB | GPU % | holds | limiting |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
 )
 
 
@@ -402,22 +411,38 @@ def row(run: Run, args: Any) -> str:
     return (
         f"| {run.cameras} | {captured / run.seconds / run.cameras:.1f} | {run.processed / run.seconds:.1f} "
         f"| {100 * run.drop_fraction:.2f} % | {100 * run.record_drop_fraction:.2f} % | {run.latency_p50_ms:.0f} "
-        f"| {run.latency_p99_ms:.0f} | {run.pipeline_vs_ceiling:.2f} | {cpu:.0f} | {rss:.0f} | {gpu} "
+        f"| {run.latency_p99_ms:.0f} | {run.pipeline_vs_ceiling:.2f} | {cpu:.0f} ({run.machine_cpu_percent:.0f}) "
+        f"| {rss:.0f} | {gpu} "
         f"| {'yes' if run.holds else 'no'} | {run.limiting} |"
     )
 
 
 def usage_table(runs: list[dict[str, Any]]) -> str:
-    """CPU and resident memory per stage kind, per run: where the cores and the memory go."""
+    """CPU and memory per stage kind, per run: where the cores and the memory go. RSS counts the
+    pages processes share in each of them; PSS shares them out, so PSS adds up to what is used.
+    The cost of one more camera is the difference between runs with different camera counts,
+    given with and without the frame rings (their size is set by pipeline.ring_slots)."""
     kinds = sorted({kind for run in runs for kind in run["kinds"]})
-    lines = ["\n| cameras | " + " | ".join(f"{kind} CPU % / MiB" for kind in kinds) + " | MiB per camera |"]
-    lines.append("|---:|" + "---:|" * (len(kinds) + 1))
+    head = " | ".join(f"{kind} CPU % / RSS / PSS MiB" for kind in kinds)
+    lines = [f"\n| cameras | {head} | PSS MiB in all | of it rings |", "|---:|" + "---:|" * (len(kinds) + 2)]
     for run in runs:
-        cells = [f"{run['kinds'][k]['cpu_percent']:.0f} / {run['kinds'][k]['rss_mib']:.0f}" if k in run["kinds"] else ""
-                 for k in kinds]  # fmt: skip
-        per_camera = sum(run["kinds"][k]["rss_mib"] for k in run["kinds"]) / run["cameras"]
-        lines.append(f"| {run['cameras']} | " + " | ".join(cells) + f" | {per_camera:.0f} |")
+        used = run["kinds"]
+        cells = [" / ".join(f"{used[k][figure]:.0f}" for figure in FIGURES[:3]) if k in used else "" for k in kinds]
+        lines.append(f"| {run['cameras']} | " + " | ".join(cells) + f" | {_total(run, 'pss_mib'):.0f} "
+                     f"| {_total(run, 'ring_pss_mib'):.0f} |")  # fmt: skip
+    for fewer, more in itertools.pairwise(sorted(runs, key=lambda run: run["cameras"])):
+        if more["cameras"] > fewer["cameras"]:
+            extra = more["cameras"] - fewer["cameras"]
+            pss, rss, rings = (
+                (_total(more, f) - _total(fewer, f)) / extra for f in ("pss_mib", "rss_mib", "ring_pss_mib")
+            )
+            lines.append(f"from {fewer['cameras']} to {more['cameras']} cameras, per additional camera: {pss:.0f} MiB "
+                         f"PSS, {pss - rings:.0f} without the frame rings ({rss:.0f} MiB RSS)")  # fmt: skip
     return "\n".join(lines)
+
+
+def _total(run: dict[str, Any], figure: str) -> float:
+    return sum(kind[figure] for kind in run["kinds"].values())
 
 
 def vars_of(args: Any) -> dict[str, Any]:

@@ -25,12 +25,37 @@ def rss_mib(pid: int) -> float:
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
 
 
+def machine_busy() -> tuple[float, float]:
+    """Busy and total CPU time of the whole machine so far, in clock ticks (from /proc/stat)."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def pss_mib(pid: int, rings: str) -> tuple[float, float]:
+    """Proportional set size: pages shared by several processes (libraries, code forked from one
+    parent, the frame rings) counted by their share, so that the sum over processes is the memory
+    really used; and the part of it that is frame rings (files under ``rings``, the runtime dir)."""
+    total = ring = 0
+    mapping = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0] and line[0] in "0123456789abcdef":
+            mapping = line.split()[-1] if len(line.split()) >= 6 else ""
+        elif line.startswith("Pss:"):
+            kib = int(line.split()[1])
+            total += kib
+            ring += kib if mapping.startswith(rings) else 0
+    return total / 1024, ring / 1024
+
+
 @dataclass
 class Usage:
     """One process over the measured window."""
 
     cpu_percent: float  # of one core
     rss_mib: float  # the highest sample
+    pss_mib: float  # the highest sample
+    ring_pss_mib: float  # of it, frame rings (shared memory between the stages)
 
 
 @dataclass
@@ -39,14 +64,19 @@ class Sampler:
     where ``nvidia-smi`` is present, the GPU's utilisation and memory."""
 
     pids: dict[str, int]
+    rings: str  # the runtime dir: mappings under it are frame rings
     every_s: float = 0.5
     rss: dict[str, float] = field(default_factory=dict)
+    pss: dict[str, float] = field(default_factory=dict)
+    ring_pss: dict[str, float] = field(default_factory=dict)
     gpu_util: list[float] = field(default_factory=list)
     gpu_mib: list[float] = field(default_factory=list)
+    machine_cpu_percent: float = 0.0  # of all cores: 100 is every core busy
 
     def start(self) -> None:
         self.began = time.monotonic()
         self.cpu_before = {name: _cpu(pid) for name, pid in self.pids.items()}
+        self.machine_before = machine_busy()
         self.running = threading.Event()
         self.running.set()
         self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -56,10 +86,13 @@ class Sampler:
         self.running.clear()
         self.thread.join()
         elapsed = time.monotonic() - self.began
+        busy, total = (now - then for now, then in zip(machine_busy(), self.machine_before, strict=True))
+        self.machine_cpu_percent = round(100 * busy / max(total, 1), 1)
         usage = {}
         for name, pid in self.pids.items():
             used = _cpu(pid) - self.cpu_before[name]
-            usage[name] = Usage(round(100 * used / elapsed, 1), round(self.rss.get(name, 0.0), 1))
+            memory = (round(figures.get(name, 0.0), 1) for figures in (self.rss, self.pss, self.ring_pss))
+            usage[name] = Usage(round(100 * used / elapsed, 1), *memory)
         return usage
 
     def _sample(self) -> None:
@@ -68,6 +101,9 @@ class Sampler:
             for name, pid in self.pids.items():
                 with contextlib.suppress(OSError, StopIteration):  # restarted or gone: its figure stays
                     self.rss[name] = max(self.rss.get(name, 0.0), rss_mib(pid))
+                    pss, ring = pss_mib(pid, self.rings)
+                    if pss > self.pss.get(name, 0.0):
+                        self.pss[name], self.ring_pss[name] = pss, ring
             if smi:
                 query = ["--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "--id=0"]
                 reply = subprocess.run([smi, *query], capture_output=True, text=True, timeout=10).stdout

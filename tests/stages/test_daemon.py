@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stages.settings import BUNDLED_WEIGHTS
 from tests.conftest import SHIPPED
-from tests.harness import assert_same_boxes_as_detect, collect, probe_video
+from tests.harness import assert_same_boxes_as_detect, collect, probe_video, wait_status
 from tests.harness import vestwatch as run_cli
 
 
@@ -97,3 +97,23 @@ def test_the_daemon_finds_what_the_detect_command_finds(daemon, site_clip, tmp_p
     published = collect(vestwatch.endpoint, lambda m: len(m.get("yard", [])) >= 20, timeout=120)["yard"]
     assert {"vest", "no_vest", "person"} <= {name for m in published for name in m["names"]}
     assert_same_boxes_as_detect(published, site_clip, BUNDLED_WEIGHTS, tmp_path / "detect", SHIPPED["conf"])
+
+
+def test_detect_fps_detects_some_frames_and_records_every_one(daemon, make_video) -> None:
+    """A 10 fps file detected twice a second: every frame recorded, each drawn with the latest
+    detections; offline, so nothing may be lost and nothing may wait for a detection that never comes."""
+    clip = make_video("clip.mp4", seconds=3, fps=10)
+    vestwatch = daemon([{"id": "yard", "url": str(clip), "realtime": False, "detect_fps": 2.0}])
+    vestwatch.wait_ready()
+    dets = collect(vestwatch.endpoint, lambda m: len(m.get("yard", [])) >= 6, timeout=120)["yard"]
+    assert [round(m["pts"], 1) for m in dets] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    wait_status(vestwatch, lambda status: status["stages"]["stream.yard"]["stats"].get("frames") == 30)
+    code, _ = vestwatch.stop()
+    assert code == 0
+
+    lines = [json.loads(line) for sidecar in sorted((vestwatch.recordings / "yard").rglob("*.jsonl"))
+             for line in sidecar.read_text().splitlines()]  # fmt: skip
+    assert len(lines) == 30, "every frame recorded"
+    detected = {m["seq"] for m in dets}
+    for line in lines:
+        assert line["detections_of"] == max(seq for seq in detected if seq <= line["seq"]), line["seq"]
