@@ -19,6 +19,7 @@ Without ``--weights`` it uses the bundled model. Prints a Markdown table for ben
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +35,7 @@ import numpy as np
 from detector_throughput import device_name  # a sibling: python puts bench/ on the path
 
 from pipeline.subscriber import subscribe
+from stages.capacity.bench import status
 from stages.capacity.ceilings import inference_only
 from stages.capacity.processes import rss_mib
 from stages.detect import run_detect
@@ -98,17 +100,13 @@ def daemon_config(
     return config
 
 
-def stage_rss_mib(daemon_pid: int) -> dict[str, float]:
-    """Resident memory of the supervisor and of each stage process it started, by stage name."""
+def stage_rss_mib(daemon_pid: int, http_port: int) -> dict[str, float]:
+    """Resident memory of the supervisor and of each stage process, by stage name (pids from /status.json)."""
+    stages = status(http_port)["stages"]
     rss = {"supervisor": rss_mib(daemon_pid)}
-    for proc in Path("/proc").iterdir():
-        try:
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) if proc.name.isdigit() else 0
-            if parent == daemon_pid:
-                args = (proc / "cmdline").read_bytes().decode().split("\0")  # ... pipeline.worker KIND NAME
-                rss[args[-2]] = rss_mib(proc.name)
-        except (OSError, IndexError, StopIteration):  # exited meanwhile
-            continue
+    for name, stage in stages.items():
+        with contextlib.suppress(OSError, StopIteration, TypeError):  # restarting or gone meanwhile
+            rss[name] = rss_mib(stage["pid"])
     return rss
 
 
@@ -150,7 +148,7 @@ def pipeline(config: Path, port: int, streams: int, frames: int) -> dict:
             start_new_session=True,
         )
     try:
-        rss = [stage_rss_mib(daemon.pid) for quarter in quarters if quarter.wait(600)]
+        rss = [stage_rss_mib(daemon.pid, port + 1) for quarter in quarters if quarter.wait(600)]
         if len(rss) < 4 or min(received.values()) < frames:
             raise RuntimeError(f"pipeline did not finish: frames received per stream {received}")
     finally:

@@ -10,7 +10,6 @@ while it runs.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ import zmq
 from pipeline import systemd
 from pipeline.control import ControlService
 from pipeline.endpoints import Endpoint
+from pipeline.forkserver import ForkedProcess, ForkServer, die_with_parent
 from pipeline.messages import Heartbeat, MessageError
 from pipeline.publish import PublishProxy
 from pipeline.security import secure_server, start_authenticator
@@ -33,14 +33,6 @@ from pipeline.security import secure_server, start_authenticator
 STATE_BROADCAST_S = 1.0  # restarted stages learn the live overrides within this
 
 log = logging.getLogger("vestwatch.supervisor")
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Child side of fork: get SIGTERM if the supervisor dies, even by SIGKILL (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -63,7 +55,7 @@ class Plan:
 @dataclass
 class StageProcess:
     spec: StageSpec
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen | ForkedProcess | None = None
     started: float = 0.0
     last_heartbeat: float = 0.0
     failures: int = 0
@@ -91,8 +83,10 @@ class Supervisor:
         publish: Endpoint | None = None,
         publish_hwm: int = 1000,
         plan: Callable[[], Plan] | None = None,
+        forkserver: ForkServer | None = None,
     ) -> None:
         self.stages = {spec.name: StageProcess(spec) for spec in specs}
+        self.forkserver = forkserver  # the stage kinds it serves are forked from it, not started afresh
         self.runtime_dir = runtime_dir
         self.config = config
         self.stall_s = stall_s
@@ -127,11 +121,14 @@ class Supervisor:
         env.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
         if self.publish is not None:
             env["VWSTAGE_PUBLISH"] = self.publish_input.peer("pub").text
-        stage.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.worker", stage.spec.kind, stage.spec.name],
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
+        if self.forkserver and stage.spec.kind in self.forkserver.kinds:
+            stage.process = self.forkserver.spawn(stage.spec.kind, stage.spec.name, env)
+        else:
+            stage.process = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.worker", stage.spec.kind, stage.spec.name],
+                env=env,
+                preexec_fn=die_with_parent,
+            )
         stage.started = stage.last_heartbeat = time.monotonic()
         stage.state = "starting"
         log.info("started %s (pid %d)", stage.spec.name, stage.process.pid)

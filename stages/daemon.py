@@ -27,7 +27,7 @@ from stages.observe import routes
 from stages.preflight import check_model
 from stages.review import ReviewApi
 from stages.settings import DEFAULT_CONFIG, LOOPBACK, Settings, redact
-from stages.topology import frame_files, plan
+from stages.topology import fork_server, frame_files, plan
 
 log = logging.getLogger("vestwatch")
 
@@ -121,6 +121,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         publish=publish,
         publish_hwm=settings.pipeline.publish_hwm,
         plan=reread,
+        forkserver=fork_server(settings),
     )
     if settings.http:
         try:

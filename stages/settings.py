@@ -205,6 +205,9 @@ class PipelineSettings(BaseModel, extra="forbid"):
     max_frame_pixels: int = Field(1920 * 1080, ge=64 * 64)  # larger frames are downscaled at capture
     publish_hwm: int = Field(1000, ge=1)  # messages queued per subscriber; a slow one loses the excess
     stall_s: float = Field(15.0, gt=0)  # a stage silent this long is restarted
+    # fork the per-camera stages from one process that imported their code once (shared pages:
+    # less memory per camera); off: each stage starts a fresh interpreter
+    fork_server: bool = True
     rtsp_timeout_s: float = Field(5.0, gt=0)
     # a lost source is retried after reconnect_min_s, doubling up to reconnect_max_s (DeepStream's
     # rtsp-reconnect-interval-sec): a camera back after an outage gives frames within about that

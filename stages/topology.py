@@ -11,12 +11,14 @@ Offline captures take their credit from the stream stage's det.<stream> messages
 from __future__ import annotations
 
 import json
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline.endpoints import Endpoint
+from pipeline.forkserver import ForkServer
 from pipeline.security import secure_client, secure_server, start_authenticator
 from pipeline.supervisor import Plan, StageSpec
 from stages.settings import Settings
@@ -153,3 +155,16 @@ def plan(settings: Settings) -> Plan:
 def instance(name: str) -> str:
     """``capture.cam1`` -> ``cam1``."""
     return name.split(".", 1)[1]
+
+
+FORKED_KINDS = {"capture", "preprocess", "stream"}  # one or more per camera; inference is one and owns CUDA
+
+
+def fork_server(settings: Settings) -> ForkServer | None:
+    """The fork server for the per-camera stages, preloaded with their modules and every stream
+    plug-in's (``pipeline.fork_server``; None when off)."""
+    if not settings.pipeline.fork_server:
+        return None
+    wanted = [e for e in entry_points(group="vestwatch.stages") if e.name in FORKED_KINDS]
+    wanted += [*entry_points(group="vestwatch.processors"), *entry_points(group="vestwatch.sinks")]
+    return ForkServer(FORKED_KINDS, sorted({entry.module for entry in wanted}))

@@ -29,7 +29,10 @@ class VideoFrame:
 class VideoReader:
     """Decoded frames of a file's or a URL's first video stream; undecodable packets are skipped and counted."""
 
-    def __init__(self, path: Path | str, options: dict[str, str] | None = None, timeout_s: float | None = None) -> None:
+    def __init__(
+        self, path: Path | str, options: dict[str, str] | None = None, timeout_s: float | None = None, threads: int = 0
+    ) -> None:
+        """``threads``: decoder threads, 0 for FFmpeg's choice (about one per core)."""
         self.path = path
         timeout = (timeout_s, timeout_s) if timeout_s else None
         try:
@@ -41,6 +44,7 @@ class VideoReader:
             raise ValueError(f"{path}: no video stream")
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
+        self.stream.codec_context.thread_count = threads
         self.corrupt_packets = 0
 
     @property

@@ -34,7 +34,7 @@ from typing import Any
 from pipeline.subscriber import subscribe
 from stages.capacity.ceilings import decode_only, frames_of, inference_only
 from stages.capacity.media import RtspCameras, camera_clip, default_source, rtsp_available
-from stages.capacity.processes import Sampler, Usage
+from stages.capacity.processes import Sampler, Usage, parent_pid
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,9 @@ def run_cameras(count: int, args: Any, clip: Path, ceilings: Ceilings) -> Run:
             time.sleep(args.warmup)  # queues and rates settle: a measurement choice, not synchronisation
             before = status(http)
             pids = {name: stage["pid"] for name, stage in before["stages"].items() if stage["pid"]}
+            forkservers = {parent_pid(pid) for pid in pids.values()} - {daemon.pid, None}
+            if forkservers:  # it holds the pages the forked stages share
+                pids["forkserver"] = forkservers.pop()
             sampler = Sampler({"supervisor": daemon.pid, **pids}, str(work / "run"))
             sampler.start()
             latencies.measuring.set()

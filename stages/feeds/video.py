@@ -9,6 +9,10 @@ from stages.feeds.base import FeedError, FeedFrame
 from stages.settings import redact
 from stages.video import VideoReader
 
+# a camera's decoder: two threads decode 1080p30 several times over, and a 16-core server's 64
+# cameras do not each keep a frame in flight per core (FFmpeg's default: about 12 MiB a thread at 1080p)
+DECODE_THREADS = 2
+
 
 class VideoFeed:
     """A ``VideoReader`` as a feed: its errors become ``FeedError`` with any password redacted
@@ -20,7 +24,7 @@ class VideoFeed:
         self.from_file = "://" not in url
         options = {"rtsp_transport": "tcp"} if url.startswith("rtsp") else None
         try:
-            self.reader = VideoReader(url, options, timeout_s if live else None)
+            self.reader = VideoReader(url, options, timeout_s if live else None, threads=DECODE_THREADS)
         except ValueError as error:
             raise FeedError(redact(str(error))) from None
 

@@ -1,0 +1,90 @@
+"""Stage processes forked from one parent that imported their code once.
+
+Every stage process used to start a fresh interpreter and import numpy, OpenCV, PyAV, the
+tracker... again: about 80-140 MiB of private memory per process, twice per camera (capture
+and stream stage). Here multiprocessing's fork server imports those modules once (``preload``),
+freezes them out of the garbage collector (a collection would otherwise write to every object
+and unshare its page), and forks each stage from itself: the imported code and data stay
+shared copy-on-write, and a camera costs the memory of its own work.
+
+The inference stage is not forked: it is one process, and CUDA must not be initialised in a
+parent that forks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+
+from pipeline import stage, worker
+
+PR_SET_NAME = 15
+PR_SET_PDEATHSIG = 1
+M_ARENA_MAX = -8  # glibc mallopt
+
+
+def die_with_parent() -> None:
+    """Child side of fork: get SIGTERM if the parent dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ForkedProcess:
+    """The part of ``subprocess.Popen`` the supervisor uses, for a process of the fork server."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self.process = process
+        self.pid = process.pid
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(self.process.name, timeout or 0)
+        return self.process.exitcode
+
+    def send_signal(self, number: int) -> None:
+        if self.process.exitcode is None:
+            os.kill(self.pid, number)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class ForkServer:
+    """Forks the stages of ``kinds`` from a server that imported ``preload`` (module names)."""
+
+    def __init__(self, kinds: set[str], preload: list[str]) -> None:
+        self.kinds = kinds
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload([*preload, "pipeline.forkserver_frozen"])
+
+    def spawn(self, kind: str, name: str, env: dict[str, str]) -> ForkedProcess:
+        process = self.context.Process(target=_run_stage, args=(kind, name, env), name=name)
+        process.start()
+        return ForkedProcess(process)
+
+
+def _run_stage(kind: str, name: str, env: dict[str, str]) -> None:
+    """In the forked child: the supervisor's environment for this stage, death with the fork
+    server (which dies with the supervisor), then the stage as ``pipeline.worker`` runs it."""
+    os.environ.clear()
+    os.environ.update(env)
+    die_with_parent()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, name.encode()[:15])  # ps and top show the stage, not the fork server
+        # glibc gives each thread that allocates (decoder, encoder, ZeroMQ) its own arena, each
+        # keeping freed frames; these stages need no more than two
+        libc.mallopt(M_ARENA_MAX, 2)
+    stage.TRIM_ON_HEARTBEAT = True  # and what they free goes back to the system once a second
+    gc.enable()
+    sys.exit(worker.main([kind, name]))
