@@ -18,7 +18,7 @@ import torch
 from pipeline.detections import Detections
 from stages.detector.backends import Backend, OnnxBackend, TorchBackend, resolve_device
 from stages.detector.layouts import Layout, postprocess
-from stages.detector.letterbox import letterbox, letterbox_shape, scale_boxes, stack_centred
+from stages.detector.letterbox import letterbox, letterbox_shape, letterbox_tensor, scale_boxes, stack_centred
 from stages.detector.nms import suppress_exclusive
 from stages.settings import DetectorSettings
 
@@ -67,6 +67,8 @@ class Detector:
     thresholds: Thresholds = field(default_factory=Thresholds)
     exclusive: list[tuple[int, int]] = field(default_factory=list)  # class ids that cannot share a box
     exclusive_iou: float = 0.5  # overlap above which such boxes are one object
+    # detect(): letterbox on the model's device (raw frames uploaded once); None: on CUDA with PyTorch
+    letterbox_on_device: bool | None = None
 
     @property
     def names(self) -> list[str]:
@@ -105,17 +107,28 @@ class Detector:
             return BatchResult([], (0, 0), 0.0, 0.0, 0.0)
         start = time.perf_counter()
         target = self.batch_shape([img.shape[:2] for img in images])
-        boxed = [letterbox(img, target, auto=False) for img in images]
-        batch = np.stack([b[0] for b in boxed])
+        on_device = self.letterbox_on_device
+        if on_device is None:
+            on_device = self.device.type == "cuda" and isinstance(self.backend, TorchBackend)
+        if on_device:
+            boxed = [letterbox_tensor(torch.from_numpy(img).to(self.device), target) for img in images]
+            batch: np.ndarray | torch.Tensor = torch.stack([b[0] for b in boxed])
+        else:
+            boxed = [letterbox(img, target, auto=False) for img in images]
+            batch = np.stack([b[0] for b in boxed])
         frames = [Letterboxed(ratio, pad, img.shape[:2]) for img, (_, ratio, pad) in zip(images, boxed)]
         result = self.detect_letterboxed(batch, frames)
         result.preprocess_ms = (time.perf_counter() - start) * 1e3 - result.inference_ms - result.postprocess_ms
         return result
 
     def detect_letterboxed(
-        self, batch: np.ndarray, frames: Sequence[Letterboxed], thresholds: Sequence[Thresholds] | None = None
+        self,
+        batch: np.ndarray | torch.Tensor,
+        frames: Sequence[Letterboxed],
+        thresholds: Sequence[Thresholds] | None = None,
     ) -> BatchResult:
-        """Detect on a batch already letterboxed (``[B, H, W, 3]`` BGR); boxes go back to source pixels.
+        """Detect on a batch already letterboxed (``[B, H, W, 3]`` BGR; a tensor on the device for
+        PyTorch); boxes go back to source pixels.
 
         ``thresholds`` gives each image its own (e.g. per stream); the detector's own by default.
         """

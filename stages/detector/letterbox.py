@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 PAD_VALUE = 114
 
@@ -80,3 +81,27 @@ def stack_centred(images: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.
         out[top : top + image.shape[0], left : left + image.shape[1]] = image
         offsets.append((left, top))
     return batch, offsets
+
+
+def letterbox_tensor(
+    image: torch.Tensor, new_shape: tuple[int, int], color: int = PAD_VALUE
+) -> tuple[torch.Tensor, float, tuple[float, float]]:
+    """``letterbox(..., auto=False)`` on the device the image is on: an ``[H, W, 3]`` uint8 tensor in,
+    the same within one grey level out (bilinear without antialiasing, as ``cv2.INTER_LINEAR``).
+
+    On CUDA a raw frame is uploaded once and resized there, instead of the CPU resizing it and
+    the letterboxed copy crossing to the GPU; ``tests/stages/detector/test_letterbox.py`` checks
+    it against the CPU path on the CPU.
+    """
+    height, width = image.shape[:2]
+    r = min(new_shape[0] / height, new_shape[1] / width)
+    new_w, new_h = int(round(width * r)), int(round(height * r))
+    dw, dh = (new_shape[1] - new_w) / 2, (new_shape[0] - new_h) / 2
+    if (new_w, new_h) != (width, height):
+        planes = image.permute(2, 0, 1)[None].float()
+        planes = torch.nn.functional.interpolate(planes, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        image = planes[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
+    top, left = int(round(dh - 0.1)), int(round(dw - 0.1))
+    out = torch.full((*new_shape, 3), color, dtype=torch.uint8, device=image.device)
+    out[top : top + new_h, left : left + new_w] = image
+    return out, r, (dw, dh)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.detections import Detections
-from stages.detector.backends import resolve_device
+from stages.detector.backends import onnx_providers, resolve_device
 from stages.detector.checkpoints import load_model
 from stages.detector.detector import Thresholds, load_detector
 from stages.detector.export import export_onnx
@@ -169,3 +169,14 @@ def test_device_names_are_checked() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_onnx_runtime_takes_the_best_provider_installed() -> None:
+    cuda, cpu = torch.device("cuda:1"), torch.device("cpu")
+    every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    names = [p if isinstance(p, str) else p[0] for p in onnx_providers(cuda, every)]
+    assert names == every, "TensorRT, then CUDA, then the CPU"
+    assert onnx_providers(cuda, every)[0][1]["device_id"] == 1
+    assert [p if isinstance(p, str) else p[0] for p in onnx_providers(cuda, every[1:])] == every[1:]
+    assert onnx_providers(cuda, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"], "onnxruntime without CUDA"
+    assert onnx_providers(cpu, every) == ["CPUExecutionProvider"]

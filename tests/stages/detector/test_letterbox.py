@@ -1,8 +1,14 @@
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
+import torch
 
 from stages.detector.detector import Letterboxed, load_detector
-from stages.detector.letterbox import PAD_VALUE, letterbox, letterbox_shape, scale_boxes
+from stages.detector.letterbox import PAD_VALUE, letterbox, letterbox_shape, letterbox_tensor, scale_boxes
+from stages.settings import BUNDLED_WEIGHTS
+from tests.matching import assert_same_boxes
 
 
 @pytest.mark.parametrize(
@@ -65,3 +71,32 @@ def test_a_mixed_batch_centres_each_frame_and_keeps_its_boxes(tiny_weights) -> N
     one_shape, unmoved = detector.batch_letterboxed([boxed[0][0]] * 2, frames[:1] * 2)
     assert one_shape.shape[1:3] == (192, 320), "one stream's batch keeps the official rectangular shape"
     assert (one_shape[0] == boxed[0][0]).all() and unmoved[0] == frames[0]
+
+
+DEMO_PICTURES = sorted((Path(__file__).resolve().parents[3] / "stages" / "feeds" / "demo_images").glob("*.jpg"))
+
+
+@pytest.mark.parametrize("target", [(640, 640), (384, 640), (1280, 1280)])
+def test_the_device_letterbox_equals_the_cpu_one_within_a_grey_level(target) -> None:
+    """The CPU twin of the CUDA path: the same function, run here on CPU tensors."""
+    pictures = [cv2.imread(str(path)) for path in DEMO_PICTURES]
+    pictures.append(cv2.resize(pictures[0], (1920, 1080)))  # a 1080p camera frame, shrunk
+    pictures.append(cv2.resize(pictures[1], (500, 281)))  # an odd size, enlarged
+    for picture in pictures:
+        expected, ratio, pad = letterbox(picture, target, auto=False)
+        actual, actual_ratio, actual_pad = letterbox_tensor(torch.from_numpy(picture), target)
+        assert (actual_ratio, actual_pad) == (ratio, pad)
+        difference = np.abs(expected.astype(int) - actual.numpy().astype(int))
+        assert difference.max() <= 1 and difference.mean() < 0.15, picture.shape  # rounding only
+
+
+def test_detect_gives_the_same_boxes_letterboxed_on_the_device() -> None:
+    detector = load_detector(BUNDLED_WEIGHTS, "cpu", 640)
+    pictures = [cv2.imread(str(path)) for path in DEMO_PICTURES]
+    detector.letterbox_on_device = False
+    on_cpu = detector.detect(pictures).detections
+    detector.letterbox_on_device = True  # what CUDA does, run on the CPU
+    on_device = detector.detect(pictures).detections
+    assert sum(len(d) for d in on_cpu) >= 20, "the shipped model finds the workers"
+    for expected, actual in zip(on_cpu, on_device, strict=True):
+        assert_same_boxes(expected, actual, detector.thresholds.conf, iou=0.9)
