@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 
-from pipeline import stage, worker
+from pipeline import worker
 
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
@@ -68,7 +67,8 @@ class ForkServer:
         self.context.set_forkserver_preload([*preload, "pipeline.forkserver_frozen"])
 
     def spawn(self, kind: str, name: str, env: dict[str, str]) -> ForkedProcess:
-        process = self.context.Process(target=_run_stage, args=(kind, name, env), name=name)
+        # daemon: a supervisor that ends for any reason never waits on its stages at exit
+        process = self.context.Process(target=_run_stage, args=(kind, name, env), name=name, daemon=True)
         process.start()
         return ForkedProcess(process)
 
@@ -77,7 +77,7 @@ def _run_stage(kind: str, name: str, env: dict[str, str]) -> None:
     """In the forked child: the supervisor's environment for this stage, death with the fork
     server (which dies with the supervisor), then the stage as ``pipeline.worker`` runs it."""
     os.environ.clear()
-    os.environ.update(env)
+    os.environ.update(env, VWSTAGE_TRIM="1")  # and what they free goes back to the system once a second
     die_with_parent()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -85,6 +85,4 @@ def _run_stage(kind: str, name: str, env: dict[str, str]) -> None:
         # glibc gives each thread that allocates (decoder, encoder, ZeroMQ) its own arena, each
         # keeping freed frames; these stages need no more than two
         libc.mallopt(M_ARENA_MAX, 2)
-    stage.TRIM_ON_HEARTBEAT = True  # and what they free goes back to the system once a second
-    gc.enable()
     sys.exit(worker.main([kind, name]))

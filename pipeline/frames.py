@@ -104,6 +104,13 @@ class FrameRing:
         )
         return slot
 
+    def shape(self, slot: int, seq: int) -> tuple[int, int] | None:
+        """(height, width) of the frame ``seq`` in ``slot`` without copying it; None if overwritten."""
+        if not 0 <= slot < self.slots:
+            raise ValueError(f"slot {slot} is outside the ring's 0-{self.slots - 1}")
+        stamped, height, width, *_ = SLOT_HEADER.unpack_from(self.buffer, self._offset(slot))
+        return (height, width) if stamped == seq else None
+
     def read(self, slot: int, seq: int) -> SlotFrame | None:
         """A copy of the frame ``seq`` in ``slot``, or None if it was overwritten.
 
@@ -146,6 +153,10 @@ class RingReaders:
     def read(self, path: Path, slot: int, seq: int) -> SlotFrame | None:
         ring = self._ring(path)
         return None if ring is None else ring.read(slot, seq)
+
+    def shape(self, path: Path, slot: int, seq: int) -> tuple[int, int] | None:
+        ring = self._ring(path)
+        return None if ring is None else ring.shape(slot, seq)
 
     def has_slot(self, path: Path, slot: int) -> bool:
         """Whether the ring has ``slot`` (True while it does not exist yet: nothing to check against)."""

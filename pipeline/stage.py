@@ -26,7 +26,6 @@ from pipeline.messages import ControlState, Heartbeat, Message, MessageError
 
 log = logging.getLogger(__name__)
 LIBC = ctypes.CDLL(None)  # glibc: malloc_trim
-TRIM_ON_HEARTBEAT = False  # set by pipeline.forkserver in the per-camera stages it forks
 
 
 def give_back_freed_memory() -> None:
@@ -54,6 +53,7 @@ class Stage(ABC):
         self.state = "starting"
         self.stats: StageStats = StageStats()
         self._heartbeat_endpoint = heartbeat
+        self.trims_memory = os.environ.get("VWSTAGE_TRIM") == "1"  # set by pipeline.forkserver
         self._heartbeat: zmq.Socket | None = None
         self._bus: zmq.Socket | None = None
         self._last_beat = 0.0
@@ -112,7 +112,7 @@ class Stage(ABC):
         if self._heartbeat is None or (not force and now - self._last_beat < self.heartbeat_interval_s):
             return
         self._last_beat = now
-        if TRIM_ON_HEARTBEAT:
+        if self.trims_memory:
             give_back_freed_memory()
         message = Heartbeat(self.name, os.getpid(), self.state, self.report())
         with contextlib.suppress(zmq.Again):  # the supervisor is busy or gone; it notices by itself

@@ -122,7 +122,12 @@ class Supervisor:
         if self.publish is not None:
             env["VWSTAGE_PUBLISH"] = self.publish_input.peer("pub").text
         if self.forkserver and stage.spec.kind in self.forkserver.kinds:
-            stage.process = self.forkserver.spawn(stage.spec.kind, stage.spec.name, env)
+            try:
+                stage.process = self.forkserver.spawn(stage.spec.kind, stage.spec.name, env)
+            except (OSError, EOFError) as error:  # the fork server died (killed for memory?): it is started again
+                stage.started = time.monotonic()
+                self._schedule_restart(stage, f"could not be forked ({type(error).__name__}: {error})")
+                return
         else:
             stage.process = subprocess.Popen(
                 [sys.executable, "-m", "pipeline.worker", stage.spec.kind, stage.spec.name],

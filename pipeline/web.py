@@ -16,6 +16,7 @@ threads in the supervisor.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import re
 import socket
@@ -46,7 +47,8 @@ class Request:
     content_type: str = ""
 
 
-Reply = tuple[int, str, bytes]  # status, content type, body
+Reply = tuple[int, str, bytes | Path]  # status, content type, body (a file is streamed, by ranges)
+CHUNK = 256 * 1024
 Route = Callable[[Request], Reply]
 
 
@@ -79,6 +81,12 @@ class BoundedHTTPServer(ThreadingHTTPServer):
                 self.deadlines.pop(request, None)
             self.slots.release()
 
+    def extend(self, request: socket.socket) -> None:
+        """A connection that is moving data gets ``TIMEOUT_S`` more."""
+        with self.lock:
+            if request in self.deadlines:
+                self.deadlines[request] = time.monotonic() + TIMEOUT_S
+
     def _reap(self) -> None:
         """Hang up on connections past their deadline: a client trickling its request a byte at a
         time would otherwise hold a slot for ever, one read timeout after another."""
@@ -103,17 +111,25 @@ def _route(routes: dict[str, Route], key: str) -> Route | None:
     return routes[max(prefixes, key=len)] if prefixes else None
 
 
-def _part(body: bytes, header: str | None) -> tuple[int, bytes, str | None]:
-    """A 200 answer cut to a ``Range: bytes=a-b`` header: (status, body, Content-Range)."""
+def _part(size: int, header: str | None) -> tuple[int, int, int, str | None]:
+    """What a ``Range: bytes=a-b`` header asks of ``size`` bytes: (status, first, count, Content-Range);
+    an unreadable or backwards range is ignored (the whole body, RFC 9110)."""
     match = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip())
     if not match or match.groups() == ("", ""):
-        return 200, body, None
+        return 200, 0, size, None
     first, last = match.groups()
-    size = len(body)
     start, end = (int(first), min(int(last or size - 1), size - 1)) if first else (max(size - int(last), 0), size - 1)
-    if start >= size or start > end:
-        return 416, b"", f"bytes */{size}"
-    return 206, body[start : end + 1], f"bytes {start}-{end}/{size}"
+    if start > end and start < size:
+        return 200, 0, size, None
+    if start >= size:
+        return 416, 0, 0, f"bytes */{size}"
+    return 206, start, end - start + 1, f"bytes {start}-{end}/{size}"
+
+
+def _host(header: str | None) -> str:
+    """The host name of a ``Host`` header, without its port."""
+    host = (header or "").strip().lower()
+    return host.partition("]")[0] + "]" if host.startswith("[") else host.rpartition(":")[0] or host
 
 
 def serve(
@@ -122,7 +138,10 @@ def serve(
     guard: Guard | None = None,
     open_paths: frozenset[str] = frozenset({"/healthz"}),
     tls: tuple[Path, Path] | None = None,
+    hosts: frozenset[str] | None = None,
 ) -> ThreadingHTTPServer:
+    """``hosts``: without a ``guard``, the only ``Host`` names answered (others get 421), so that a
+    web page whose name was rebound to this machine's address cannot read the pages."""
     host, _, port = address.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):
@@ -136,37 +155,56 @@ def serve(
 
         def _answer(self, method: str) -> None:
             url = urllib.parse.urlsplit(self.path)
-            path, content_range = url.path, None
+            path = url.path
             route = _route(routes, path if method == "GET" else f"{method} {path}")
-            length = int(self.headers.get("Content-Length") or 0)
-            if guard and path not in open_paths and not guard.allows(self.headers.get("Authorization")):
+            length = self.headers.get("Content-Length") or "0"
+            if not guard and hosts and _host(self.headers.get("Host")) not in hosts:
+                status, content_type, body = 421, "text/plain", b"this server does not answer for that host\n"
+            elif guard and path not in open_paths and not guard.allows(self.headers.get("Authorization")):
                 status, content_type, body = 401, "text/plain", b"authentication required\n"
             elif route is None:
                 status, content_type, body = 404, "text/plain", b"not found\n"
-            elif not 0 <= length <= MAX_BODY:
-                status, content_type, body = 413, "text/plain", b"request body too large\n"
+            elif not length.isdigit() or int(length) > MAX_BODY:
+                status, content_type, body = 413, "text/plain", b"request body missing a length or too large\n"
             else:
                 query = dict(urllib.parse.parse_qsl(url.query))
-                body = self.rfile.read(length) if length else b""
-                request = Request(method, path, query, body, self.headers.get("Content-Type", ""))
+                posted = self.rfile.read(int(length)) if int(length) else b""
+                request = Request(method, path, query, posted, self.headers.get("Content-Type", ""))
                 try:
                     status, content_type, body = route(request)
                 except Exception as error:  # a broken page must not take the server down
                     log.exception("HTTP %s failed", self.path)
                     status, content_type, body = 500, "text/plain", f"{type(error).__name__}\n".encode()
-                if status == 200 and method == "GET":
-                    status, body, content_range = _part(body, self.headers.get("Range"))
-            self.send_response(status)
-            if status == 401:
-                self.send_header("WWW-Authenticate", 'Basic realm="vestwatch", charset="UTF-8"')
-            if content_range:
-                self.send_header("Content-Range", content_range)
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(status, content_type, body, self.headers.get("Range") if method == "GET" else None)
+
+        def _send(self, status: int, content_type: str, body: bytes | Path, ranges: str | None) -> None:
+            """The answer; a file is read from disk by chunks (a clip may be hundreds of MB), each one
+            giving the connection more time, so that a slow link still gets it all."""
+            try:
+                source = body.open("rb") if isinstance(body, Path) else io.BytesIO(body)
+            except OSError:  # deleted by retention since the route found it
+                source, status, content_type = io.BytesIO(b"gone\n"), 404, "text/plain"
+            with source:
+                size = source.seek(0, io.SEEK_END)
+                first, count, content_range = 0, size, None
+                if status == 200 and ranges:
+                    status, first, count, content_range = _part(size, ranges)
+                self.send_response(status)
+                if status == 401:
+                    self.send_header("WWW-Authenticate", 'Basic realm="vestwatch", charset="UTF-8"')
+                if content_range:
+                    self.send_header("Content-Range", content_range)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(count))
+                # recorded files never change: the browser may keep them; everything else is live
+                self.send_header("Cache-Control", "private, max-age=86400" if isinstance(body, Path) else "no-store")
+                self.end_headers()
+                source.seek(first)
+                while count > 0 and (chunk := source.read(min(CHUNK, count))):
+                    self.wfile.write(chunk)
+                    count -= len(chunk)
+                    self.server.extend(self.request)
 
         def log_message(self, format: str, *args: object) -> None:
             log.debug(format, *args)

@@ -50,7 +50,7 @@ class CaptureStage(Stage):
         self.last_credit_time = time.monotonic()
         self.pending_drops = 0
         self.last_emitted_pts: float | None = None
-        self.last_detected_pts: float | None = None
+        self.next_detection: float | None = None  # pts from which the next frame is detected (detect_fps)
         self.from_file = False  # a file decodes faster than real time: paced when it stands for a live feed
         self.pace: tuple[float, float] | None = None  # (wall clock, pts) of the first frame since opening
         self.paused = False
@@ -167,15 +167,25 @@ class CaptureStage(Stage):
 
     def _over_fps_cap(self, pts: float | None) -> bool:
         """Over ``fps``: the frame is neither detected nor recorded."""
-        over = _too_soon(pts, self.last_emitted_pts, self.stream.fps)
-        self.last_emitted_pts = self.last_emitted_pts if over or pts is None else pts
-        return over
+        if not self.stream.fps or pts is None:
+            return False
+        if self.last_emitted_pts is not None and 0 <= pts - self.last_emitted_pts < 1 / self.stream.fps - 1e-3:
+            return True
+        self.last_emitted_pts = pts
+        return False
 
-    def _over_detect_cap(self, pts: float | None) -> bool:
-        """Over ``detect_fps``: the frame is recorded (drawn with the latest detections), not detected."""
-        over = _too_soon(pts, self.last_detected_pts, self.stream.detect_fps)
-        self.last_detected_pts = self.last_detected_pts if over or pts is None else pts
-        return over
+    def _detect_now(self, pts: float | None) -> bool:
+        """Under ``detect_fps`` only frames on a schedule are detected (20 of a 30 fps camera's frames,
+        not every other one); the others are recorded, drawn with the latest detections. A jump in
+        the timestamps (a loop, a reconnect) starts the schedule over."""
+        rate, due = self.stream.detect_fps, self.next_detection
+        if not rate or pts is None:
+            return True
+        period = 1 / rate
+        if due is not None and pts < due - 1e-3 and due - pts <= period:
+            return False
+        self.next_detection = due + period if due is not None and 0 <= pts - due < period else pts + period
+        return True
 
     def _wait_for_pts(self, pts: float | None) -> None:
         """Play a file that stands for a live source at its own speed."""
@@ -214,6 +224,9 @@ class CaptureStage(Stage):
         self.seq += 1
         captured = time.time()
         slot = self.ring.write(self.seq, image, frame.pts, captured)
+        now = self.last_frame = time.monotonic()  # a frame came, whether or not it is detected
+        self.sent_times = [t for t in self.sent_times if now - t < 5.0] + [now]
+        self.stats.fps_in = round(len(self.sent_times) / 5.0, 2)
         ref = FrameRef(self.stream.id, self.seq, slot, captured, frame.pts, self.realtime, self.pending_drops)
         payload = ref.encode()
         if self.record_out is not None:  # recorded whether or not inference gets to see it
@@ -223,7 +236,7 @@ class CaptureStage(Stage):
                 self.record_out.send(payload, zmq.NOBLOCK)
             except zmq.Again:  # live, and record is gone or far behind
                 self.stats.record_dropped += 1
-        if self._over_detect_cap(frame.pts):
+        if not self._detect_now(frame.pts):
             self.stats.recorded_only += 1
             return
         while not self.realtime and not self.refs.poll(200, zmq.POLLOUT) and not self.stopping:
@@ -238,14 +251,6 @@ class CaptureStage(Stage):
         if not self.realtime:
             self.awaiting.append(self.seq)
         self.stats.frames += 1
-        now = self.last_frame = time.monotonic()
-        self.sent_times = [t for t in self.sent_times if now - t < 5.0] + [now]
-        self.stats.fps_in = round(len(self.sent_times) / 5.0, 2)
-
-
-def _too_soon(pts: float | None, last: float | None, rate: float | None) -> bool:
-    """Whether a frame at ``pts`` comes sooner than ``1 / rate`` after the last one let through."""
-    return bool(rate) and pts is not None and last is not None and 0 <= pts - last < 1 / rate - 1e-3
 
 
 def create(name: str, config: Path | None, heartbeat: Endpoint | None) -> CaptureStage:

@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -128,10 +129,10 @@ def run_daemon(args: argparse.Namespace) -> int:
             pages = routes(
                 supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, lambda: supervisor.streams
             )
-            pages.update(ReviewApi(settings).routes())
+            pages.update(review_routes(settings))
             guard = Guard(settings.http_password_hash) if settings.http_password_hash else None
             tls = (settings.http_tls_cert, settings.http_tls_key) if settings.http_tls_cert else None
-            server = serve(settings.http, pages, guard=guard, tls=tls)
+            server = serve(settings.http, pages, guard=guard, tls=tls, hosts=settings.http_hosts)
         except OSError as error:
             log.error("http: cannot listen on %s (%s)", settings.http, error)
             return 2
@@ -145,6 +146,19 @@ def run_daemon(args: argparse.Namespace) -> int:
         for path in frame_files(settings.runtime_dir):  # every stage has stopped: nothing maps them now
             path.unlink(missing_ok=True)
         os.close(lock)
+
+
+def review_routes(settings: Settings) -> dict:
+    """The review page's API; without its event store (an unwritable folder, a damaged or locked
+    database) the page still shows the cameras, and the log says why the events are missing."""
+    lacking = [s.id for s in settings.streams if "eventlog" not in s.sinks]
+    if lacking:
+        log.warning("streams %s have no 'eventlog' sink: their events are not listed on the review page", lacking)
+    try:
+        return ReviewApi(settings).routes()
+    except (OSError, sqlite3.Error) as error:
+        log.error("review page: events unavailable: %s: %s", settings.events_db, error)
+        return {}
 
 
 def add_run(subparsers: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""Every violation event of every stream, as the review page lists it, and who acknowledged it.
+"""Every violation event of every stream, as the review page lists it, and when it was acknowledged.
 
 One SQLite file beside the recordings (``<recordings>/events.sqlite3``), in WAL mode: each
 stream stage writes its own events (one row per event, updated by each phase), the HTTP
@@ -101,6 +101,15 @@ class EventStore:
                 "UPDATE events SET acknowledged = coalesce(acknowledged, ?) WHERE event_id = ?", [when, event_id]
             )
         return cursor.rowcount == 1
+
+    def interrupt(self, stream: str) -> list[str]:
+        """End a stream's events left open (its stage crashed or was killed): reason ``interrupted``."""
+        with self.lock:
+            open_ = "FROM events WHERE stream = ? AND phase != 'end'"
+            rows = self.connection.execute(f"SELECT event_id {open_}", [stream]).fetchall()
+            self.connection.execute(f"UPDATE events SET phase = 'end', reason = 'interrupted' WHERE event_id IN "
+                                    f"(SELECT event_id {open_})", [stream])  # fmt: skip
+        return [row["event_id"] for row in rows]
 
     def forget(self, stream: str, before: float) -> int:
         """Retention: drop a stream's events that started before ``before``."""

@@ -16,6 +16,7 @@ from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
+import torch
 from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline.control import ALL_STREAMS
@@ -27,9 +28,10 @@ from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.detector.detector import Letterboxed, Thresholds, detector_from_settings
+from stages.detector.letterbox import letterbox_shape, letterbox_tensor
 from stages.settings import Settings
 from stages.stats import InferenceStats, StreamFigures
-from stages.topology import open_inference_link
+from stages.topology import letterbox_in_inference, open_inference_link
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class InferenceStage(Stage):
 
     def setup(self) -> None:
         self.detector = detector_from_settings(self.settings.detector)
+        self.on_device = letterbox_in_inference(self.settings)  # raw frames from the capture rings
         fixed = self.detector.backend.fixed_shape
         size = self.settings.detector.img_size
         if fixed and fixed != (size, size):
@@ -138,8 +141,16 @@ class InferenceStage(Stage):
             return None
         return frame.image
 
+    def _letterboxed(self, image: np.ndarray) -> torch.Tensor:
+        """A raw frame letterboxed on the model's device as preprocess would have on the CPU (the
+        smallest stride multiple at img_size), within a grey level."""
+        shape = letterbox_shape(image.shape[:2], self.detector.img_size, self.detector.backend.stride)
+        return letterbox_tensor(torch.from_numpy(image).to(self.detector.device, non_blocking=True), shape)[0]
+
     def _infer(self, items: list[Batchable], images: list[np.ndarray]) -> None:
         frames = [Letterboxed(i.ratio, (i.pad[0], i.pad[1]), (i.height, i.width)) for i in items]
+        if self.on_device:  # raw frames: each uploaded once and letterboxed where the model runs
+            images = [self._letterboxed(image) for image in images]
         batch, frames = self.detector.batch_letterboxed(images, frames)
         result = self.detector.detect_letterboxed(batch, frames, [self.thresholds(i.stream) for i in items])
         for item, detections in zip(items, result.detections):

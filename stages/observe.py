@@ -13,7 +13,7 @@ from pipeline.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_MS, Exposition
 from stages.stats import CaptureStats, StreamStats, read_stats
 from stages.topology import live_frame
 
-LIVE_PAGE = Path(__file__).with_name("review.html")
+REVIEW_PAGE = Path(__file__).with_name("review.html")
 
 FRAME_SILENCE_S = 10.0  # a live stream without a frame this long makes the daemon unhealthy
 
@@ -196,7 +196,7 @@ def live_jpeg(runtime_dir: Path, streams: list[str], path: str) -> tuple[int, st
 def routes(
     status: Callable[[], dict[str, Any]], stall_s: float, runtime_dir: Path, streams: Callable[[], list[str]]
 ) -> dict:
-    page = LIVE_PAGE.read_bytes()
+    page = REVIEW_PAGE.read_bytes()
     return {
         "/": lambda _: (200, "text/html; charset=utf-8", page),
         "/status.json": lambda _: (200, "application/json", json.dumps(status()).encode()),

@@ -1,4 +1,6 @@
-"""Preprocess stage, a pool of processes: letterbox captured frames into the worker's own ring.
+"""Preprocess stage, a pool of processes: letterbox captured frames into the worker's own ring
+(or, with ``pipeline.letterbox`` on inference, only work out the letterbox and pass the frame's
+place in the capture ring on: inference letterboxes it on the GPU).
 
 Each frame is letterboxed to the smallest stride multiple that holds it at ``img_size``
 (the official rectangular inference shape: 384x640 for 16:9, 40 % fewer pixels than
@@ -21,7 +23,7 @@ from pipeline.messages import Batchable, FrameRef
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
-from stages.detector.letterbox import letterbox
+from stages.detector.letterbox import letterbox, letterbox_geometry
 from stages.settings import Settings
 from stages.stats import PreprocessStats
 from stages.topology import (
@@ -29,6 +31,7 @@ from stages.topology import (
     crosses_hosts,
     inference_link,
     instance,
+    letterbox_in_inference,
     open_inference_link,
     preprocess_input,
     preprocess_ring,
@@ -55,7 +58,8 @@ class PreprocessStage(Stage):
         self.outbox, _ = open_inference_link(self.settings, "push", self.context, p.max_batch * 2)
         self.ring_path = preprocess_ring(runtime, self.worker)
         self.ring: FrameRing | None = None  # None: inference may be on another host, frames travel inline
-        if not crosses_hosts(inference_link(self.settings, "push")):
+        self.on_device = letterbox_in_inference(self.settings)  # inference reads the capture rings itself
+        if not self.on_device and not crosses_hosts(inference_link(self.settings, "push")):
             self.ring = FrameRing.create(self.ring_path, p.ring_slots * 2, (self.size, self.size, 3))
 
     def teardown(self) -> None:
@@ -75,39 +79,44 @@ class PreprocessStage(Stage):
         for ref in self.queue.take_fair(len(self.queue)):
             self.drops[ref.stream]["preprocess"] += self.queue.take_drops(ref.stream)
             try:
-                frame = self.capture_rings.read(capture_ring(self.settings.runtime_dir, ref.stream), ref.slot, ref.seq)
+                message = self._prepared(ref)
             except ValueError as error:
                 self.reject(ref.TYPE, error)
                 continue
-            if frame is None:  # overwritten while waiting: the capture is ahead of us
+            if message is None:  # overwritten while waiting: the capture is ahead of us
                 self.drops[ref.stream]["preprocess"] += 1
                 self.stats.dropped += 1
                 continue
-            boxed, ratio, pad = letterbox(frame.image, self.size)  # auto: the smallest stride multiple
-            self.ring_seq += 1
-            slot = self.ring.write(self.ring_seq, boxed, ref.pts, ref.captured) if self.ring else -1
-            height, width = frame.image.shape[:2]
-            message = Batchable(
-                ref.stream,
-                ref.seq,
-                self.ring_path.name,
-                slot,
-                self.ring_seq,
-                ref.slot,
-                width,
-                height,
-                ratio,
-                list(pad),
-                ref.captured,
-                ref.pts,
-                ref.realtime,
-                dict(self.drops.pop(ref.stream, {})),
-            )
-            if not self.ring:
-                message.pixels, message.pixels_format, message.pixels_shape = pack_pixels(
-                    boxed, self.settings.pipeline.inline_jpeg_quality
-                )
+            message.drops = dict(self.drops.pop(ref.stream, {}))  # what was dropped before it travels with it
             self._send(message)
+
+    def _prepared(self, ref: FrameRef) -> Batchable | None:
+        """The frame for inference: letterboxed into this worker's ring (or inline, for another host);
+        or, when inference letterboxes on its device, where it lies in the capture ring and what the
+        letterbox will do to it (the header alone is read, not the pixels). None: overwritten."""
+        ring = capture_ring(self.settings.runtime_dir, ref.stream)
+        timing = (ref.captured, ref.pts, ref.realtime)
+        if self.on_device:
+            shape = self.capture_rings.shape(ring, ref.slot, ref.seq)
+            if shape is None:
+                return None
+            ratio, pad = letterbox_geometry(shape, self.size)  # auto: the smallest stride multiple
+            located = (ring.name, ref.slot, ref.seq, ref.slot, shape[1], shape[0], ratio, list(pad))
+            return Batchable(ref.stream, ref.seq, *located, *timing)
+        frame = self.capture_rings.read(ring, ref.slot, ref.seq)
+        if frame is None:
+            return None
+        boxed, ratio, pad = letterbox(frame.image, self.size)  # auto: the smallest stride multiple
+        self.ring_seq += 1
+        slot = self.ring.write(self.ring_seq, boxed, ref.pts, ref.captured) if self.ring else -1
+        height, width = frame.image.shape[:2]
+        located = (self.ring_path.name, slot, self.ring_seq, ref.slot, width, height, ratio, list(pad))
+        message = Batchable(ref.stream, ref.seq, *located, *timing)
+        if not self.ring:
+            message.pixels, message.pixels_format, message.pixels_shape = pack_pixels(
+                boxed, self.settings.pipeline.inline_jpeg_quality
+            )
+        return message
 
     def _send(self, message: Batchable) -> None:
         payload = message.encode()

@@ -55,7 +55,7 @@ class ReviewApi:
         if path is None:
             why = "clip not written yet (or deleted by retention)" if column == "clip" else "no snapshot"
             return _json(404, {"error": why})
-        return 200, content_type, path.read_bytes()
+        return 200, content_type, path  # streamed by the server, by ranges
 
     def acknowledge(self, request: Request) -> Reply:
         """JSON only: a form on another site cannot send it without the browser asking this server first."""
@@ -64,9 +64,10 @@ class ReviewApi:
             return _json(404, {"error": "not found"})
         if request.content_type.split(";")[0].strip() != "application/json":
             return _json(415, {"error": "send Content-Type: application/json"})
-        if not self.store.acknowledge(event_id):
+        event = self.store.event(event_id) if self.store.acknowledge(event_id) else None
+        if event is None:  # unknown, or gone by retention meanwhile
             return _json(404, {"error": "no such event"})
-        return _json(200, self._shown(self.store.event(event_id) or {}))
+        return _json(200, self._shown(event))
 
     def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
         quoted = urllib.parse.quote(event["event_id"], safe="")

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)
 ENCODE_THREADS = 2
+PARTIAL_CLIP_S = 3600.0  # a clip still being written after this long was abandoned
 MAX_GAP_S = 5.0  # a longer silence (a camera outage) ends the segment instead of freezing across it
 
 
@@ -236,6 +237,10 @@ def apply_retention(root: Path, max_age_s: float, max_bytes: int, now: float | N
         if now - _mtime(snapshot) > max_age_s:
             snapshot.unlink(missing_ok=True)
             deleted.append(snapshot)
+    for partial in root.rglob("clips/*.partial"):  # a clip whose cutting a stop or a crash cut short
+        if now - _mtime(partial) > PARTIAL_CLIP_S:
+            partial.unlink(missing_ok=True)
+            deleted.append(partial)
     for folder in sorted({p.parent for p in deleted}, key=lambda f: len(f.parts), reverse=True):
         for empty in (folder, folder.parent):
             if empty.is_dir() and empty != root and not any(empty.iterdir()):

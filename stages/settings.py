@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import tempfile
+import urllib.parse
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -208,6 +209,10 @@ class PipelineSettings(BaseModel, extra="forbid"):
     # fork the per-camera stages from one process that imported their code once (shared pages:
     # less memory per camera); off: each stage starts a fresh interpreter
     fork_server: bool = True
+    # where frames are letterboxed: in preprocess (CPU, into a ring per worker), or in inference on the
+    # model's device from the capture rings (raw frames uploaded once: the GPU path); auto: inference
+    # when the model runs on CUDA with PyTorch on this host, else preprocess
+    letterbox: Literal["auto", "preprocess", "inference"] = "auto"
     rtsp_timeout_s: float = Field(5.0, gt=0)
     # a lost source is retried after reconnect_min_s, doubling up to reconnect_max_s (DeepStream's
     # rtsp-reconnect-interval-sec): a camera back after an outage gives frames within about that
@@ -290,6 +295,13 @@ class EventSettings(BaseModel, extra="forbid"):
     min_conf: float = Field(0.25, ge=0, le=1)  # PPE boxes below this do not count
     clip_pre_s: float = Field(5.0, ge=0)  # an event's clip starts this long before it (at a keyframe)
     clip_post_s: float = Field(5.0, ge=0)  # and ends this long after it
+    clip_max_s: float = Field(600.0, gt=0)  # a longer event's clip is its first this many seconds
+
+
+@cache
+def this_host() -> str:
+    """This machine's name, looked up once: without working DNS the lookup may take seconds."""
+    return socket.getfqdn()
 
 
 def default_runtime_dir() -> Path:
@@ -386,6 +398,14 @@ class Settings(EnvOverridesFile):
         """Every stream's events and their acknowledgements (stages.eventstore)."""
         return self.recordings_dir / "events.sqlite3"
 
+    @property
+    def http_hosts(self) -> frozenset[str]:
+        """The names the HTTP server answers for without a password: loopback's, its own address's,
+        ``http_url``'s (a page elsewhere whose name is rebound to 127.0.0.1 gets nothing)."""
+        own = (self.http or "").rpartition(":")[0].lower()
+        public = urllib.parse.urlsplit(self.http_url).hostname if self.http_url else None
+        return frozenset({*LOOPBACK, own, *([public] if public else [])})
+
     def link(self, path: str) -> str | None:
         """The URL of an HTTP path as receivers of an event should use it; None when HTTP is off."""
         if self.http is None:
@@ -393,5 +413,5 @@ class Settings(EnvOverridesFile):
         if self.http_url:
             return self.http_url + path
         host, _, port = self.http.rpartition(":")
-        host = socket.getfqdn() if host in ("", "0.0.0.0", "::", "[::]") else host
+        host = this_host() if host in ("", "0.0.0.0", "::", "[::]") else host
         return f"{'https' if self.http_tls_cert else 'http'}://{host}:{port}{path}"

@@ -69,7 +69,13 @@ class RecorderStats:
 
 
 @dataclass
-class StreamStats(RecorderStats, StageStats):
+class ClipStats:
+    clips: int = 0  # event clips written
+    clips_failed: int = 0  # events whose recording held no frame of them, or could not be cut
+
+
+@dataclass
+class StreamStats(ClipStats, RecorderStats, StageStats):
     missed: int = 0  # captured frames overwritten in the ring before this stage copied them
     events: int = 0  # violations started
     plugin_errors: int = 0  # processor or sink calls that raised (logged, the stage went on)
@@ -80,8 +86,6 @@ class StreamStats(RecorderStats, StageStats):
     mqtt_published: int = 0  # messages the broker acknowledged
     mqtt_overflowed: int = 0  # not queued: the broker away too long
     mqtt_connected: bool = False
-    clips: int = 0  # event clips written
-    clips_failed: int = 0  # events whose recording held no frame of them, or could not be cut
     recent_events: list[dict[str, Any]] = field(default_factory=list)
     detection_age_s: float | None = None  # since inference's latest results, as of the heartbeat
     recorded_age_s: float | None = None

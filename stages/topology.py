@@ -168,3 +168,19 @@ def fork_server(settings: Settings) -> ForkServer | None:
     wanted = [e for e in entry_points(group="vestwatch.stages") if e.name in FORKED_KINDS]
     wanted += [*entry_points(group="vestwatch.processors"), *entry_points(group="vestwatch.sinks")]
     return ForkServer(FORKED_KINDS, sorted({entry.module for entry in wanted}))
+
+
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU while the driver is loaded
+
+
+def letterbox_in_inference(settings: Settings) -> bool:
+    """Where frames are letterboxed (``pipeline.letterbox``), decided the same way in preprocess and
+    inference without importing torch: ``auto`` takes inference when a GPU is there for a PyTorch
+    model and inference reads this host's capture rings (not across a tcp:// link). A GPU that
+    PyTorch cannot use only moves the same letterbox into inference on the CPU."""
+    pipeline = settings.pipeline
+    if pipeline.letterbox != "auto":
+        return pipeline.letterbox == "inference"
+    same_host = not crosses_hosts(inference_link(settings, "push"))
+    gpu = settings.detector.device != "cpu" and NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())
+    return same_host and gpu and settings.detector.weights.suffix != ".onnx"

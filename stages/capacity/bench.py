@@ -14,7 +14,6 @@ the p99 latency is under the target. ``--find-max`` doubles N until a run fails,
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -35,11 +34,11 @@ from pipeline.subscriber import subscribe
 from stages.capacity.ceilings import decode_only, frames_of, inference_only
 from stages.capacity.media import RtspCameras, camera_clip, default_source, rtsp_available
 from stages.capacity.processes import Sampler, Usage, parent_pid
+from stages.capacity.report import FIGURES, TABLE_HEAD, describe, row, usage_table
 
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
-FIGURES = ("cpu_percent", "rss_mib", "pss_mib", "ring_pss_mib")  # per process, summed per stage kind
 DROPS_HELD = 0.01  # under 1 % of the frames dropped
 READY_TIMEOUT_S = 180.0  # model loading and every camera's first detection
 
@@ -325,13 +324,19 @@ def measure_ceilings(args: Any, clip: Path, decoders: int) -> Ceilings:
 
 
 def find_max(args: Any, clip: Path, ceilings: Ceilings, report: Any) -> tuple[int, list[Run]]:
-    """Double the cameras until a run fails, then bisect: the most cameras a run held with."""
+    """Double the cameras until a run fails, then bisect: the most cameras a run held with. A run
+    that cannot even start (no detections in time, the daemon gone) fails like one that drops."""
     runs, held, failed, count = [], 0, None, 1
     while failed is None or failed - held > max(1, held // 10):
-        run = run_cameras(count, args, clip, ceilings)
-        runs.append(run)
-        report(run)
-        if run.holds:
+        try:
+            run = run_cameras(count, args, clip, ceilings)
+        except (RuntimeError, OSError) as error:
+            print(f"| {count} | did not run: {str(error).splitlines()[0]} |", flush=True)
+            run = None
+        if run is not None:
+            runs.append(run)
+            report(run)
+        if run is not None and run.holds:
             held = count
             if count >= args.max_streams:
                 break
@@ -344,7 +349,8 @@ def find_max(args: Any, clip: Path, ceilings: Ceilings, report: Any) -> tuple[in
 
 
 def prepare(args: Any) -> Path:
-    seconds = args.warmup + args.duration + 60  # the RTSP cameras play it once; a run needs it whole
+    # each RTSP camera plays it once from its connection on: long enough for the slowest start too
+    seconds = READY_TIMEOUT_S + args.warmup + args.duration + 30
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vestwatch" / "bench"
     source = args.video or default_source(cache / "demo")
     log.info("bench: preparing a %dx%d %g fps camera clip from %s", *args.size, args.fps, source)
@@ -365,6 +371,8 @@ def bench(args: Any) -> dict[str, Any]:
     def report(run: Run) -> None:
         print(row(run, args), flush=True)
         result["runs"].append({**asdict(run), "drop_fraction": run.drop_fraction})
+        if args.json:  # kept run by run: a long --find-max that is stopped keeps what it measured
+            args.json.write_text(json.dumps(result, indent=1))
 
     if args.find_max:
         most, _ = find_max(args, clip, ceilings, report)
@@ -375,77 +383,6 @@ def bench(args: Any) -> dict[str, Any]:
             report(run_cameras(count, args, clip, ceilings))
     print(usage_table(result["runs"]))
     return result
-
-
-def describe(args: Any, ceilings: Ceilings) -> str:
-    from stages.detector.backends import resolve_device
-
-    device = resolve_device(args.device)
-    if device.type == "cuda":
-        import torch
-
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"CPU ({os.cpu_count()} cores)"
-    cams = ceilings.cameras(args.fps, args.detect_fps)
-    return (
-        f"device: {name}; {os.cpu_count()} CPUs; cameras {args.size[0]}x{args.size[1]} at {args.fps:g} fps over "
-        f"{'RTSP' if args.rtsp else 'real-time files'}, detection at {args.detect_fps:g} fps, "
-        f"img {args.img_size}, max_batch {args.max_batch}, {args.preprocess_workers} preprocess workers, "
-        f"recording {'off' if args.no_record else 'on'}\n"
-        f"ceilings: decode-only {ceilings.decode_fps:.0f} frames/s ({ceilings.decoders} decoders: "
-        f"{ceilings.decode_fps / args.fps:.1f} cameras), inference-only {ceilings.inference_fps:.0f} frames/s "
-        f"(batch {ceilings.batch}: {ceilings.inference_fps / args.detect_fps:.1f} cameras): at most {cams:.1f} cameras"
-    )
-
-
-TABLE_HEAD = (
-    "| cameras | frames in/s per camera | detections/s | dropped | not recorded | p50 ms | p99 ms | vs ceiling "
-    "| CPU % daemon (machine) | RSS MiB | GPU % | holds | limiting |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
-)
-
-
-def row(run: Run, args: Any) -> str:
-    cpu = sum(u.cpu_percent for u in run.processes.values())
-    rss = sum(u.rss_mib for u in run.processes.values())
-    gpu = "" if run.gpu_util_percent is None else f"{run.gpu_util_percent:.0f}"
-    captured = run.frames_in if args.no_record else run.recorded + run.record_dropped
-    return (
-        f"| {run.cameras} | {captured / run.seconds / run.cameras:.1f} | {run.processed / run.seconds:.1f} "
-        f"| {100 * run.drop_fraction:.2f} % | {100 * run.record_drop_fraction:.2f} % | {run.latency_p50_ms:.0f} "
-        f"| {run.latency_p99_ms:.0f} | {run.pipeline_vs_ceiling:.2f} | {cpu:.0f} ({run.machine_cpu_percent:.0f}) "
-        f"| {rss:.0f} | {gpu} "
-        f"| {'yes' if run.holds else 'no'} | {run.limiting} |"
-    )
-
-
-def usage_table(runs: list[dict[str, Any]]) -> str:
-    """CPU and memory per stage kind, per run: where the cores and the memory go. RSS counts the
-    pages processes share in each of them; PSS shares them out, so PSS adds up to what is used.
-    The cost of one more camera is the difference between runs with different camera counts,
-    given with and without the frame rings (their size is set by pipeline.ring_slots)."""
-    kinds = sorted({kind for run in runs for kind in run["kinds"]})
-    head = " | ".join(f"{kind} CPU % / RSS / PSS MiB" for kind in kinds)
-    lines = [f"\n| cameras | {head} | PSS MiB in all | of it rings |", "|---:|" + "---:|" * (len(kinds) + 2)]
-    for run in runs:
-        used = run["kinds"]
-        cells = [" / ".join(f"{used[k][figure]:.0f}" for figure in FIGURES[:3]) if k in used else "" for k in kinds]
-        lines.append(f"| {run['cameras']} | " + " | ".join(cells) + f" | {_total(run, 'pss_mib'):.0f} "
-                     f"| {_total(run, 'ring_pss_mib'):.0f} |")  # fmt: skip
-    for fewer, more in itertools.pairwise(sorted(runs, key=lambda run: run["cameras"])):
-        if more["cameras"] > fewer["cameras"]:
-            extra = more["cameras"] - fewer["cameras"]
-            pss, rss, rings = (
-                (_total(more, f) - _total(fewer, f)) / extra for f in ("pss_mib", "rss_mib", "ring_pss_mib")
-            )
-            lines.append(f"from {fewer['cameras']} to {more['cameras']} cameras, per additional camera: {pss:.0f} MiB "
-                         f"PSS, {pss - rings:.0f} without the frame rings ({rss:.0f} MiB RSS)")  # fmt: skip
-    return "\n".join(lines)
-
-
-def _total(run: dict[str, Any], figure: str) -> float:
-    return sum(kind[figure] for kind in run["kinds"].values())
 
 
 def vars_of(args: Any) -> dict[str, Any]:

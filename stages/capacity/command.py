@@ -75,9 +75,9 @@ def run_bench(args: argparse.Namespace) -> int:
         return 2
     try:
         result = bench(args)
-    except RuntimeError as error:
+    except (RuntimeError, OSError) as error:
         log.error("bench: %s", error)
         return 1
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1, default=lambda value: value.__dict__))
+        args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -106,19 +106,22 @@ class Sampler:
         smi = shutil.which("nvidia-smi")
         while self.running.is_set():
             for name, pid in self.pids.items():
-                with contextlib.suppress(OSError, StopIteration):  # restarted or gone: its figure stays
+                with contextlib.suppress(OSError, StopIteration, ValueError):  # restarted or gone: figure stays
                     self.rss[name] = max(self.rss.get(name, 0.0), rss_mib(pid))
                     pss, ring = pss_mib(pid, self.rings)
                     if pss > self.pss.get(name, 0.0):
                         self.pss[name], self.ring_pss[name] = pss, ring
             if smi:
-                query = ["--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "--id=0"]
-                reply = subprocess.run([smi, *query], capture_output=True, text=True, timeout=10).stdout
-                if reply.strip():
-                    util, mib = reply.split(",")[:2]
-                    self.gpu_util.append(float(util))
-                    self.gpu_mib.append(float(mib))
+                with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):  # "[N/A]" under MIG
+                    self._sample_gpu(smi)
             time.sleep(self.every_s)
+
+    def _sample_gpu(self, smi: str) -> None:
+        query = ["--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "--id=0"]
+        reply = subprocess.run([smi, *query], capture_output=True, text=True, timeout=10).stdout
+        util, mib = (float(value) for value in reply.split(",")[:2])
+        self.gpu_util.append(util)
+        self.gpu_mib.append(mib)
 
 
 def _cpu(pid: int) -> float:

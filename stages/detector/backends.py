@@ -197,7 +197,9 @@ class OnnxBackend:
             return [decode_raw(outputs, self.anchors, batch.shape[1:3])]
         return outputs
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
+    def forward(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        if isinstance(batch, torch.Tensor):  # letterboxed by torch: ONNX Runtime takes host memory
+            batch = batch.cpu().numpy()
         if self.fixed_batch and len(batch) != self.fixed_batch:
             if self.layout is Layout.END2END:  # batch index lives in column 0: renumber
                 parts = []

@@ -89,8 +89,8 @@ class Detector:
         return max(h for h, _ in fitted), max(w for _, w in fitted)
 
     def batch_letterboxed(
-        self, images: Sequence[np.ndarray], frames: Sequence[Letterboxed]
-    ) -> tuple[np.ndarray, list[Letterboxed]]:
+        self, images: Sequence[np.ndarray] | Sequence[torch.Tensor], frames: Sequence[Letterboxed]
+    ) -> tuple[np.ndarray | torch.Tensor, list[Letterboxed]]:
         """Images letterboxed to shapes of their own as one batch (the model's fixed shape, else the
         largest), with each frame's pad moved by where its image now sits."""
         shape = self.backend.fixed_shape or (max(i.shape[0] for i in images), max(i.shape[1] for i in images))

@@ -24,6 +24,25 @@ def letterbox_shape(shape: tuple[int, int], size: int, stride: int = 32, scaleup
     return new_h + (size - new_h) % stride, new_w + (size - new_w) % stride
 
 
+def letterbox_geometry(
+    shape: tuple[int, int],
+    new_shape: int | tuple[int, int] = 640,
+    auto: bool = True,
+    scaleup: bool = True,
+    stride: int = 32,
+) -> tuple[float, tuple[float, float]]:
+    """The ratio and (left, top) padding ``letterbox`` gives an image of ``shape`` (h, w), without the pixels."""
+    if isinstance(new_shape, int):
+        new_shape = (new_shape, new_shape)
+    r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
+    if not scaleup:
+        r = min(r, 1.0)
+    dw, dh = new_shape[1] - int(round(shape[1] * r)), new_shape[0] - int(round(shape[0] * r))
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    return r, (dw / 2, dh / 2)
+
+
 def letterbox(
     img: np.ndarray,
     new_shape: int | tuple[int, int] = 640,
@@ -38,16 +57,8 @@ def letterbox(
     boxes back with ``scale_boxes``.
     """
     shape = img.shape[:2]
-    if isinstance(new_shape, int):
-        new_shape = (new_shape, new_shape)
-    r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
-    if not scaleup:
-        r = min(r, 1.0)
+    r, (dw, dh) = letterbox_geometry(shape, new_shape, auto, scaleup, stride)
     new_unpad = int(round(shape[1] * r)), int(round(shape[0] * r))
-    dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
-    if auto:
-        dw, dh = dw % stride, dh % stride
-    dw, dh = dw / 2, dh / 2
     if shape[::-1] != new_unpad:
         img = cv2.resize(img, new_unpad, interpolation=cv2.INTER_LINEAR)
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
@@ -66,7 +77,9 @@ def scale_boxes(boxes: np.ndarray, ratio: float, pad: tuple[float, float], shape
     return out
 
 
-def stack_centred(images: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def stack_centred(
+    images: list[np.ndarray] | list[torch.Tensor], shape: tuple[int, int]
+) -> tuple[np.ndarray | torch.Tensor, list[tuple[int, int]]]:
     """One ``[B, H, W, 3]`` batch of letterboxed images of different sizes, each centred on 114 padding.
 
     Returns the batch and each image's (left, top) offset, which adds to its letterbox pad.
@@ -74,7 +87,10 @@ def stack_centred(images: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.
     official rectangular letterbox; a mixed batch is padded as the official code pads a
     batch of mixed aspect ratios.
     """
-    batch = np.full((len(images), *shape, 3), PAD_VALUE, np.uint8)
+    if isinstance(images[0], torch.Tensor):  # letterboxed on the model's device: the batch stays there
+        batch = torch.full((len(images), *shape, 3), PAD_VALUE, dtype=torch.uint8, device=images[0].device)
+    else:
+        batch = np.full((len(images), *shape, 3), PAD_VALUE, np.uint8)
     offsets = []
     for out, image in zip(batch, images):
         top, left = (shape[0] - image.shape[0]) // 2, (shape[1] - image.shape[1]) // 2
@@ -94,9 +110,8 @@ def letterbox_tensor(
     it against the CPU path on the CPU.
     """
     height, width = image.shape[:2]
-    r = min(new_shape[0] / height, new_shape[1] / width)
+    r, (dw, dh) = letterbox_geometry((height, width), new_shape, auto=False)
     new_w, new_h = int(round(width * r)), int(round(height * r))
-    dw, dh = (new_shape[1] - new_w) / 2, (new_shape[0] - new_h) / 2
     if (new_w, new_h) != (width, height):
         planes = image.permute(2, 0, 1)[None].float()
         planes = torch.nn.functional.interpolate(planes, size=(new_h, new_w), mode="bilinear", align_corners=False)

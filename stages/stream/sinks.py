@@ -27,7 +27,7 @@ from stages.clips import clip_path, cut_clip
 from stages.eventstore import EventStore
 from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.settings import Settings, StreamSettings
-from stages.stats import RecorderStats
+from stages.stats import ClipStats, RecorderStats
 from stages.stream.zones import zones_for
 from stages.topology import live_frame
 
@@ -203,7 +203,8 @@ class SnapshotSink:
         """Nothing held open."""
 
 
-CLIP_GRACE_S = 10.0  # results stopped coming: a due clip is cut this long after its end was due
+CLIP_GRACE_S = 10.0  # no results this long (camera or inference down, a file's end): due clips are cut anyway
+CLOSE_WAIT_S = 3.0  # a stopping stage waits this long for clips being cut; the rest are not written
 
 
 @dataclass
@@ -211,13 +212,13 @@ class _DueClip:
     path: Path
     start: float  # event clock
     end: float
-    deadline: float  # monotonic: cut by then whether or not frames came
 
 
 class ClipSink:
-    """An MP4 per event, from ``clip_pre_s`` before its start to ``clip_post_s`` after its end, cut
-    from the segments once they hold that much. The ``end`` message carries where it will be; a
-    thread does the cutting (packet copies, no encoding) so that recording never waits for it."""
+    """An MP4 per event, from ``clip_pre_s`` before its start to ``clip_post_s`` after its end (at most
+    ``clip_max_s`` long), cut from the segments once they hold that much. The ``end`` message carries
+    where it will be; a thread does the cutting (packet copies, no encoding) so that recording never
+    waits for it."""
 
     every_frame = False
     enriches = True
@@ -226,25 +227,29 @@ class ClipSink:
         self.settings, self.root = settings, settings.recordings_dir / stream.id
         self.due: list[_DueClip] = []
         self.work: queue.Queue[_DueClip | None] = queue.Queue()
-        self.stats = {"clips": 0, "clips_failed": 0}
+        self.stats = ClipStats()
+        self.last_results = time.monotonic()
         self.thread = threading.Thread(target=self._cut, name=f"clips {stream.id}", daemon=True)
         self.thread.start()
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         events = self.settings.events
+        if analysis.seq:  # a frame, not the stage's idle tick
+            self.last_results = time.monotonic()
         for violation in analysis.violations:
             if violation.phase != "end" or violation.ended is None:
                 continue
             path = clip_path(self.root, violation.event_id, violation.started)
             violation.clip = str(path.resolve())
             violation.clip_url = self.settings.link(f"/api/events/{violation.event_id}/clip.mp4")
-            deadline = time.monotonic() + events.clip_post_s + CLIP_GRACE_S
-            end = violation.ended + events.clip_post_s
-            self.due.append(_DueClip(path, violation.started - events.clip_pre_s, end, deadline))
+            start = violation.started - events.clip_pre_s
+            end = min(violation.ended + events.clip_post_s, start + events.clip_max_s)
+            self.due.append(_DueClip(path, start, end))
         self._hand_over(lambda due: due.end <= analysis.clock)  # recorded up to this frame by now
 
     def tick(self) -> None:
-        self._hand_over(lambda due: time.monotonic() >= due.deadline)
+        if time.monotonic() - self.last_results >= CLIP_GRACE_S:  # nothing more will be recorded soon
+            self._hand_over(lambda due: True)
 
     def _hand_over(self, ready: Callable[[_DueClip], bool]) -> None:
         for due in [due for due in self.due if ready(due)]:
@@ -255,21 +260,23 @@ class ClipSink:
         while (due := self.work.get()) is not None:
             try:
                 clip = cut_clip(self.root, due.start, due.end, due.path)
-            except (OSError, ValueError) as error:  # av's errors are OSErrors and ValueErrors
+            except Exception as error:  # PyAV raises many types; one bad clip must not stop the next
                 clip = None
-                log.warning("%s: clip not written (%s)", due.path.name, error)
-            if clip is None:
-                self.stats["clips_failed"] += 1
-                log.warning("%s: no recording of this event to cut a clip from", due.path.name)
+                log.warning("%s: clip not written (%s: %s)", due.path.name, type(error).__name__, error)
             else:
-                self.stats["clips"] += 1
+                if clip is None:
+                    log.warning("%s: no recording of this event to cut a clip from", due.path.name)
+            if clip is None:
+                self.stats.clips_failed += 1
+            else:
+                self.stats.clips += 1
                 log.info("clip %s: %.1f s", clip.path, clip.duration_s)
 
     def close(self) -> None:
-        """What is due goes out now, cut from what is recorded."""
+        """What is due goes out now, cut from what is recorded, as long as the stop allows."""
         self._hand_over(lambda due: True)
         self.work.put(None)
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=CLOSE_WAIT_S)
 
 
 class EventLogSink:
@@ -282,6 +289,9 @@ class EventLogSink:
         self.store = EventStore(settings.events_db)
         self.settings, self.stream = settings, stream
         self.last_retention = 0.0
+        # events left open by a crash or a kill: this stage will never end them otherwise
+        for event_id in self.store.interrupt(stream.id):
+            log.info("%s: %s was open when the stage last stopped; ended 'interrupted'", stream.id, event_id)
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         for violation in analysis.violations:

@@ -34,7 +34,7 @@ from pipeline.messages import DetectionMessage, EventMessage, FrameRef, Inferred
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.settings import Settings
-from stages.stats import RecorderStats, StreamStats
+from stages.stats import StreamStats
 from stages.stream import plugins
 from stages.stream.sinks import RecorderSink
 from stages.topology import capture_ring, instance, open_inferred, record_input
@@ -72,7 +72,7 @@ class StreamStage(Stage):
         self.stats.recorded_age_s = None if recorded is None else round(now - recorded, 2)
         for sink in self.sinks:  # the recorder's figures, and the alert sinks'
             figures = getattr(sink, "stats", None)
-            figures = asdict(figures) if isinstance(figures, RecorderStats) else figures or {}
+            figures = asdict(figures) if dataclasses.is_dataclass(figures) else figures or {}
             for name, value in figures.items():
                 if hasattr(self.stats, name):
                     setattr(self.stats, name, value)

@@ -122,3 +122,17 @@ def test_ranges_posts_and_queries_reach_their_routes() -> None:
         assert get(f"http://{address}/clip.mp4/more")[0] == 404, "only keys ending in / take paths under them"
     finally:
         server.shutdown()
+
+
+def test_without_a_password_only_its_own_host_names_are_answered() -> None:
+    """A page on another site whose name is rebound to 127.0.0.1 (DNS rebinding) gets nothing."""
+    address = f"127.0.0.1:{free_port()}"
+    server = serve(address, ROUTES, hosts=frozenset({"127.0.0.1", "localhost"}))
+    try:
+        assert get(f"http://{address}/")[0] == 200
+        rebound = urllib.request.Request(f"http://{address}/", headers={"Host": "attacker.example:8080"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert refused.value.code == 421
+    finally:
+        server.shutdown()

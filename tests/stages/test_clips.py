@@ -136,3 +136,12 @@ def test_the_store_keeps_one_row_per_event_and_acknowledgements_across_connectio
     day = json.loads(json.dumps(only))["day"]
     assert [e["event_id"] for e in reopened.events(day=day)] == ["cam-1-7-site"]
     assert reopened.forget("cam", before=T0 + 1) == 1 and reopened.event("cam-1-7-site") is None
+
+
+def test_events_left_open_by_a_crash_are_ended_interrupted(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.sqlite3")
+    store.record(event("update"))
+    store.record({**event("start"), "event_id": "gate-1", "stream": "gate"})
+    assert store.interrupt("cam") == ["cam-1-7-site"] and store.interrupt("cam") == []
+    assert store.event("cam-1-7-site")["reason"] == "interrupted"
+    assert store.event("gate-1")["phase"] == "start", "another stream's stage still owns its events"

@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from stages.settings import BUNDLED_WEIGHTS
 from tests.conftest import SHIPPED
 from tests.harness import assert_same_boxes_as_detect, collect, probe_video, wait_status
@@ -90,9 +92,13 @@ def test_missing_weights_stop_start_up(tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
 
 
-def test_the_daemon_finds_what_the_detect_command_finds(daemon, site_clip, tmp_path) -> None:
-    """Capture, shared memory, rectangular letterbox, batching and box mapping change nothing."""
-    vestwatch = daemon([{"id": "yard", "url": str(site_clip), "realtime": False}], detector=SHIPPED)
+@pytest.mark.parametrize("letterbox", ["preprocess", "inference"])
+def test_the_daemon_finds_what_the_detect_command_finds(daemon, site_clip, tmp_path, letterbox) -> None:
+    """Capture, shared memory, rectangular letterbox, batching and box mapping change nothing.
+    ``inference``: raw frames from the capture rings letterboxed by torch where the model runs, the
+    GPU path (auto on CUDA) run here on the CPU as its twin."""
+    streams = [{"id": "yard", "url": str(site_clip), "realtime": False}]
+    vestwatch = daemon(streams, detector=SHIPPED, pipeline={"letterbox": letterbox})
     vestwatch.wait_ready()
     published = collect(vestwatch.endpoint, lambda m: len(m.get("yard", [])) >= 20, timeout=120)["yard"]
     assert {"vest", "no_vest", "person"} <= {name for m in published for name in m["names"]}
