@@ -25,7 +25,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +34,7 @@ import numpy as np
 from detector_throughput import device_name  # a sibling: python puts bench/ on the path
 
 from pipeline.subscriber import subscribe
-from stages.capacity.bench import status
+from stages.capacity.bench import start_daemon, status
 from stages.capacity.ceilings import inference_only
 from stages.capacity.processes import rss_mib
 from stages.detect import run_detect
@@ -140,13 +139,7 @@ def pipeline(config: Path, port: int, streams: int, frames: int) -> dict:
     listener.start()
     connected.wait(10)
     log = config.with_suffix(".log")
-    with log.open("w") as output:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run", "-c", str(config)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    daemon = start_daemon(config, log)
     try:
         rss = [stage_rss_mib(daemon.pid, port + 1) for quarter in quarters if quarter.wait(600)]
         if len(rss) < 4 or min(received.values()) < frames:

@@ -158,7 +158,8 @@ def serve(
             path = url.path
             route = _route(routes, path if method == "GET" else f"{method} {path}")
             length = self.headers.get("Content-Length") or "0"
-            if not guard and hosts and _host(self.headers.get("Host")) not in hosts:
+            host = _host(self.headers.get("Host"))  # browsers always send it; a bare HTTP/1.0 probe may not
+            if not guard and hosts and host and host not in hosts:
                 status, content_type, body = 421, "text/plain", b"this server does not answer for that host\n"
             elif guard and path not in open_paths and not guard.allows(self.headers.get("Authorization")):
                 status, content_type, body = 401, "text/plain", b"authentication required\n"

@@ -25,7 +25,7 @@ from tests.matching import assert_same_boxes
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # Debian puts it in sbin
-RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+RTSP_SERVER = Path(__file__).resolve().parents[1] / "stages" / "capacity" / "rtsp_server.py"  # the bench's
 
 
 def vestwatch(
@@ -129,7 +129,7 @@ class RtspServer:
 
     def start(self) -> RtspServer:
         self.process = subprocess.Popen(
-            [SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port), self.mount, self.size, str(self.fps)],
+            [SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port), f"pattern:{self.size}@{self.fps}", self.mount],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -184,6 +184,17 @@ def counters(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def start_daemon(config: Path, log_path: Path) -> subprocess.Popen:
+    """``vestwatch run -c config`` in its own session, its output to ``log_path``."""
+    with log_path.open("w") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", "-c", str(config)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def run_cameras(count: int, args: Any, clip: Path, ceilings: Ceilings) -> Run:
     """The daemon on ``count`` live cameras, measured for ``args.duration`` seconds after warming up."""
     with tempfile.TemporaryDirectory(prefix="vestwatch-bench-") as folder:
@@ -193,13 +204,7 @@ def run_cameras(count: int, args: Any, clip: Path, ceilings: Ceilings) -> Run:
         publish, http = free_port(), free_port()
         config = write_config(work, urls, args, publish, http)
         log_path = work / "daemon.log"
-        with log_path.open("w") as output:
-            daemon = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "run", "-c", str(config)],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        daemon = start_daemon(config, log_path)
         latencies = Latencies(f"tcp://127.0.0.1:{publish}")
         try:
             wait_until_flowing(http, count, daemon, log_path)

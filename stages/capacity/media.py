@@ -78,7 +78,7 @@ class RtspCameras:
     def __init__(self, clip: Path, count: int, port: int) -> None:
         self.urls = [f"rtsp://127.0.0.1:{port}/cam{k}" for k in range(count)]
         self.process = subprocess.Popen(
-            [str(SYSTEM_PYTHON), str(RTSP_SERVER), str(port), str(clip), str(count)],
+            [str(SYSTEM_PYTHON), str(RTSP_SERVER), str(port), str(clip), *(f"/cam{k}" for k in range(count))],
             stdout=subprocess.PIPE,
             stderr=sys.stderr,
             text=True,

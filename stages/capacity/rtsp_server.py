@@ -1,11 +1,12 @@
-"""GStreamer's RTSP server playing one H.264 MP4 as COUNT cameras, for ``vestwatch bench``.
+"""GStreamer's RTSP server: cameras for ``vestwatch bench`` and for the tests.
 
 Run by Debian's python3, which has ``gi`` (a venv cannot import it):
 
-    /usr/bin/python3 stages/capacity/rtsp_server.py PORT FILE COUNT
+    /usr/bin/python3 stages/capacity/rtsp_server.py PORT SOURCE MOUNT [MOUNT ...]
 
-Serves ``rtsp://127.0.0.1:PORT/cam0`` .. ``camCOUNT-1``; each client gets its own playback from
-the start, paced in real time, the H.264 passed through (no encoding here). Prints ``READY``.
+SOURCE is an H.264 MP4, played to each client from the start in real time and passed through
+(no encoding here), or ``pattern:WIDTHxHEIGHT@FPS``, a live test pattern encoded once and shared
+by every client. Serves ``rtsp://127.0.0.1:PORT/MOUNT`` for each mount; prints ``READY``.
 """
 
 import sys
@@ -17,19 +18,34 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 
+def launch(source: str) -> tuple[str, bool]:
+    """The pipeline for SOURCE, and whether its clients share one."""
+    if source.startswith("pattern:"):
+        size, fps = source.removeprefix("pattern:").split("@")
+        width, height = size.split("x")
+        return (
+            f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate={fps}/1 "
+            f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} ! rtph264pay name=pay0 pt=96 )",
+            True,
+        )
+    return (
+        f'( filesrc location="{source}" ! qtdemux ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 )',
+        False,
+    )
+
+
 def main() -> None:
-    port, path, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    port, source, mounts = sys.argv[1], sys.argv[2], sys.argv[3:]
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(port)
-    mounts = server.get_mount_points()
-    for camera in range(count):
+    pipeline, shared = launch(source)
+    for mount in mounts:
         factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(
-            f'( filesrc location="{path}" ! qtdemux ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 )'
-        )
-        mounts.add_factory(f"/cam{camera}", factory)
+        factory.set_launch(pipeline)
+        factory.set_shared(shared)
+        server.get_mount_points().add_factory(mount, factory)
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on port {port}")
     print("READY", flush=True)

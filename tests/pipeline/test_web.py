@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import socket
 import ssl
 import subprocess
 import urllib.error
@@ -134,5 +135,8 @@ def test_without_a_password_only_its_own_host_names_are_answered() -> None:
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(rebound, timeout=10)
         assert refused.value.code == 421
+        with socket.create_connection(("127.0.0.1", int(address.rpartition(":")[2])), timeout=10) as probe:
+            probe.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")  # a bare probe without Host (no browser)
+            assert probe.recv(64).startswith(b"HTTP/1.0 200")
     finally:
         server.shutdown()
