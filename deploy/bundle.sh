@@ -105,16 +105,18 @@ mkdir -p "$dir/wheels" "$dir/data"
 
 # the runtime dependencies from pyproject.toml, with torch and onnxruntime chosen here rather than by
 # markers, which pip would judge for this machine
-"$python" - "$root/pyproject.toml" "$torch_req" "$ort" >"$work/requirements.in" <<'EOF'
+"$python" - "$root/pyproject.toml" "$torch_req" "$ort" "$pyver" >"$work/requirements.in" <<'EOF'
 import re
 import sys
+
+from pip._vendor.packaging.markers import Marker
 
 try:
     import tomllib
 except ImportError:  # Python 3.10
     from pip._vendor import tomli as tomllib
 
-path, torch_req, ort = sys.argv[1:]
+path, torch_req, ort, pyver = sys.argv[1:]
 with open(path, "rb") as file:
     deps = tomllib.load(file)["project"]["dependencies"]
 out, ort_spec = [torch_req, "pip"], ""  # pip: the server's venv gets its pip from the bundle
@@ -126,8 +128,12 @@ for dep in deps:
     if canonical in ("onnxruntime", "onnxruntime-gpu"):
         ort_spec = dep[len(name) :].split(";")[0].strip()
         continue
-    if ";" in dep:
-        sys.exit(f"bundle.sh: {dep!r} has a marker; decide in bundle.sh which package a bundle takes")
+    if ";" in dep:  # a marker on the Python version is judged for the target's; any other is for bundle.sh
+        dep, marker = (part.strip() for part in dep.split(";", 1))
+        if set(re.findall(r"[a-z_]+(?=\s*[<>=!~])", marker)) - {"python_version"}:
+            sys.exit(f"bundle.sh: {dep!r} has the marker {marker!r}; decide in bundle.sh which package a bundle takes")
+        if not Marker(marker).evaluate({"python_version": pyver}):
+            continue
     out.append(dep)
 out.append(ort + ort_spec)
 print("\n".join(out))
