@@ -25,6 +25,8 @@ from pathlib import Path
 
 import av
 
+from stages.segments import mtime
+
 log = logging.getLogger(__name__)
 
 CLIP_TIME_BASE = Fraction(1, 90000)
@@ -60,7 +62,7 @@ def _segments_between(stream_root: Path, start: float, end: float) -> list[tuple
     Walks back from the newest segment to the one the start is in: a clip is cut soon after its
     event, so only the last few sidecars are read, however many days are kept."""
     found = []
-    for segment in sorted(stream_root.glob("*/*.ts"), key=_mtime, reverse=True):
+    for segment in sorted(stream_root.glob("*/*.ts"), key=mtime, reverse=True):
         origin = _first_clock(segment)
         if origin is None:
             continue
@@ -69,13 +71,6 @@ def _segments_between(stream_root: Path, start: float, end: float) -> list[tuple
         if origin <= start:
             break
     return sorted(found)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:  # retention deleted it meanwhile
-        return 0.0
 
 
 class _ClipWriter:

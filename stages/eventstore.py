@@ -61,6 +61,7 @@ class EventStore:
     """One connection, shared by the HTTP server's threads under a lock."""
 
     def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)  # the recordings folder, on a first start
         self.lock = threading.Lock()
         self.connection = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
         self.connection.row_factory = sqlite3.Row

@@ -25,11 +25,15 @@ API = "/api/events"
 FILES = {"snapshot.jpg": ("snapshot", "image/jpeg"), "clip.mp4": ("clip", "video/mp4")}
 
 
+def event_file(event_id: str, name: str) -> str:
+    """The path of an event's ``snapshot.jpg`` or ``clip.mp4`` here (the id quoted: zone names are free text)."""
+    return f"{API}/{urllib.parse.quote(event_id, safe='')}/{name}"
+
+
 class ReviewApi:
     def __init__(self, settings: Settings) -> None:
-        settings.recordings_dir.mkdir(parents=True, exist_ok=True)
-        self.recordings = settings.recordings_dir.resolve()
         self.store = EventStore(settings.events_db)
+        self.recordings = settings.recordings_dir.resolve()
 
     def routes(self) -> dict[str, Route]:
         return {API: self.list, f"{API}/": self.one, f"POST {API}/": self.acknowledge}
@@ -70,9 +74,8 @@ class ReviewApi:
         return _json(200, self._shown(event))
 
     def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
-        quoted = urllib.parse.quote(event["event_id"], safe="")
         for name, (column, _) in FILES.items():
-            event[f"{column}_url"] = f"{API}/{quoted}/{name}" if self._file(event[column]) else None
+            event[f"{column}_url"] = event_file(event["event_id"], name) if self._file(event[column]) else None
         return event
 
     def _file(self, stored: str | None) -> Path | None:

@@ -220,13 +220,13 @@ def apply_retention(root: Path, max_age_s: float, max_bytes: int, now: float | N
     """Delete whole segments (with sidecars) and event clips older than ``max_age_s``, then the oldest
     of them while over ``max_bytes``; and event snapshots older than ``max_age_s``."""
     now = time.time() if now is None else now
-    segments = sorted(root.rglob("*.ts"), key=_mtime)  # make_room in another stream's stage may delete any
+    segments = sorted(root.rglob("*.ts"), key=mtime)  # make_room in another stream's stage may delete any
     clips = list(root.rglob("clips/*.mp4"))
     sizes = {p: _size(p) + (_size(p.with_suffix(".jsonl")) if p.suffix == ".ts" else 0) for p in segments + clips}
     total = sum(sizes.values())
     deleted = []
-    for path in sorted(segments[:-1] + clips, key=_mtime):  # the newest segment may be the one being written
-        too_old = now - _mtime(path) > max_age_s
+    for path in sorted(segments[:-1] + clips, key=mtime):  # the newest segment may be the one being written
+        too_old = now - mtime(path) > max_age_s
         if not too_old and total <= max_bytes:
             break
         total -= sizes[path]
@@ -234,11 +234,11 @@ def apply_retention(root: Path, max_age_s: float, max_bytes: int, now: float | N
         path.with_suffix(".jsonl").unlink(missing_ok=True)
         deleted.append(path)
     for snapshot in root.rglob("events/*.jpg"):  # event snapshots go by age too
-        if now - _mtime(snapshot) > max_age_s:
+        if now - mtime(snapshot) > max_age_s:
             snapshot.unlink(missing_ok=True)
             deleted.append(snapshot)
     for partial in root.rglob("clips/*.partial"):  # a clip whose cutting a stop or a crash cut short
-        if now - _mtime(partial) > PARTIAL_CLIP_S:
+        if now - mtime(partial) > PARTIAL_CLIP_S:
             partial.unlink(missing_ok=True)
             deleted.append(partial)
     for folder in sorted({p.parent for p in deleted}, key=lambda f: len(f.parts), reverse=True):
@@ -257,9 +257,9 @@ def make_room(recordings: Path, min_free: int) -> tuple[int, list[Path]]:
         return free, []
     candidates = []
     for stream in (p for p in recordings.iterdir() if p.is_dir()):
-        candidates += sorted(stream.rglob("*.ts"), key=_mtime)[:-1]
+        candidates += sorted(stream.rglob("*.ts"), key=mtime)[:-1]
     deleted = []
-    for path in sorted(candidates, key=_mtime):
+    for path in sorted(candidates, key=mtime):
         path.unlink(missing_ok=True)
         path.with_suffix(".jsonl").unlink(missing_ok=True)
         deleted.append(path)
@@ -269,7 +269,8 @@ def make_room(recordings: Path, min_free: int) -> tuple[int, list[Path]]:
     return free, deleted
 
 
-def _mtime(path: Path) -> float:
+def mtime(path: Path) -> float:
+    """Its modification time; 0 for a file another stage's retention deleted meanwhile."""
     try:
         return path.stat().st_mtime
     except FileNotFoundError:  # another stream's recorder deleted it meanwhile

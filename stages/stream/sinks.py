@@ -25,6 +25,7 @@ from pipeline.analysis import FrameAnalysis
 from stages.annotate import Overlay, annotate
 from stages.clips import clip_path, cut_clip
 from stages.eventstore import EventStore
+from stages.review import event_file
 from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.settings import Settings, StreamSettings
 from stages.stats import ClipStats, RecorderStats
@@ -188,7 +189,7 @@ class SnapshotSink:
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         for violation in analysis.violations:
-            violation.snapshot_url = self.settings.link(f"/api/events/{violation.event_id}/snapshot.jpg")
+            violation.snapshot_url = self.settings.link(event_file(violation.event_id, "snapshot.jpg"))
             if frame is None or violation.phase == "update" or violation.reason == "lost":
                 continue
             stamp = datetime.fromtimestamp(analysis.clock).astimezone()
@@ -241,7 +242,7 @@ class ClipSink:
                 continue
             path = clip_path(self.root, violation.event_id, violation.started)
             violation.clip = str(path.resolve())
-            violation.clip_url = self.settings.link(f"/api/events/{violation.event_id}/clip.mp4")
+            violation.clip_url = self.settings.link(event_file(violation.event_id, "clip.mp4"))
             start = violation.started - events.clip_pre_s
             end = min(violation.ended + events.clip_post_s, start + events.clip_max_s)
             self.due.append(_DueClip(path, start, end))
@@ -261,16 +262,15 @@ class ClipSink:
             try:
                 clip = cut_clip(self.root, due.start, due.end, due.path)
             except Exception as error:  # PyAV raises many types; one bad clip must not stop the next
-                clip = None
                 log.warning("%s: clip not written (%s: %s)", due.path.name, type(error).__name__, error)
-            else:
-                if clip is None:
-                    log.warning("%s: no recording of this event to cut a clip from", due.path.name)
+                self.stats.clips_failed += 1
+                continue
             if clip is None:
+                log.warning("%s: no recording of this event to cut a clip from", due.path.name)
                 self.stats.clips_failed += 1
             else:
-                self.stats.clips += 1
                 log.info("clip %s: %.1f s", clip.path, clip.duration_s)
+                self.stats.clips += 1
 
     def close(self) -> None:
         """What is due goes out now, cut from what is recorded, as long as the stop allows."""
@@ -285,7 +285,6 @@ class EventLogSink:
     every_frame = False
 
     def __init__(self, settings: Settings, stream: StreamSettings) -> None:
-        settings.recordings_dir.mkdir(parents=True, exist_ok=True)
         self.store = EventStore(settings.events_db)
         self.settings, self.stream = settings, stream
         self.last_retention = 0.0
