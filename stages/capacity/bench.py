@@ -38,7 +38,6 @@ from stages.capacity.report import FIGURES, TABLE_HEAD, describe, row, usage_tab
 
 log = logging.getLogger(__name__)
 
-RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 DROPS_HELD = 0.01  # under 1 % of the frames dropped
 READY_TIMEOUT_S = 180.0  # model loading and every camera's first detection
 

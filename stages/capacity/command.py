@@ -8,10 +8,11 @@ import logging
 import re
 from pathlib import Path
 
-from stages.capacity.bench import RESOLUTIONS, bench
 from stages.settings import BUNDLED_WEIGHTS
 
 log = logging.getLogger(__name__)
+
+RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 
 
 def resolution(text: str) -> tuple[int, int]:
@@ -74,6 +75,8 @@ def run_bench(args: argparse.Namespace) -> int:
         log.error("--video %s: no such file", args.video)
         return 2
     try:
+        from stages.capacity.bench import bench  # torch, OpenCV, PyAV: not for every vestwatch command
+
         result = bench(args)
     except (RuntimeError, OSError) as error:
         log.error("bench: %s", error)
