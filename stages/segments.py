@@ -35,6 +35,8 @@ from typing import Any
 import av
 import numpy as np
 
+from stages.video import yuv420p_frame
+
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)
@@ -131,7 +133,7 @@ class SegmentRecorder:
         if segment is None:
             segment = self.segment = self._open(timeline_s, captured, width, height)
         pts = max(int((timeline_s - segment.started) / TIME_BASE), segment.last_pts + 1)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:height, :width]), format="bgr24")
+        frame = yuv420p_frame(image[:height, :width])
         frame.pts, frame.time_base = pts, TIME_BASE
         video_before = segment.sink.size
         try:
