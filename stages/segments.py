@@ -104,11 +104,14 @@ class Segment:
 
 
 class SegmentRecorder:
-    def __init__(self, root: Path, stream_id: str, segment_s: float, crf: int, fps_hint: float = 25.0) -> None:
+    def __init__(
+        self, root: Path, stream_id: str, segment_s: float, crf: int, fps_hint: float = 25.0, preset: str = "veryfast"
+    ) -> None:
         self.root = root / stream_id
         self.stream_id = stream_id
         self.segment_s = segment_s
         self.crf = crf
+        self.preset = preset
         self.fps_hint = fps_hint
         self.segment: Segment | None = None
         self.bytes_written = 0
@@ -171,7 +174,7 @@ class SegmentRecorder:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = TIME_BASE  # no rounding of close timestamps
         gop = str(max(1, round(self.fps_hint * 2)))
-        stream.options = {"preset": "veryfast", "tune": "zerolatency", "crf": str(self.crf), "g": gop}
+        stream.options = {"preset": self.preset, "tune": "zerolatency", "crf": str(self.crf), "g": gop}
         # two threads encode 1080p30 in real time; x264's default (1.5 per core) would give each of a
         # 16-core server's 64 cameras 24 threads and their buffers
         stream.codec_context.thread_count = ENCODE_THREADS

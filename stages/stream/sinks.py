@@ -68,7 +68,7 @@ class RecorderSink:
         self.settings, self.stream = settings, stream
         recording = settings.recording
         self.recorder = SegmentRecorder(
-            settings.recordings_dir, stream.id, recording.segment_s, recording.crf, stream.fps or 25.0
+            settings.recordings_dir, stream.id, recording.segment_s, recording.crf, stream.fps or 25.0, recording.preset
         )
         self.last_retention = 0.0
         self.last_space_check = 0.0

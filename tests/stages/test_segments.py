@@ -30,6 +30,18 @@ def test_segments_roll_over_and_decode(tmp_path: Path) -> None:
     assert counts == [10, 10, 5]
 
 
+@pytest.mark.parametrize(("preset", "subme"), [("ultrafast", b"subme=0"), (None, b"subme=2")])
+def test_recording_preset_reaches_x264(tmp_path: Path, preset: str | None, subme: bytes) -> None:
+    """x264 writes its options into the stream; the default is veryfast (subme=2)."""
+    chosen = {"preset": preset} if preset else {}
+    recorder = SegmentRecorder(tmp_path, "cam", segment_s=60.0, crf=30, fps_hint=10, **chosen)
+    for i in range(3):
+        recorder.write(np.full((64, 64, 3), i * 50, np.uint8), 1000.0 + i / 10, 1000.0 + i / 10, {"seq": i})
+    recorder.close()
+    (segment,) = (tmp_path / "cam").rglob("*.ts")
+    assert subme in segment.read_bytes()
+
+
 def test_retention_by_age_and_budget(tmp_path: Path) -> None:
     day = tmp_path / "cam" / "2026-01-01"
     day.mkdir(parents=True)
