@@ -25,6 +25,7 @@ from pipeline.messages import ControlState, DetectionMessage, FrameRef
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.feeds import Feed, FeedError, FeedFrame, open_feed
+from stages.feeds.video import decoder_for
 from stages.settings import DEMO_URL, Settings, redact
 from stages.stats import CaptureStats
 from stages.topology import capture_ring, instance, open_detections, preprocess_input, record_input
@@ -41,6 +42,7 @@ class CaptureStage(Stage):
         self.stream = self.settings.stream(instance(name))
         self.realtime = self.stream.is_realtime
         self.loop = self.stream.loop or self.stream.url == DEMO_URL
+        self.decoder = decoder_for(self.settings.pipeline.decode)
         self.feed: Feed | None = None
         self.frames: Iterator[FeedFrame] | None = None
         self.retry_at = 0.0
@@ -100,7 +102,8 @@ class CaptureStage(Stage):
             time.sleep(0.1)
             return
         try:
-            self.feed = open_feed(self.stream.url, self.settings.runtime_dir, self.settings.pipeline.rtsp_timeout_s)
+            pipeline = self.settings.pipeline
+            self.feed = open_feed(self.stream.url, self.settings.runtime_dir, pipeline.rtsp_timeout_s, self.decoder)
         except FeedError as error:
             self._lost(str(error))
             return

@@ -213,6 +213,10 @@ class PipelineSettings(BaseModel, extra="forbid"):
     # model's device from the capture rings (raw frames uploaded once: the GPU path); auto: inference
     # when the model runs on CUDA with PyTorch on this host, else preprocess
     letterbox: Literal["auto", "preprocess", "inference"] = "auto"
+    # where video is decoded: cuda is NVDEC (frames copied back for the rings; codecs it lacks decode in
+    # software); auto: cuda when an NVIDIA GPU is here and PyAV's FFmpeg drives it, falling back to the
+    # CPU if it will not open
+    decode: Literal["auto", "cpu", "cuda"] = "auto"
     rtsp_timeout_s: float = Field(5.0, gt=0)
     # a lost source is retried after reconnect_min_s, doubling up to reconnect_max_s (DeepStream's
     # rtsp-reconnect-interval-sec): a camera back after an outage gives frames within about that

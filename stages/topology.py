@@ -173,6 +173,11 @@ def fork_server(settings: Settings) -> ForkServer | None:
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU while the driver is loaded
 
 
+def nvidia_gpu() -> bool:
+    """An NVIDIA GPU with its driver loaded, found without importing torch or CUDA."""
+    return NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())
+
+
 def letterbox_in_inference(settings: Settings) -> bool:
     """Where frames are letterboxed (``pipeline.letterbox``), decided the same way in preprocess and
     inference without importing torch: ``auto`` takes inference when a GPU is there for a PyTorch
@@ -182,5 +187,5 @@ def letterbox_in_inference(settings: Settings) -> bool:
     if pipeline.letterbox != "auto":
         return pipeline.letterbox == "inference"
     same_host = not crosses_hosts(inference_link(settings, "push"))
-    gpu = settings.detector.device != "cpu" and NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())
+    gpu = settings.detector.device != "cpu" and nvidia_gpu()
     return same_host and gpu and settings.detector.weights.suffix != ".onnx"

@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.codec.hwaccel import HWAccel
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,25 @@ class VideoReader:
     """Decoded frames of a file's or a URL's first video stream; undecodable packets are skipped and counted."""
 
     def __init__(
-        self, path: Path | str, options: dict[str, str] | None = None, timeout_s: float | None = None, threads: int = 0
+        self,
+        path: Path | str,
+        options: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+        threads: int = 0,
+        hardware: str | None = None,
     ) -> None:
-        """``threads``: decoder threads, 0 for FFmpeg's choice (about one per core)."""
+        """``threads``: decoder threads, 0 for FFmpeg's choice (about one per core). ``hardware``: an
+        FFmpeg device type (``cuda``: NVDEC) that decodes, frames copied back to memory; a codec the
+        device lacks decodes in software."""
         self.path = path
+        self.hardware = hardware
         timeout = (timeout_s, timeout_s) if timeout_s else None
+        accel = HWAccel(device_type=hardware, allow_software_fallback=True) if hardware else None
         try:
-            self.container = av.open(str(path), options=options or {}, timeout=timeout)
+            self.container = av.open(str(path), options=options or {}, timeout=timeout, hwaccel=accel)
         except (av.error.FFmpegError, OSError) as error:
-            raise ValueError(f"{path}: cannot open ({error})") from None
+            on = f" to decode on {hardware}" if hardware else ""
+            raise ValueError(f"{path}: cannot open{on} ({error})") from None
         if not self.container.streams.video:
             self.container.close()
             raise ValueError(f"{path}: no video stream")
@@ -54,6 +65,11 @@ class VideoReader:
         self.stream.thread_type = "AUTO"
         self.stream.codec_context.thread_count = threads
         self.corrupt_packets = 0
+
+    @property
+    def decoded_on(self) -> str:
+        """``cpu``, or the hardware device that decodes."""
+        return self.hardware if self.hardware and self.stream.codec_context.is_hwaccel else "cpu"
 
     @property
     def fps(self) -> Fraction:

@@ -35,6 +35,7 @@ from stages.capacity.ceilings import decode_only, frames_of, inference_only
 from stages.capacity.media import RtspCameras, camera_clip, default_source, rtsp_available
 from stages.capacity.processes import Sampler, Usage, parent_pid
 from stages.capacity.report import FIGURES, TABLE_HEAD, describe, row, usage_table
+from stages.feeds.video import decoder_for
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ READY_TIMEOUT_S = 180.0  # model loading and every camera's first detection
 class Ceilings:
     decode_fps: float  # all cores decoding, one decoder per core (or per camera, if fewer)
     decoders: int
+    decoded_on: str  # cpu, or cuda (NVDEC)
     inference_fps: float  # forward pass and NMS at max_batch, frames letterboxed beforehand
     batch: int
 
@@ -315,7 +317,8 @@ def measure_ceilings(args: Any, clip: Path, decoders: int) -> Ceilings:
     that the daemon's inference has the device to itself."""
     from stages.detector.detector import load_detector
 
-    decode = decode_only(clip, decoders)
+    decoder = decoder_for("auto")  # as the daemon's captures decode by default
+    decode = decode_only(clip, decoders, decoder)
     detector = load_detector(args.weights, args.device, args.img_size)
     inference = inference_only(detector, frames_of(clip, 16), args.max_batch)
     del detector
@@ -324,7 +327,7 @@ def measure_ceilings(args: Any, clip: Path, decoders: int) -> Ceilings:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return Ceilings(round(decode, 1), decoders, round(inference, 1), args.max_batch)
+    return Ceilings(round(decode, 1), decoders, decoder.device or "cpu", round(inference, 1), args.max_batch)
 
 
 def find_max(args: Any, clip: Path, ceilings: Ceilings, report: Any) -> tuple[int, list[Run]]:

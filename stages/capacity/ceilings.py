@@ -11,15 +11,15 @@ import numpy as np
 
 from stages.detector.detector import Detector, Letterboxed
 from stages.detector.letterbox import letterbox
-from stages.feeds.video import DECODE_THREADS
+from stages.feeds.video import Decoder, open_reader
 from stages.video import VideoReader
 
 
-def decode_fps(clip: Path, seconds: float) -> float:
+def decode_fps(clip: Path, seconds: float, decoder: Decoder) -> float:
     """Frames per second one process decodes ``clip`` at (looping it), for about ``seconds``."""
     frames, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        with VideoReader(clip, threads=DECODE_THREADS) as reader:  # as capture decodes
+        with open_reader(str(clip), None, None, decoder) as reader:  # as capture decodes
             for _ in reader.frames():
                 frames += 1
                 if time.perf_counter() - start >= seconds:
@@ -27,13 +27,13 @@ def decode_fps(clip: Path, seconds: float) -> float:
     return frames / (time.perf_counter() - start)
 
 
-def decode_only(clip: Path, processes: int, seconds: float = 3.0) -> float:
+def decode_only(clip: Path, processes: int, decoder: Decoder, seconds: float = 3.0) -> float:
     """Frames per second of ``processes`` decoders at once (one per camera, as capture runs them):
     the machine's decode ceiling for that many cameras."""
     if processes == 1:
-        return decode_fps(clip, seconds)
+        return decode_fps(clip, seconds, decoder)
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        return sum(pool.starmap(decode_fps, [(clip, seconds)] * processes))
+        return sum(pool.starmap(decode_fps, [(clip, seconds, decoder)] * processes))
 
 
 def frames_of(clip: Path, count: int) -> list[np.ndarray]:

@@ -13,20 +13,21 @@ from stages.feeds.base import Feed, FeedError, FeedFrame
 from stages.feeds.camera import CameraFeed
 from stages.feeds.demo import demo_clip
 from stages.feeds.images import ImageFeed
-from stages.feeds.video import VideoFeed
+from stages.feeds.video import CPU, Decoder, VideoFeed
 from stages.settings import DEMO_URL, is_camera
 
-__all__ = ["Feed", "FeedError", "FeedFrame", "open_feed"]
+__all__ = ["Decoder", "Feed", "FeedError", "FeedFrame", "open_feed"]
 
 
-def open_feed(url: str, runtime_dir: Path, timeout_s: float = 5.0) -> Feed:
+def open_feed(url: str, runtime_dir: Path, timeout_s: float = 5.0, decoder: Decoder = CPU) -> Feed:
+    """``decoder``: where video (files, network streams, the demo) decodes; cameras give raw frames."""
     if url == DEMO_URL:
-        return VideoFeed(str(demo_clip(runtime_dir)), live=True)
+        return VideoFeed(str(demo_clip(runtime_dir)), live=True, decoder=decoder)
     if is_camera(url):
         return CameraFeed(url)
     if "://" in url:
-        return VideoFeed(url, live=True, timeout_s=timeout_s)
+        return VideoFeed(url, live=True, timeout_s=timeout_s, decoder=decoder)
     path = Path(url)
     if path.is_dir() or path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}:
         return ImageFeed(path)
-    return VideoFeed(str(path), live=False)
+    return VideoFeed(str(path), live=False, decoder=decoder)

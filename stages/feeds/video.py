@@ -2,29 +2,57 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
+
+from av.codec.hwaccel import hwdevices_available
 
 from stages.feeds.base import FeedError, FeedFrame
 from stages.settings import redact
+from stages.topology import nvidia_gpu
 from stages.video import VideoReader
 
 # a camera's decoder: two threads decode 1080p30 several times over, and a 16-core server's 64
 # cameras do not each keep a frame in flight per core (FFmpeg's default: about 12 MiB a thread at 1080p)
 DECODE_THREADS = 2
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Where a feed decodes: ``device`` an FFmpeg hardware type (``cuda``: NVDEC), None the CPU.
+    Unless ``required``, a device that fails to open decodes on the CPU instead, from then on."""
+
+    device: str | None = None
+    required: bool = False
+
+
+CPU = Decoder()
+UNAVAILABLE: set[str] = set()  # devices that failed to open in this process: not tried again
+
+
+def decoder_for(decode: str) -> Decoder:
+    """``pipeline.decode`` as a decoder: auto takes NVDEC where an NVIDIA GPU is and PyAV's FFmpeg can
+    drive it (the wheel's is built with it), and the CPU should it fail to open."""
+    if decode == "auto":
+        return Decoder("cuda") if nvidia_gpu() and "cuda" in hwdevices_available() else CPU
+    return CPU if decode == "cpu" else Decoder(decode, required=True)
+
 
 class VideoFeed:
     """A ``VideoReader`` as a feed: its errors become ``FeedError`` with any password redacted
     (FFmpeg repeats the URL in its messages)."""
 
-    def __init__(self, url: str, live: bool, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, live: bool, timeout_s: float = 5.0, decoder: Decoder = CPU) -> None:
         self.url = url
         self.live = live
         self.from_file = "://" not in url
         options = {"rtsp_transport": "tcp"} if url.startswith("rtsp") else None
         try:
-            self.reader = VideoReader(url, options, timeout_s if live else None, threads=DECODE_THREADS)
+            self.reader = open_reader(url, options, timeout_s if live else None, decoder)
         except ValueError as error:
             raise FeedError(redact(str(error))) from None
 
@@ -45,3 +73,22 @@ class VideoFeed:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def open_reader(url: str, options: dict[str, str] | None, timeout_s: float | None, decoder: Decoder) -> VideoReader:
+    """A reader on ``decoder``; when the device fails, a software open tells whose fault it was."""
+    device = decoder.device
+    if device is None or (device in UNAVAILABLE and not decoder.required):
+        return VideoReader(url, options, timeout_s, threads=DECODE_THREADS)
+    try:
+        reader = VideoReader(url, options, timeout_s, threads=DECODE_THREADS, hardware=device)
+    except ValueError as error:
+        reader = VideoReader(url, options, timeout_s, threads=DECODE_THREADS)  # raises if the source is at fault
+        if decoder.required:
+            reader.close()
+            raise ValueError(f"pipeline.decode = {device!r}: {error}") from None
+        UNAVAILABLE.add(device)
+        log.warning("%s; decoding on the CPU instead", redact(str(error)))
+        return reader
+    log.info("%s: decoding on %s", redact(url), reader.decoded_on)
+    return reader

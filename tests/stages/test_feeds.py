@@ -2,12 +2,15 @@ import itertools
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
-from stages.feeds import FeedError, open_feed
+from stages.feeds import Decoder, FeedError, open_feed
 from stages.feeds.camera import CameraFeed
 from stages.feeds.demo import CLIP_NAME, DEMO_FPS, HOLD_S, demo_pictures
+from stages.feeds.video import decoder_for, open_reader
 from stages.settings import redact
+from stages.topology import nvidia_gpu
 
 
 def test_camera_feed_through_its_seam(make_video) -> None:
@@ -68,3 +71,37 @@ def test_dead_rtsp_url_is_a_feed_error_naming_it_without_password() -> None:
 )
 def test_every_form_of_credential_is_redacted(url: str, logged: str) -> None:
     assert redact(url) == logged
+
+
+NVDEC = Decoder("cuda")
+
+
+def test_decoder_setting() -> None:
+    assert decoder_for("cpu") == Decoder() and decoder_for("cuda") == Decoder("cuda", required=True)
+    assert decoder_for("auto") == (NVDEC if nvidia_gpu() else Decoder())  # no torch, no CUDA call: /proc
+
+
+def frames_decoded(path: Path, decoder: Decoder) -> tuple[str, np.ndarray]:
+    with open_reader(str(path), None, None, decoder) as reader:
+        return reader.decoded_on, np.stack([frame.image for frame in reader.frames()]).astype(int)
+
+
+def test_hardware_decode_gives_the_cpus_frames(make_video) -> None:
+    """With a GPU, NVDEC against the CPU (H.264 decodes bit-exactly; the conversion to BGR may round
+    differently); without one, the fallback: the same frames, on the CPU."""
+    clip = make_video(seconds=1, fps=10)
+    on, hardware = frames_decoded(clip, NVDEC)
+    assert on == ("cuda" if nvidia_gpu() else "cpu")
+    assert np.abs(hardware - frames_decoded(clip, Decoder())[1]).mean() < 1
+
+
+@pytest.mark.skipif(nvidia_gpu(), reason="checks the message when no GPU decoder opens")
+def test_required_hardware_decoder_that_fails_names_the_setting(make_video) -> None:
+    with pytest.raises(FeedError, match=r"pipeline\.decode = 'cuda': .*clip\.mp4: cannot open to decode on cuda"):
+        open_feed(str(make_video("clip.mp4", seconds=1, fps=10)), Path("/tmp"), decoder=Decoder("cuda", required=True))
+
+
+def test_dead_source_is_the_culprit_whatever_the_decoder() -> None:
+    with pytest.raises(FeedError) as caught:
+        open_feed("rtsp://127.0.0.1:9/none", Path("/tmp"), timeout_s=2, decoder=Decoder("cuda", required=True))
+    assert "rtsp://127.0.0.1:9/none: cannot open (" in str(caught.value) and "pipeline.decode" not in str(caught.value)
