@@ -41,6 +41,9 @@ class DetectorSettings(BaseModel, extra="forbid"):
     # stronger stays. The default pairs apply where the model has both classes; listed pairs must.
     exclusive: list[tuple[str, str]] = Field(default_factory=lambda: list(DEFAULT_EXCLUSIVE))
     exclusive_iou: float = Field(0.5, ge=0.0, le=1.0)
+    # a PyTorch model on a GPU replays its forward pass from CUDA graphs, one per batch size (padded
+    # to a power of two) and input shape: fewer kernel launches per batch; off: always eager
+    cuda_graphs: Literal["auto", "off"] = "auto"
 
     @field_validator("img_size")
     @classmethod

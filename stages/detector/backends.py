@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from stages.detector.checkpoints import load_model
+from stages.detector.graphs import GraphedModel
 from stages.detector.layouts import (
     KNOWN_LAYOUTS,
     Layout,
@@ -59,12 +60,12 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """A fused YOLOv7 ``Model``; fp16 and channels-last on CUDA."""
+    """A fused YOLOv7 ``Model``; fp16 and channels-last on CUDA, and replayed from CUDA graphs with ``graphs``."""
 
     layout = Layout.YOLO
     fixed_shape = None
 
-    def __init__(self, model: Model, device: torch.device, half: bool | None = None) -> None:
+    def __init__(self, model: Model, device: torch.device, half: bool | None = None, graphs: bool = False) -> None:
         """Fuses ``model`` in place and serves it; pass a copy if training goes on with the original."""
         model = model.fuse()
         self.names = list(model.names)
@@ -75,10 +76,13 @@ class TorchBackend:
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model.half() if self.half else model
+        self.run = GraphedModel(self.model) if graphs else self.model
 
     @classmethod
-    def load(cls, weights: str | Path, device: torch.device, half: bool | None = None) -> TorchBackend:
-        return cls(load_model(weights), device, half)
+    def load(
+        cls, weights: str | Path, device: torch.device, half: bool | None = None, graphs: bool = False
+    ) -> TorchBackend:
+        return cls(load_model(weights), device, half, graphs)
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -89,7 +93,7 @@ class TorchBackend:
         x = (x.half() if self.half else x.float()) / 255.0
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x).float()
+        return self.run(x).float()
 
 
 def _names_from_metadata(metadata: dict[str, str]) -> list[str] | None:

@@ -174,11 +174,13 @@ def load_detector(
     names: Sequence[str] | None = None,
     half: bool | None = None,
     anchors: list[list[float]] | None = None,
+    cuda_graphs: bool = False,
 ) -> Detector:
     """A detector for ``.pt``/``.pth``/``.safetensors`` (PyTorch) or ``.onnx`` (ONNX Runtime) weights.
 
     ``names`` override the class names, for weights that carry none; ``anchors`` are for
-    ONNX files of raw maps that were trained with other than the YOLOv7 defaults.
+    ONNX files of raw maps that were trained with other than the YOLOv7 defaults;
+    ``cuda_graphs`` replays a PyTorch model from CUDA graphs when it runs on a GPU.
     """
     if img_size % 32:
         raise ValueError(f"image size {img_size} must be a multiple of 32")
@@ -189,7 +191,7 @@ def load_detector(
     if path.suffix == ".onnx":
         backend: Backend = OnnxBackend(path, torch_device, img_size, anchors)
     else:
-        backend = TorchBackend.load(path, torch_device, half)
+        backend = TorchBackend.load(path, torch_device, half, graphs=cuda_graphs and torch_device.type == "cuda")
     if names:
         backend.names = list(names)
     return Detector(backend, img_size, thresholds or Thresholds())
@@ -213,7 +215,13 @@ def detector_from_settings(settings: DetectorSettings) -> Detector:
     """The detector a config's ``[detector]`` section describes."""
     thresholds = Thresholds(settings.conf, settings.iou, settings.classes, settings.agnostic, settings.max_det)
     detector = load_detector(
-        settings.weights, settings.device, settings.img_size, thresholds, settings.names, anchors=settings.anchors
+        settings.weights,
+        settings.device,
+        settings.img_size,
+        thresholds,
+        settings.names,
+        anchors=settings.anchors,
+        cuda_graphs=settings.cuda_graphs == "auto",
     )
     strict = "exclusive" in settings.model_fields_set
     detector.exclusive = exclusive_ids(detector.names, settings.exclusive, strict)
