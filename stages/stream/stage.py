@@ -7,10 +7,12 @@ the sinks that want inferred frames (live view, event snapshots), then publishes
 their credit from that ``det``, so nothing is read ahead of this stage.
 
 Recording does not depend on inference keeping up: capture sends this stage a reference to
-every frame of a recorded stream, which is copied out of the ring at once and handed to the
-``every_frame`` sinks with its own results when they come (an offline stream waits for them:
-it is lossless), else, live, after at most ``RECORD_DELAY_S`` with the latest earlier ones.
-A frame already overwritten in the ring (this stage fell behind) is counted as missed.
+every frame of a recorded stream, which is handed to the ``every_frame`` sinks with its own
+results when they come (an offline stream waits for them: it is lossless), else, live, after at
+most ``RECORD_DELAY_S`` with the latest earlier ones. A waiting frame stays in the ring, read
+when it is recorded, unless capture comes within ``RESCUE_MARGIN`` of overwriting it: then it is
+copied out (a 1080p30 camera would otherwise hold about ten 6 MiB copies here). A frame already
+overwritten in the ring (this stage fell behind) is counted as missed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,16 @@ PLUGIN_LOG_EVERY_S = 60.0
 NO_DETECTIONS = Detections(np.zeros((0, 4)), [], [])  # a frame recorded before any results came
 
 
+@dataclass
+class Waiting:
+    """A captured frame waiting to be recorded: in the ring, or copied out once endangered."""
+
+    ref: FrameRef
+    arrived: float  # monotonic
+    image: np.ndarray | None = None
+    lost: bool = False  # overwritten before it could be copied (counted as missed)
+
+
 class StreamStage(Stage):
     def __init__(self, name: str, config: Path | None, heartbeat: Endpoint | None) -> None:
         super().__init__(name, heartbeat)
@@ -55,7 +67,11 @@ class StreamStage(Stage):
         self.stream = self.settings.stream(instance(name))
         self.ring = RingReaders()  # the one capture ring of this stream, once its capture created it
         self.stats = StreamStats(recording=self.stream.records)
-        self.pending: deque[tuple[FrameRef, np.ndarray, float]] = deque()  # frames to record, and when they came
+        self.pending: deque[Waiting] = deque()  # frames to record, oldest first
+        self.newest_ref = 0  # the newest seq capture has announced: it overwrites seq - ring_slots
+        # frames this close to being overwritten are copied out: capture may be this far ahead of
+        # the refs drained so far (a step's worth of encoding)
+        self.rescue_behind = self.settings.pipeline.ring_slots - max(2, self.settings.pipeline.ring_slots // 2)
         self.analysed: OrderedDict[int, FrameAnalysis] = OrderedDict()  # seq -> results, newest last
         # enough for every frame that can be waiting here (refs queue up to the ring's size twice over)
         self.analysed_kept = 2 * self.settings.pipeline.ring_slots + 64
@@ -99,8 +115,7 @@ class StreamStage(Stage):
 
     def teardown(self) -> None:
         while self.pending:  # what waited for results is recorded with what there is
-            ref, image, _ = self.pending.popleft()
-            self._record(ref, image)
+            self._record_waiting(self.pending.popleft())
         if hasattr(self, "publisher"):  # subscribers learn that open events end here, not hang open
             analysis = self._idle_analysis()
             for processor in self.processors:
@@ -215,7 +230,7 @@ class StreamStage(Stage):
         return pts + self.file_anchor if self.file_anchor is not None else captured
 
     def _pending_image(self, seq: int) -> np.ndarray | None:
-        return next((image for ref, image, _ in self.pending if ref.seq == seq), None)
+        return next((waiting.image for waiting in self.pending if waiting.ref.seq == seq), None)
 
     def _remember(self, event: EventMessage) -> None:
         self.stats.events += event.phase == "start"
@@ -235,29 +250,59 @@ class StreamStage(Stage):
         )
 
     def _take(self, ref: FrameRef) -> None:
-        """Copy a captured frame out of the ring at once: the ring holds about half a second, and
-        the frame may wait here for its results while this stage encodes others."""
+        """A captured frame to record; a live one stays in the ring until recorded or endangered."""
+        if not self.ring.has_slot(capture_ring(self.settings.runtime_dir, self.stream.id), ref.slot):
+            self.reject(ref.TYPE, ValueError(f"slot {ref.slot} is not in the capture ring"))
+            return
+        waiting = Waiting(ref, time.monotonic())
+        if not ref.realtime:  # a file decodes ahead of this stage at its own speed: copy at once, lose nothing
+            waiting.image = self._copy(ref)
+            if waiting.image is None:
+                return
+        self.pending.append(waiting)
+        self.newest_ref = max(self.newest_ref, ref.seq)
+        self._rescue()
+
+    def _rescue(self) -> None:
+        """Copy out of the ring the waiting frames capture is about to overwrite."""
+        for waiting in self.pending:
+            if self.newest_ref - waiting.ref.seq < self.rescue_behind:
+                return  # the rest are newer
+            if waiting.image is None and not waiting.lost:
+                waiting.image = self._copy(waiting.ref)
+                waiting.lost = waiting.image is None
+
+    def _copy(self, ref: FrameRef) -> np.ndarray | None:
+        """The frame copied out of the ring; None, counted as missed, if it was overwritten (this
+        stage fell behind) or the ref was malformed."""
         try:
             frame = self.ring.read(capture_ring(self.settings.runtime_dir, self.stream.id), ref.slot, ref.seq)
-        except ValueError as error:
+        except ValueError as error:  # a slot the ring lacks, once the ring is there to tell
             self.reject(ref.TYPE, error)
-            return
+            return None
         if frame is None:
             self.stats.missed += 1
-            return
-        self.pending.append((ref, frame.image, time.monotonic()))
+            return None
+        return frame.image
 
     def _record_ready(self) -> None:
         """Record the waiting frames, oldest first, whose results are known or who waited long enough."""
         newest = next(reversed(self.analysed), -1)
         while self.pending:
-            ref, image, arrived = self.pending[0]
+            waiting = self.pending[0]
+            ref = waiting.ref
             if ref.seq not in self.analysed and newest < ref.seq:
                 patience = RECORD_DELAY_S if ref.realtime else OFFLINE_WAIT_S
-                if time.monotonic() - arrived < patience:
+                if time.monotonic() - waiting.arrived < patience:
                     return
-            self.pending.popleft()
-            self._record(ref, image)
+            self._record_waiting(self.pending.popleft())
+
+    def _record_waiting(self, waiting: Waiting) -> None:
+        if waiting.lost:
+            return
+        image = self._copy(waiting.ref) if waiting.image is None else waiting.image
+        if image is not None:
+            self._record(waiting.ref, image)
 
     def _record(self, ref: FrameRef, image: np.ndarray) -> None:
         """Hand a captured frame to the every-frame sinks with its own results or the latest earlier ones."""
