@@ -35,6 +35,25 @@ log = logging.getLogger(__name__)
 CREDIT_TIMEOUT_S = 10.0  # an offline frame lost in a crashed stage must not stall its stream forever
 
 
+class RateSchedule:
+    """At most ``rate`` frames a second of source time, on a schedule: 20 of a 30 fps camera's
+    frames, not every other one (a minimum interval would give 15). A jump in the timestamps (a
+    loop, a reconnect) starts the schedule over. No rate, or no timestamp: every frame."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.period = 1 / rate if rate else None
+        self.next: float | None = None  # the source time from which the next frame is due
+
+    def due(self, pts: float | None) -> bool:
+        period, due = self.period, self.next
+        if period is None or pts is None:
+            return True
+        if due is not None and pts < due - 1e-3 and due - pts <= period:
+            return False
+        self.next = due + period if due is not None and 0 <= pts - due < period else pts + period
+        return True
+
+
 class CaptureStage(Stage):
     def __init__(self, name: str, config: Path | None, heartbeat: Endpoint | None) -> None:
         super().__init__(name, heartbeat)
@@ -51,8 +70,8 @@ class CaptureStage(Stage):
         self.awaiting: deque[int] = deque()  # offline: seqs sent for detection whose det has not come yet
         self.last_credit_time = time.monotonic()
         self.pending_drops = 0
-        self.last_emitted_pts: float | None = None
-        self.next_detection: float | None = None  # pts from which the next frame is detected (detect_fps)
+        self.taken = RateSchedule(self.stream.fps)  # frames over fps are neither detected nor recorded
+        self.detected = RateSchedule(self.stream.detect_fps)  # of those, the ones detected
         self.from_file = False  # a file decodes faster than real time: paced when it stands for a live feed
         self.pace: tuple[float, float] | None = None  # (wall clock, pts) of the first frame since opening
         self.paused = False
@@ -162,33 +181,11 @@ class CaptureStage(Stage):
         if self.paused:  # live: keep the connection, process nothing
             self.last_frame = time.monotonic()
             return
-        if self._over_fps_cap(frame.pts):
+        if not self.taken.due(frame.pts):
             return
         if not self.realtime and not self._wait_for_credit():
             return
         self._send(frame)
-
-    def _over_fps_cap(self, pts: float | None) -> bool:
-        """Over ``fps``: the frame is neither detected nor recorded."""
-        if not self.stream.fps or pts is None:
-            return False
-        if self.last_emitted_pts is not None and 0 <= pts - self.last_emitted_pts < 1 / self.stream.fps - 1e-3:
-            return True
-        self.last_emitted_pts = pts
-        return False
-
-    def _detect_now(self, pts: float | None) -> bool:
-        """Under ``detect_fps`` only frames on a schedule are detected (20 of a 30 fps camera's frames,
-        not every other one); the others are recorded, drawn with the latest detections. A jump in
-        the timestamps (a loop, a reconnect) starts the schedule over."""
-        rate, due = self.stream.detect_fps, self.next_detection
-        if not rate or pts is None:
-            return True
-        period = 1 / rate
-        if due is not None and pts < due - 1e-3 and due - pts <= period:
-            return False
-        self.next_detection = due + period if due is not None and 0 <= pts - due < period else pts + period
-        return True
 
     def _wait_for_pts(self, pts: float | None) -> None:
         """Play a file that stands for a live source at its own speed."""
@@ -239,7 +236,7 @@ class CaptureStage(Stage):
                 self.record_out.send(payload, zmq.NOBLOCK)
             except zmq.Again:  # live, and record is gone or far behind
                 self.stats.record_dropped += 1
-        if not self._detect_now(frame.pts):
+        if not self.detected.due(frame.pts):
             self.stats.recorded_only += 1
             return
         while not self.realtime and not self.refs.poll(200, zmq.POLLOUT) and not self.stopping:
