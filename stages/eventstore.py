@@ -78,13 +78,25 @@ class EventStore:
         with self.lock:
             self.connection.execute(UPSERT, row)
 
-    def events(self, stream: str | None = None, day: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """Newest first, optionally of one stream and one local day (YYYY-MM-DD)."""
+    def events(
+        self,
+        stream: str | None = None,
+        day: str | None = None,
+        limit: int = 200,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first, optionally of one stream, one day of the server's (YYYY-MM-DD), and started
+        in [since, until) (unix seconds: a day of the viewer's, who may be in another time zone)."""
         query, args = "SELECT * FROM events WHERE 1", []
-        if stream:
-            query, args = query + " AND stream = ?", [*args, stream]
-        if day:
-            query, args = query + " AND day = ?", [*args, day]
+        for condition, value in (
+            ("stream = ?", stream),
+            ("day = ?", day),
+            ("started >= ?", since),
+            ("started < ?", until),
+        ):
+            if value is not None and value != "":
+                query, args = f"{query} AND {condition}", [*args, value]
         with self.lock:
             rows = self.connection.execute(query + " ORDER BY started DESC LIMIT ?", [*args, limit]).fetchall()
         return [_event(row) for row in rows]

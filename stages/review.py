@@ -1,7 +1,8 @@
 """The review API behind the page at ``/``: every stream's events from the event store, each
 one's snapshot and clip, and acknowledgements.
 
-- ``GET /api/events?stream=&day=YYYY-MM-DD&limit=``: newest first
+- ``GET /api/events?stream=&day=YYYY-MM-DD&since=&until=&limit=``: newest first; ``day`` is the
+  server's date, ``since``/``until`` unix seconds (the page sends its viewer's local day so)
 - ``GET /api/events/<id>``, ``/api/events/<id>/snapshot.jpg``, ``/api/events/<id>/clip.mp4``
 - ``POST /api/events/<id>/ack`` with a JSON body (``{}``): acknowledged, kept across restarts
 
@@ -13,6 +14,7 @@ retention takes old ones. Files are served only from inside the recordings folde
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -39,11 +41,19 @@ class ReviewApi:
         return {API: self.list, f"{API}/": self.one, f"POST {API}/": self.acknowledge}
 
     def list(self, request: Request) -> Reply:
-        try:
-            limit = min(max(int(request.query.get("limit", 200)), 1), 1000)
-        except ValueError:
-            return _json(400, {"error": f"limit {request.query['limit']!r} is not a number"})
-        events = self.store.events(request.query.get("stream"), request.query.get("day"), limit)
+        query = request.query
+        numbers: dict[str, float] = {}
+        for key in ("limit", "since", "until"):
+            if query.get(key):
+                try:
+                    numbers[key] = float(query[key])
+                except ValueError:
+                    numbers[key] = math.nan
+                if not math.isfinite(numbers[key]):
+                    return _json(400, {"error": f"{key} {query[key]!r} is not a number"})
+        limit = min(max(int(numbers.get("limit", 200)), 1), 1000)
+        since, until = numbers.get("since"), numbers.get("until")
+        events = self.store.events(query.get("stream"), query.get("day"), limit, since, until)
         return _json(200, [self._shown(event) for event in events])
 
     def one(self, request: Request) -> Reply:

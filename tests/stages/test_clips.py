@@ -9,9 +9,12 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipeline.web import Request
 from stages.clips import cut_clip
 from stages.eventstore import EventStore
+from stages.review import ReviewApi
 from stages.segments import SegmentRecorder
+from stages.settings import Settings
 from tests.harness import probe_video
 
 FPS = 10
@@ -135,6 +138,8 @@ def test_the_store_keeps_one_row_per_event_and_acknowledgements_across_connectio
     assert [e["event_id"] for e in reopened.events()] == ["other", "cam-1-7-site"], "newest first"
     day = json.loads(json.dumps(only))["day"]
     assert [e["event_id"] for e in reopened.events(day=day)] == ["cam-1-7-site"]
+    assert [e["event_id"] for e in reopened.events(since=T0, until=T0 + 86400)] == ["cam-1-7-site"]
+    assert [e["event_id"] for e in reopened.events(since=T0 + 1)] == ["other"]
     assert reopened.forget("cam", before=T0 + 1) == 1 and reopened.event("cam-1-7-site") is None
 
 
@@ -145,3 +150,23 @@ def test_events_left_open_by_a_crash_are_ended_interrupted(tmp_path: Path) -> No
     assert store.interrupt("cam") == ["cam-1-7-site"] and store.interrupt("cam") == []
     assert store.event("cam-1-7-site")["reason"] == "interrupted"
     assert store.event("gate-1")["phase"] == "start", "another stream's stage still owns its events"
+
+
+def test_the_api_lists_a_viewers_day_and_refuses_bad_numbers(tmp_path: Path) -> None:
+    """The page sends its own local midnight-to-midnight as since/until: a viewer in another time
+    zone than the server's sees their day."""
+    settings = Settings(recordings_dir=tmp_path / "rec", runtime_dir=tmp_path / "run")
+    api = ReviewApi(settings)
+    api.store.record(event("start"))
+    api.store.record({**event("start"), "event_id": "later", "started": T0 + 3600})
+
+    def listed(**query: str) -> tuple[int, object]:
+        status, _, body = api.list(Request("GET", "/api/events", query))
+        return status, json.loads(body)
+
+    status, events = listed(since=str(T0 - 1800), until=str(T0 + 1800))
+    assert status == 200 and [e["event_id"] for e in events] == ["cam-1-7-site"]
+    for bad in ({"since": "yesterday"}, {"until": "nan"}, {"limit": "inf"}):
+        status, body = listed(**bad)
+        key = next(iter(bad))
+        assert status == 400 and body["error"].startswith(f"{key} "), body

@@ -88,6 +88,17 @@ def test_an_event_clip_plays_in_the_review_page_and_an_acknowledgement_survives_
         browser.call("Page.reload")
         acknowledged = browser.wait_for(f"{row} && {row}.querySelector('.acknowledged').innerText")
         assert acknowledged.startswith("yes"), "the acknowledgement outlived the daemon"
+
+        # the day filter is the viewer's day, not the server's: a browser 14 h ahead of this machine
+        browser.call("Emulation.setTimezoneOverride", timezoneId="Pacific/Kiritimati")
+        browser.call("Page.reload")
+        browser.wait_for(f"{row} !== null")
+        day_before = "(d => { d.setDate(d.getDate() - 1); return d.toLocaleDateString('sv'); })(new Date())"
+        browser.evaluate(f"(i => {{ i.value = {day_before}; i.dispatchEvent(new Event('change')); }})"
+                         "(document.getElementById('day'))")  # fmt: skip
+        browser.wait_for(f"{row} === null")
+        browser.evaluate("document.getElementById('today').click()")
+        browser.wait_for(f"{row} !== null")
     finally:
         if browser is not None:
             browser.close()
