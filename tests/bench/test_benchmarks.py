@@ -120,5 +120,7 @@ def test_vestwatch_bench_runs_the_daemon_on_live_cameras_and_reports_each_figure
     assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"]
     for process in ("supervisor", "capture.cam0", "capture.cam1", "preprocess.0", "inference", "stream.cam1"):
         assert run["processes"][process]["rss_mib"] > 10, process
+    capture = run["processes"]["capture.cam0"]
+    assert 0 < capture["ring_pss_mib"] < capture["pss_mib"] <= capture["rss_mib"], capture  # its ring is shared
     assert run["kinds"]["inference"]["cpu_percent"] > 0 and run["limiting"]
     assert "| 2 |" in result.stdout and "ceilings: decode-only" in result.stdout
