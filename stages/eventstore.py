@@ -124,6 +124,11 @@ class EventStore:
                                     f"(SELECT event_id {open_})", [stream])  # fmt: skip
         return [row["event_id"] for row in rows]
 
+    def forget_clip(self, event_id: str) -> None:
+        """The event's clip will never be: its recording is gone (so the page stops promising it)."""
+        with self.lock:
+            self.connection.execute("UPDATE events SET clip = NULL WHERE event_id = ?", [event_id])
+
     def forget(self, stream: str, before: float) -> int:
         """Retention: drop a stream's events that started before ``before``."""
         with self.lock:

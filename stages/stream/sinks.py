@@ -213,13 +213,15 @@ class _DueClip:
     path: Path
     start: float  # event clock
     end: float
+    left_by: str | None = None  # the event, for a clip a stop left uncut
 
 
 class ClipSink:
     """An MP4 per event, from ``clip_pre_s`` before its start to ``clip_post_s`` after its end (at most
     ``clip_max_s`` long), cut from the segments once they hold that much. The ``end`` message carries
     where it will be; a thread does the cutting (packet copies, no encoding) so that recording never
-    waits for it."""
+    waits for it. Clips a stop or a crash left uncut (the event store has their path, the disk not
+    the file) are cut when the stage starts again: the segments are still there."""
 
     every_frame = False
     enriches = True
@@ -230,11 +232,29 @@ class ClipSink:
         self.work: queue.Queue[_DueClip | None] = queue.Queue()
         self.stats = ClipStats()
         self.last_results = time.monotonic()
+        self.store = EventStore(settings.events_db) if settings.events_db.is_file() else None
+        for due in self._left_uncut(stream.id):
+            self.work.put(due)
         self.thread = threading.Thread(target=self._cut, name=f"clips {stream.id}", daemon=True)
         self.thread.start()
 
-    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
+    def _left_uncut(self, stream_id: str) -> list[_DueClip]:
+        """Ended events of this stream, within retention, whose clip was promised but never written."""
+        if self.store is None:
+            return []
+        since = time.time() - self.settings.recording.max_age_days * 86400
+        ended = [e for e in self.store.events(stream_id, limit=1000, since=since) if e["clip"] and e["ended"]]
+        uncut = [e for e in ended if not Path(e["clip"]).exists()]
+        if uncut:
+            log.info("%s: cutting %d clip(s) the last stop left uncut", stream_id, len(uncut))
+        return [self._due(Path(e["clip"]), e["started"], e["ended"], e["event_id"]) for e in uncut]
+
+    def _due(self, path: Path, started: float, ended: float, left_by: str | None = None) -> _DueClip:
         events = self.settings.events
+        start = started - events.clip_pre_s
+        return _DueClip(path, start, min(ended + events.clip_post_s, start + events.clip_max_s), left_by)
+
+    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         if analysis.seq:  # a frame, not the stage's idle tick
             self.last_results = time.monotonic()
         for violation in analysis.violations:
@@ -243,9 +263,7 @@ class ClipSink:
             path = clip_path(self.root, violation.event_id, violation.started)
             violation.clip = str(path.resolve())
             violation.clip_url = self.settings.link(event_file(violation.event_id, "clip.mp4"))
-            start = violation.started - events.clip_pre_s
-            end = min(violation.ended + events.clip_post_s, start + events.clip_max_s)
-            self.due.append(_DueClip(path, start, end))
+            self.due.append(self._due(path, violation.started, violation.ended))
         self._hand_over(lambda due: due.end <= analysis.clock)  # recorded up to this frame by now
 
     def tick(self) -> None:
@@ -268,6 +286,8 @@ class ClipSink:
             if clip is None:
                 log.warning("%s: no recording of this event to cut a clip from", due.path.name)
                 self.stats.clips_failed += 1
+                if due.left_by and self.store:  # retention took it since: not to be tried at every start
+                    self.store.forget_clip(due.left_by)
             else:
                 log.info("clip %s: %.1f s", clip.path, clip.duration_s)
                 self.stats.clips += 1
@@ -277,6 +297,8 @@ class ClipSink:
         self._hand_over(lambda due: True)
         self.work.put(None)
         self.thread.join(timeout=CLOSE_WAIT_S)
+        if self.store is not None and not self.thread.is_alive():
+            self.store.close()
 
 
 class EventLogSink:

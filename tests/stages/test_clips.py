@@ -10,11 +10,12 @@ import av
 import numpy as np
 
 from pipeline.web import Request
-from stages.clips import cut_clip
+from stages.clips import clip_path, cut_clip
 from stages.eventstore import EventStore
 from stages.review import ReviewApi
 from stages.segments import SegmentRecorder
-from stages.settings import Settings
+from stages.settings import Settings, StreamSettings
+from stages.stream.sinks import ClipSink
 from tests.harness import probe_video
 
 FPS = 10
@@ -170,3 +171,31 @@ def test_the_api_lists_a_viewers_day_and_refuses_bad_numbers(tmp_path: Path) -> 
         status, body = listed(**bad)
         key = next(iter(bad))
         assert status == 400 and body["error"].startswith(f"{key} "), body
+
+
+def test_clips_a_stop_left_uncut_are_cut_when_the_stage_starts_again(tmp_path: Path) -> None:
+    """The end message promised a clip; the stage stopped before cutting it. The segments are there."""
+    settings = Settings(
+        recordings_dir=tmp_path / "rec", runtime_dir=tmp_path / "run", events={"clip_pre_s": 1, "clip_post_s": 1}
+    )
+    record(settings.recordings_dir, seconds=8)
+    store = EventStore(settings.events_db)
+    promised = clip_path(settings.recordings_dir / "cam", "cam-1-7-site", T0 + 2)
+    store.record(event("end", started=T0 + 2, ended=T0 + 5, clip=str(promised)))
+    made = tmp_path / "made.mp4"
+    made.write_bytes(b"a clip already cut")
+    store.record(event("end", event_id="done", ended=T0 + 3, clip=str(made)))
+    store.record(event("end", event_id="gate-1", stream="gate", ended=T0 + 3, clip=str(tmp_path / "gate.mp4")))
+    gone = clip_path(settings.recordings_dir / "cam", "gone", T0 + 100)  # retention took its recording
+    store.record(event("end", event_id="gone", started=T0 + 100, ended=T0 + 105, clip=str(gone)))
+    store.close()
+
+    sink = ClipSink(settings, StreamSettings(id="cam", url="demo"))
+    sink.close()  # waits for the cutting thread
+    shown = frames(promised)
+    assert shown[0] <= 10 and shown[-1] == 60, "from the keyframe before T0+1 to T0+6"
+    assert made.read_bytes() == b"a clip already cut" and not (tmp_path / "gate.mp4").exists()
+    assert sink.stats.clips == 1 and not gone.exists()
+    reopened = EventStore(settings.events_db)
+    assert reopened.event("gone")["clip"] is None, "no longer promised, nor tried at every start"
+    assert reopened.event("cam-1-7-site")["clip"] == str(promised)
