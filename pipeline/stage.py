@@ -4,6 +4,10 @@ A stage implements ``step()`` (one bounded unit of work: wait at most a fraction
 second) and optionally ``setup()``/``teardown()``; the base owns the signal handling,
 the heartbeat socket and the clean shutdown, so that the supervisor never has to kill
 what it can stop.
+
+Several stages of one kind may share a process (``run_together``), a thread each: a camera
+then costs its own work's memory, not an interpreter's. Such a process is named after its
+members, ``capture.cam1+cam2``; each member heartbeats under its own name.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import ctypes
 import logging
 import os
 import signal
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -121,6 +126,10 @@ class Stage(ABC):
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        return self.serve()
+
+    def serve(self) -> int:
+        """Set up, step until stopped, tear down; the caller handles signals."""
         if self._heartbeat_endpoint is not None:
             self._heartbeat = self._heartbeat_endpoint.open(self.context, hwm=10)
         bus = os.environ.get("VWSTAGE_BUS")
@@ -142,3 +151,43 @@ class Stage(ABC):
                 self.teardown()
             finally:
                 self.context.destroy(linger=0)
+
+
+def member_names(name: str) -> list[str]:
+    """The stages a process named ``name`` runs: ``capture.cam1+cam2`` -> capture.cam1, capture.cam2."""
+    kind, _, instances = name.partition(".")
+    return [f"{kind}.{instance}" for instance in instances.split("+")] if "+" in instances else [name]
+
+
+def process_name(members: list[str]) -> str:
+    """The name of a process that runs ``members`` (stages of one kind): ``member_names``' inverse."""
+    kind = members[0].split(".", 1)[0]
+    return members[0] if len(members) == 1 else f"{kind}." + "+".join(m.split(".", 1)[1] for m in members)
+
+
+def run_together(stages: list[Stage]) -> int:
+    """Stages in one process, a thread each, stopped together by SIGTERM. One that fails stops the
+    others, and the process exits 1: its supervisor restarts them all, as it would a single stage."""
+    failed = threading.Event()
+
+    def stop(*_: object) -> None:
+        for stage in stages:
+            stage.request_stop()
+
+    def serve(stage: Stage) -> None:
+        try:
+            stage.serve()
+        except BaseException:
+            log.exception("%s failed; stopping the stages it shares a process with", stage.name)
+            failed.set()
+            stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    threads = [threading.Thread(target=serve, args=(stage,), name=stage.name) for stage in stages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():  # joined in slices, so that the main thread still takes signals
+            thread.join(0.5)
+    return 1 if failed.is_set() else 0

@@ -1,7 +1,9 @@
 """The supervisor: starts one process per stage, watches heartbeats, restarts what dies or hangs.
 
 A stage that exits, or sends no heartbeat for ``stall_s``, is restarted with
-exponential backoff; the others are never touched. SIGTERM stops every stage (they
+exponential backoff; the others are never touched. A process may run several stages of
+one kind (``capture.cam1+cam2``, see ``pipeline.stage.run_together``): each member
+heartbeats and is reported under its own name, and they are restarted together. SIGTERM stops every stage (they
 close their files) and exits 0 within ``stop_grace_s``; stragglers are killed. Under
 systemd it reports READY once every stage has sent a heartbeat, and pings WATCHDOG
 while it runs.
@@ -29,6 +31,7 @@ from pipeline.forkserver import ForkedProcess, ForkServer, die_with_parent
 from pipeline.messages import Heartbeat, MessageError
 from pipeline.publish import PublishProxy
 from pipeline.security import secure_server, start_authenticator
+from pipeline.stage import member_names
 
 STATE_BROADCAST_S = 1.0  # restarted stages learn the live overrides within this
 
@@ -38,7 +41,7 @@ log = logging.getLogger("vestwatch.supervisor")
 @dataclass(frozen=True)
 class StageSpec:
     kind: str  # entry point name in the vestwatch.stages group
-    name: str  # unique instance name, e.g. capture.cam1
+    name: str  # unique process name, e.g. capture.cam1, or capture.cam1+cam2 for two stages in one
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,18 @@ class Plan:
     the stream ids and the base overrides. ``reload`` diffs the running stages against it."""
 
     specs: list[StageSpec]
-    fingerprints: dict[str, str]  # stage name -> its settings, serialised; a change restarts the stage
+    fingerprints: dict[str, str]  # process name -> its settings, serialised; a change restarts the process
     streams: list[str]
     overrides: dict[str, dict]
+
+
+@dataclass
+class Member:
+    """A stage in a process, as its heartbeats tell it."""
+
+    last_heartbeat: float = 0.0
+    state: str = "starting"
+    stats: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -57,12 +69,29 @@ class StageProcess:
     spec: StageSpec
     process: subprocess.Popen | ForkedProcess | None = None
     started: float = 0.0
-    last_heartbeat: float = 0.0
     failures: int = 0
     restart_at: float = 0.0
     restarts: int = 0
-    state: str = "starting"
-    stats: dict = field(default_factory=dict)
+    members: dict[str, Member] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.members = {name: Member() for name in member_names(self.spec.name)}
+
+    def begin(self) -> None:
+        """A fresh start: every member starting, given ``stall_s`` from now to heartbeat."""
+        self.started = time.monotonic()
+        for member in self.members.values():
+            member.state, member.last_heartbeat = "starting", self.started
+
+    @property
+    def heard(self) -> bool:
+        """Running, and every member has heartbeated since it started."""
+        return self.process is not None and all(m.last_heartbeat > self.started for m in self.members.values())
+
+    @property
+    def silent_s(self) -> float:
+        """Since the least recent heartbeat of a member."""
+        return time.monotonic() - min(member.last_heartbeat for member in self.members.values())
 
 
 class Supervisor:
@@ -85,7 +114,8 @@ class Supervisor:
         plan: Callable[[], Plan] | None = None,
         forkserver: ForkServer | None = None,
     ) -> None:
-        self.stages = {spec.name: StageProcess(spec) for spec in specs}
+        self.stages = {spec.name: StageProcess(spec) for spec in specs}  # by process name
+        self.process_of = self._members()
         self.forkserver = forkserver  # the stage kinds it serves are forked from it, not started afresh
         self.runtime_dir = runtime_dir
         self.config = config
@@ -111,6 +141,10 @@ class Supervisor:
         self.bad_messages = 0
         self.proxy: PublishProxy | None = None
 
+    def _members(self) -> dict[str, str]:
+        """Stage name -> the name of the process that runs it."""
+        return {member: name for name, stage in self.stages.items() for member in stage.members}
+
     def _spawn(self, stage: StageProcess) -> None:
         env = {
             **os.environ,
@@ -134,8 +168,7 @@ class Supervisor:
                 env=env,
                 preexec_fn=die_with_parent,
             )
-        stage.started = stage.last_heartbeat = time.monotonic()
-        stage.state = "starting"
+        stage.begin()
         log.info("started %s (pid %d)", stage.spec.name, stage.process.pid)
 
     def _schedule_restart(self, stage: StageProcess, why: str) -> None:
@@ -146,7 +179,8 @@ class Supervisor:
         stage.restarts += 1
         stage.restart_at = time.monotonic() + delay
         stage.process = None
-        stage.state = "restarting"
+        for member in stage.members.values():
+            member.state = "restarting"
         log.warning("%s %s; restarting in %.1f s", stage.spec.name, why, delay)
 
     @property
@@ -165,13 +199,14 @@ class Supervisor:
             "subscribers_hung_up": self.proxy.hung_up if self.proxy else 0,
             "stages": {
                 name: {
-                    "state": stage.state,
+                    "state": member.state,
                     "pid": stage.process.pid if stage.process else None,
                     "restarts": stage.restarts,
-                    "heartbeat_age_s": round(now - stage.last_heartbeat, 1),
-                    "stats": stage.stats,
+                    "heartbeat_age_s": round(now - member.last_heartbeat, 1),
+                    "stats": member.stats,
                 }
-                for name, stage in self.stages.items()
+                for stage in self.stages.values()
+                for name, member in stage.members.items()
             },
         }
 
@@ -187,10 +222,11 @@ class Supervisor:
                 self.bad_messages += 1
                 log.warning("dropped a malformed heartbeat (%s); %d so far", error, self.bad_messages)
                 continue
-            stage = self.stages.get(beat.stage)
+            stage = self.stages.get(self.process_of.get(beat.stage, ""))
             if stage and stage.process and stage.process.pid == beat.pid:
-                stage.last_heartbeat = time.monotonic()
-                stage.state, stage.stats = beat.state, beat.stats
+                member = stage.members[beat.stage]
+                member.last_heartbeat = time.monotonic()
+                member.state, member.stats = beat.state, beat.stats
 
     def _watch(self) -> None:
         now = time.monotonic()
@@ -202,13 +238,11 @@ class Supervisor:
             code = stage.process.poll()
             if code is not None:
                 self._schedule_restart(stage, f"exited with code {code}")
-            elif now - stage.last_heartbeat > self.stall_s:
-                log.warning(
-                    "%s stalled: no heartbeat for %.1f s; killing it", stage.spec.name, now - stage.last_heartbeat
-                )
+            elif stage.silent_s > self.stall_s:
+                log.warning("%s stalled: no heartbeat for %.1f s; killing it", stage.spec.name, stage.silent_s)
                 self._stop_processes([stage], grace_s=2.0)
                 self._schedule_restart(stage, "stalled")
-        if not self.ready and all(s.process and s.last_heartbeat > s.started for s in self.stages.values()):
+        if not self.ready and all(stage.heard for stage in self.stages.values()):
             self.ready = True
             systemd.notify("READY=1")
             if self.on_ready:
@@ -249,6 +283,7 @@ class Supervisor:
         added = [name for name in wanted if name not in self.stages]
         for name in added:
             self.stages[name] = StageProcess(wanted[name])
+        self.process_of = self._members()
         self.fingerprints, self.streams = plan.fingerprints, plan.streams
         self.control.reset(plan.overrides)
         summary = {

@@ -212,6 +212,10 @@ class PipelineSettings(BaseModel, extra="forbid"):
     # fork the per-camera stages from one process that imported their code once (shared pages:
     # less memory per camera); off: each stage starts a fresh interpreter
     fork_server: bool = True
+    # cameras whose capture (and whose stream stage) share one process, a thread each: each process's
+    # own interpreter pages are paid once per group instead of per camera (see bench/RESULTS.md), at
+    # the price that a failing stage restarts its whole group
+    cameras_per_process: int = Field(1, ge=1, le=64)
     # where frames are letterboxed: in preprocess (CPU, into a ring per worker), or in inference on the
     # model's device from the capture rings (raw frames uploaded once: the GPU path); auto: inference
     # when the model runs on CUDA with PyTorch on this host, else preprocess

@@ -20,6 +20,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from pipeline.endpoints import Endpoint
 from pipeline.forkserver import ForkServer
 from pipeline.security import secure_client, secure_server, start_authenticator
+from pipeline.stage import member_names
 from pipeline.supervisor import Plan, StageSpec
 from stages.settings import Settings
 
@@ -119,11 +120,14 @@ def open_detections(settings: Settings, context: zmq.Context, stream: str) -> zm
 
 
 def stage_specs(settings: Settings) -> list[StageSpec]:
-    """This host's stages: every kind by default, those in ``pipeline.stages`` when the pipeline is split."""
-    specs = [StageSpec("capture", f"capture.{s.id}") for s in settings.streams]
+    """This host's stage processes: every kind by default, those in ``pipeline.stages`` when the
+    pipeline is split; captures and stream stages ``pipeline.cameras_per_process`` to a process."""
+    per = settings.pipeline.cameras_per_process
+    groups = ["+".join(s.id for s in settings.streams[i : i + per]) for i in range(0, len(settings.streams), per)]
+    specs = [StageSpec("capture", f"capture.{group}") for group in groups]
     specs += [StageSpec("preprocess", f"preprocess.{i}") for i in range(settings.pipeline.preprocess_workers)]
     specs.append(StageSpec("inference", "inference"))
-    specs += [StageSpec("stream", f"stream.{s.id}") for s in settings.streams]
+    specs += [StageSpec("stream", f"stream.{group}") for group in groups]
     return [spec for spec in specs if spec.kind in settings.pipeline.stages]
 
 
@@ -141,9 +145,10 @@ def plan(settings: Settings) -> Plan:
         if kind in ("capture", "stream"):
             # what runs after inference is none of capture's business: editing a zone keeps the camera
             after = {"zones", "processors", "sinks"} if kind == "capture" else set()
-            stream = settings.stream(instance(name)).model_dump(mode="json", exclude=after)
+            streams = [settings.stream(instance(member)).model_dump(mode="json", exclude=after) for member in
+                       member_names(name)]  # fmt: skip
             extra = settings.model_dump(mode="json", include={"recordings_dir", "recording", "events"})
-            fingerprints[name] = json.dumps([common, stream, extra if kind == "stream" else None], sort_keys=True)
+            fingerprints[name] = json.dumps([common, streams, extra if kind == "stream" else None], sort_keys=True)
         elif kind in ("preprocess", "inference"):
             fingerprints[name] = json.dumps([common, detector], sort_keys=True)
         else:

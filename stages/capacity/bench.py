@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.stage import process_name
 from pipeline.subscriber import subscribe
 from stages.capacity.ceilings import decode_only, frames_of, inference_only
 from stages.capacity.media import RtspCameras, camera_clip, default_source, rtsp_available
@@ -113,6 +114,7 @@ def write_config(work: Path, urls: list[str], args: Any, publish: int, http: int
         "[pipeline]",
         f"max_batch = {args.max_batch}",
         f"preprocess_workers = {args.preprocess_workers}",
+        f"cameras_per_process = {args.cameras_per_process}",
         f"max_frame_pixels = {max(args.size[0] * args.size[1], 64 * 64)}",
     ]
     for k, url in enumerate(urls):
@@ -122,6 +124,16 @@ def write_config(work: Path, urls: list[str], args: Any, publish: int, http: int
     config = work / "bench.toml"
     config.write_text("\n".join(lines) + "\n")
     return config
+
+
+def processes(stages: dict[str, dict]) -> dict[str, int]:
+    """The daemon's stage processes from its status, by process name: stages that share a process
+    (``pipeline.cameras_per_process``) are one, counted once."""
+    members: dict[int, list[str]] = {}
+    for name, stage in stages.items():
+        if stage["pid"]:
+            members.setdefault(stage["pid"], []).append(name)
+    return {process_name(names): pid for pid, names in members.items()}
 
 
 class Latencies(threading.Thread):
@@ -211,7 +223,7 @@ def run_cameras(count: int, args: Any, clip: Path, ceilings: Ceilings) -> Run:
             wait_until_flowing(http, count, daemon, log_path)
             time.sleep(args.warmup)  # queues and rates settle: a measurement choice, not synchronisation
             before = status(http)
-            pids = {name: stage["pid"] for name, stage in before["stages"].items() if stage["pid"]}
+            pids = processes(before["stages"])
             forkservers = {parent_pid(pid) for pid in pids.values()} - {daemon.pid, None}
             if forkservers:  # it holds the pages the forked stages share
                 pids["forkserver"] = forkservers.pop()

@@ -61,6 +61,12 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--img-size", type=int, default=640)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--preprocess-workers", type=int, default=2)
+    parser.add_argument(
+        "--cameras-per-process",
+        type=int,
+        default=1,
+        help="captures and stream stages that share a process (pipeline.cameras_per_process)",
+    )
     parser.add_argument("--no-record", action="store_true", help="cameras not recorded (recording costs CPU)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.set_defaults(run=run_bench)

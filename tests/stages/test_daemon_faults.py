@@ -12,7 +12,7 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from tests.harness import RtspServer, collect, probe_video
+from tests.harness import RtspServer, collect, probe_video, wait_status
 
 
 def rss_kib(pid: int) -> int:
@@ -41,6 +41,42 @@ def test_killed_stage_is_restarted_and_detections_resume(daemon, make_video) -> 
     )
     assert resumed["cam"]
     os.kill(capture, 0)  # the capture stage was not touched: still the same process
+    assert vestwatch.stop()[0] == 0
+
+
+def test_cameras_sharing_a_process_run_apart_and_restart_together(daemon, make_video) -> None:
+    """pipeline.cameras_per_process = 2: a camera that is down does not hold up the one beside it in
+    the same process, each reports under its own name, and a killed process restarts both."""
+    clip = make_video("clip.mp4", seconds=2, fps=10)
+    vestwatch = daemon(
+        [
+            {"id": "yard", "url": str(clip), "loop": True, "realtime": True},
+            {"id": "gate", "url": "rtsp://127.0.0.1:9/x"},
+        ],
+        pipeline={"cameras_per_process": 2},
+    )
+    vestwatch.wait_ready()
+    capture = vestwatch.stage_pid("capture.yard+gate")
+    stream = vestwatch.stage_pid("stream.yard+gate")
+    collect(vestwatch.endpoint, lambda m: len(m.get("yard", [])) >= 5, timeout=60)  # gate has no camera at all
+
+    def shared(status: dict) -> bool:
+        stages = status["stages"]
+        return (
+            stages["capture.yard"]["pid"] == stages["capture.gate"]["pid"] == capture
+            and stages["stream.yard"]["pid"] == stages["stream.gate"]["pid"] == stream
+            and stages["capture.yard"]["stats"]["frames"] > 0
+            and stages["capture.gate"]["stats"]["reconnects"] > 0
+        )
+
+    wait_status(vestwatch, shared)
+    mark = len(vestwatch.output.lines)
+    os.kill(capture, signal.SIGKILL)
+    killed_at = time.time()
+    vestwatch.output.wait_for(lambda line: "capture.yard+gate exited with code -9" in line, 30, start=mark)
+    assert vestwatch.stage_pid("capture.yard+gate", after=mark) != capture
+    collect(vestwatch.endpoint, lambda m: any(x["captured"] > killed_at + 0.5 for x in m.get("yard", [])), timeout=90)
+    os.kill(stream, 0)  # the stream stages' process was not touched
     assert vestwatch.stop()[0] == 0
 
 
