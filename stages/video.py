@@ -52,7 +52,10 @@ class VideoReader:
         self.path = path
         self.hardware = hardware
         timeout = (timeout_s, timeout_s) if timeout_s else None
-        accel = HWAccel(device_type=hardware, allow_software_fallback=True) if hardware else None
+        # the device's primary context: every reader (and reconnect) of a process shares one CUDA
+        # context instead of creating its own, each some 100s of MiB of GPU memory
+        options = {"primary_ctx": "1"} if hardware == "cuda" else None
+        accel = HWAccel(device_type=hardware, allow_software_fallback=True, options=options) if hardware else None
         try:
             self.container = av.open(str(path), options=options or {}, timeout=timeout, hwaccel=accel)
         except (av.error.FFmpegError, OSError) as error:

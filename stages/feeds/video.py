@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,14 +25,15 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Decoder:
     """Where a feed decodes: ``device`` an FFmpeg hardware type (``cuda``: NVDEC), None the CPU.
-    Unless ``required``, a device that fails to open decodes on the CPU instead, from then on."""
+    Unless ``required``, a device that fails to open decodes on the CPU instead, for ``RETRY_DEVICE_S``."""
 
     device: str | None = None
     required: bool = False
 
 
 CPU = Decoder()
-UNAVAILABLE: set[str] = set()  # devices that failed to open in this process: not tried again
+RETRY_DEVICE_S = 600.0  # a device that failed to open is tried again then: the fault may have been the source's
+UNAVAILABLE: dict[str, float] = {}  # device -> monotonic time until which this process decodes on the CPU
 
 
 def decoder_for(decode: str) -> Decoder:
@@ -78,7 +80,7 @@ class VideoFeed:
 def open_reader(url: str, options: dict[str, str] | None, timeout_s: float | None, decoder: Decoder) -> VideoReader:
     """A reader on ``decoder``; when the device fails, a software open tells whose fault it was."""
     device = decoder.device
-    if device is None or (device in UNAVAILABLE and not decoder.required):
+    if device is None or (time.monotonic() < UNAVAILABLE.get(device, 0.0) and not decoder.required):
         return VideoReader(url, options, timeout_s, threads=DECODE_THREADS)
     try:
         reader = VideoReader(url, options, timeout_s, threads=DECODE_THREADS, hardware=device)
@@ -87,8 +89,8 @@ def open_reader(url: str, options: dict[str, str] | None, timeout_s: float | Non
         if decoder.required:
             reader.close()
             raise ValueError(f"pipeline.decode = {device!r}: {error}") from None
-        UNAVAILABLE.add(device)
-        log.warning("%s; decoding on the CPU instead", redact(str(error)))
+        UNAVAILABLE[device] = time.monotonic() + RETRY_DEVICE_S
+        log.warning("%s; decoding on the CPU for %.0f min", redact(str(error)), RETRY_DEVICE_S / 60)
         return reader
     log.info("%s: decoding on %s", redact(url), reader.decoded_on)
     return reader
