@@ -104,6 +104,10 @@ class FrameRing:
         )
         return slot
 
+    def newest_seq(self) -> int:
+        """The newest frame's seq: how far the writer has got (0 before its first frame)."""
+        return max(SLOT_HEADER.unpack_from(self.buffer, self._offset(slot))[0] for slot in range(self.slots))
+
     def shape(self, slot: int, seq: int) -> tuple[int, int] | None:
         """(height, width) of the frame ``seq`` in ``slot`` without copying it; None if overwritten."""
         if not 0 <= slot < self.slots:
@@ -157,6 +161,10 @@ class RingReaders:
     def shape(self, path: Path, slot: int, seq: int) -> tuple[int, int] | None:
         ring = self._ring(path)
         return None if ring is None else ring.shape(slot, seq)
+
+    def newest_seq(self, path: Path) -> int:
+        ring = self._ring(path)
+        return 0 if ring is None else ring.newest_seq()
 
     def has_slot(self, path: Path, slot: int) -> bool:
         """Whether the ring has ``slot`` (True while it does not exist yet: nothing to check against)."""

@@ -9,10 +9,11 @@ their credit from that ``det``, so nothing is read ahead of this stage.
 Recording does not depend on inference keeping up: capture sends this stage a reference to
 every frame of a recorded stream, which is handed to the ``every_frame`` sinks with its own
 results when they come (an offline stream waits for them: it is lossless), else, live, after at
-most ``RECORD_DELAY_S`` with the latest earlier ones. A waiting frame stays in the ring, read
-when it is recorded, unless capture comes within ``RESCUE_MARGIN`` of overwriting it: then it is
-copied out (a 1080p30 camera would otherwise hold about ten 6 MiB copies here). A frame already
-overwritten in the ring (this stage fell behind) is counted as missed.
+most ``RECORD_DELAY_S`` with the latest earlier ones. A live frame waiting here stays in the
+ring, read when it is recorded, unless capture (the newest seq in the ring) comes within half a
+ring of overwriting it: then it is copied out (a 1080p30 camera would otherwise hold about ten
+6 MiB copies here). A frame already overwritten in the ring (this stage fell behind) is counted
+as missed.
 """
 
 from __future__ import annotations
@@ -66,11 +67,11 @@ class StreamStage(Stage):
         self.settings = load_settings(Settings, config)
         self.stream = self.settings.stream(instance(name))
         self.ring = RingReaders()  # the one capture ring of this stream, once its capture created it
+        self.ring_path = capture_ring(self.settings.runtime_dir, self.stream.id)
         self.stats = StreamStats(recording=self.stream.records)
         self.pending: deque[Waiting] = deque()  # frames to record, oldest first
-        self.newest_ref = 0  # the newest seq capture has announced: it overwrites seq - ring_slots
-        # frames this close to being overwritten are copied out: capture may be this far ahead of
-        # the refs drained so far (a step's worth of encoding)
+        # a waiting frame this many behind capture's newest is copied out; capture overwrites it at
+        # ring_slots behind, so the stage may be this slow between two looks (before each recording)
         self.rescue_behind = self.settings.pipeline.ring_slots - max(2, self.settings.pipeline.ring_slots // 2)
         self.analysed: OrderedDict[int, FrameAnalysis] = OrderedDict()  # seq -> results, newest last
         # enough for every frame that can be waiting here (refs queue up to the ring's size twice over)
@@ -147,7 +148,7 @@ class StreamStage(Stage):
     def _valid(self, message: InferredMessage) -> bool:
         if message.stream != self.stream.id:  # the subscription is a prefix: cam1 also matches cam10
             return False
-        if not self.ring.has_slot(capture_ring(self.settings.runtime_dir, self.stream.id), message.source_slot):
+        if not self.ring.has_slot(self.ring_path, message.source_slot):
             self.reject(message.TYPE, ValueError(f"source_slot {message.source_slot} is not in the capture ring"))
             return False
         return True
@@ -156,8 +157,7 @@ class StreamStage(Stage):
         """Processors, the inferred-frame sinks, then what subscribers read."""
         self.last_inferred = time.monotonic()
         analysis = message.analysis(self._clock(message))
-        ring = capture_ring(self.settings.runtime_dir, self.stream.id)
-        frame = self.ring.read(ring, message.source_slot, message.seq)
+        frame = self.ring.read(self.ring_path, message.source_slot, message.seq)
         image = frame.image if frame is not None else self._pending_image(message.seq)
         for processor in self.processors:
             self._guarded(processor, processor.handle, image, analysis)
@@ -251,7 +251,7 @@ class StreamStage(Stage):
 
     def _take(self, ref: FrameRef) -> None:
         """A captured frame to record; a live one stays in the ring until recorded or endangered."""
-        if not self.ring.has_slot(capture_ring(self.settings.runtime_dir, self.stream.id), ref.slot):
+        if not self.ring.has_slot(self.ring_path, ref.slot):
             self.reject(ref.TYPE, ValueError(f"slot {ref.slot} is not in the capture ring"))
             return
         waiting = Waiting(ref, time.monotonic())
@@ -260,13 +260,15 @@ class StreamStage(Stage):
             if waiting.image is None:
                 return
         self.pending.append(waiting)
-        self.newest_ref = max(self.newest_ref, ref.seq)
         self._rescue()
 
     def _rescue(self) -> None:
         """Copy out of the ring the waiting frames capture is about to overwrite."""
+        if not self.pending:
+            return
+        newest = max(self.ring.newest_seq(self.ring_path), self.pending[-1].ref.seq)
         for waiting in self.pending:
-            if self.newest_ref - waiting.ref.seq < self.rescue_behind:
+            if newest - waiting.ref.seq < self.rescue_behind:
                 return  # the rest are newer
             if waiting.image is None and not waiting.lost:
                 waiting.image = self._copy(waiting.ref)
@@ -276,7 +278,7 @@ class StreamStage(Stage):
         """The frame copied out of the ring; None, counted as missed, if it was overwritten (this
         stage fell behind) or the ref was malformed."""
         try:
-            frame = self.ring.read(capture_ring(self.settings.runtime_dir, self.stream.id), ref.slot, ref.seq)
+            frame = self.ring.read(self.ring_path, ref.slot, ref.seq)
         except ValueError as error:  # a slot the ring lacks, once the ring is there to tell
             self.reject(ref.TYPE, error)
             return None
@@ -286,8 +288,10 @@ class StreamStage(Stage):
         return frame.image
 
     def _record_ready(self) -> None:
-        """Record the waiting frames, oldest first, whose results are known or who waited long enough."""
+        """Record the waiting frames, oldest first, whose results are known or who waited long enough;
+        first, and before each recording (x264 at 1080p takes time), copy out what capture nears."""
         newest = next(reversed(self.analysed), -1)
+        self._rescue()
         while self.pending:
             waiting = self.pending[0]
             ref = waiting.ref
@@ -296,6 +300,7 @@ class StreamStage(Stage):
                 if time.monotonic() - waiting.arrived < patience:
                     return
             self._record_waiting(self.pending.popleft())
+            self._rescue()
 
     def _record_waiting(self, waiting: Waiting) -> None:
         if waiting.lost:

@@ -46,9 +46,13 @@ def test_frames_are_copied_only_when_capture_closes_in(tmp_path: Path) -> None:
     for seq in range(1, 4):
         capture(seq)
     assert [w.image is None for w in stage.pending] == [True] * 3, "no copy while far from being overwritten"
+    for seq in range(4, 8):  # capture goes on before this stage drains their refs: the ring tells
+        ring.write(seq, picture(seq), None, float(seq))
+    stage._record_ready()  # nothing is due (no results yet), but 1-3 are 4 behind capture now
+    assert [w.image is not None for w in stage.pending] == [True] * 3, "1-3 copied at 4 behind"
     for seq in range(4, 8):
-        capture(seq)
-    assert [w.image is not None for w in stage.pending] == [True] * 3 + [False] * 4, "1-3 copied at 4 behind"
+        stage._take(FrameRef("demo", seq, seq % SLOTS, float(seq), None, True))
+    assert [w.image is not None for w in stage.pending] == [True] * 3 + [False] * 4
     for seq in range(8, 13):  # overwrites the slots of 1-4: 4 was still in the ring only, and is lost
         ring.write(seq, picture(seq), None, float(seq))
     for seq in range(8, 13):
