@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 from pipeline import worker
+from pipeline.stage import member_names
 
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
@@ -83,6 +84,6 @@ def _run_stage(kind: str, name: str, env: dict[str, str]) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_NAME, name.encode()[:15])  # ps and top show the stage, not the fork server
         # glibc gives each thread that allocates (decoder, encoder, ZeroMQ) its own arena, each
-        # keeping freed frames; these stages need no more than two
-        libc.mallopt(M_ARENA_MAX, 2)
+        # keeping freed frames; a stage needs no more than two (several stages of a process, two each)
+        libc.mallopt(M_ARENA_MAX, 2 * len(member_names(name)))
     sys.exit(worker.main([kind, name]))

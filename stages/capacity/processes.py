@@ -103,13 +103,14 @@ class Sampler:
         elapsed = time.monotonic() - self.began
         busy, total = (now - then for now, then in zip(machine_busy(), self.machine_before, strict=True))
         self.machine_cpu_percent = round(100 * busy / max(total, 1), 1)
-        usage = {}
+        used = {name: _cpu(pid) - self.cpu_before[name] for name, pid in self.pids.items()}  # before the slow part
         for name, pid in self.pids.items():
-            used = _cpu(pid) - self.cpu_before[name]
             with contextlib.suppress(OSError):  # gone: no figure
                 self.ring_pss[name] = ring_pss_mib(pid, self.rings)
+        usage = {}
+        for name in self.pids:
             memory = (round(figures.get(name, 0.0), 1) for figures in (self.rss, self.pss, self.ring_pss))
-            usage[name] = Usage(round(100 * used / elapsed, 1), *memory)
+            usage[name] = Usage(round(100 * used[name] / elapsed, 1), *memory)
         return usage
 
     def _sample(self) -> None:

@@ -98,7 +98,9 @@ class GraphedModel:
             torch.cuda.current_stream(x.device).wait_stream(side)
             self.pool = self.pool or torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
+            # the outer context puts the current stream back even if a failed capture_end() leaves
+            # torch.cuda.graph's own capture stream current
+            with torch.cuda.stream(torch.cuda.current_stream(x.device)), torch.cuda.graph(graph, pool=self.pool):
                 static_out = self.model(static_in)
         except RuntimeError as error:
             self.failed = True

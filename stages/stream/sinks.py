@@ -279,14 +279,14 @@ class ClipSink:
         while (due := self.work.get()) is not None:
             try:
                 clip = cut_clip(self.root, due.start, due.end, due.path)
+                if clip is None:
+                    log.warning("%s: no recording of this event to cut a clip from", due.path.name)
             except Exception as error:  # PyAV raises many types; one bad clip must not stop the next
                 log.warning("%s: clip not written (%s: %s)", due.path.name, type(error).__name__, error)
-                self.stats.clips_failed += 1
-                continue
+                clip = None
             if clip is None:
-                log.warning("%s: no recording of this event to cut a clip from", due.path.name)
                 self.stats.clips_failed += 1
-                if due.left_by and self.store:  # retention took it since: not to be tried at every start
+                if due.left_by and self.store:  # its second failure, or its recording is gone: not tried again
                     self.store.forget_clip(due.left_by)
             else:
                 log.info("clip %s: %.1f s", clip.path, clip.duration_s)
