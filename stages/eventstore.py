@@ -116,18 +116,21 @@ class EventStore:
         return cursor.rowcount == 1
 
     def interrupt(self, stream: str) -> list[str]:
-        """End a stream's events left open (its stage crashed or was killed): reason ``interrupted``."""
+        """End a stream's events left open (its stage crashed or was killed): reason ``interrupted``,
+        ``ended`` their last known duration after their start."""
         with self.lock:
             open_ = "FROM events WHERE stream = ? AND phase != 'end'"
             rows = self.connection.execute(f"SELECT event_id {open_}", [stream]).fetchall()
-            self.connection.execute(f"UPDATE events SET phase = 'end', reason = 'interrupted' WHERE event_id IN "
-                                    f"(SELECT event_id {open_})", [stream])  # fmt: skip
+            # ended as far as it was known: its last update's duration after its start
+            self.connection.execute(f"UPDATE events SET phase = 'end', reason = 'interrupted', ended = started + "
+                                    f"COALESCE(duration_s, 0) WHERE event_id IN (SELECT event_id {open_})",
+                                    [stream])  # fmt: skip
         return [row["event_id"] for row in rows]
 
-    def forget_clip(self, event_id: str) -> None:
-        """The event's clip will never be: its recording is gone (so the page stops promising it)."""
+    def promise_clip(self, event_id: str, path: str) -> None:
+        """Where the event's clip is (or will be, once cut); an empty path: it never will be."""
         with self.lock:
-            self.connection.execute("UPDATE events SET clip = NULL WHERE event_id = ?", [event_id])
+            self.connection.execute("UPDATE events SET clip = ? WHERE event_id = ?", [path, event_id])
 
     def forget(self, stream: str, before: float) -> int:
         """Retention: drop a stream's events that started before ``before``."""

@@ -206,6 +206,7 @@ class SnapshotSink:
 
 CLIP_GRACE_S = 10.0  # no results this long (camera or inference down, a file's end): due clips are cut anyway
 CLOSE_WAIT_S = 3.0  # a stopping stage waits this long for clips being cut; the rest are not written
+NO_CLIP = ""  # an event's clip that cannot be cut (its recording is gone): neither promised nor tried again
 
 
 @dataclass
@@ -221,7 +222,8 @@ class ClipSink:
     ``clip_max_s`` long), cut from the segments once they hold that much. The ``end`` message carries
     where it will be; a thread does the cutting (packet copies, no encoding) so that recording never
     waits for it. Clips a stop or a crash left uncut (the event store has their path, the disk not
-    the file) are cut when the stage starts again: the segments are still there."""
+    the file) are cut when the stage starts again, the segments being still there; so are those of
+    events a crash left open (ended ``interrupted`` by the event log, with what was known of them)."""
 
     every_frame = False
     enriches = True
@@ -232,22 +234,33 @@ class ClipSink:
         self.work: queue.Queue[_DueClip | None] = queue.Queue()
         self.stats = ClipStats()
         self.last_results = time.monotonic()
-        self.store = EventStore(settings.events_db) if settings.events_db.is_file() else None
-        for due in self._left_uncut(stream.id):
-            self.work.put(due)
+        self.stream_id = stream.id
+        self.store: EventStore | None = None
+        self.recovered = False  # on the first tick: the event log has ended what a crash left open by then
         self.thread = threading.Thread(target=self._cut, name=f"clips {stream.id}", daemon=True)
         self.thread.start()
 
-    def _left_uncut(self, stream_id: str) -> list[_DueClip]:
-        """Ended events of this stream, within retention, whose clip was promised but never written."""
-        if self.store is None:
-            return []
+    def _recover(self) -> None:
+        """Queue the clips of this stream's ended events, within retention, that were promised but never
+        written, and promise and queue those of events a crash interrupted (they have none yet)."""
+        self.recovered = True
+        if not self.settings.events_db.is_file():
+            return
+        self.store = EventStore(self.settings.events_db)
         since = time.time() - self.settings.recording.max_age_days * 86400
-        ended = [e for e in self.store.events(stream_id, limit=1000, since=since) if e["clip"] and e["ended"]]
-        uncut = [e for e in ended if not Path(e["clip"]).exists()]
+        uncut = []
+        for event in self.store.events(self.stream_id, limit=1000, since=since):
+            if event["ended"] is None or event["clip"] == NO_CLIP:
+                continue
+            if event["clip"] is None and event["reason"] == "interrupted":
+                event["clip"] = str(clip_path(self.root, event["event_id"], event["started"]).resolve())
+                self.store.promise_clip(event["event_id"], event["clip"])
+            if event["clip"] and not Path(event["clip"]).exists():
+                uncut.append(event)
         if uncut:
-            log.info("%s: cutting %d clip(s) the last stop left uncut", stream_id, len(uncut))
-        return [self._due(Path(e["clip"]), e["started"], e["ended"], e["event_id"]) for e in uncut]
+            log.info("%s: cutting %d clip(s) a stop or crash left uncut", self.stream_id, len(uncut))
+        for e in uncut:
+            self.work.put(self._due(Path(e["clip"]), e["started"], e["ended"], e["event_id"]))
 
     def _due(self, path: Path, started: float, ended: float, left_by: str | None = None) -> _DueClip:
         events = self.settings.events
@@ -267,6 +280,8 @@ class ClipSink:
         self._hand_over(lambda due: due.end <= analysis.clock)  # recorded up to this frame by now
 
     def tick(self) -> None:
+        if not self.recovered:
+            self._recover()
         if time.monotonic() - self.last_results >= CLIP_GRACE_S:  # nothing more will be recorded soon
             self._hand_over(lambda due: True)
 
@@ -287,7 +302,7 @@ class ClipSink:
             if clip is None:
                 self.stats.clips_failed += 1
                 if due.left_by and self.store:  # its second failure, or its recording is gone: not tried again
-                    self.store.forget_clip(due.left_by)
+                    self.store.promise_clip(due.left_by, NO_CLIP)
             else:
                 log.info("clip %s: %.1f s", clip.path, clip.duration_s)
                 self.stats.clips += 1

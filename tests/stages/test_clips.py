@@ -15,7 +15,7 @@ from stages.eventstore import EventStore
 from stages.review import ReviewApi
 from stages.segments import SegmentRecorder
 from stages.settings import Settings, StreamSettings
-from stages.stream.sinks import ClipSink
+from stages.stream.sinks import ClipSink, EventLogSink
 from tests.harness import probe_video
 
 FPS = 10
@@ -173,8 +173,9 @@ def test_the_api_lists_a_viewers_day_and_refuses_bad_numbers(tmp_path: Path) -> 
         assert status == 400 and body["error"].startswith(f"{key} "), body
 
 
-def test_clips_a_stop_left_uncut_are_cut_when_the_stage_starts_again(tmp_path: Path) -> None:
-    """The end message promised a clip; the stage stopped before cutting it. The segments are there."""
+def test_clips_a_stop_or_crash_left_uncut_are_cut_when_the_stage_starts_again(tmp_path: Path) -> None:
+    """The end message promised a clip and the stage stopped before cutting it; or a crash left an event
+    open. The segments are there."""
     settings = Settings(
         recordings_dir=tmp_path / "rec", runtime_dir=tmp_path / "run", events={"clip_pre_s": 1, "clip_post_s": 1}
     )
@@ -188,14 +189,21 @@ def test_clips_a_stop_left_uncut_are_cut_when_the_stage_starts_again(tmp_path: P
     store.record(event("end", event_id="gate-1", stream="gate", ended=T0 + 3, clip=str(tmp_path / "gate.mp4")))
     gone = clip_path(settings.recordings_dir / "cam", "gone", T0 + 100)  # retention took its recording
     store.record(event("end", event_id="gone", started=T0 + 100, ended=T0 + 105, clip=str(gone)))
+    store.record(event("update", event_id="crashed", started=T0 + 4, duration_s=1.5))  # open when it crashed
     store.close()
 
-    sink = ClipSink(settings, StreamSettings(id="cam", url="demo"))
+    stream = StreamSettings(id="cam", url="demo")
+    sink, log = ClipSink(settings, stream), EventLogSink(settings, stream)  # in the stage's order of sinks
+    sink.tick()  # the first: by then the event log has ended what the crash left open
     sink.close()  # waits for the cutting thread
+    log.close()
     shown = frames(promised)
     assert shown[0] <= 10 and shown[-1] == 60, "from the keyframe before T0+1 to T0+6"
     assert made.read_bytes() == b"a clip already cut" and not (tmp_path / "gate.mp4").exists()
-    assert sink.stats.clips == 1 and not gone.exists()
+    assert sink.stats.clips == 2 and not gone.exists()
     reopened = EventStore(settings.events_db)
-    assert reopened.event("gone")["clip"] is None, "no longer promised, nor tried at every start"
+    assert reopened.event("gone")["clip"] == "", "no longer promised, nor tried at every start"
     assert reopened.event("cam-1-7-site")["clip"] == str(promised)
+    crashed = reopened.event("crashed")
+    assert crashed["reason"] == "interrupted" and crashed["ended"] == T0 + 5.5, "as far as it was known"
+    assert frames(Path(crashed["clip"]))[-1] == 65, "to its last known moment, and clip_post_s after"
