@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -246,17 +247,20 @@ class ClipSink:
         self.recovered = True
         if not self.settings.events_db.is_file():
             return
-        self.store = EventStore(self.settings.events_db)
-        since = time.time() - self.settings.recording.max_age_days * 86400
         uncut = []
-        for event in self.store.events(self.stream_id, limit=1000, since=since):
-            if event["ended"] is None or event["clip"] == NO_CLIP:
-                continue
-            if event["clip"] is None and event["reason"] == "interrupted":
-                event["clip"] = str(clip_path(self.root, event["event_id"], event["started"]).resolve())
-                self.store.promise_clip(event["event_id"], event["clip"])
-            if event["clip"] and not Path(event["clip"]).exists():
-                uncut.append(event)
+        try:
+            self.store = EventStore(self.settings.events_db)
+            since = time.time() - self.settings.recording.max_age_days * 86400
+            for event in self.store.events(self.stream_id, limit=1000, since=since):
+                if event["ended"] is None or event["clip"] == NO_CLIP:
+                    continue
+                if event["clip"] is None and event["reason"] == "interrupted":
+                    event["clip"] = str(clip_path(self.root, event["event_id"], event["started"]).resolve())
+                    self.store.promise_clip(event["event_id"], event["clip"])
+                if event["clip"] and not Path(event["clip"]).exists():
+                    uncut.append(event)
+        except sqlite3.Error as error:  # a full disk: what was found so far
+            log.warning("%s: uncut clips not all looked for (%s)", self.stream_id, error)
         if uncut:
             log.info("%s: cutting %d clip(s) a stop or crash left uncut", self.stream_id, len(uncut))
         for e in uncut:
@@ -302,7 +306,8 @@ class ClipSink:
             if clip is None:
                 self.stats.clips_failed += 1
                 if due.left_by and self.store:  # its second failure, or its recording is gone: not tried again
-                    self.store.promise_clip(due.left_by, NO_CLIP)
+                    with contextlib.suppress(sqlite3.Error):
+                        self.store.promise_clip(due.left_by, NO_CLIP)
             else:
                 log.info("clip %s: %.1f s", clip.path, clip.duration_s)
                 self.stats.clips += 1
@@ -317,29 +322,55 @@ class ClipSink:
 
 
 class EventLogSink:
-    """Each event phase into the event store the review page reads; old events go by retention."""
+    """Each event phase into the event store the review page reads; old events go by retention.
+
+    The database may not be writable for a while (a full disk, until the recorder makes room): the
+    events still go out to subscribers, MQTT and webhooks, a line says what was not logged, and the
+    store is tried again with the next phase (which carries the whole event)."""
 
     every_frame = False
 
     def __init__(self, settings: Settings, stream: StreamSettings) -> None:
-        self.store = EventStore(settings.events_db)
         self.settings, self.stream = settings, stream
         self.last_retention = 0.0
-        # events left open by a crash or a kill: this stage will never end them otherwise
-        for event_id in self.store.interrupt(stream.id):
-            log.info("%s: %s was open when the stage last stopped; ended 'interrupted'", stream.id, event_id)
+        self.store: EventStore | None = None
+        self._open()
+
+    def _open(self) -> EventStore | None:
+        """The store, opened on the first success, when this stream's events a crash left open are ended."""
+        if self.store is None:
+            store = None
+            try:
+                store = EventStore(self.settings.events_db)
+                interrupted = store.interrupt(self.stream.id)
+            except sqlite3.Error as error:
+                if store is not None:
+                    store.close()
+                log.warning("%s: events database not open (%s); events still go out", self.stream.id, error)
+                return None
+            self.store = store
+            for event_id in interrupted:  # this stage would never end them otherwise
+                log.info("%s: %s was open when the stage last stopped; ended 'interrupted'", self.stream.id, event_id)
+        return self.store
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         for violation in analysis.violations:
-            self.store.record({"stream": analysis.stream, **asdict(violation)})
+            store = self._open()
+            try:
+                if store is not None:
+                    store.record({"stream": analysis.stream, **asdict(violation)})
+            except sqlite3.Error as error:
+                log.warning("%s: %s %s not logged (%s)", self.stream.id, violation.event_id, violation.phase, error)
 
     def tick(self) -> None:
-        if time.monotonic() - self.last_retention >= RETENTION_EVERY_S:
+        if self.store is not None and time.monotonic() - self.last_retention >= RETENTION_EVERY_S:
             self.last_retention = time.monotonic()
-            self.store.forget(self.stream.id, time.time() - self.settings.recording.max_age_days * 86400)
+            with contextlib.suppress(sqlite3.Error):  # a full disk: the next tick's try
+                self.store.forget(self.stream.id, time.time() - self.settings.recording.max_age_days * 86400)
 
     def close(self) -> None:
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
 
 def recorder(settings: Settings, stream: StreamSettings) -> RecorderSink | None:

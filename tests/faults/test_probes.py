@@ -5,6 +5,7 @@ Each probe runs against the real daemon and failed before its fix."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -19,7 +20,11 @@ from pathlib import Path
 import pytest
 import zmq
 
+from pipeline.analysis import FrameAnalysis, Violation
+from pipeline.detections import Detections
 from pipeline.messages import Batchable, FrameRef, InferredMessage, topic
+from stages.settings import Settings, StreamSettings
+from stages.stream.sinks import EventLogSink
 from tests.harness import collect, free_port, probe_video, rss_mib, vestwatch, wait_status
 
 
@@ -365,3 +370,22 @@ def test_publish_keys_let_only_listed_subscribers_in(daemon, make_video, tmp_pat
     status = json.loads(vestwatch("ctl", "status", "-c", running.config).stdout)
     assert status["stages"]["stream.cam"]["stats"]["frames"] > 0, "the daemon's own record stage still reads"
     assert running.stop()[0] == 0
+
+
+def test_a_full_disk_delays_the_event_log_and_loses_no_event(small_disk: Path, tmp_path: Path) -> None:
+    """The event database cannot be written while the disk is full: the stage goes on (no exception),
+    and the next phase, once there is room, logs the whole event."""
+    settings = Settings(recordings_dir=small_disk / "rec", runtime_dir=tmp_path / "run")
+    sink = EventLogSink(settings, StreamSettings(id="cam", url="demo"))
+    assert sink.store is not None
+    (small_disk / "rest").write_bytes(b"\0" * shutil.disk_usage(small_disk).free)  # nothing left
+    start = Violation("cam-1-7-site", "start", 7, "site", ["vest"], 1000.0, None, 0.0)
+    phase = FrameAnalysis("cam", 1, 1000.0, None, 8, 8, Detections([], [], []), [], violations=[start])
+    for _ in range(50):  # SQLite keeps some pages in memory: enough phases to need the disk
+        sink.handle(None, phase)
+    (small_disk / "rest").unlink()
+    update = dataclasses.replace(start, phase="update", duration_s=5.0)
+    sink.handle(None, dataclasses.replace(phase, violations=[update]))
+    logged = sink.store.event("cam-1-7-site")
+    assert logged["phase"] == "update" and logged["duration_s"] == 5.0 and logged["zone"] == "site"
+    sink.close()
