@@ -96,12 +96,10 @@ class WireMessage:
 
     @classmethod
     def decode(cls: type[Message], payload: bytes) -> Message:
-        try:
-            data = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except Exception as error:  # msgpack raises several unrelated types on garbage
-            raise MessageError(f"not msgpack ({type(error).__name__})") from None
-        if not isinstance(data, dict):
-            raise MessageError("not a msgpack map")
+        return cls._from_map(_unpack(payload))
+
+    @classmethod
+    def _from_map(cls: type[Message], data: dict) -> Message:
         if data.get("v") != SCHEMA_VERSION or data.get("type") != cls.TYPE:
             raise MessageError(f"expected {cls.TYPE} v{SCHEMA_VERSION}, got {data.get('type')} v{data.get('v')}")
         hints = get_type_hints(cls)
@@ -122,6 +120,23 @@ class WireMessage:
         """What makes well-typed fields unusable together (a negative slot, lists of unequal
         length); None when nothing does. Checked on decode, so no stage acts on it."""
         return None
+
+
+def _unpack(payload: bytes) -> dict:
+    try:
+        data = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as error:  # msgpack raises several unrelated types on garbage
+        raise MessageError(f"not msgpack ({type(error).__name__})") from None
+    if not isinstance(data, dict):
+        raise MessageError("not a msgpack map")
+    return data
+
+
+def decode_one_of(payload: bytes, kinds: tuple[type[WireMessage], ...]) -> WireMessage:
+    """A message of whichever of ``kinds`` its ``type`` names (one socket carrying several)."""
+    data = _unpack(payload)
+    kind = next((k for k in kinds if data.get("type") == k.TYPE), kinds[0])
+    return kind._from_map(data)
 
 
 def _checked(kind: str, name: str, value: Any, hint: Any) -> Any:
@@ -164,6 +179,34 @@ class FrameRef(WireMessage):
 
     def problem(self) -> str | None:
         return _first_problem(seq=self.seq >= 1, slot=self.slot >= 0, drops=self.drops >= 0)
+
+
+@dataclass
+class EncodedPacket(WireMessage):
+    """Capture -> stream stage: one compressed frame of the source, to be recorded as it came
+    (``recording.video = "camera"``); small enough (some 10 KiB at 1080p) to travel inline. A
+    keyframe names the codec and picture size, so that a recording can start at any of them."""
+
+    TYPE: ClassVar[str] = "packet"
+    stream: str
+    captured: float  # when capture read it, Unix seconds
+    pts: int | None
+    dts: int | None
+    time_base: list[int]  # [numerator, denominator]
+    keyframe: bool
+    data: bytes
+    codec: str = ""  # on keyframes: FFmpeg's codec name (h264, hevc)
+    width: int = 0
+    height: int = 0
+
+    def problem(self) -> str | None:
+        tb = self.time_base
+        valid_tb = len(tb) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in tb)
+        return _first_problem(time_base=valid_tb, data=isinstance(self.data, bytes) and len(self.data) > 0)
+
+    @property
+    def pts_s(self) -> float | None:
+        return None if self.pts is None else self.pts * self.time_base[0] / self.time_base[1]
 
 
 @dataclass

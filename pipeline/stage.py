@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from pipeline.endpoints import Endpoint
-from pipeline.messages import ControlState, Heartbeat, Message, MessageError
+from pipeline.messages import ControlState, Heartbeat, Message, MessageError, WireMessage, decode_one_of
 
 log = logging.getLogger(__name__)
 LIBC = ctypes.CDLL(None)  # glibc: malloc_trim
@@ -73,9 +73,12 @@ class Stage(ABC):
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Close what ``setup`` opened; runs on every exit path."""
 
-    def drain(self, socket: zmq.Socket, message_type: type[Message], topics: bool = False) -> Iterator[Message]:
+    def drain(
+        self, socket: zmq.Socket, message_type: type[Message] | tuple[type[WireMessage], ...], topics: bool = False
+    ) -> Iterator[Message]:
         """Every message waiting on ``socket``, decoded; garbage is logged, counted in
-        ``stats.bad_messages`` and skipped. ``topics``: two-frame (topic, payload) messages."""
+        ``stats.bad_messages`` and skipped. ``topics``: two-frame (topic, payload) messages. A tuple of
+        types: a socket that carries several, each message decoded as the one its type names."""
         while True:
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
@@ -84,9 +87,14 @@ class Stage(ABC):
             try:
                 if topics and len(frames) != 2:
                     raise MessageError(f"{len(frames)} frames, expected topic and payload")
-                yield message_type.decode(frames[-1] if topics else b"".join(frames))
+                payload = frames[-1] if topics else b"".join(frames)
+                if isinstance(message_type, tuple):
+                    yield decode_one_of(payload, message_type)
+                else:
+                    yield message_type.decode(payload)
             except MessageError as error:
-                self.reject(message_type.TYPE, error)
+                kinds = message_type if isinstance(message_type, tuple) else (message_type,)
+                self.reject("/".join(kind.TYPE for kind in kinds), error)
 
     def reject(self, kind: str, error: Exception) -> None:
         """A malformed message: logged, counted in ``stats.bad_messages``, never acted on."""

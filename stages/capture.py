@@ -21,18 +21,26 @@ import zmq
 
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
-from pipeline.messages import ControlState, DetectionMessage, FrameRef
+from pipeline.messages import ControlState, DetectionMessage, EncodedPacket, FrameRef
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.feeds import Feed, FeedError, FeedFrame, open_feed
 from stages.feeds.video import decoder_for
 from stages.settings import DEMO_URL, Settings, redact
 from stages.stats import CaptureStats
-from stages.topology import capture_ring, instance, open_detections, preprocess_input, record_input
+from stages.topology import PACKET_HWM, capture_ring, instance, open_detections, preprocess_input, record_input
+from stages.video import CopiedPacket, VideoCodec
 
 log = logging.getLogger(__name__)
 
 CREDIT_TIMEOUT_S = 10.0  # an offline frame lost in a crashed stage must not stall its stream forever
+
+
+def packet_message(stream: str, packet: CopiedPacket, codec: VideoCodec, captured: float) -> EncodedPacket:
+    """A copied packet on the wire; a keyframe names the codec and size a segment starts with."""
+    described = {"codec": codec.name, "width": codec.width, "height": codec.height} if packet.keyframe else {}
+    base = [packet.time_base.numerator, packet.time_base.denominator]
+    return EncodedPacket(stream, captured, packet.pts, packet.dts, base, packet.keyframe, packet.data, **described)
 
 
 class RateSchedule:
@@ -75,6 +83,8 @@ class CaptureStage(Stage):
         self.from_file = False  # a file decodes faster than real time: paced when it stands for a live feed
         self.pace: tuple[float, float] | None = None  # (wall clock, pts) of the first frame since opening
         self.paused = False
+        self.copying = False  # the feed's own packets go to be recorded, not the frames
+        self.need_keyframe = True  # copying: a packet was lost (or none sent yet); wait for a keyframe
         self.last_frame: float | None = None
         self.sent_times: list[float] = []
         self.stats = CaptureStats(live=self.realtime)
@@ -100,13 +110,12 @@ class CaptureStage(Stage):
         # one worker per stream keeps its frames in order all the way to its tracker
         worker = [s.id for s in self.settings.streams].index(self.stream.id) % p.preprocess_workers
         self.refs.connect(preprocess_input(self.settings.runtime_dir, worker).address)
-        self.record_out = None  # every frame goes to the record stage too, if it records this stream here
+        self.record_out = None  # every frame (or packet) goes to the stream stage too, if it records here
+        self.copy_packets = self.settings.recording.video == "camera"
         if self.stream.records and "stream" in p.stages:
-            self.record_out = (
-                record_input(self.settings.runtime_dir, self.stream.id)
-                .peer("push")
-                .open(self.context, hwm=max(2, p.ring_slots // 2))
-            )
+            hwm = PACKET_HWM if self.copy_packets else max(2, p.ring_slots // 2)
+            record = record_input(self.settings.runtime_dir, self.stream.id)
+            self.record_out = record.peer("push").open(self.context, hwm=hwm)
         self.credits = None
         if not self.realtime:
             self.credits = open_detections(self.settings, self.context, self.stream.id)
@@ -121,11 +130,15 @@ class CaptureStage(Stage):
             time.sleep(0.1)
             return
         try:
-            pipeline = self.settings.pipeline
-            self.feed = open_feed(self.stream.url, self.settings.runtime_dir, pipeline.rtsp_timeout_s, self.decoder)
+            timeout_s = self.settings.pipeline.rtsp_timeout_s
+            copy = self.copy_packets and self.record_out is not None
+            self.feed = open_feed(self.stream.url, self.settings.runtime_dir, timeout_s, self.decoder, copy)
         except FeedError as error:
             self._lost(str(error))
             return
+        if copy and self.feed.codec is None and not self.copying:
+            log.info("%s: recorded annotated (no H.264/HEVC packets to copy from this source)", self.stream.id)
+        self.copying, self.need_keyframe = self.feed.codec is not None, True
         self.frames = self.feed.frames()
         self.from_file = self.feed.from_file
         self.pace = None
@@ -180,7 +193,10 @@ class CaptureStage(Stage):
             self._wait_for_pts(frame.pts)
         if self.paused:  # live: keep the connection, process nothing
             self.last_frame = time.monotonic()
+            self.need_keyframe = True
             return
+        if self.copying:
+            self._send_packets(frame)
         if not self.taken.due(frame.pts):
             return
         if not self.realtime and not self._wait_for_credit():
@@ -215,6 +231,32 @@ class CaptureStage(Stage):
             self.beat()
         return not self.stopping
 
+    def _send_packets(self, frame: FeedFrame) -> None:
+        """The source's packets that came with this frame, to be recorded as they are: whatever the
+        rate, every one (a copied stream cannot skip frames). A live packet the stream stage has no
+        room for is lost with the rest up to the next keyframe, which a recording can start at."""
+        captured = time.time()
+        for packet in frame.packets:
+            if self.need_keyframe and not packet.keyframe:
+                self.stats.record_dropped += 1
+                continue
+            payload = packet_message(self.stream.id, packet, self.feed.codec, captured).encode()
+            if self._to_record(payload):
+                self.need_keyframe = False
+            else:
+                self.need_keyframe = True
+
+    def _to_record(self, payload: bytes) -> bool:
+        """Send to the stream stage's recorder; offline waits (lossless), live never does."""
+        while not self.realtime and not self.record_out.poll(200, zmq.POLLOUT) and not self.stopping:
+            self.beat()
+        try:
+            self.record_out.send(payload, zmq.NOBLOCK)
+            return True
+        except zmq.Again:  # live, and record is gone or far behind
+            self.stats.record_dropped += 1
+            return False
+
     def _send(self, frame: FeedFrame) -> None:
         image = frame.image
         max_pixels = self.settings.pipeline.max_frame_pixels
@@ -229,13 +271,8 @@ class CaptureStage(Stage):
         self.stats.fps_in = round(len(self.sent_times) / 5.0, 2)
         ref = FrameRef(self.stream.id, self.seq, slot, captured, frame.pts, self.realtime, self.pending_drops)
         payload = ref.encode()
-        if self.record_out is not None:  # recorded whether or not inference gets to see it
-            while not self.realtime and not self.record_out.poll(200, zmq.POLLOUT) and not self.stopping:
-                self.beat()  # offline: lossless, wait for record
-            try:
-                self.record_out.send(payload, zmq.NOBLOCK)
-            except zmq.Again:  # live, and record is gone or far behind
-                self.stats.record_dropped += 1
+        if self.record_out is not None and not self.copying:  # recorded whether or not inference sees it
+            self._to_record(payload)
         if not self.detected.due(frame.pts):
             self.stats.recorded_only += 1
             return

@@ -2,7 +2,8 @@
 
 No re-encoding: packets are copied from the MPEG-TS segments into the MP4. A clip therefore
 starts on the keyframe at or before the moment asked for (the recorder puts one every two
-seconds) and may span several segments, as long as they share a picture size.
+seconds; a copied camera, where the camera does) and may span several segments, as long as
+they share a picture size.
 
 Where each packet belongs in time comes from the segment's sidecar: every line carries the
 frame's ``clock`` (the stream's event clock: capture time live, a file's own timeline anchored
@@ -84,13 +85,18 @@ class _ClipWriter:
         self.stream.time_base = CLIP_TIME_BASE
         self.size = (template.codec_context.width, template.codec_context.height)
         self.origin, self.last_pts, self.frames = origin, -1, 0
+        self.last_dts = -(2**62)
 
     def write(self, clock: float, packet: av.Packet) -> None:
-        pts = max(round((clock - self.origin) / CLIP_TIME_BASE), self.last_pts + 1)
+        """The packet shown at ``clock``; a copied camera's B-frames keep their decode order (the
+        recorder's own x264 makes none: zerolatency)."""
+        pts = round((clock - self.origin) / CLIP_TIME_BASE)
+        reorder = 0 if packet.dts is None else round((packet.pts - packet.dts) * packet.time_base / CLIP_TIME_BASE)
+        dts = max(pts - reorder, self.last_dts + 1)
         packet.stream, packet.time_base = self.stream, CLIP_TIME_BASE
-        packet.pts = packet.dts = pts  # no B-frames: the recorder encodes with zerolatency
+        packet.pts, packet.dts = max(pts, dts), dts
         self.container.mux(packet)
-        self.last_pts, self.frames = pts, self.frames + 1
+        self.last_dts, self.last_pts, self.frames = dts, max(self.last_pts, packet.pts), self.frames + 1
 
     def finish(self) -> Clip:
         self.container.close()  # faststart: the index moves to the front here

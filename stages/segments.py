@@ -1,7 +1,10 @@
-"""Annotated H.264 recordings in short MPEG-TS segments that stay playable if the process dies.
+"""H.264 recordings in short MPEG-TS segments that stay playable if the process dies.
 
 Layout: ``<recordings>/<stream>/<YYYY-MM-DD>/<stream>-<YYYYmmdd-HHMMSS>.ts`` with a
-``.jsonl`` sidecar beside it, one line of detections per frame.
+``.jsonl`` sidecar beside it. Two kinds of segment: annotated (each frame drawn on and encoded
+here, a line of detections per frame) and copied (the camera's own packets as they came, cut at
+its keyframes; a first line with the segment's clock, then a line per detected frame, placed by
+its ``pts_s`` in the segment, for the review page to draw).
 
 Why MPEG-TS and one write per frame: the muxer's output for a frame is gathered in
 memory and handed to the kernel in a single ``os.write`` once the frame is complete,
@@ -35,11 +38,13 @@ from typing import Any
 import av
 import numpy as np
 
+from pipeline.messages import EncodedPacket
 from stages.video import yuv420p_frame
 
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)
+ENCODER = "libx264"
 ENCODE_THREADS = 2
 PARTIAL_CLIP_S = 3600.0  # a clip still being written after this long was abandoned
 MAX_GAP_S = 5.0  # a longer silence (a camera outage) ends the segment instead of freezing across it
@@ -101,6 +106,12 @@ class Segment:
     stream: Any
     sidecar: _FrameSink
     last_pts: int = -1
+    codec: str = "libx264"  # encoded here; else the source's codec, its packets copied
+    last_dts: int = -(2**62)  # copied: decode order may start before the first keyframe's pts (B-frames)
+
+    @property
+    def copied(self) -> bool:
+        return self.codec != ENCODER
 
 
 class SegmentRecorder:
@@ -114,8 +125,10 @@ class SegmentRecorder:
         self.preset = preset
         self.fps_hint = fps_hint
         self.segment: Segment | None = None
+        self.previous: Segment | None = None  # a copied segment just ended: its sidecar still takes lines
         self.bytes_written = 0
         self.segments_closed = 0
+        self.awaiting_keyframe = 0  # copied packets dropped because no segment could start with them
 
     def write(self, image: np.ndarray, timeline_s: float, captured: float, record: dict[str, Any]) -> None:
         """Encode one annotated frame (BGR) and its detections line.
@@ -127,11 +140,12 @@ class SegmentRecorder:
         height, width = image.shape[0] - image.shape[0] % 2, image.shape[1] - image.shape[1] % 2
         segment = self.segment
         if segment and (
-            not 0 <= timeline_s - segment.started < self.segment_s
+            segment.copied
+            or not 0 <= timeline_s - segment.started < self.segment_s
             or timeline_s - segment.started - segment.last_pts * float(TIME_BASE) > MAX_GAP_S
             or (width, height) != (segment.width, segment.height)
         ):
-            self.close()
+            self._end()
             segment = None
         if segment is None:
             segment = self.segment = self._open(timeline_s, captured, width, height)
@@ -152,7 +166,80 @@ class SegmentRecorder:
         segment.last_pts = pts
         self.bytes_written += segment.sink.size - video_before
 
-    def _open(self, timeline_s: float, captured: float, width: int, height: int) -> Segment:
+    def write_packet(self, packet: EncodedPacket, clock: float) -> bool:
+        """Copy one of the source's packets into the open segment; False when it was dropped (no
+        segment, and it is not a keyframe one could start with).
+
+        The timeline of copied segments is the source's own (decode) time: a keyframe after
+        ``segment_s`` starts the next segment, a jump back or a gap of more than ``MAX_GAP_S`` (a
+        reconnect, a looped file) ends this one, and a new codec or picture size starts another."""
+        base = Fraction(*packet.time_base)
+        stamp = packet.dts if packet.dts is not None else packet.pts
+        if stamp is None:
+            self.awaiting_keyframe += 1
+            return False
+        decode_s = float(stamp * base)
+        shown_s = decode_s if packet.pts is None else float(packet.pts * base)
+        segment = self.segment
+        if segment is not None:
+            since_start = decode_s - segment.started
+            last_s = segment.last_dts * float(TIME_BASE) if segment.last_pts >= 0 else since_start
+            new_picture = packet.keyframe and (packet.codec, packet.width, packet.height) != (
+                segment.codec,
+                segment.width,
+                segment.height,
+            )
+            if (
+                not segment.copied
+                or new_picture
+                or (packet.keyframe and since_start >= self.segment_s)
+                or since_start < last_s - 1e-6
+                or since_start - last_s > MAX_GAP_S
+            ):
+                self._end()
+                segment = None
+        if segment is None:
+            if not (packet.keyframe and packet.codec):
+                self.awaiting_keyframe += 1
+                return False
+            # its time 0 is the keyframe's presentation time, as a player and the clips count
+            segment = self.segment = self._open(shown_s, packet.captured, packet.width, packet.height, packet.codec)
+            first = {"pts_s": 0.0, "captured": packet.captured, "clock": clock}  # where the clips find its time
+            segment.sidecar.write((json.dumps(first) + "\n").encode())
+        dts = max(round((decode_s - segment.started) / float(TIME_BASE)), segment.last_dts + 1)
+        pts = max(round((shown_s - segment.started) / float(TIME_BASE)), dts)
+        copy = av.Packet(packet.data)
+        copy.pts, copy.dts, copy.time_base, copy.is_keyframe = pts, dts, TIME_BASE, packet.keyframe
+        copy.stream = segment.stream
+        video_before = segment.sink.size
+        try:
+            segment.container.mux(copy)
+            segment.sink.commit()
+            segment.sidecar.commit()
+        except OSError as error:
+            segment.sink.rollback(video_before)
+            segment.sidecar.rollback()
+            self._abandon()
+            raise _failed(error, f"{self.stream_id}: packet not recorded") from None
+        segment.last_dts, segment.last_pts = dts, max(pts, segment.last_pts)
+        self.bytes_written += segment.sink.size - video_before
+        return True
+
+    def note(self, timeline_s: float, record: dict[str, Any]) -> None:
+        """The detections of a frame already copied, in the sidecar of the segment that holds it
+        (the one just ended, for a frame from before its last keyframe); older ones are left out."""
+        for segment in (self.segment, self.previous):
+            if segment is not None and segment.copied and timeline_s >= segment.started:
+                line = {"pts_s": round(timeline_s - segment.started, 4), **record}
+                try:
+                    segment.sidecar.write((json.dumps(line) + "\n").encode())
+                    segment.sidecar.commit()
+                except OSError as error:
+                    segment.sidecar.rollback()
+                    raise _failed(error, f"{self.stream_id}: detections not recorded") from None
+                return
+
+    def _open(self, timeline_s: float, captured: float, width: int, height: int, codec: str = ENCODER) -> Segment:
         stamp = datetime.fromtimestamp(captured, timezone.utc).astimezone()
         folder = self.root / stamp.strftime("%Y-%m-%d")
         # the UTC offset in the name: the hour a daylight-saving change repeats gives two names
@@ -170,7 +257,12 @@ class SegmentRecorder:
             path.unlink(missing_ok=True)
             raise _failed(error, f"{self.stream_id}: cannot start a segment") from None
         container = av.open(sink, mode="w", format="mpegts", options={"flush_packets": "1"})
-        stream = container.add_stream("libx264", rate=Fraction(self.fps_hint).limit_denominator(1000))
+        if codec != ENCODER:
+            stream = container.add_mux_stream(codec, width=width, height=height)
+            stream.time_base = TIME_BASE
+            log.info("%s: recording %s (the camera's %s, copied)", self.stream_id, path, codec)
+            return Segment(path, timeline_s, width, height, sink, container, stream, sidecar, codec=codec)
+        stream = container.add_stream(ENCODER, rate=Fraction(self.fps_hint).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = TIME_BASE  # no rounding of close timestamps
         gop = str(max(1, round(self.fps_hint * 2)))
@@ -181,39 +273,64 @@ class SegmentRecorder:
         log.info("%s: recording %s", self.stream_id, path)
         return Segment(path, timeline_s, width, height, sink, container, stream, sidecar)
 
+    @property
+    def copying(self) -> bool:
+        """The newest segment holds the source's packets: its timeline is the source's."""
+        newest = self.segment or self.previous
+        return newest is not None and newest.copied
+
     def position(self, timeline_s: float | None = None) -> tuple[Path, float] | None:
         """Where the moment ``timeline_s`` is (or will be, for a frame still to be written) in the open
-        segment, else the offset (s) of the last frame written to it."""
+        segment (or, copying, the one just ended), else the offset (s) of the last frame written."""
         segment = self.segment
         if segment is None or segment.last_pts < 0:
             return None
+        previous = self.previous
+        if timeline_s is not None and timeline_s < segment.started and previous and timeline_s >= previous.started:
+            return previous.path, round(timeline_s - previous.started, 3)
         if timeline_s is not None and timeline_s >= segment.started:
             return segment.path, round(timeline_s - segment.started, 3)
         return segment.path, round(segment.last_pts * float(TIME_BASE), 3)
 
     def close(self) -> None:
+        """Finish recording: the open segment, and the sidecar of a copied one just ended."""
+        self._end()
+        if self.previous is not None:
+            self.previous.sidecar.close()
+            self.previous = None
+
+    def _end(self) -> None:
         """Finish the open segment, if any: flush the encoder, close the files. On a full disk the
         encoder's last frames are lost, never the frames already on disk."""
         segment = self.segment
         if segment is None:
             return
-        try:
-            segment.container.mux(segment.stream.encode(None))
-            segment.sink.commit()
-        except OSError as error:
-            segment.sink.rollback()
-            log.warning("%s: the last frames of %s were not written (%s)", self.stream_id, segment.path, error.strerror)
+        if not segment.copied:
+            try:
+                segment.container.mux(segment.stream.encode(None))
+                segment.sink.commit()
+            except OSError as error:
+                segment.sink.rollback()
+                what = f"{self.stream_id}: the last frames of {segment.path} were not written"
+                log.warning("%s (%s)", what, error.strerror)
         self._abandon()
 
     def _abandon(self) -> None:
-        """Close the open segment where it stands on disk; one without a frame is removed."""
+        """Close the open segment where it stands on disk; one without a frame is removed. A copied
+        one's sidecar stays open for the detections still to come of its last frames."""
         segment, self.segment = self.segment, None
         if segment is None:
             return
+        if self.previous is not None:
+            self.previous.sidecar.close()
+            self.previous = None
         with contextlib.suppress(OSError, av.error.FFmpegError):
             segment.container.close()  # writes into the sink's memory only; nothing is committed
         segment.sink.close()
-        segment.sidecar.close()
+        if segment.copied and segment.last_pts >= 0:
+            self.previous = segment
+        else:
+            segment.sidecar.close()
         if segment.last_pts < 0:
             segment.path.unlink(missing_ok=True)
             segment.path.with_suffix(".jsonl").unlink(missing_ok=True)

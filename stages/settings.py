@@ -287,6 +287,11 @@ class MqttSettings(BaseModel, extra="forbid"):
 
 
 class RecordingSettings(BaseModel, extra="forbid"):
+    # annotated: every frame re-encoded with the boxes, zones and people drawn on it (x264: the most
+    # CPU and memory a camera costs). camera: the camera's own H.264/HEVC copied as it came, the
+    # detections beside it in the sidecar (drawn by the review page); a source without such video
+    # (a V4L2 camera, images) is recorded annotated all the same
+    video: Literal["annotated", "camera"] = "annotated"
     segment_s: float = Field(60.0, ge=1)
     max_age_days: float = Field(7.0, gt=0)
     max_bytes: int = Field(50 * 2**30, gt=0)  # disk budget per stream

@@ -59,7 +59,8 @@ class InferenceStats(StageStats):
 
 @dataclass
 class RecorderStats:
-    frames: int = 0  # recorded
+    frames: int = 0  # recorded (annotated frames, or copied packets)
+    awaiting_keyframe: int = 0  # copied packets left out: no segment to add them to until a keyframe
     disk_dropped: int = 0  # not recorded for want of disk space
     write_errors: int = 0  # not recorded for another I/O error
     disk_free_bytes: int | None = None

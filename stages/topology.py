@@ -43,9 +43,13 @@ def live_frame(runtime_dir: Path, stream: str) -> Path:
     return runtime_dir / f"live-{stream}.jpg"
 
 
+# copied packets queued between capture and the stream stage (each end): 10 s of a 30 fps camera, a few MiB
+PACKET_HWM = 300
+
+
 def record_input(runtime_dir: Path, stream: str) -> Endpoint:
-    """Every captured frame of a recorded stream, for its record stage (which records at the
-    camera's rate, whatever inference keeps up with)."""
+    """Every captured frame (or, copying, the camera's every packet) of a recorded stream, for its
+    stream stage (which records at the camera's rate, whatever inference keeps up with)."""
     return Endpoint("pull", True, f"ipc://{runtime_dir}/record-{stream}.ipc")
 
 

@@ -1,4 +1,5 @@
-"""Video files through PyAV (FFmpeg): decode with timestamps, encode annotated H.264.
+"""Video files through PyAV (FFmpeg): decode with timestamps, encode annotated H.264, and hand out
+the source's own packets for recording without re-encoding.
 
 >>> with VideoReader(Path("site.mp4")) as video:
 ...     for frame in video.frames():
@@ -16,6 +17,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.bitstream import BitStreamFilterContext
 from av.codec.hwaccel import HWAccel
 
 log = logging.getLogger(__name__)
@@ -28,11 +30,60 @@ def yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
 
 
+# codecs MPEG-TS carries that a recording can copy, with the filter that turns MP4's length-prefixed
+# units (avcC/hvcC extradata) into the Annex B start-code form TS needs, parameter sets in band
+COPYABLE = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
+
+
+@dataclass(frozen=True)
+class VideoCodec:
+    """What a recording of copied packets needs to know of the source's video."""
+
+    name: str  # FFmpeg's codec name: h264 or hevc
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class CopiedPacket:
+    """One compressed frame as the source sent it, in Annex B, timestamps in ``time_base``."""
+
+    data: bytes
+    pts: int | None
+    dts: int | None
+    time_base: Fraction
+    keyframe: bool
+
+
+class PacketCopier:
+    """A stream's packets made self-contained for MPEG-TS: every keyframe carries the parameter
+    sets a player needs to start there. MP4 (avcC) packets are rewritten to Annex B; a network
+    stream whose parameter sets came only out of band (RTSP's SDP) gets them repeated in front
+    of each keyframe."""
+
+    def __init__(self, stream: av.VideoStream) -> None:
+        context = stream.codec_context
+        self.codec = VideoCodec(context.name, context.width, context.height)
+        extradata = context.extradata or b""
+        if extradata[:1] == b"\x01":
+            description = COPYABLE[context.name]
+        elif extradata:
+            description = "dump_extra=freq=keyframe"
+        else:
+            description = None  # nothing out of band: the parameter sets are in the stream
+        self.filter = BitStreamFilterContext(description, stream) if description else None
+
+    def copy(self, packet: av.Packet) -> list[CopiedPacket]:
+        out = self.filter.filter(packet) if self.filter else [packet]
+        return [CopiedPacket(bytes(p), p.pts, p.dts, p.time_base, p.is_keyframe) for p in out if p.size]
+
+
 @dataclass(frozen=True)
 class VideoFrame:
     index: int
     pts_s: float | None  # presentation time in seconds, from the container
     image: np.ndarray  # BGR uint8
+    packets: tuple[CopiedPacket, ...] = ()  # copying: the source's packets since the previous frame
 
 
 class VideoReader:
@@ -45,10 +96,12 @@ class VideoReader:
         timeout_s: float | None = None,
         threads: int = 0,
         hardware: str | None = None,
+        copy_packets: bool = False,
     ) -> None:
         """``threads``: decoder threads, 0 for FFmpeg's choice (about one per core). ``hardware``: an
         FFmpeg device type (``cuda``: NVDEC) that decodes, frames copied back to memory; a codec the
-        device lacks decodes in software."""
+        device lacks decodes in software. ``copy_packets``: each frame brings the source's packets
+        along, where its codec can be recorded as it is (``copier`` is None where not)."""
         self.path = path
         self.hardware = hardware
         timeout = (timeout_s, timeout_s) if timeout_s else None
@@ -68,6 +121,8 @@ class VideoReader:
         self.stream.thread_type = "AUTO"
         self.stream.codec_context.thread_count = threads
         self.corrupt_packets = 0
+        copyable = copy_packets and self.stream.codec_context.name in COPYABLE
+        self.copier = PacketCopier(self.stream) if copyable else None
 
     @property
     def decoded_on(self) -> str:
@@ -85,6 +140,7 @@ class VideoReader:
 
     def frames(self) -> Iterator[VideoFrame]:
         index = 0
+        held: list[CopiedPacket] = []  # copied since the last frame out
         packets = self.container.demux(self.stream)
         while True:
             try:
@@ -95,12 +151,15 @@ class VideoReader:
                 raise ValueError(f"{self.path}: read failed after {index} frames ({error})") from None
             try:
                 decoded = packet.decode()
-            except av.error.FFmpegError:  # a corrupt packet: skip it
+            except av.error.FFmpegError:  # a corrupt packet: skip it (recorded all the same, if copied)
                 self.corrupt_packets += 1
-                continue
+                decoded = []
+            if self.copier is not None and packet.size:  # after decoding: the filter takes the packet's data
+                held += self.copier.copy(packet)
             for frame in decoded:
                 pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
-                yield VideoFrame(index, pts, frame.to_ndarray(format="bgr24"))
+                yield VideoFrame(index, pts, frame.to_ndarray(format="bgr24"), tuple(held))
+                held.clear()
                 index += 1
 
     def close(self) -> None:

@@ -75,10 +75,12 @@ def ffmpeg() -> str:
 
 @pytest.fixture
 def make_video(ffmpeg: str, tmp_path: Path) -> Callable[..., Path]:
-    """``make_video(name, seconds=1, fps=10, size="320x240")``: an H.264 test-pattern clip."""
+    """``make_video(name, seconds=1, fps=10, size="320x240", gop=None)``: an H.264 test-pattern clip
+    (x264's defaults, B-frames included; ``gop``: a keyframe every that many frames, and only then)."""
 
-    def make(name: str = "clip.mp4", seconds: float = 1, fps: int = 10, size: str = "320x240") -> Path:
+    def make(name: str = "clip.mp4", seconds: float = 1, fps: int = 10, size: str = "320x240", gop: int = 0) -> Path:
         path = tmp_path / name
+        keyframes = ["-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"] if gop else []
         subprocess.run(
             [
                 ffmpeg,
@@ -95,6 +97,7 @@ def make_video(ffmpeg: str, tmp_path: Path) -> Callable[..., Path]:
                 "yuv420p",
                 "-c:v",
                 "libx264",
+                *keyframes,
                 str(path),
             ],
             check=True,

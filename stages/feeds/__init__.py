@@ -19,15 +19,18 @@ from stages.settings import DEMO_URL, is_camera
 __all__ = ["Decoder", "Feed", "FeedError", "FeedFrame", "open_feed"]
 
 
-def open_feed(url: str, runtime_dir: Path, timeout_s: float = 5.0, decoder: Decoder = CPU) -> Feed:
-    """``decoder``: where video (files, network streams, the demo) decodes; cameras give raw frames."""
+def open_feed(
+    url: str, runtime_dir: Path, timeout_s: float = 5.0, decoder: Decoder = CPU, copy_packets: bool = False
+) -> Feed:
+    """``decoder``: where video (files, network streams, the demo) decodes; cameras give raw frames.
+    ``copy_packets``: H.264/HEVC video brings its packets along, to be recorded as they are."""
     if url == DEMO_URL:
-        return VideoFeed(str(demo_clip(runtime_dir)), live=True, decoder=decoder)
+        return VideoFeed(str(demo_clip(runtime_dir)), live=True, decoder=decoder, copy_packets=copy_packets)
     if is_camera(url):
         return CameraFeed(url)
     if "://" in url:
-        return VideoFeed(url, live=True, timeout_s=timeout_s, decoder=decoder)
+        return VideoFeed(url, live=True, timeout_s=timeout_s, decoder=decoder, copy_packets=copy_packets)
     path = Path(url)
     if path.is_dir() or path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}:
         return ImageFeed(path)
-    return VideoFeed(str(path), live=False, decoder=decoder)
+    return VideoFeed(str(path), live=False, decoder=decoder, copy_packets=copy_packets)

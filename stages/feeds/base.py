@@ -9,11 +9,14 @@ from typing import Protocol
 
 import numpy as np
 
+from stages.video import CopiedPacket, VideoCodec
+
 
 @dataclass(frozen=True)
 class FeedFrame:
     image: np.ndarray  # BGR uint8
     pts: float | None  # source presentation time, seconds
+    packets: tuple[CopiedPacket, ...] = ()  # the source's own packets since the previous frame, when copied
 
 
 class FeedError(Exception):
@@ -25,6 +28,7 @@ class Feed(Protocol):
     from_file: bool  # decodes faster than real time
     corrupt: int  # undecodable packets or images skipped so far
     fps: Fraction  # nominal frame rate, for writing what it yields as video
+    codec: VideoCodec | None  # set when frames bring their packets along to be recorded as they are
 
     def frames(self) -> Iterator[FeedFrame]: ...
 

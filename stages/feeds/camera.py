@@ -24,6 +24,7 @@ def open_v4l2(url: str) -> Any:
 class CameraFeed:
     live = True
     from_file = False
+    codec = None  # raw frames: recorded annotated, whatever ``recording.video`` says
 
     def __init__(self, url: str, open_device: Callable[[str], Any] = open_v4l2) -> None:
         self.url = url

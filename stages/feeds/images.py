@@ -16,6 +16,7 @@ class ImageFeed:
     live = False
     from_file = True
     fps = Fraction(1)  # written as video, an image a second
+    codec = None  # pictures, not video: recorded annotated
 
     def __init__(self, path: Path) -> None:
         self.corrupt = 0

@@ -48,15 +48,18 @@ class VideoFeed:
     """A ``VideoReader`` as a feed: its errors become ``FeedError`` with any password redacted
     (FFmpeg repeats the URL in its messages)."""
 
-    def __init__(self, url: str, live: bool, timeout_s: float = 5.0, decoder: Decoder = CPU) -> None:
+    def __init__(
+        self, url: str, live: bool, timeout_s: float = 5.0, decoder: Decoder = CPU, copy_packets: bool = False
+    ) -> None:
         self.url = url
         self.live = live
         self.from_file = "://" not in url
         options = {"rtsp_transport": "tcp"} if url.startswith("rtsp") else None
         try:
-            self.reader = open_reader(url, options, timeout_s if live else None, decoder)
+            self.reader = open_reader(url, options, timeout_s if live else None, decoder, copy_packets)
         except ValueError as error:
             raise FeedError(redact(str(error))) from None
+        self.codec = self.reader.copier.codec if self.reader.copier else None
 
     @property
     def fps(self) -> Fraction:
@@ -69,7 +72,7 @@ class VideoFeed:
     def frames(self) -> Iterator[FeedFrame]:
         try:
             for frame in self.reader.frames():
-                yield FeedFrame(frame.image, frame.pts_s)
+                yield FeedFrame(frame.image, frame.pts_s, frame.packets)
         except ValueError as error:
             raise FeedError(redact(str(error))) from None
 
@@ -77,15 +80,18 @@ class VideoFeed:
         self.reader.close()
 
 
-def open_reader(url: str, options: dict[str, str] | None, timeout_s: float | None, decoder: Decoder) -> VideoReader:
+def open_reader(
+    url: str, options: dict[str, str] | None, timeout_s: float | None, decoder: Decoder, copy_packets: bool = False
+) -> VideoReader:
     """A reader on ``decoder``; when the device fails, a software open tells whose fault it was."""
     device = decoder.device
+    on_cpu = {"threads": DECODE_THREADS, "copy_packets": copy_packets}
     if device is None or (time.monotonic() < UNAVAILABLE.get(device, 0.0) and not decoder.required):
-        return VideoReader(url, options, timeout_s, threads=DECODE_THREADS)
+        return VideoReader(url, options, timeout_s, **on_cpu)
     try:
-        reader = VideoReader(url, options, timeout_s, threads=DECODE_THREADS, hardware=device)
+        reader = VideoReader(url, options, timeout_s, hardware=device, **on_cpu)
     except ValueError as error:
-        reader = VideoReader(url, options, timeout_s, threads=DECODE_THREADS)  # raises if the source is at fault
+        reader = VideoReader(url, options, timeout_s, **on_cpu)  # raises if the source is at fault
         if decoder.required:
             reader.close()
             raise ValueError(f"pipeline.decode = {device!r}: {error}") from None

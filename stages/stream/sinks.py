@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from pipeline.analysis import FrameAnalysis
+from pipeline.messages import EncodedPacket
 from stages.annotate import Overlay, annotate
 from stages.clips import clip_path, cut_clip
 from stages.eventstore import EventStore
@@ -61,7 +62,9 @@ def draw(
 
 
 class RecorderSink:
-    """Annotated segments with a JSON line per frame; keeps the disk above its floor and within retention."""
+    """Segments with their detections' sidecar: annotated frames (``handle``), or the camera's own
+    packets (``handle_packet``) with a line per detected frame (``note``); keeps the disk above its
+    floor and within retention."""
 
     every_frame = True
 
@@ -77,17 +80,18 @@ class RecorderSink:
         self.stats = RecorderStats()
 
     def timeline(self, analysis: FrameAnalysis) -> float:
-        """Offline files keep their own clock; live frames the wall clock."""
-        return analysis.pts if analysis.pts is not None and not self.stream.is_realtime else analysis.captured
+        """Copied segments and offline files keep the source's clock; annotated live frames the wall clock."""
+        own = analysis.pts is not None and (self.recorder.copying or not self.stream.is_realtime)
+        return analysis.pts if own else analysis.captured
 
     def position(self, analysis: FrameAnalysis) -> tuple[str, float] | None:
         found = self.recorder.position(self.timeline(analysis))
         return (str(found[0].resolve()), found[1]) if found else None
 
-    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
-        if frame is None:
-            return
-        record = {
+    @staticmethod
+    def _line(analysis: FrameAnalysis) -> dict:
+        """A frame's sidecar line (less its place in the segment)."""
+        return {
             "seq": analysis.seq,
             "captured": analysis.captured,
             "clock": analysis.clock,  # the events' clock, by which clips are cut
@@ -99,21 +103,41 @@ class RecorderSink:
                 for p in analysis.people
             ],
         }
+
+    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
+        if frame is not None:
+            drawn, line = draw(frame, analysis, self.stream), self._line(analysis)
+            self._written(lambda: self.recorder.write(drawn, self.timeline(analysis), analysis.captured, line))
+
+    def handle_packet(self, packet: EncodedPacket, clock: float) -> None:
+        """One of the camera's packets, copied; ``clock`` the stream's event clock for it."""
+        self._written(lambda: self.recorder.write_packet(packet, clock))
+        self.stats.awaiting_keyframe = self.recorder.awaiting_keyframe
+
+    def note(self, analysis: FrameAnalysis) -> None:
+        """A detected frame's line, beside the copied packets it was decoded from."""
+        if self.recorder.copying and analysis.pts is not None:
+            self._written(lambda: self.recorder.note(analysis.pts, self._line(analysis)), frame=False)
+
+    def _written(self, write: Callable[[], bool | None], frame: bool = True) -> bool | None:
+        """Run a write, a full disk answered by making room, any other failure logged; None when it failed."""
         try:
-            self.recorder.write(draw(frame, analysis, self.stream), self.timeline(analysis), analysis.captured, record)
+            done = write()
         except DiskFullError as error:
             self.stats.disk_dropped += 1
             if not self.stats.disk_low:
                 log.warning("%s; making room", error)
             self._keep_free_space(at_least_one=True)
-            return
+            return None
         except OSError as error:  # not space: deleting recordings would not help
             self.stats.write_errors += 1
             log.warning("%s", error)
-            return
-        self.last_recorded = time.monotonic()
-        self.stats.frames += 1
+            return None
+        if frame and done is not False:
+            self.last_recorded = time.monotonic()
+            self.stats.frames += 1
         self.stats.bytes, self.stats.segments = self.recorder.bytes_written, self.recorder.segments_closed
+        return done
 
     def tick(self) -> None:
         """Free space every second, retention every minute, whether frames come or not."""

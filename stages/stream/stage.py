@@ -33,14 +33,14 @@ from pipeline.analysis import FrameAnalysis
 from pipeline.detections import Detections
 from pipeline.endpoints import Endpoint
 from pipeline.frames import RingReaders
-from pipeline.messages import DetectionMessage, EventMessage, FrameRef, InferredMessage, topic
+from pipeline.messages import DetectionMessage, EncodedPacket, EventMessage, FrameRef, InferredMessage, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.settings import Settings
 from stages.stats import StreamStats
 from stages.stream import plugins
 from stages.stream.sinks import RecorderSink
-from stages.topology import capture_ring, instance, open_inferred, record_input
+from stages.topology import PACKET_HWM, capture_ring, instance, open_inferred, record_input
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ class StreamStage(Stage):
         self.poller = zmq.Poller()
         self.poller.register(self.inferred, zmq.POLLIN)
         self.frames_in = None
-        if self.stream.records:  # capture sends every frame (the same rule decides there)
-            hwm = self.settings.pipeline.ring_slots
+        if self.stream.records:  # capture sends every frame or packet (the same rule decides there)
+            hwm = PACKET_HWM if self.settings.recording.video == "camera" else self.settings.pipeline.ring_slots
             self.frames_in = record_input(self.settings.runtime_dir, self.stream.id).open(self.context, hwm=hwm)
             self.poller.register(self.frames_in, zmq.POLLIN)
         self.publisher = self.open_publisher()
@@ -138,8 +138,11 @@ class StreamStage(Stage):
             self._expire()
         self.poller.poll(100)
         if self.frames_in is not None:
-            for ref in self.drain(self.frames_in, FrameRef):
-                self._take(ref)
+            for message in self.drain(self.frames_in, (FrameRef, EncodedPacket)):
+                if isinstance(message, EncodedPacket):
+                    self._record_packet(message)
+                else:
+                    self._take(message)
         for message in self.drain(self.inferred, InferredMessage, topics=True):
             if self._valid(message):
                 self._analyse(message)
@@ -165,6 +168,8 @@ class StreamStage(Stage):
         while len(self.analysed) > self.analysed_kept:
             self.analysed.popitem(last=False)
         self._record_ready()  # first, so that an event finds its frame in the open segment
+        if self.recorder:
+            self._guarded(self.recorder, self.recorder.note, analysis)
         self._events_out(image, analysis, published=DetectionMessage.from_analysis(analysis, message))
 
     def _events_out(
@@ -248,6 +253,12 @@ class StreamStage(Stage):
             event.duration_s,
             f": {event.reason}" if event.reason else "",
         )
+
+    def _record_packet(self, packet: EncodedPacket) -> None:
+        """One of the camera's own packets, recorded as it came, on the stream's event clock."""
+        if self.recorder is not None:
+            clock = self._clock_of(packet.captured, packet.pts_s)
+            self._guarded(self.recorder, self.recorder.handle_packet, packet, clock)
 
     def _take(self, ref: FrameRef) -> None:
         """A captured frame to record; a live one stays in the ring until recorded or endangered."""

@@ -6,9 +6,11 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stages.settings import BUNDLED_WEIGHTS
+from stages.video import VideoReader
 from tests.conftest import SHIPPED
 from tests.harness import assert_same_boxes_as_detect, collect, probe_video, wait_status
 from tests.harness import vestwatch as run_cli
@@ -123,3 +125,44 @@ def test_detect_fps_detects_some_frames_and_records_every_one(daemon, make_video
     detected = {m["seq"] for m in dets}
     for line in lines:
         assert line["detections_of"] == max(seq for seq in detected if seq <= line["seq"]), line["seq"]
+
+
+def test_camera_recording_copies_the_sources_own_video(daemon, rtsp_server, make_video) -> None:
+    """``recording.video = "camera"``: an RTSP camera's and a file's H.264 recorded as it came (a
+    file's every frame, pixel for pixel), each detected frame's line in the sidecar beside it."""
+    server = rtsp_server(size="320x240", fps=10)
+    clip = make_video("yard.mp4", seconds=3, fps=10, size="320x240", gop=10)
+    vestwatch = daemon(
+        [{"id": "gate", "url": server.url}, {"id": "yard", "url": str(clip), "realtime": False}],
+        recording={"video": "camera"},
+    )
+    vestwatch.wait_ready()
+    messages = collect(
+        vestwatch.endpoint, lambda m: len(m.get("gate", [])) >= 15 and len(m.get("yard", [])) >= 30, timeout=120
+    )
+    wait_status(vestwatch, lambda status: status["stages"]["stream.yard"]["stats"].get("frames") >= 30)
+    code, _ = vestwatch.stop()
+    assert code == 0
+
+    with VideoReader(clip) as source:
+        original = [frame.image for frame in source.frames()]
+    for stream in ("gate", "yard"):
+        segments = sorted((vestwatch.recordings / stream).rglob("*.ts"))
+        assert segments and all(decode_errors(segment) == "" for segment in segments), stream
+        recorded = []
+        for segment in segments:
+            with VideoReader(segment) as reader:
+                recorded += [frame.image for frame in reader.frames()]
+        lines = [json.loads(line) for s in segments for line in s.with_suffix(".jsonl").read_text().splitlines()]
+        assert "clock" in lines[0] and "seq" not in lines[0], "a copied segment's sidecar starts with its clock"
+        detected = [line for line in lines if "seq" in line]
+        published = {m["seq"]: m for m in messages[stream]}
+        assert {line["seq"] for line in detected} >= set(list(published)[:10]), "lines of detected frames only"
+        for line in detected:
+            if line["seq"] in published:
+                assert line["counts"] == published[line["seq"]]["counts"]
+        if stream == "yard":
+            assert len(recorded) == 30 and all(np.array_equal(a, b) for a, b in zip(recorded, original, strict=True))
+            assert [line["pts_s"] for line in detected[:3]] == [0.0, 0.1, 0.2]
+        else:
+            assert len(recorded) >= 15

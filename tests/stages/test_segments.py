@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.messages import EncodedPacket
+from stages.capture import packet_message
 from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
+from stages.video import VideoFrame, VideoReader
 from tests.harness import probe_video
 
 
@@ -130,3 +133,58 @@ def test_a_failed_write_leaves_whole_frames_and_lines(tmp_path: Path, monkeypatc
     assert [json.loads(line)["seq"] for line in segments[0].with_suffix(".jsonl").read_text().splitlines()] == list(
         range(10)
     )
+
+
+def copy_into(recorder: SegmentRecorder, video: Path, clock0: float = 1000.0) -> list[VideoFrame]:
+    """Record ``video`` by copying its packets, as capture and the stream stage do; its decoded frames."""
+    frames = []
+    with VideoReader(video, copy_packets=True) as reader:
+        assert reader.copier is not None
+        for frame in reader.frames():
+            for packet in frame.packets:
+                message = EncodedPacket.decode(packet_message("cam", packet, reader.copier.codec, clock0).encode())
+                recorder.write_packet(message, clock0 + (message.pts_s or 0.0))
+            frames.append(frame)
+            recorder.note(frame.pts_s, {"seq": frame.index})
+    return frames
+
+
+def test_copied_segments_hold_the_cameras_own_frames_cut_at_keyframes(make_video, tmp_path: Path) -> None:
+    """x264's defaults (B-frames, a keyframe every 10 frames here) copied: every frame decodes to the
+    same pixels, segments start at keyframes once segment_s is over, and each frame's sidecar line
+    sits in the segment that holds it, at its time there."""
+    video = make_video("gop.mp4", seconds=4, fps=10, size="160x120", gop=10)
+    recorder = SegmentRecorder(tmp_path, "cam", segment_s=1.5, crf=30)
+    source = copy_into(recorder, video)
+    recorder.close()
+
+    segments = sorted((tmp_path / "cam").rglob("*.ts"))
+    assert len(segments) == 2, "a keyframe every second: 2 s, then the rest"
+    copied = []
+    for segment in segments:
+        assert probe_video(segment)[1] == ""
+        with VideoReader(segment) as reader:
+            copied += [frame.image for frame in reader.frames()]
+    assert len(copied) == len(source) == 40
+    assert all(np.array_equal(a, b.image) for a, b in zip(copied, source, strict=True)), "not re-encoded"
+
+    firsts = [json.loads(s.with_suffix(".jsonl").read_text().splitlines()[0]) for s in segments]
+    assert [f["clock"] for f in firsts] == [1000.0, 1002.0] and all(f["pts_s"] == 0.0 for f in firsts)
+    lines = [json.loads(line) for s in segments for line in s.with_suffix(".jsonl").read_text().splitlines()[1:]]
+    assert [line["seq"] for line in lines] == list(range(40))
+    assert [line["pts_s"] for line in lines[18:22]] == [1.8, 1.9, 0.0, 0.1]
+
+
+def test_copying_starts_at_a_keyframe_and_a_picture_size_change_starts_a_segment(make_video, tmp_path) -> None:
+    small, large = make_video("a.mp4", seconds=1, size="160x120"), make_video("b.mp4", seconds=1, size="320x240")
+    recorder = SegmentRecorder(tmp_path, "cam", segment_s=60.0, crf=30)
+    with VideoReader(small, copy_packets=True) as reader:
+        packets = [p for frame in reader.frames() for p in frame.packets]
+        codec = reader.copier.codec
+    assert not recorder.write_packet(EncodedPacket.decode(packet_message("cam", packets[1], codec, 0.0).encode()), 0.0)
+    assert recorder.awaiting_keyframe == 1
+    copy_into(recorder, small)
+    copy_into(recorder, large, clock0=1001.0)
+    recorder.close()
+    sizes = [probe_video(s)[0]["width"] for s in sorted((tmp_path / "cam").rglob("*.ts"))]
+    assert sizes == [160, 320]
