@@ -10,7 +10,9 @@ frame's ``clock`` (the stream's event clock: capture time live, a file's own tim
 at its start), so clips line up with events' ``started`` and ``ended`` across restarts.
 
 Layout: ``<recordings>/<stream>/<YYYY-MM-DD of the start>/clips/<event_id>.mp4``; a clip is
-written to a ``.partial`` file and renamed, so a reader never sees half of one.
+written to a ``.partial`` file and renamed, so a reader never sees half of one. A clip of copied
+segments (the camera's own video, nothing drawn on it) gets ``<event_id>.jsonl`` beside it: the
+people on each detected frame, ``t`` seconds into the clip, for the review page to draw.
 """
 
 from __future__ import annotations
@@ -56,6 +58,38 @@ def _first_clock(segment: Path) -> float | None:
         return None
     clock = first.get("clock")
     return clock - first.get("pts_s", 0.0) if isinstance(clock, (int, float)) else None
+
+
+def _detections(segment: Path) -> tuple[bool, list[dict]]:
+    """Whether a segment holds the camera's own frames (copied), and its detected frames' lines."""
+    try:
+        lines = [json.loads(line) for line in segment.with_suffix(".jsonl").read_text().splitlines()]
+    except (OSError, ValueError):
+        return False, []
+    return bool(lines and lines[0].get("copied")), [line for line in lines if "seq" in line and "clock" in line]
+
+
+def _write_overlay(clip: Clip, segments: list[Path], end: float) -> None:
+    """The people of the copied segments' detected frames within the clip, timed from its start."""
+    lines = []
+    for segment in segments:
+        copied, detected = _detections(segment)
+        if copied:
+            lines += [
+                {"t": round(line["clock"] - clip.start, 3), "people": line.get("people", [])}
+                for line in detected
+                if clip.start <= line["clock"] <= end
+            ]
+    if not lines:
+        return
+    overlay = clip.path.with_suffix(".jsonl")
+    partial = overlay.with_name(overlay.name + ".partial")
+    try:
+        partial.write_text("".join(json.dumps(line) + "\n" for line in sorted(lines, key=lambda line: line["t"])))
+        os.replace(partial, overlay)
+    except OSError as error:  # a full disk: the clip plays without its boxes
+        partial.unlink(missing_ok=True)
+        log.warning("%s: no boxes for the review page (%s)", overlay, error.strerror)
 
 
 def _segments_between(stream_root: Path, start: float, end: float) -> list[tuple[float, Path]]:
@@ -115,8 +149,10 @@ def cut_clip(stream_root: Path, start: float, end: float, out: Path) -> Clip | N
     writer: _ClipWriter | None = None
     lead: list[tuple[float, av.Packet]] = []  # from the latest keyframe on, while the start is ahead
     lead_size: tuple[int, int] | None = None
+    read: list[Path] = []
     try:
         for origin, segment in _segments_between(stream_root, start, end):
+            read.append(segment)
             try:
                 source = av.open(str(segment))
             except (OSError, av.error.FFmpegError) as error:
@@ -153,4 +189,8 @@ def cut_clip(stream_root: Path, start: float, end: float, out: Path) -> Clip | N
         if writer is not None:
             writer.abandon()
         raise
-    return writer.finish() if writer is not None else None
+    if writer is None:
+        return None
+    clip = writer.finish()
+    _write_overlay(clip, read, end)
+    return clip

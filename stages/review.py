@@ -3,7 +3,9 @@ one's snapshot and clip, and acknowledgements.
 
 - ``GET /api/events?stream=&day=YYYY-MM-DD&since=&until=&limit=``: newest first; ``day`` is the
   server's date, ``since``/``until`` unix seconds (the page sends its viewer's local day so)
-- ``GET /api/events/<id>``, ``/api/events/<id>/snapshot.jpg``, ``/api/events/<id>/clip.mp4``
+- ``GET /api/events/<id>``, ``/api/events/<id>/snapshot.jpg``, ``/api/events/<id>/clip.mp4``,
+  ``/api/events/<id>/people.jsonl`` (a clip of the camera's own video: the people to draw over it,
+  a line per detected frame, ``t`` seconds into the clip)
 - ``POST /api/events/<id>/ack`` with a JSON body (``{}``): acknowledged, kept across restarts
 
 The JSON carries links relative to this server (``snapshot_url``, ``clip_url``), present only
@@ -24,7 +26,13 @@ from stages.eventstore import EventStore
 from stages.settings import Settings
 
 API = "/api/events"
-FILES = {"snapshot.jpg": ("snapshot", "image/jpeg"), "clip.mp4": ("clip", "video/mp4")}
+# name -> (the event's column holding the file, the suffix it is served with, content type)
+FILES = {
+    "snapshot.jpg": ("snapshot", None, "image/jpeg"),
+    "clip.mp4": ("clip", None, "video/mp4"),
+    "people.jsonl": ("clip", ".jsonl", "application/x-ndjson"),
+}
+URL_FIELDS = {"snapshot.jpg": "snapshot_url", "clip.mp4": "clip_url", "people.jsonl": "people_url"}
 
 
 def event_file(event_id: str, name: str) -> str:
@@ -64,8 +72,8 @@ class ReviewApi:
             return _json(404, {"error": "no such event"})
         if not name:
             return _json(200, self._shown(event))
-        column, content_type = FILES[name]
-        path = self._file(event[column])
+        column, suffix, content_type = FILES[name]
+        path = self._file(event[column], suffix)
         if path is None:
             why = "clip not written yet (or deleted by retention)" if column == "clip" else "no snapshot"
             return _json(404, {"error": why})
@@ -84,15 +92,18 @@ class ReviewApi:
         return _json(200, self._shown(event))
 
     def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
-        for name, (column, _) in FILES.items():
-            event[f"{column}_url"] = event_file(event["event_id"], name) if self._file(event[column]) else None
+        for name, (column, suffix, _) in FILES.items():
+            there = self._file(event[column], suffix)
+            event[URL_FIELDS[name]] = event_file(event["event_id"], name) if there else None
         return event
 
-    def _file(self, stored: str | None) -> Path | None:
-        """A recorded file by its stored path, if it is still there and inside the recordings folder."""
+    def _file(self, stored: str | None, suffix: str | None = None) -> Path | None:
+        """A recorded file by its stored path (``suffix``: the one beside it with that suffix), if it
+        is still there and inside the recordings folder."""
         if not stored:
             return None
         path = Path(stored).resolve()
+        path = path.with_suffix(suffix) if suffix else path
         return path if path.is_relative_to(self.recordings) and path.is_file() else None
 
 

@@ -204,7 +204,8 @@ class SegmentRecorder:
                 return False
             # its time 0 is the keyframe's presentation time, as a player and the clips count
             segment = self.segment = self._open(shown_s, packet.captured, packet.width, packet.height, packet.codec)
-            first = {"pts_s": 0.0, "captured": packet.captured, "clock": clock}  # where the clips find its time
+            # where the clips find its time, and that its frames are the camera's, not drawn on
+            first = {"pts_s": 0.0, "captured": packet.captured, "clock": clock, "copied": True}
             segment.sidecar.write((json.dumps(first) + "\n").encode())
         dts = max(round((decode_s - segment.started) / float(TIME_BASE)), segment.last_dts + 1)
         pts = max(round((shown_s - segment.started) / float(TIME_BASE)), dts)

@@ -46,7 +46,9 @@ class Listener(threading.Thread):
         return self.result
 
 
-def start_daemon(folder: Path, clip: Path, zones: list[dict] | None, events: dict | None = None) -> Daemon:
+def start_daemon(
+    folder: Path, clip: Path, zones: list[dict] | None, events: dict | None = None, recording: dict | None = None
+) -> Daemon:
     """``vestwatch run`` on one offline stream. Not conftest's ``daemon``: zones need TOML tables."""
     port, http = free_port(), f"127.0.0.1:{free_port()}"
     lines = [
@@ -65,7 +67,7 @@ def start_daemon(folder: Path, clip: Path, zones: list[dict] | None, events: dic
     sections = {
         "detector": {**SHIPPED, "device": "cpu"},
         "pipeline": {"preprocess_workers": 1, "max_batch": 4, "stall_s": 20},
-        "recording": {"segment_s": 4},
+        "recording": {"segment_s": 4, **(recording or {})},
         "events": {**EVENTS, **(events or {})},
     }
     for name, values in sections.items():

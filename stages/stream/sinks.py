@@ -99,7 +99,7 @@ class RecorderSink:
             "counts": analysis.detections.counts(analysis.names),
             "detections": analysis.detections.records(analysis.names),
             "people": [
-                {"track_id": p.track_id, "vest": p.vest, "hardhat": p.hardhat, "zones": p.zones}
+                {"track_id": p.track_id, "box": p.box, "vest": p.vest, "hardhat": p.hardhat, "zones": p.zones}
                 for p in analysis.people
             ],
         }

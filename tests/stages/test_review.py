@@ -3,14 +3,17 @@ real worker without a vest, the JSON API, and the page in a real headless Chromi
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from stages.video import VideoReader
 from tests import clips
 from tests.browser import Browser
 from tests.clips import Walker
@@ -27,14 +30,19 @@ def api(daemon: Daemon, path: str) -> object:
         return json.load(response) if response.headers["Content-Type"] == "application/json" else response.read()
 
 
-def test_an_event_clip_plays_in_the_review_page_and_an_acknowledgement_survives_a_restart(tmp_path: Path) -> None:
+def chromium_and_a_worker(tmp_path: Path) -> tuple[str, Path]:
+    """Headless Chromium, and a clip of a real worker without a vest walking for 4 s (or a skip)."""
     if clips.dataset() is None:
         pytest.skip(f"construction-site-safety dataset not found at {clips.DATASET} (the ../shared checkout)")
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (deploy/setup.sh --dev installs it)")
     worker = Walker(clips.NO_VEST_JACKET, (280, FLOOR), (330, FLOOR), 0, 39)
-    clip = clips.write_clip(tmp_path / "clip.mp4", [worker], FRAMES)
+    return chromium, clips.write_clip(tmp_path / "clip.mp4", [worker], FRAMES)
+
+
+def test_an_event_clip_plays_in_the_review_page_and_an_acknowledgement_survives_a_restart(tmp_path: Path) -> None:
+    chromium, clip = chromium_and_a_worker(tmp_path)
     around = {"clip_pre_s": AROUND_S, "clip_post_s": AROUND_S}
     daemon = start_daemon(tmp_path, clip, None, events=around)
     browser = None
@@ -99,6 +107,54 @@ def test_an_event_clip_plays_in_the_review_page_and_an_acknowledgement_survives_
         browser.wait_for(f"{row} === null")
         browser.evaluate("document.getElementById('today').click()")
         browser.wait_for(f"{row} !== null")
+    finally:
+        if browser is not None:
+            browser.close()
+        daemon.close()
+
+
+def test_the_page_draws_the_people_over_a_clip_of_the_cameras_own_video(tmp_path: Path) -> None:
+    """``recording.video = "camera"``: the clip is the camera's frames, untouched; the page draws each
+    detected frame's people over it, the event's person in cyan as in the snapshot."""
+    chromium, clip = chromium_and_a_worker(tmp_path)
+    around = {"clip_pre_s": AROUND_S, "clip_post_s": AROUND_S}
+    daemon = start_daemon(tmp_path, clip, None, events=around, recording={"video": "camera"})
+    browser = None
+    try:
+        listener = Listener(daemon.endpoint, FRAMES, until=lambda got: any(m.get("phase") == "end" for m in got))
+        daemon.wait_ready()
+        end = next(m for m in listener.messages() if m.get("phase") == "end")
+        daemon.output.wait_for(lambda line: f"clip {end['clip']}" in line, 60)
+        with VideoReader(clip) as source, VideoReader(Path(end["clip"])) as cut:
+            recorded = [frame.image for frame in cut.frames()]
+            original = [frame.image for frame in source.frames()][: len(recorded)]
+        assert all(np.array_equal(a, b) for a, b in zip(recorded, original, strict=True)), "nothing drawn on it"
+
+        (listed,) = api(daemon, "/api/events")
+        quoted = urllib.parse.quote(end["event_id"], safe="")
+        assert listed["people_url"] == f"/api/events/{quoted}/people.jsonl"
+        lines = [json.loads(line) for line in api(daemon, listed["people_url"]).decode().splitlines()]
+        assert [line["t"] for line in lines] == sorted(line["t"] for line in lines) and lines[0]["t"] >= 0
+        assert any(p["track_id"] == end["track_id"] and p["vest"] == "no" for line in lines for p in line["people"])
+
+        browser = Browser(chromium, tmp_path / "profile")
+        browser.call("Page.navigate", url=f"http://{daemon.http}/")
+        row = f"document.querySelector('#events tr[data-event=\"{end['event_id']}\"]')"
+        browser.wait_for(f"{row} !== null")
+        browser.evaluate(f"{row}.click()")
+        cyan = (
+            "(c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;"
+            " for (let i = 0; i < d.length; i += 4) n += d[i] < 60 && d[i + 1] > 200 && d[i + 2] > 200 && d[i + 3] > 0;"
+            " return n; })(document.getElementById('overlay'))"
+        )
+        assert browser.wait_for(f"{cyan} > 100 && {cyan}") > 100, "the event's person is outlined over the clip"
+        box = browser.evaluate(
+            "(r => [r.x + scrollX, r.y + scrollY, r.width, r.height])"
+            "(document.getElementById('player-frame').getBoundingClientRect())"
+        )
+        area = dict(zip(("x", "y", "width", "height"), box, strict=True), scale=1)
+        shot = browser.call("Page.captureScreenshot", clip=area, captureBeyondViewport=True)["data"]
+        (tmp_path / "review-camera-clip.png").write_bytes(base64.b64decode(shot))  # for a person to look at
     finally:
         if browser is not None:
             browser.close()
