@@ -116,6 +116,8 @@ def write_config(work: Path, urls: list[str], args: Any, publish: int, http: int
         f"preprocess_workers = {args.preprocess_workers}",
         f"cameras_per_process = {args.cameras_per_process}",
         f"max_frame_pixels = {max(args.size[0] * args.size[1], 64 * 64)}",
+        "[recording]",
+        f'video = "{args.recording}"',
     ]
     for k, url in enumerate(urls):
         lines += ["[[streams]]", f'id = "cam{k}"', f"url = {json.dumps(url)}", "realtime = true"]

@@ -68,6 +68,12 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
         help="captures and stream stages that share a process (pipeline.cameras_per_process)",
     )
     parser.add_argument("--no-record", action="store_true", help="cameras not recorded (recording costs CPU)")
+    parser.add_argument(
+        "--recording",
+        choices=["annotated", "camera"],
+        default="annotated",
+        help="recording.video: re-encoded with the boxes drawn (default), or the camera's own H.264 copied",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.set_defaults(run=run_bench)
 

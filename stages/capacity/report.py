@@ -28,7 +28,7 @@ def describe(args: Any, ceilings: Ceilings) -> str:
         f"{'RTSP' if args.rtsp else 'real-time files'}, detection at {args.detect_fps:g} fps, "
         f"img {args.img_size}, max_batch {args.max_batch}, {args.preprocess_workers} preprocess workers, "
         f"{args.cameras_per_process} camera(s) per capture/stream process, "
-        f"recording {'off' if args.no_record else 'on'}\n"
+        f"recording {'off' if args.no_record else args.recording}\n"
         f"ceilings: decode-only {ceilings.decode_fps:.0f} frames/s ({ceilings.decoders} decoders on "
         f"{ceilings.decoded_on}: "
         f"{ceilings.decode_fps / args.fps:.1f} cameras), inference-only {ceilings.inference_fps:.0f} frames/s "

@@ -123,7 +123,12 @@ def test_the_page_draws_the_people_over_a_clip_of_the_cameras_own_video(tmp_path
     try:
         listener = Listener(daemon.endpoint, FRAMES, until=lambda got: any(m.get("phase") == "end" for m in got))
         daemon.wait_ready()
-        end = next(m for m in listener.messages() if m.get("phase") == "end")
+        messages = listener.messages()
+        start, end = (next(m for m in messages if m.get("phase") == phase) for phase in ("start", "end"))
+        shown = next(m for m in messages if m["type"] == "det" and m["seq"] == start["seq"])
+        assert Path(start["segment"]).is_file() and start["offset_s"] == pytest.approx(shown["pts"], abs=0.002), (
+            "where in the copied recording the event's frame is: its own time there"
+        )
         daemon.output.wait_for(lambda line: f"clip {end['clip']}" in line, 60)
         with VideoReader(clip) as source, VideoReader(Path(end["clip"])) as cut:
             recorded = [frame.image for frame in cut.frames()]
