@@ -222,6 +222,12 @@ class SegmentRecorder:
             segment.sidecar.rollback()
             self._abandon()
             raise _failed(error, f"{self.stream_id}: packet not recorded") from None
+        except av.error.FFmpegError as error:  # not H.264 the muxer can take: this packet goes, the segment stays
+            segment.sink.rollback(video_before)
+            segment.sidecar.rollback()
+            if segment.last_pts < 0:
+                self._abandon()  # nothing in it, not even its first line
+            raise ValueError(f"{self.stream_id}: a packet the muxer refused ({error})") from None
         segment.last_dts, segment.last_pts = dts, max(pts, segment.last_pts)
         self.bytes_written += segment.sink.size - video_before
         return True

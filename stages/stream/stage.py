@@ -258,7 +258,14 @@ class StreamStage(Stage):
         """One of the camera's own packets, recorded as it came, on the stream's event clock."""
         if self.recorder is not None:
             clock = self._clock_of(packet.captured, packet.pts_s)
-            self._guarded(self.recorder, self.recorder.handle_packet, packet, clock)
+
+            def record() -> None:
+                try:
+                    self.recorder.handle_packet(packet, clock)
+                except ValueError as error:  # well-formed on the wire, not as video
+                    self.reject(packet.TYPE, error)
+
+            self._guarded(self.recorder, record)
 
     def _take(self, ref: FrameRef) -> None:
         """A captured frame to record; a live one stays in the ring until recorded or endangered."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import msgpack
 import zmq
 
+from pipeline.messages import EncodedPacket
 from tests.harness import RtspServer, collect, probe_video, wait_status
 
 
@@ -152,6 +153,45 @@ def test_garbage_on_bound_sockets_is_dropped_and_counted(daemon, make_video) -> 
     assert "dropped a malformed batchable message" in text
     assert "dropped a malformed heartbeat" in text
     assert "exited with code" not in text
+
+
+def test_bad_packets_for_a_copied_recording_are_dropped_and_counted(daemon, make_video) -> None:
+    """``recording.video = "camera"``: garbage, a packet with an impossible time base and one that is not
+    H.264 reach the stream stage's recording socket; each is counted, the recording goes on, whole."""
+    clip = make_video("clip.mp4", seconds=2, fps=10, gop=10)
+    vestwatch = daemon([{"id": "cam", "url": str(clip), "loop": True, "realtime": True}], recording={"video": "camera"})
+    vestwatch.wait_ready()
+    wait_status(vestwatch, lambda status: status["stages"]["stream.cam"]["stats"]["frames"] >= 10)
+    now = time.time()
+    bad_time = EncodedPacket("cam", now, 0, 0, [0, 0], True, b"\0\0\1\x65", "h264", 320, 240)
+    not_video = EncodedPacket("cam", now, 0, 0, [1, 10], True, b"not h264", "h264", 64, 64)  # a new size: a new segment
+    context = zmq.Context()
+    try:
+        push = context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(f"ipc://{vestwatch.runtime_dir / 'record-cam.ipc'}")
+        for junk in (b"\x00\xff garbage", bad_time.encode(), not_video.encode()):
+            push.send(junk)
+        push.close()
+    finally:
+        context.term()
+    counted = {}
+
+    def all_three_counted(status: dict) -> bool:
+        stats = counted["stats"] = status["stages"]["stream.cam"]["stats"]
+        return stats["bad_messages"] >= 3
+
+    wait_status(vestwatch, all_three_counted)
+    recorded = counted["stats"]["frames"]
+    wait_status(vestwatch, lambda status: status["stages"]["stream.cam"]["stats"]["frames"] >= recorded + 20)
+    code, _ = vestwatch.stop()
+    assert code == 0
+    text = vestwatch.output.text()
+    assert "dropped a malformed frame/packet message" in text and "a packet the muxer refused" in text
+    assert "exited with code" not in text
+    for segment in sorted((vestwatch.recordings / "cam").rglob("*.ts")):
+        stream, problems = probe_video(segment)
+        assert problems == "" and stream["width"] == 320, segment
 
 
 def test_subscriber_that_never_reads_does_not_grow_memory(daemon, make_video) -> None:

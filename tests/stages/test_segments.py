@@ -188,3 +188,16 @@ def test_copying_starts_at_a_keyframe_and_a_picture_size_change_starts_a_segment
     recorder.close()
     sizes = [probe_video(s)[0]["width"] for s in sorted((tmp_path / "cam").rglob("*.ts"))]
     assert sizes == [160, 320]
+
+
+def test_a_packet_the_muxer_refuses_is_left_out_and_recording_goes_on(make_video, tmp_path: Path) -> None:
+    recorder = SegmentRecorder(tmp_path, "cam", segment_s=60.0, crf=30)
+    junk = EncodedPacket("cam", 1000.0, 0, 0, [1, 90000], True, b"not h264 at all", "h264", 160, 120)
+    with pytest.raises(ValueError, match="refused"):
+        recorder.write_packet(junk, 1000.0)
+    assert recorder.segment is None and not list(tmp_path.rglob("*.ts")), "no empty segment left behind"
+    frames = copy_into(recorder, make_video("a.mp4", seconds=1, size="160x120"))
+    recorder.close()
+    (segment,) = tmp_path.rglob("*.ts")
+    stream, problems = probe_video(segment)
+    assert problems == "" and int(stream["nb_read_frames"]) == len(frames)
