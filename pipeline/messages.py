@@ -202,7 +202,12 @@ class EncodedPacket(WireMessage):
     def problem(self) -> str | None:
         tb = self.time_base
         valid_tb = len(tb) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in tb)
-        return _first_problem(time_base=valid_tb, data=isinstance(self.data, bytes) and len(self.data) > 0)
+        return _first_problem(
+            time_base=valid_tb,
+            data=isinstance(self.data, bytes) and len(self.data) > 0,
+            codec=self.codec in ("", "h264", "hevc"),
+            size=self.width >= 0 and self.height >= 0,
+        )
 
     @property
     def pts_s(self) -> float | None:

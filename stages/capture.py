@@ -111,7 +111,7 @@ class CaptureStage(Stage):
         worker = [s.id for s in self.settings.streams].index(self.stream.id) % p.preprocess_workers
         self.refs.connect(preprocess_input(self.settings.runtime_dir, worker).address)
         self.record_out = None  # every frame (or packet) goes to the stream stage too, if it records here
-        self.copy_packets = self.settings.recording.video == "camera"
+        self.copy_packets = self.settings.recording.video == "camera" and self.stream.is_video
         if self.stream.records and "stream" in p.stages:
             hwm = PACKET_HWM if self.copy_packets else max(2, p.ring_slots // 2)
             record = record_input(self.settings.runtime_dir, self.stream.id)
@@ -258,6 +258,13 @@ class CaptureStage(Stage):
             return False
 
     def _send(self, frame: FeedFrame) -> None:
+        now = self.last_frame = time.monotonic()  # a frame came, whether or not it is detected
+        self.sent_times = [t for t in self.sent_times if now - t < 5.0] + [now]
+        self.stats.fps_in = round(len(self.sent_times) / 5.0, 2)
+        detect = self.detected.due(frame.pts)
+        if self.copying and not detect:  # its packets are recorded; its pixels are never looked at
+            self.stats.recorded_only += 1
+            return
         image = frame.image
         max_pixels = self.settings.pipeline.max_frame_pixels
         if image.shape[0] * image.shape[1] > max_pixels:
@@ -266,14 +273,11 @@ class CaptureStage(Stage):
         self.seq += 1
         captured = time.time()
         slot = self.ring.write(self.seq, image, frame.pts, captured)
-        now = self.last_frame = time.monotonic()  # a frame came, whether or not it is detected
-        self.sent_times = [t for t in self.sent_times if now - t < 5.0] + [now]
-        self.stats.fps_in = round(len(self.sent_times) / 5.0, 2)
         ref = FrameRef(self.stream.id, self.seq, slot, captured, frame.pts, self.realtime, self.pending_drops)
         payload = ref.encode()
         if self.record_out is not None and not self.copying:  # recorded whether or not inference sees it
             self._to_record(payload)
-        if not self.detected.due(frame.pts):
+        if not detect:
             self.stats.recorded_only += 1
             return
         while not self.realtime and not self.refs.poll(200, zmq.POLLOUT) and not self.stopping:

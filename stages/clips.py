@@ -66,20 +66,20 @@ def _detections(segment: Path) -> tuple[bool, list[dict]]:
         lines = [json.loads(line) for line in segment.with_suffix(".jsonl").read_text().splitlines()]
     except (OSError, ValueError):
         return False, []
-    return bool(lines and lines[0].get("copied")), [line for line in lines if "seq" in line and "clock" in line]
+    return bool(lines and lines[0].get("copied")), [line for line in lines if "seq" in line and "pts_s" in line]
 
 
-def _write_overlay(clip: Clip, segments: list[Path], end: float) -> None:
-    """The people of the copied segments' detected frames within the clip, timed from its start."""
+def _write_overlay(clip: Clip, segments: list[tuple[float, Path]], end: float) -> None:
+    """The people of the copied segments' detected frames within the clip, timed from its start as
+    its packets are: the segment's first clock plus the frame's place in it."""
     lines = []
-    for segment in segments:
+    for origin, segment in segments:
         copied, detected = _detections(segment)
-        if copied:
-            lines += [
-                {"t": round(line["clock"] - clip.start, 3), "people": line.get("people", [])}
-                for line in detected
-                if clip.start <= line["clock"] <= end
-            ]
+        for line in detected if copied else []:
+            at = origin + line["pts_s"]
+            if clip.start <= at <= end:
+                size = {"width": line["width"], "height": line["height"]} if "width" in line else {}
+                lines.append({"t": round(at - clip.start, 3), **size, "people": line.get("people", [])})
     if not lines:
         return
     overlay = clip.path.with_suffix(".jsonl")
@@ -149,10 +149,10 @@ def cut_clip(stream_root: Path, start: float, end: float, out: Path) -> Clip | N
     writer: _ClipWriter | None = None
     lead: list[tuple[float, av.Packet]] = []  # from the latest keyframe on, while the start is ahead
     lead_size: tuple[int, int] | None = None
-    read: list[Path] = []
+    read: list[tuple[float, Path]] = []
     try:
         for origin, segment in _segments_between(stream_root, start, end):
-            read.append(segment)
+            read.append((origin, segment))
             try:
                 source = av.open(str(segment))
             except (OSError, av.error.FFmpegError) as error:

@@ -48,6 +48,8 @@ ENCODER = "libx264"
 ENCODE_THREADS = 2
 PARTIAL_CLIP_S = 3600.0  # a clip still being written after this long was abandoned
 MAX_GAP_S = 5.0  # a longer silence (a camera outage) ends the segment instead of freezing across it
+JITTER_S = 0.5  # a copied camera's timestamps stepping back less than this are its jitter, not a restart
+AHEAD_S = 1.0  # a detected frame is placed in a copied segment at most this far past its last packet
 
 
 class DiskFullError(OSError):
@@ -193,7 +195,7 @@ class SegmentRecorder:
                 not segment.copied
                 or new_picture
                 or (packet.keyframe and since_start >= self.segment_s)
-                or since_start < last_s - 1e-6
+                or since_start < last_s - JITTER_S
                 or since_start - last_s > MAX_GAP_S
             ):
                 self._end()
@@ -235,16 +237,25 @@ class SegmentRecorder:
     def note(self, timeline_s: float, record: dict[str, Any]) -> None:
         """The detections of a frame already copied, in the sidecar of the segment that holds it
         (the one just ended, for a frame from before its last keyframe); older ones are left out."""
+        segment = self._copied_holding(timeline_s)
+        if segment is not None:
+            line = {"pts_s": round(timeline_s - segment.started, 4), **record}
+            try:
+                segment.sidecar.write((json.dumps(line) + "\n").encode())
+                segment.sidecar.commit()
+            except OSError as error:
+                segment.sidecar.rollback()
+                raise _failed(error, f"{self.stream_id}: detections not recorded") from None
+
+    def _copied_holding(self, timeline_s: float) -> Segment | None:
+        """The copied segment (the open one, or the one just ended) whose span holds ``timeline_s``: a
+        result that comes after a jump back (a looped file, a reconnect) belongs to neither."""
         for segment in (self.segment, self.previous):
-            if segment is not None and segment.copied and timeline_s >= segment.started:
-                line = {"pts_s": round(timeline_s - segment.started, 4), **record}
-                try:
-                    segment.sidecar.write((json.dumps(line) + "\n").encode())
-                    segment.sidecar.commit()
-                except OSError as error:
-                    segment.sidecar.rollback()
-                    raise _failed(error, f"{self.stream_id}: detections not recorded") from None
-                return
+            if segment is None or not segment.copied or segment.last_pts < 0:
+                continue
+            if segment.started <= timeline_s <= segment.started + segment.last_pts * float(TIME_BASE) + AHEAD_S:
+                return segment
+        return None
 
     def _open(self, timeline_s: float, captured: float, width: int, height: int, codec: str = ENCODER) -> Segment:
         stamp = datetime.fromtimestamp(captured, timezone.utc).astimezone()
@@ -265,7 +276,15 @@ class SegmentRecorder:
             raise _failed(error, f"{self.stream_id}: cannot start a segment") from None
         container = av.open(sink, mode="w", format="mpegts", options={"flush_packets": "1"})
         if codec != ENCODER:
-            stream = container.add_mux_stream(codec, width=width, height=height)
+            try:
+                stream = container.add_mux_stream(codec, width=width, height=height)
+            except ValueError as error:  # a codec MPEG-TS cannot carry
+                container.close()
+                for file in (sink, sidecar):
+                    file.close()
+                path.unlink(missing_ok=True)
+                path.with_suffix(".jsonl").unlink(missing_ok=True)
+                raise ValueError(f"{self.stream_id}: cannot record {codec!r} ({error})") from None
             stream.time_base = TIME_BASE
             log.info("%s: recording %s (the camera's %s, copied)", self.stream_id, path, codec)
             return Segment(path, timeline_s, width, height, sink, container, stream, sidecar, codec=codec)
@@ -289,12 +308,12 @@ class SegmentRecorder:
     def position(self, timeline_s: float | None = None) -> tuple[Path, float] | None:
         """Where the moment ``timeline_s`` is (or will be, for a frame still to be written) in the open
         segment (or, copying, the one just ended), else the offset (s) of the last frame written."""
+        if timeline_s is not None and self.copying:
+            holding = self._copied_holding(timeline_s)
+            return (holding.path, round(timeline_s - holding.started, 3)) if holding else None
         segment = self.segment
         if segment is None or segment.last_pts < 0:
             return None
-        previous = self.previous
-        if timeline_s is not None and timeline_s < segment.started and previous and timeline_s >= previous.started:
-            return previous.path, round(timeline_s - previous.started, 3)
         if timeline_s is not None and timeline_s >= segment.started:
             return segment.path, round(timeline_s - segment.started, 3)
         return segment.path, round(segment.last_pts * float(TIME_BASE), 3)

@@ -64,8 +64,17 @@ LIVE_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+
 def is_camera(url: str) -> bool:
     return url.isdigit() or url.startswith("/dev/video")
+
+
+def is_pictures(url: str) -> bool:
+    """An image, or a folder of them."""
+    path = Path(url)
+    return "://" not in url and (path.suffix.lower() in IMAGE_SUFFIXES or path.is_dir())
 
 
 def is_live(url: str) -> bool:
@@ -150,6 +159,12 @@ class StreamSettings(BaseModel, extra="forbid"):
         if unknown:
             raise ValueError(f"no {group} entry point named {unknown[0]!r} (installed: {', '.join(installed)})")
         return names
+
+    @property
+    def is_video(self) -> bool:
+        """Video (a network stream, a file, the demo), not a V4L2 camera or pictures: what a recording of
+        the camera's own packets (``recording.video = "camera"``) can copy, when it is H.264 or HEVC."""
+        return not (is_camera(self.url) or is_pictures(self.url))
 
     @property
     def records(self) -> bool:

@@ -7,9 +7,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from stages.settings import DEMO_URL, is_live, redact
+from stages.settings import DEMO_URL, IMAGE_SUFFIXES, is_live, redact
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".ts", ".mpg", ".mpeg", ".wmv", ".flv"})
 
 

@@ -15,7 +15,7 @@ class CaptureStats(StageStats):
     frames: int = 0  # sent on to preprocess
     dropped: int = 0  # live frames no preprocess worker could take
     record_dropped: int = 0  # live frames the stream stage could not take for recording
-    recorded_only: int = 0  # over detect_fps: sent for recording, not for detection
+    recorded_only: int = 0  # over detect_fps: recorded (its frame, or its packets copied), not detected
     corrupt: int = 0  # undecodable packets
     reconnects: int = 0
     fps_in: float = 0.0  # over the last 5 s

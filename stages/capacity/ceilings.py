@@ -20,8 +20,8 @@ def decode_fps(clip: Path, seconds: float, decoder: Decoder) -> float:
     frames, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         with open_reader(str(clip), None, None, decoder) as reader:  # as capture decodes
-            for _ in reader.frames():
-                frames += 1
+            for frame in reader.frames():
+                frames += frame.image.size > 0  # converted to BGR, as capture does every frame it passes on
                 if time.perf_counter() - start >= seconds:
                     break
     return frames / (time.perf_counter() - start)

@@ -14,7 +14,7 @@ from stages.feeds.camera import CameraFeed
 from stages.feeds.demo import demo_clip
 from stages.feeds.images import ImageFeed
 from stages.feeds.video import CPU, Decoder, VideoFeed
-from stages.settings import DEMO_URL, is_camera
+from stages.settings import DEMO_URL, is_camera, is_pictures
 
 __all__ = ["Decoder", "Feed", "FeedError", "FeedFrame", "open_feed"]
 
@@ -30,7 +30,6 @@ def open_feed(
         return CameraFeed(url)
     if "://" in url:
         return VideoFeed(url, live=True, timeout_s=timeout_s, decoder=decoder, copy_packets=copy_packets)
-    path = Path(url)
-    if path.is_dir() or path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}:
-        return ImageFeed(path)
-    return VideoFeed(str(path), live=False, decoder=decoder, copy_packets=copy_packets)
+    if is_pictures(url):
+        return ImageFeed(Path(url))
+    return VideoFeed(url, live=False, decoder=decoder, copy_packets=copy_packets)

@@ -9,14 +9,19 @@ from typing import Protocol
 
 import numpy as np
 
-from stages.video import CopiedPacket, VideoCodec
+from stages.video import CopiedPacket, VideoCodec, VideoFrame
 
 
 @dataclass(frozen=True)
 class FeedFrame:
-    image: np.ndarray  # BGR uint8
+    source: np.ndarray | VideoFrame  # a BGR picture, or a decoded frame converted only if looked at
     pts: float | None  # source presentation time, seconds
     packets: tuple[CopiedPacket, ...] = ()  # the source's own packets since the previous frame, when copied
+
+    @property
+    def image(self) -> np.ndarray:
+        """BGR uint8."""
+        return self.source if isinstance(self.source, np.ndarray) else self.source.image
 
 
 class FeedError(Exception):

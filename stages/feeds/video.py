@@ -72,7 +72,7 @@ class VideoFeed:
     def frames(self) -> Iterator[FeedFrame]:
         try:
             for frame in self.reader.frames():
-                yield FeedFrame(frame.image, frame.pts_s, frame.packets)
+                yield FeedFrame(frame, frame.pts_s, frame.packets)
         except ValueError as error:
             raise FeedError(redact(str(error))) from None
 

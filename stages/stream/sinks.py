@@ -85,6 +85,8 @@ class RecorderSink:
         return analysis.pts if own else analysis.captured
 
     def position(self, analysis: FrameAnalysis) -> tuple[str, float] | None:
+        if self.recorder.copying and analysis.pts is None:
+            return None  # a copied segment is placed by the source's timestamps only
         found = self.recorder.position(self.timeline(analysis))
         return (str(found[0].resolve()), found[1]) if found else None
 
@@ -94,6 +96,8 @@ class RecorderSink:
         return {
             "seq": analysis.seq,
             "captured": analysis.captured,
+            "width": analysis.width,  # the frame the boxes are in (capture scales a frame over max_frame_pixels)
+            "height": analysis.height,
             "clock": analysis.clock,  # the events' clock, by which clips are cut
             "detections_of": analysis.inferred_seq,  # this frame's seq when it was inferred
             "counts": analysis.detections.counts(analysis.names),

@@ -109,7 +109,8 @@ class StreamStage(Stage):
         self.poller.register(self.inferred, zmq.POLLIN)
         self.frames_in = None
         if self.stream.records:  # capture sends every frame or packet (the same rule decides there)
-            hwm = PACKET_HWM if self.settings.recording.video == "camera" else self.settings.pipeline.ring_slots
+            copied = self.settings.recording.video == "camera" and self.stream.is_video
+            hwm = PACKET_HWM if copied else self.settings.pipeline.ring_slots
             self.frames_in = record_input(self.settings.runtime_dir, self.stream.id).open(self.context, hwm=hwm)
             self.poller.register(self.frames_in, zmq.POLLIN)
         self.publisher = self.open_publisher()
@@ -258,6 +259,8 @@ class StreamStage(Stage):
         """One of the camera's own packets, recorded as it came, on the stream's event clock."""
         if self.recorder is not None:
             clock = self._clock_of(packet.captured, packet.pts_s)
+            if clock < self.last_clock - 1.0:  # a file started over; its new run's results re-anchor the clock
+                clock = packet.captured
 
             def record() -> None:
                 try:

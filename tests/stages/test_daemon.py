@@ -156,7 +156,8 @@ def test_camera_recording_copies_the_sources_own_video(daemon, rtsp_server, make
         lines = [json.loads(line) for s in segments for line in s.with_suffix(".jsonl").read_text().splitlines()]
         assert "clock" in lines[0] and "seq" not in lines[0], "a copied segment's sidecar starts with its clock"
         detected = [line for line in lines if "seq" in line]
-        published = {m["seq"]: m for m in messages[stream]}
+        # an RTSP camera joined mid-GOP: frames decoded before its first keyframe are not in the recording
+        published = {m["seq"]: m for m in messages[stream] if m["captured"] >= lines[0]["captured"]}
         assert {line["seq"] for line in detected} >= set(list(published)[:10]), "lines of detected frames only"
         for line in detected:
             if line["seq"] in published:
@@ -166,3 +167,20 @@ def test_camera_recording_copies_the_sources_own_video(daemon, rtsp_server, make
             assert [line["pts_s"] for line in detected[:3]] == [0.0, 0.1, 0.2]
         else:
             assert len(recorded) >= 15
+
+
+def test_a_copied_recording_keeps_every_frame_while_only_some_are_detected(daemon, make_video) -> None:
+    """detect_fps 2 on a 10 fps file recorded as it is: the frames not detected go into no ring
+    (nothing looks at their pixels), yet every one is in the recording."""
+    clip = make_video("clip.mp4", seconds=3, fps=10, gop=10)
+    vestwatch = daemon(
+        [{"id": "yard", "url": str(clip), "realtime": False, "detect_fps": 2.0}], recording={"video": "camera"}
+    )
+    vestwatch.wait_ready()
+    dets = collect(vestwatch.endpoint, lambda m: len(m.get("yard", [])) >= 6, timeout=120)["yard"]
+    assert [round(m["pts"], 1) for m in dets] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert [m["seq"] - dets[0]["seq"] for m in dets] == list(range(6)), "only detected frames were written"
+    wait_status(vestwatch, lambda status: status["stages"]["capture.yard"]["stats"]["recorded_only"] == 24)
+    code, _ = vestwatch.stop()
+    assert code == 0
+    assert sum(frame_count(s) for s in (vestwatch.recordings / "yard").rglob("*.ts")) == 30

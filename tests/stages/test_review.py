@@ -140,6 +140,10 @@ def test_the_page_draws_the_people_over_a_clip_of_the_cameras_own_video(tmp_path
         assert listed["people_url"] == f"/api/events/{quoted}/people.jsonl"
         lines = [json.loads(line) for line in api(daemon, listed["people_url"]).decode().splitlines()]
         assert [line["t"] for line in lines] == sorted(line["t"] for line in lines) and lines[0]["t"] >= 0
+        assert (lines[0]["width"], lines[0]["height"]) == (640, 360), "the size the boxes are in"
+        assert all(abs(line["t"] * clips.FPS - round(line["t"] * clips.FPS)) < 0.01 for line in lines), (
+            "timed by the frames' own timestamps, as the clip's frames are, not by when they were captured"
+        )
         assert any(p["track_id"] == end["track_id"] and p["vest"] == "no" for line in lines for p in line["people"])
 
         browser = Browser(chromium, tmp_path / "profile")

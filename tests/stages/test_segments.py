@@ -201,3 +201,27 @@ def test_a_packet_the_muxer_refuses_is_left_out_and_recording_goes_on(make_video
     (segment,) = tmp_path.rglob("*.ts")
     stream, problems = probe_video(segment)
     assert problems == "" and int(stream["nb_read_frames"]) == len(frames)
+
+
+def test_a_late_result_after_a_jump_back_goes_to_the_segment_that_holds_its_frame(make_video, tmp_path) -> None:
+    """A looped file starts over at pts 0: the results still to come of the first run's last frames are
+    placed in the segment that ended there, never at their old times in the new one; a timestamp
+    stepping back by a tick (a camera's jitter) does not cut a segment."""
+    video = make_video("loop.mp4", seconds=2, fps=10, size="160x120", gop=10)
+    recorder = SegmentRecorder(tmp_path, "cam", segment_s=60.0, crf=30)
+    copy_into(recorder, video)
+    with VideoReader(video, copy_packets=True) as reader:
+        first = next(reader.frames())  # the second run's first frame: its keyframe and a few more
+        for packet in first.packets:
+            recorder.write_packet(
+                EncodedPacket.decode(packet_message("cam", packet, reader.copier.codec, 2000.0).encode()), 2000.0
+            )
+    recorder.note(1.9, {"seq": 19, "late": True})
+    assert recorder.position(1.9)[0] == recorder.previous.path
+    assert recorder.position(0.0)[0] == recorder.segment.path
+    assert recorder.position(30.0) is None, "a time neither segment holds has no place"
+    recorder.close()
+    first_run, second_run = sorted(tmp_path.rglob("*.jsonl"))  # named by capture time: 1000 s, then 2000 s
+    late = json.loads(first_run.read_text().splitlines()[-1])
+    assert late["late"] and late["pts_s"] == 1.9
+    assert all("late" not in line for line in second_run.read_text().splitlines())
