@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -154,18 +155,31 @@ class SegmentRecorder:
         pts = max(int((timeline_s - segment.started) / TIME_BASE), segment.last_pts + 1)
         frame = yuv420p_frame(image[:height, :width])
         frame.pts, frame.time_base = pts, TIME_BASE
+        line = {"pts_s": round(pts * float(TIME_BASE), 4), **record}
+        self._mux(segment, lambda: segment.stream.encode(frame), line, "frame")
+        segment.last_pts = pts
+
+    def _mux(self, segment: Segment, packets: Callable[[], Any], line: dict | None, what: str) -> None:
+        """Mux what ``packets()`` gives and add ``line`` to the sidecar: on disk whole, or not at all.
+        A failed write closes the segment where it stands; what the muxer refuses is left out."""
         video_before = segment.sink.size
         try:
-            segment.container.mux(segment.stream.encode(frame))
+            segment.container.mux(packets())
             segment.sink.commit()
-            segment.sidecar.write((json.dumps({"pts_s": round(pts * float(TIME_BASE), 4), **record}) + "\n").encode())
+            if line is not None:
+                segment.sidecar.write((json.dumps(line) + "\n").encode())
             segment.sidecar.commit()
         except OSError as error:
             segment.sink.rollback(video_before)
             segment.sidecar.rollback()
             self._abandon()
-            raise _failed(error, f"{self.stream_id}: frame not recorded") from None
-        segment.last_pts = pts
+            raise _failed(error, f"{self.stream_id}: {what} not recorded") from None
+        except av.error.FFmpegError as error:  # not video the muxer can take: this goes, the segment stays
+            segment.sink.rollback(video_before)
+            segment.sidecar.rollback()
+            if segment.last_pts < 0:
+                self._abandon()  # nothing in it, not even its first line
+            raise ValueError(f"{self.stream_id}: a {what} the muxer refused ({error})") from None
         self.bytes_written += segment.sink.size - video_before
 
     def write_packet(self, packet: EncodedPacket, clock: float) -> bool:
@@ -214,24 +228,8 @@ class SegmentRecorder:
         copy = av.Packet(packet.data)
         copy.pts, copy.dts, copy.time_base, copy.is_keyframe = pts, dts, TIME_BASE, packet.keyframe
         copy.stream = segment.stream
-        video_before = segment.sink.size
-        try:
-            segment.container.mux(copy)
-            segment.sink.commit()
-            segment.sidecar.commit()
-        except OSError as error:
-            segment.sink.rollback(video_before)
-            segment.sidecar.rollback()
-            self._abandon()
-            raise _failed(error, f"{self.stream_id}: packet not recorded") from None
-        except av.error.FFmpegError as error:  # not H.264 the muxer can take: this packet goes, the segment stays
-            segment.sink.rollback(video_before)
-            segment.sidecar.rollback()
-            if segment.last_pts < 0:
-                self._abandon()  # nothing in it, not even its first line
-            raise ValueError(f"{self.stream_id}: a packet the muxer refused ({error})") from None
+        self._mux(segment, lambda: copy, None, "packet")  # the first line, written at its start, goes with it
         segment.last_dts, segment.last_pts = dts, max(pts, segment.last_pts)
-        self.bytes_written += segment.sink.size - video_before
         return True
 
     def note(self, timeline_s: float, record: dict[str, Any]) -> None:
