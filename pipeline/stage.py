@@ -79,6 +79,7 @@ class Stage(ABC):
         """Every message waiting on ``socket``, decoded; garbage is logged, counted in
         ``stats.bad_messages`` and skipped. ``topics``: two-frame (topic, payload) messages. A tuple of
         types: a socket that carries several, each message decoded as the one its type names."""
+        kinds = message_type if isinstance(message_type, tuple) else (message_type,)
         while True:
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
@@ -87,13 +88,8 @@ class Stage(ABC):
             try:
                 if topics and len(frames) != 2:
                     raise MessageError(f"{len(frames)} frames, expected topic and payload")
-                payload = frames[-1] if topics else b"".join(frames)
-                if isinstance(message_type, tuple):
-                    yield decode_one_of(payload, message_type)
-                else:
-                    yield message_type.decode(payload)
+                yield decode_one_of(frames[-1] if topics else b"".join(frames), kinds)
             except MessageError as error:
-                kinds = message_type if isinstance(message_type, tuple) else (message_type,)
                 self.reject("/".join(kind.TYPE for kind in kinds), error)
 
     def reject(self, kind: str, error: Exception) -> None:

@@ -111,7 +111,7 @@ class CaptureStage(Stage):
         worker = [s.id for s in self.settings.streams].index(self.stream.id) % p.preprocess_workers
         self.refs.connect(preprocess_input(self.settings.runtime_dir, worker).address)
         self.record_out = None  # every frame (or packet) goes to the stream stage too, if it records here
-        self.copy_packets = self.settings.recording.video == "camera" and self.stream.is_video
+        self.copy_packets = self.settings.copies_packets(self.stream)
         if self.stream.records and "stream" in p.stages:
             hwm = PACKET_HWM if self.copy_packets else max(2, p.ring_slots // 2)
             record = record_input(self.settings.runtime_dir, self.stream.id)
@@ -241,10 +241,7 @@ class CaptureStage(Stage):
                 self.stats.record_dropped += 1
                 continue
             payload = packet_message(self.stream.id, packet, self.feed.codec, captured).encode()
-            if self._to_record(payload):
-                self.need_keyframe = False
-            else:
-                self.need_keyframe = True
+            self.need_keyframe = not self._to_record(payload)
 
     def _to_record(self, payload: bytes) -> bool:
         """Send to the stream stage's recorder; offline waits (lossless), live never does."""

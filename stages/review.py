@@ -26,13 +26,12 @@ from stages.eventstore import EventStore
 from stages.settings import Settings
 
 API = "/api/events"
-# name -> (the event's column holding the file, the suffix it is served with, content type)
+# name -> (the event's column holding the file, the suffix it is served with, content type, its URL's field)
 FILES = {
-    "snapshot.jpg": ("snapshot", None, "image/jpeg"),
-    "clip.mp4": ("clip", None, "video/mp4"),
-    "people.jsonl": ("clip", ".jsonl", "application/x-ndjson"),
+    "snapshot.jpg": ("snapshot", None, "image/jpeg", "snapshot_url"),
+    "clip.mp4": ("clip", None, "video/mp4", "clip_url"),
+    "people.jsonl": ("clip", ".jsonl", "application/x-ndjson", "people_url"),
 }
-URL_FIELDS = {"snapshot.jpg": "snapshot_url", "clip.mp4": "clip_url", "people.jsonl": "people_url"}
 
 
 def event_file(event_id: str, name: str) -> str:
@@ -72,7 +71,7 @@ class ReviewApi:
             return _json(404, {"error": "no such event"})
         if not name:
             return _json(200, self._shown(event))
-        column, suffix, content_type = FILES[name]
+        column, suffix, content_type, _ = FILES[name]
         path = self._file(event[column], suffix)
         if path is None:
             why = "clip not written yet (or deleted by retention)" if column == "clip" else "no snapshot"
@@ -92,9 +91,8 @@ class ReviewApi:
         return _json(200, self._shown(event))
 
     def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
-        for name, (column, suffix, _) in FILES.items():
-            there = self._file(event[column], suffix)
-            event[URL_FIELDS[name]] = event_file(event["event_id"], name) if there else None
+        for name, (column, suffix, _, url) in FILES.items():
+            event[url] = event_file(event["event_id"], name) if self._file(event[column], suffix) else None
         return event
 
     def _file(self, stored: str | None, suffix: str | None = None) -> Path | None:

@@ -109,7 +109,7 @@ class Segment:
     stream: Any
     sidecar: _FrameSink
     last_pts: int = -1
-    codec: str = "libx264"  # encoded here; else the source's codec, its packets copied
+    codec: str = ENCODER  # encoded here; else the source's codec (h264, hevc: the wire allows no other), copied
     last_dts: int = -(2**62)  # copied: decode order may start before the first keyframe's pts (B-frames)
 
     @property
@@ -274,15 +274,7 @@ class SegmentRecorder:
             raise _failed(error, f"{self.stream_id}: cannot start a segment") from None
         container = av.open(sink, mode="w", format="mpegts", options={"flush_packets": "1"})
         if codec != ENCODER:
-            try:
-                stream = container.add_mux_stream(codec, width=width, height=height)
-            except ValueError as error:  # a codec MPEG-TS cannot carry
-                container.close()
-                for file in (sink, sidecar):
-                    file.close()
-                path.unlink(missing_ok=True)
-                path.with_suffix(".jsonl").unlink(missing_ok=True)
-                raise ValueError(f"{self.stream_id}: cannot record {codec!r} ({error})") from None
+            stream = container.add_mux_stream(codec, width=width, height=height)
             stream.time_base = TIME_BASE
             log.info("%s: recording %s (the camera's %s, copied)", self.stream_id, path, codec)
             return Segment(path, timeline_s, width, height, sink, container, stream, sidecar, codec=codec)

@@ -424,6 +424,11 @@ class Settings(EnvOverridesFile):
     def control_endpoint(self) -> Endpoint:
         return Endpoint.parse(self.control or f"rep+bind:ipc://{self.runtime_dir}/control.ipc")
 
+    def copies_packets(self, stream: StreamSettings) -> bool:
+        """Whether capture sends ``stream``'s own packets to be recorded (``recording.video = "camera"``
+        and a video source), rather than its frames; capture and the stream stage size their queue by it."""
+        return self.recording.video == "camera" and stream.is_video
+
     def stream(self, stream_id: str) -> StreamSettings:
         return next(s for s in self.streams if s.id == stream_id)
 

@@ -123,8 +123,9 @@ class RecorderSink:
         if self.recorder.copying and analysis.pts is not None:
             self._written(lambda: self.recorder.note(analysis.pts, self._line(analysis)), frame=False)
 
-    def _written(self, write: Callable[[], bool | None], frame: bool = True) -> bool | None:
-        """Run a write, a full disk answered by making room, any other failure logged; None when it failed."""
+    def _written(self, write: Callable[[], bool | None], frame: bool = True) -> None:
+        """Run a write (False: nothing written), a full disk answered by making room, any other failure
+        logged; ``frame``: a written one counts as a recorded frame."""
         try:
             done = write()
         except DiskFullError as error:
@@ -132,16 +133,15 @@ class RecorderSink:
             if not self.stats.disk_low:
                 log.warning("%s; making room", error)
             self._keep_free_space(at_least_one=True)
-            return None
+            return
         except OSError as error:  # not space: deleting recordings would not help
             self.stats.write_errors += 1
             log.warning("%s", error)
-            return None
+            return
         if frame and done is not False:
             self.last_recorded = time.monotonic()
             self.stats.frames += 1
         self.stats.bytes, self.stats.segments = self.recorder.bytes_written, self.recorder.segments_closed
-        return done
 
     def tick(self) -> None:
         """Free space every second, retention every minute, whether frames come or not."""

@@ -109,8 +109,7 @@ class StreamStage(Stage):
         self.poller.register(self.inferred, zmq.POLLIN)
         self.frames_in = None
         if self.stream.records:  # capture sends every frame or packet (the same rule decides there)
-            copied = self.settings.recording.video == "camera" and self.stream.is_video
-            hwm = PACKET_HWM if copied else self.settings.pipeline.ring_slots
+            hwm = PACKET_HWM if self.settings.copies_packets(self.stream) else self.settings.pipeline.ring_slots
             self.frames_in = record_input(self.settings.runtime_dir, self.stream.id).open(self.context, hwm=hwm)
             self.poller.register(self.frames_in, zmq.POLLIN)
         self.publisher = self.open_publisher()
