@@ -43,6 +43,9 @@ class MqttSink:
         self.counts = {"people": -1, "without_vest": -1}
         self.stats = {"mqtt_published": 0, "mqtt_overflowed": 0, "mqtt_connected": False}
         self.client = self._client()
+        # only now: a broker that answers at once has on_connect publish through self.client
+        self.client.connect_async(settings.host, settings.port, keepalive=30)
+        self.client.loop_start()
 
     def _client(self) -> paho.Client:
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"vestwatch-{self.stream.id}")
@@ -56,8 +59,6 @@ class MqttSink:
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.on_publish = self._published
-        client.connect_async(self.settings.host, self.settings.port, keepalive=30)
-        client.loop_start()
         return client
 
     def _connected(self, client: paho.Client, userdata: object, flags: object, reason: object, props: object) -> None:
