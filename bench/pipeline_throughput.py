@@ -37,12 +37,12 @@ from pipeline.subscriber import subscribe
 from stages.capacity.bench import start_daemon, status
 from stages.capacity.ceilings import inference_only
 from stages.capacity.processes import rss_mib
+from stages.capture.sources.demo import demo_clip
+from stages.capture.sources.media_files import MediaFile
 from stages.detect import run_detect
 from stages.detector.backends import resolve_device
 from stages.detector.detector import Detector, load_detector
-from stages.feeds.demo import demo_clip
 from stages.settings import BUNDLED_WEIGHTS
-from stages.sources import MediaFile
 from stages.video import VideoReader
 
 SITE_FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "media" / "construction-site.mp4"

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from pipeline.analysis import FrameAnalysis
+from stages.capture.sources.demo import demo_pictures, zoomed
 from stages.detector.detector import detector_from_settings
-from stages.feeds.demo import demo_pictures, zoomed
 from stages.settings import BUNDLED_WEIGHTS, DetectorSettings, Settings, StreamSettings
 from stages.stream import plugins
 from stages.video import VideoReader

@@ -57,9 +57,9 @@ def detector_settings(args: argparse.Namespace) -> DetectorSettings:
 
 
 def run_detect_command(args: argparse.Namespace) -> int:
+    from stages.capture.sources.media_files import expand_sources
     from stages.detect import run_detect
     from stages.detector.detector import detector_from_settings
-    from stages.sources import expand_sources
 
     try:
         settings = detector_settings(args)

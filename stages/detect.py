@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 from pipeline.detections import Detections
 from stages.annotate import annotate
+from stages.capture.sources import FeedError, open_feed
+from stages.capture.sources.media_files import MediaFile
 from stages.detector.detector import BatchResult, Detector
-from stages.feeds import FeedError, open_feed
 from stages.settings import redact
-from stages.sources import MediaFile
 from stages.video import VideoReader, VideoWriter
 
 log = logging.getLogger(__name__)

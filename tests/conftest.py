@@ -212,7 +212,7 @@ def site_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shipped model finds workers with and without vests; four zoom steps per picture."""
     from fractions import Fraction
 
-    from stages.feeds.demo import demo_pictures, zoomed
+    from stages.capture.sources.demo import demo_pictures, zoomed
     from stages.video import VideoWriter
 
     path = tmp_path_factory.mktemp("site") / "site.mp4"

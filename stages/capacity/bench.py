@@ -36,7 +36,7 @@ from stages.capacity.ceilings import decode_only, frames_of, inference_only
 from stages.capacity.media import RtspCameras, camera_clip, default_source, rtsp_available
 from stages.capacity.processes import Sampler, Usage, parent_pid
 from stages.capacity.report import FIGURES, TABLE_HEAD, describe, row, usage_table
-from stages.feeds.video import decoder_for
+from stages.capture.sources.video import decoder_for
 
 log = logging.getLogger(__name__)
 

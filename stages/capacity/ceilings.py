@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.capture.sources.video import Decoder, open_reader
 from stages.detector.detector import Detector, Letterboxed
 from stages.detector.letterbox import letterbox
-from stages.feeds.video import Decoder, open_reader
 from stages.video import VideoReader
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import av
 
-from stages.feeds.demo import demo_clip
+from stages.capture.sources.demo import demo_clip
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")

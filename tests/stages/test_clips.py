@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.messages import EncodedPacket
 from pipeline.web import Request
-from stages.capture import packet_message
+from stages.capture.stage import packet_message
 from stages.clips import clip_path, cut_clip
 from stages.eventstore import EventStore
 from stages.review import ReviewApi

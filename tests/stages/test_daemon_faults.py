@@ -100,7 +100,7 @@ def test_rtsp_outage_reconnects_without_restart(daemon, rtsp_server) -> None:
         first_back = min(x["captured"] for x in resumed["gate"] if x["captured"] > back_at)
         # retried every reconnect_max_s (5 s) at most, each try bounded by rtsp_timeout_s (5 s)
         assert first_back - back_at < 12, f"frames again {first_back - back_at:.1f} s after the camera came back"
-        lost = [line for line in vestwatch.output.lines if "WARNING stages.capture: gate:" in line]
+        lost = [line for line in vestwatch.output.lines if "WARNING stages.capture.stage: gate:" in line]
         assert lost and all(("read failed" in x or "cannot open" in x) and "retrying in" in x for x in lost)
         os.kill(capture, 0)  # reconnected inside the same capture process
         assert "capture.gate exited" not in vestwatch.output.text()

@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.feeds import Decoder, FeedError, open_feed
-from stages.feeds.camera import CameraFeed
-from stages.feeds.demo import CLIP_NAME, DEMO_FPS, HOLD_S, demo_pictures
-from stages.feeds.video import decoder_for, open_reader
+from stages.capture.sources import Decoder, FeedError, open_feed
+from stages.capture.sources.camera import CameraFeed
+from stages.capture.sources.demo import CLIP_NAME, DEMO_FPS, HOLD_S, demo_pictures
+from stages.capture.sources.video import decoder_for, open_reader
 from stages.settings import redact
 from stages.topology import nvidia_gpu
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.capture import RateSchedule
+from stages.capture.stage import RateSchedule
 
 
 def taken(rate: float | None, timeline: np.ndarray) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.messages import EncodedPacket
-from stages.capture import packet_message
+from stages.capture.stage import packet_message
 from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.video import VideoFrame, VideoReader
 from tests.harness import probe_video

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from stages.capture.sources.demo import demo_pictures
 from stages.detector.backends import TorchBackend
 from stages.detector.detector import load_detector
 from stages.detector.graphs import BUCKETS, MAX_GRAPHS, GraphedModel, bucket
-from stages.feeds.demo import demo_pictures
 from stages.settings import BUNDLED_WEIGHTS
 
 

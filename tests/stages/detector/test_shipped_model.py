@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from pipeline.detections import Detections
+from stages.capture.sources.demo import DEMO_IMAGES, demo_pictures
 from stages.detector.detector import Thresholds, load_detector
-from stages.feeds.demo import DEMO_IMAGES, demo_pictures
 from stages.settings import BUNDLED_WEIGHTS, REPO_ROOT
 from stages.training.data import DataConfig
 from tests.conftest import SHARED

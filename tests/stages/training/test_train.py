@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from stages.capture.sources.demo import DEMO_IMAGES
 from stages.detector.model import Model
-from stages.feeds.demo import DEMO_IMAGES
 from stages.training.augment import hsv_jitter
 from stages.training.data import DataConfig
 from stages.training.dataset import TrainingImages, model_input

@@ -24,8 +24,8 @@ from pipeline.frames import FrameRing
 from pipeline.messages import ControlState, DetectionMessage, EncodedPacket, FrameRef
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
-from stages.feeds import Feed, FeedError, FeedFrame, open_feed
-from stages.feeds.video import decoder_for
+from stages.capture.sources import Feed, FeedError, FeedFrame, open_feed
+from stages.capture.sources.video import decoder_for
 from stages.settings import DEMO_URL, Settings, redact
 from stages.stats import CaptureStats
 from stages.topology import PACKET_HWM, capture_ring, instance, open_detections, preprocess_input, record_input

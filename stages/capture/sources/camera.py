@@ -14,7 +14,7 @@ from typing import Any
 
 import cv2
 
-from stages.feeds.base import FeedError, FeedFrame
+from stages.capture.sources.base import FeedError, FeedFrame
 
 
 def open_v4l2(url: str) -> Any:

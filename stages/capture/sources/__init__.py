@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.feeds.base import Feed, FeedError, FeedFrame
-from stages.feeds.camera import CameraFeed
-from stages.feeds.demo import demo_clip
-from stages.feeds.images import ImageFeed
-from stages.feeds.video import CPU, Decoder, VideoFeed
+from stages.capture.sources.base import Feed, FeedError, FeedFrame
+from stages.capture.sources.camera import CameraFeed
+from stages.capture.sources.demo import demo_clip
+from stages.capture.sources.images import ImageFeed
+from stages.capture.sources.video import CPU, Decoder, VideoFeed
 from stages.settings import DEMO_URL, is_camera, is_pictures
 
 __all__ = ["Decoder", "Feed", "FeedError", "FeedFrame", "open_feed"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import cv2
 
-from stages.feeds.base import FeedError, FeedFrame
-from stages.sources import IMAGE_SUFFIXES
+from stages.capture.sources.base import FeedError, FeedFrame
+from stages.capture.sources.media_files import IMAGE_SUFFIXES
 
 
 class ImageFeed:

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 from av.codec.hwaccel import hwdevices_available
 
-from stages.feeds.base import FeedError, FeedFrame
+from stages.capture.sources.base import FeedError, FeedFrame
 from stages.settings import redact
 from stages.topology import nvidia_gpu
 from stages.video import VideoReader
