@@ -20,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.analysis import FrameAnalysis
 from stages.capture.sources.demo import demo_pictures, zoomed
 from stages.detector.detector import detector_from_settings
 from stages.settings import BUNDLED_WEIGHTS, DetectorSettings, Settings, StreamSettings
 from stages.stream import plugins
+from stages.stream.analysis import FrameAnalysis
 from stages.video import VideoReader
 
 SITE_FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "media"

@@ -1,80 +1,24 @@
-"""Every message that crosses a process boundary: one versioned msgpack schema.
+"""Every message that crosses a process boundary inside the daemon: one versioned msgpack schema.
 
-Subscribers read ``det.<stream>`` and ``event.<stream>`` topics: a two-frame ZeroMQ
-message, the topic (UTF-8) then a msgpack map. Every map has ``v`` (the schema
-version, now 2) and ``type``. Fields of a ``det`` message (one per inferred frame):
-
-| field | type | meaning |
-|---|---|---|
-| stream | str | stream id from the config |
-| seq | int | frame number, increasing per stream (jumps when capture restarts) |
-| captured | float | capture wall-clock time, Unix seconds |
-| pts | float or nil | source presentation time, seconds |
-| width, height | int | frame size in source pixels |
-| boxes | [[x1, y1, x2, y2], ...] | source pixels |
-| scores | [float] | confidence per box |
-| classes | [int] | class id per box |
-| names | [str] | class name per box |
-| counts | {name: int} | boxes per class name |
-| people | [person] | tracked people, below |
-| latency_ms | float | capture -> publish |
-| inference_ms | float | the batch's forward pass |
-| batch_size | int | frames in that batch |
-| drops | {stage: int} | frames of this stream dropped since the previous message, per stage |
-
-A person: ``track_id`` (int, stable while the person stays in view), ``box``, ``score``,
-``vest`` and ``hardhat`` (``yes``, ``no`` or ``unknown``, the majority of the last few
-frames), ``zones`` (names of the zones the bottom centre of the box is in) and
-``torso_only`` (true when a vest/no_vest box stands for a person the model saw no box of).
-
-An ``event`` message is one phase of one violation: a person in a zone without the PPE
-the zone requires, for at least ``events.dwell_s``:
-
-| field | type | meaning |
-|---|---|---|
-| stream | str | stream id |
-| event_id | str | the same for every phase of one violation |
-| phase | str | ``start``, ``update`` (every ``events.update_s``, and when ``missing`` changes) or ``end`` |
-| track_id | int | the person |
-| zone | str | the zone's name |
-| missing | [str] | required items the person is seen without (``vest``, ``hardhat``) |
-| started | float | when the person was first seen without them, Unix seconds (2) |
-| ended | float or nil | set on ``end`` |
-| duration_s | float | so far, or in all on ``end`` |
-| reason | str or nil | on ``end``: ``left`` (out of the zone for ``lost_s``), ``complied``, ``lost`` (1) |
-| seq, captured | int, float | the frame of this phase |
-| box | [x1, y1, x2, y2] | the person on that frame (empty once they are lost) |
-| snapshot | str or nil | annotated JPEG of that frame, the person highlighted (start and end; none when lost) |
-| snapshot_url | str or nil | the start's snapshot through the HTTP server (nil when it is off) |
-| segment, offset_s | str or nil, float or nil | the recording holding that frame, and where in it |
-| clip, clip_url | str or nil | on ``end``: the event's MP4 (3) and its URL |
-
-(1) ``lost``: out of view for ``events.lost_s`` (also when the camera or inference stops
-delivering); ``stopped``: the daemon stopped or reloaded the stream while the event was open.
-(2) capture time; for a file, its first frame's capture time plus the file's own timeline.
-(3) from ``events.clip_pre_s`` before ``started`` to ``events.clip_post_s`` after ``ended``; it is
-written once that much more has been recorded, so the file (and the URL) appear about
-``clip_post_s`` after the ``end`` message; the URL answers 404 until then.
-
-``inferred.<stream>`` (inference's raw boxes for the stream stage) also passes the publish
-endpoint; it is internal and may change without a version bump.
+Every map has ``v`` (the schema version, now 2) and ``type``; a message is a dataclass whose
+fields are checked by type and range on decoding, so a malformed one is refused with its
+reason rather than half-read. What subscribers read (``det.<stream>`` and ``event.<stream>``)
+is built on ``WireMessage`` by the stages that publish it: ``stages/stream/messages.py``
+documents those topics field by field.
 
 Unknown fields are ignored by readers, so fields can be added without a version bump;
-removing or changing one bumps ``v``. Version 2 added people and the event lifecycle.
+removing or changing one bumps ``v``.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
 import msgpack
-import numpy as np
 
-from pipeline.analysis import FrameAnalysis, Violation
-from pipeline.detections import Detections, class_name
+from pipeline.detections import Detections
 
 SCHEMA_VERSION = 2
 MAX_CLASSES = 1000  # class ids in a det message are below this
@@ -178,7 +122,7 @@ class FrameRef(WireMessage):
     drops: int = 0  # capture-side drops since the previous ref
 
     def problem(self) -> str | None:
-        return _first_problem(seq=self.seq >= 1, slot=self.slot >= 0, drops=self.drops >= 0)
+        return first_problem(seq=self.seq >= 1, slot=self.slot >= 0, drops=self.drops >= 0)
 
 
 @dataclass
@@ -202,7 +146,7 @@ class EncodedPacket(WireMessage):
     def problem(self) -> str | None:
         tb = self.time_base
         valid_tb = len(tb) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in tb)
-        return _first_problem(
+        return first_problem(
             time_base=valid_tb,
             data=isinstance(self.data, bytes) and len(self.data) > 0,
             codec=self.codec in ("", "h264", "hevc"),
@@ -239,7 +183,7 @@ class Batchable(WireMessage):
     pixels_shape: list[int] = field(default_factory=list)  # [h, w, 3]
 
     def problem(self) -> str | None:
-        return _first_problem(
+        return first_problem(
             slot=self.slot >= 0 or self.pixels is not None,  # -1: the pixels are inline
             ring_seq=self.ring_seq >= 0,
             source_slot=self.source_slot >= 0,
@@ -287,97 +231,10 @@ class InferredMessage(FrameBoxes):
     source_slot: int = -1  # where the stream stage finds the original frame in the capture ring
 
     def problem(self) -> str | None:
-        return _first_problem(
+        return first_problem(
             **self.box_problems(),
             names=len(self.names) <= MAX_CLASSES and all(isinstance(n, str) for n in self.names),
         )
-
-    def analysis(self, clock: float | None = None) -> FrameAnalysis:
-        detections = Detections(np.array(self.boxes, np.float32), self.scores, self.classes)
-        return FrameAnalysis(
-            self.stream,
-            self.seq,
-            self.captured,
-            self.pts,
-            self.width,
-            self.height,
-            detections,
-            list(self.names),
-            clock=clock,
-        )
-
-
-@dataclass
-class DetectionMessage(FrameBoxes):
-    """Published on ``det.<stream>``; see the module docstring for the fields."""
-
-    TYPE: ClassVar[str] = "det"
-    names: list[str]
-    counts: dict[str, int]
-    people: list[dict[str, Any]]
-    latency_ms: float
-    inference_ms: float
-    batch_size: int
-    drops: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def from_analysis(cls, analysis: FrameAnalysis, inferred: InferredMessage) -> DetectionMessage:
-        """The one conversion from what the stream stage knows to what subscribers read."""
-        detections = analysis.detections
-        return cls(
-            stream=analysis.stream,
-            seq=analysis.seq,
-            captured=analysis.captured,
-            pts=analysis.pts,
-            width=analysis.width,
-            height=analysis.height,
-            **box_fields(detections),
-            names=[class_name(analysis.names, int(c)) for c in detections.class_id],
-            counts=detections.counts(analysis.names),
-            people=[asdict(person) for person in analysis.people],
-            latency_ms=round((time.time() - analysis.captured) * 1e3, 2),
-            inference_ms=inferred.inference_ms,
-            batch_size=inferred.batch_size,
-            drops=inferred.drops,
-        )
-
-    def problem(self) -> str | None:
-        return _first_problem(
-            **self.box_problems(),
-            names=len(self.names) == len(self.boxes),
-            people=all(isinstance(p, dict) for p in self.people),
-        )
-
-
-@dataclass
-class EventMessage(WireMessage):
-    """Published on ``event.<stream>``: one phase of a violation; see the module docstring."""
-
-    TYPE: ClassVar[str] = "event"
-    stream: str
-    event_id: str
-    phase: str
-    track_id: int
-    zone: str
-    missing: list[str]
-    started: float
-    ended: float | None
-    duration_s: float
-    reason: str | None
-    seq: int
-    captured: float
-    box: list[float]
-    snapshot: str | None
-    snapshot_url: str | None
-    segment: str | None
-    offset_s: float | None
-    clip: str | None
-    clip_url: str | None
-
-    @classmethod
-    def from_violation(cls, analysis: FrameAnalysis, violation: Violation) -> EventMessage:
-        fields_ = asdict(violation)
-        return cls(stream=analysis.stream, seq=analysis.seq, captured=analysis.captured, **fields_)
 
 
 @dataclass
@@ -396,7 +253,7 @@ def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _first_problem(**valid: bool) -> str | None:
+def first_problem(**valid: bool) -> str | None:
     """The first field whose check failed, as a reason."""
     return next((f"field {name!r} out of range" for name, ok in valid.items() if not ok), None)
 

@@ -3,7 +3,7 @@
 >>> for topic, message in subscribe("tcp://site-server:5560", ["det.cam1"]):
 ...     print(topic, message["counts"], message["latency_ms"])
 
-Messages are dicts as documented in ``pipeline.messages``; malformed ones are skipped.
+Messages are dicts; the published topics are documented in ``stages/stream/messages.py``; malformed ones are skipped.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from pipeline.analysis import Person
 from pipeline.detections import Detections, class_name
+from stages.stream.analysis import Person
 
 # BGR; colours chosen so that vest (green) and no-vest (red) read at a glance
 NAMED_COLOURS = {

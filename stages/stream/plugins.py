@@ -11,8 +11,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from stages.settings import Settings, StreamSettings, installed_plugins
-from stages.stream.people import PeopleProcessor
-from stages.stream.zones import ZonesProcessor
+from stages.stream.processors.people import PeopleProcessor
+from stages.stream.processors.zones import ZonesProcessor
 
 PROCESSORS = "vestwatch.processors"
 SINKS = "vestwatch.sinks"

@@ -29,17 +29,18 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from pipeline.analysis import FrameAnalysis
 from pipeline.detections import Detections
 from pipeline.endpoints import Endpoint
 from pipeline.frames import RingReaders
-from pipeline.messages import DetectionMessage, EncodedPacket, EventMessage, FrameRef, InferredMessage, topic
+from pipeline.messages import EncodedPacket, FrameRef, InferredMessage, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.settings import Settings
 from stages.stats import StreamStats
 from stages.stream import plugins
-from stages.stream.sinks import RecorderSink
+from stages.stream.analysis import FrameAnalysis
+from stages.stream.messages import DetectionMessage, EventMessage, analysis_of
+from stages.stream.outputs.recorder import RecorderSink
 from stages.topology import PACKET_HWM, capture_ring, instance, open_inferred, record_input
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class StreamStage(Stage):
     def _analyse(self, message: InferredMessage) -> None:
         """Processors, the inferred-frame sinks, then what subscribers read."""
         self.last_inferred = time.monotonic()
-        analysis = message.analysis(self._clock(message))
+        analysis = analysis_of(message, self._clock(message))
         frame = self.ring.read(self.ring_path, message.source_slot, message.seq)
         image = frame.image if frame is not None else self._pending_image(message.seq)
         for processor in self.processors:

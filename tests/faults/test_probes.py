@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import zmq
 
-from pipeline.analysis import FrameAnalysis, Violation
 from pipeline.detections import Detections
 from pipeline.messages import Batchable, FrameRef, InferredMessage, topic
 from stages.settings import Settings, StreamSettings
-from stages.stream.sinks import EventLogSink
+from stages.stream.analysis import FrameAnalysis, Violation
+from stages.stream.outputs.recorder import EventLogSink
 from tests.harness import collect, free_port, probe_video, rss_mib, vestwatch, wait_status
 
 

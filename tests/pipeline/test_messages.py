@@ -1,7 +1,8 @@
 import msgpack
 import pytest
 
-from pipeline.messages import DetectionMessage, FrameRef, Heartbeat, MessageError
+from pipeline.messages import FrameRef, Heartbeat, MessageError
+from stages.stream.messages import DetectionMessage
 
 
 def test_round_trip_keeps_every_field() -> None:

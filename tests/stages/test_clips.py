@@ -17,7 +17,7 @@ from stages.eventstore import EventStore
 from stages.review import ReviewApi
 from stages.segments import SegmentRecorder
 from stages.settings import Settings, StreamSettings
-from stages.stream.sinks import ClipSink, EventLogSink
+from stages.stream.outputs.recorder import ClipSink, EventLogSink
 from stages.video import VideoReader
 from tests.harness import probe_video
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from pipeline.analysis import FrameAnalysis, Person, Violation
 from pipeline.detections import Detections
 from stages.settings import MqttSettings, StreamSettings, ZoneSettings
-from stages.stream.mqtt import MqttSink
+from stages.stream.analysis import FrameAnalysis, Person, Violation
+from stages.stream.outputs.mqtt import MqttSink
 from tests.harness import MOSQUITTO, Mosquitto
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto not installed (deploy/setup.sh --dev)")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.analysis import FrameAnalysis, Person
 from pipeline.detections import Detections
 from stages.settings import EventSettings, StreamSettings
-from stages.stream.people import PeopleProcessor, coverage, majority, new_tracker
+from stages.stream.analysis import FrameAnalysis, Person
+from stages.stream.processors.people import PeopleProcessor, coverage, majority, new_tracker
 
 NAMES = ["hardhat", "no_hardhat", "no_vest", "person", "vest"]
 T0 = 1_700_000_000.0

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.analysis import FrameAnalysis
 from pipeline.detections import Detections
 from stages.settings import PipelineSettings, StreamSettings, installed_plugins
 from stages.stream import plugins
+from stages.stream.analysis import FrameAnalysis
 from stages.stream.stage import StreamStage
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.analysis import FrameAnalysis
 from pipeline.frames import FrameRing
 from pipeline.messages import FrameRef
+from stages.stream.analysis import FrameAnalysis
 from stages.stream.stage import StreamStage
 from stages.topology import capture_ring
 

@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline.analysis import FrameAnalysis, Violation
 from pipeline.detections import Detections
 from stages.settings import Settings, StreamSettings, WebhookSettings
-from stages.stream.webhooks import WebhookSink, webhooks
+from stages.stream.analysis import FrameAnalysis, Violation
+from stages.stream.outputs.webhooks import WebhookSink, webhooks
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.analysis import FrameAnalysis, Person, Violation
 from pipeline.detections import Detections
 from stages.settings import EventSettings, StreamSettings, ZoneSettings
-from stages.stream.people import PeopleProcessor
-from stages.stream.zones import Zone, ZonesProcessor, zones_for
+from stages.stream.analysis import FrameAnalysis, Person, Violation
+from stages.stream.processors.people import PeopleProcessor
+from stages.stream.processors.zones import Zone, ZonesProcessor, zones_for
 from tests.stages.stream.test_people import FPS, NAMES, T0, Box, analysis, walker
 
 LEFT_HALF = [(0.0, 0.0), (0.5, 0.0), (0.5, 1.0), (0.0, 1.0)]

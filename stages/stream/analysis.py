@@ -3,7 +3,7 @@
 Inference fills ``detections``; processors (tracker and PPE, zones and violations) add
 ``people`` and ``violations`` in order; sinks (recorder, live view, snapshots, alerts) read
 the result. ``FrameAnalysis`` is what ``det.<stream>`` carries, converted in one place
-(``pipeline.messages.DetectionMessage.from_analysis``).
+(``stages.stream.messages.DetectionMessage.from_analysis``).
 """
 
 from __future__ import annotations

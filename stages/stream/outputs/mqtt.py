@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 
-from pipeline.analysis import FrameAnalysis
-from pipeline.messages import SCHEMA_VERSION, EventMessage
+from pipeline.messages import SCHEMA_VERSION
 from stages.settings import MqttSettings, Settings, StreamSettings
+from stages.stream.analysis import FrameAnalysis
+from stages.stream.messages import EventMessage
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ from dataclasses import asdict
 
 import numpy as np
 
-from pipeline.analysis import FrameAnalysis
-from pipeline.messages import SCHEMA_VERSION, EventMessage
+from pipeline.messages import SCHEMA_VERSION
 from stages.settings import Settings, StreamSettings, WebhookSettings
+from stages.stream.analysis import FrameAnalysis
+from stages.stream.messages import EventMessage
 
 log = logging.getLogger(__name__)
 

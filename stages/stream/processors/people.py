@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import supervision as sv
 
-from pipeline.analysis import PPE_ITEMS, FrameAnalysis, Person, Worn
 from pipeline.detections import Detections
 from stages.settings import EventSettings, StreamSettings
+from stages.stream.analysis import PPE_ITEMS, FrameAnalysis, Person, Worn
 
 ON = 0.5  # a box lies on another when this share of its area is inside it
 CLASSES = ("person", *PPE_ITEMS, *(f"no_{item}" for item in PPE_ITEMS))  # looked up by name

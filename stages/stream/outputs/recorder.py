@@ -22,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.analysis import FrameAnalysis
 from pipeline.messages import EncodedPacket
 from stages.annotate import Overlay, annotate
 from stages.clips import clip_path, cut_clip
@@ -31,7 +30,8 @@ from stages.review import event_file
 from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.settings import Settings, StreamSettings
 from stages.stats import ClipStats, RecorderStats
-from stages.stream.zones import zones_for
+from stages.stream.analysis import FrameAnalysis
+from stages.stream.processors.zones import zones_for
 from stages.topology import live_frame
 
 log = logging.getLogger(__name__)
