@@ -42,8 +42,8 @@ from stages.capture.sources.media_files import MediaFile
 from stages.detect import run_detect
 from stages.detector.backends import resolve_device
 from stages.detector.detector import Detector, load_detector
+from stages.media.video import VideoReader
 from stages.settings import BUNDLED_WEIGHTS
-from stages.video import VideoReader
 
 SITE_FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "media" / "construction-site.mp4"
 

@@ -22,10 +22,10 @@ import numpy as np
 
 from stages.capture.sources.demo import demo_pictures, zoomed
 from stages.detector.detector import detector_from_settings
+from stages.media.video import VideoReader
 from stages.settings import BUNDLED_WEIGHTS, DetectorSettings, Settings, StreamSettings
 from stages.stream import plugins
 from stages.stream.analysis import FrameAnalysis
-from stages.video import VideoReader
 
 SITE_FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "media"
 SIZES = {"640x360": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}

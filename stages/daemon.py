@@ -24,11 +24,11 @@ from pipeline.settings import ConfigError, load_settings
 from pipeline.subscriber import subscribe
 from pipeline.supervisor import Plan, Supervisor
 from pipeline.web import serve
-from stages.observe import routes
 from stages.preflight import check_model
-from stages.review import ReviewApi
 from stages.settings import DEFAULT_CONFIG, LOOPBACK, Settings, redact
 from stages.topology import fork_server, frame_files, plan
+from stages.web.observe import routes
+from stages.web.review import ReviewApi
 
 log = logging.getLogger("vestwatch")
 

@@ -23,12 +23,12 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.detections import Detections
-from stages.annotate import annotate
 from stages.capture.sources import FeedError, open_feed
 from stages.capture.sources.media_files import MediaFile
 from stages.detector.detector import BatchResult, Detector
+from stages.media.annotate import annotate
+from stages.media.video import VideoReader, VideoWriter
 from stages.settings import redact
-from stages.video import VideoReader, VideoWriter
 
 log = logging.getLogger(__name__)
 

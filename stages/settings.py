@@ -434,7 +434,7 @@ class Settings(EnvOverridesFile):
 
     @property
     def events_db(self) -> Path:
-        """Every stream's events and their acknowledgements (stages.eventstore)."""
+        """Every stream's events and their acknowledgements (stages.recording.eventstore)."""
         return self.recordings_dir / "events.sqlite3"
 
     @property

@@ -171,7 +171,7 @@ def write_clip(
     blurred: str | None = None,
 ) -> Path:
     """The composed clip as H.264 MP4 at ``fps`` (frame ``i`` at ``i / fps`` s): ``path``."""
-    from stages.video import VideoWriter  # the project's own writer, as the daemon's files are made
+    from stages.media.video import VideoWriter  # the project's own writer, as the daemon's files are made
 
     with VideoWriter(path, Fraction(fps)) as writer:
         for frame in compose(walkers, frames, width, height, blurred):

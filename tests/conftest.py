@@ -213,7 +213,7 @@ def site_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fractions import Fraction
 
     from stages.capture.sources.demo import demo_pictures, zoomed
-    from stages.video import VideoWriter
+    from stages.media.video import VideoWriter
 
     path = tmp_path_factory.mktemp("site") / "site.mp4"
     with VideoWriter(path, Fraction(10)) as writer:
@@ -228,7 +228,7 @@ def scene_video(tmp_path: Path) -> Path:
     """An H.264 clip of synthetic scenes on which the test model's scores spread from ~0.1 to ~0.99."""
     from fractions import Fraction
 
-    from stages.video import VideoWriter
+    from stages.media.video import VideoWriter
 
     path = tmp_path / "scenes.mp4"
     with VideoWriter(path, Fraction(10)) as writer:

@@ -12,7 +12,7 @@ import numpy as np
 from stages.capture.sources.video import Decoder, open_reader
 from stages.detector.detector import Detector, Letterboxed
 from stages.detector.letterbox import letterbox
-from stages.video import VideoReader
+from stages.media.video import VideoReader
 
 
 def decode_fps(clip: Path, seconds: float, decoder: Decoder) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.detections import Detections
-from stages.annotate import _label_spot, annotate, text_colour
+from stages.media.annotate import _label_spot, annotate, text_colour
 
 NAMES = ["vest", "no_vest", "person", "hardhat", "no_hardhat"]
 

@@ -12,13 +12,13 @@ import numpy as np
 from pipeline.messages import EncodedPacket
 from pipeline.web import Request
 from stages.capture.stage import packet_message
-from stages.clips import clip_path, cut_clip
-from stages.eventstore import EventStore
-from stages.review import ReviewApi
-from stages.segments import SegmentRecorder
+from stages.media.video import VideoReader
+from stages.recording.clips import clip_path, cut_clip
+from stages.recording.eventstore import EventStore
+from stages.recording.segments import SegmentRecorder
 from stages.settings import Settings, StreamSettings
 from stages.stream.outputs.recorder import ClipSink, EventLogSink
-from stages.video import VideoReader
+from stages.web.review import ReviewApi
 from tests.harness import probe_video
 
 FPS = 10

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from stages.observe import health
+from stages.web.observe import health
 from tests.harness import collect, wait_status
 
 
@@ -155,8 +155,8 @@ def test_the_grafana_dashboard_reads_only_metrics_the_daemon_exports() -> None:
     from dataclasses import asdict
     from pathlib import Path
 
-    from stages.observe import metrics
     from stages.stats import CaptureStats, InferenceStats, StreamFigures, StreamStats
+    from stages.web.observe import metrics
 
     figures = StreamFigures(dropped={"inference": 1}, latency_buckets=[0] * 9)
     stats = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.video import VideoReader
+from stages.media.video import VideoReader
 from tests import clips
 from tests.browser import Browser
 from tests.clips import Walker

@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.messages import EncodedPacket
 from stages.capture.stage import packet_message
-from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
-from stages.video import VideoFrame, VideoReader
+from stages.media.video import VideoFrame, VideoReader
+from stages.recording.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from tests.harness import probe_video
 
 

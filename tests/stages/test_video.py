@@ -4,7 +4,7 @@ import av
 import numpy as np
 import pytest
 
-from stages.video import VideoReader, VideoWriter, yuv420p_frame
+from stages.media.video import VideoReader, VideoWriter, yuv420p_frame
 
 
 def test_reader_keeps_source_timestamps(make_video) -> None:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from stages.video import CopiedPacket, VideoCodec, VideoFrame
+from stages.media.video import CopiedPacket, VideoCodec, VideoFrame
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from stages.capture.sources.media_files import IMAGE_SUFFIXES
-from stages.video import VideoWriter
+from stages.media.video import VideoWriter
 
 DEMO_IMAGES = Path(__file__).with_name("demo_images")
 DEMO_SIZE = (640, 640)  # the dataset's pictures are 640x640

@@ -11,9 +11,9 @@ from fractions import Fraction
 from av.codec.hwaccel import hwdevices_available
 
 from stages.capture.sources.base import FeedError, FeedFrame
+from stages.media.video import VideoReader
 from stages.settings import redact
 from stages.topology import nvidia_gpu
-from stages.video import VideoReader
 
 # a camera's decoder: two threads decode 1080p30 several times over, and a 16-core server's 64
 # cameras do not each keep a frame in flight per core (FFmpeg's default: about 12 MiB a thread at 1080p)

@@ -23,16 +23,16 @@ import cv2
 import numpy as np
 
 from pipeline.messages import EncodedPacket
-from stages.annotate import Overlay, annotate
-from stages.clips import clip_path, cut_clip
-from stages.eventstore import EventStore
-from stages.review import event_file
-from stages.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
+from stages.media.annotate import Overlay, annotate
+from stages.recording.clips import clip_path, cut_clip
+from stages.recording.eventstore import EventStore
+from stages.recording.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.settings import Settings, StreamSettings
 from stages.stats import ClipStats, RecorderStats
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.processors.zones import zones_for
 from stages.topology import live_frame
+from stages.web.review import event_file
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ import av
 import numpy as np
 
 from pipeline.messages import EncodedPacket
-from stages.video import yuv420p_frame
+from stages.media.video import yuv420p_frame
 
 log = logging.getLogger(__name__)
 

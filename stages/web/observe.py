@@ -1,6 +1,6 @@
 """What the supervisor's HTTP server shows, from the stages' heartbeats: /healthz, /metrics,
 /status.json and each stream's newest annotated frame, and the review page at / that reads them
-(its events come from ``stages.review``)."""
+(its events come from ``stages.web.review``)."""
 
 from __future__ import annotations
 

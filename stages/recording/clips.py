@@ -28,7 +28,7 @@ from pathlib import Path
 
 import av
 
-from stages.segments import mtime
+from stages.recording.segments import mtime
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.web import Reply, Request, Route
-from stages.eventstore import EventStore
+from stages.recording.eventstore import EventStore
 from stages.settings import Settings
 
 API = "/api/events"
