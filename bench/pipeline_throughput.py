@@ -34,12 +34,12 @@ import numpy as np
 from detector_throughput import device_name  # a sibling: python puts bench/ on the path
 
 from pipeline.subscriber import subscribe
-from stages.capacity.bench import start_daemon, status
-from stages.capacity.ceilings import inference_only
-from stages.capacity.processes import rss_mib
 from stages.capture.sources.demo import demo_clip
 from stages.capture.sources.media_files import MediaFile
-from stages.detect import run_detect
+from stages.commands.bench.bench import start_daemon, status
+from stages.commands.bench.ceilings import inference_only
+from stages.commands.bench.processes import rss_mib
+from stages.commands.detect_media import run_detect
 from stages.detector.backends import resolve_device
 from stages.detector.detector import Detector, load_detector
 from stages.media.video import VideoReader

@@ -21,11 +21,11 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.subscriber import subscribe
+from stages.commands.bench.media import RTSP_SERVER  # the bench's
 from tests.matching import assert_same_boxes
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # Debian puts it in sbin
-RTSP_SERVER = Path(__file__).resolve().parents[1] / "stages" / "capacity" / "rtsp_server.py"  # the bench's
 
 
 def vestwatch(

@@ -1,10 +1,9 @@
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from stages.capture.sources.demo import DEMO_IMAGES
 from stages.detector.detector import Letterboxed, load_detector
 from stages.detector.letterbox import PAD_VALUE, letterbox, letterbox_shape, letterbox_tensor, scale_boxes
 from stages.settings import BUNDLED_WEIGHTS
@@ -73,7 +72,7 @@ def test_a_mixed_batch_centres_each_frame_and_keeps_its_boxes(tiny_weights) -> N
     assert (one_shape[0] == boxed[0][0]).all() and unmoved[0] == frames[0]
 
 
-DEMO_PICTURES = sorted((Path(__file__).resolve().parents[3] / "stages" / "feeds" / "demo_images").glob("*.jpg"))
+DEMO_PICTURES = sorted(DEMO_IMAGES.glob("*.jpg"))
 
 
 @pytest.mark.parametrize("target", [(640, 640), (384, 640), (1280, 1280)])

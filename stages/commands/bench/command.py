@@ -87,7 +87,7 @@ def run_bench(args: argparse.Namespace) -> int:
         log.error("--video %s: no such file", args.video)
         return 2
     try:
-        from stages.capacity.bench import bench  # torch, OpenCV, PyAV: not for every vestwatch command
+        from stages.commands.bench.bench import bench  # torch, OpenCV, PyAV: not for every vestwatch command
 
         result = bench(args)
     except (RuntimeError, OSError) as error:

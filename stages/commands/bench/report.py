@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stages.capacity.bench import Ceilings, Run
+    from stages.commands.bench.bench import Ceilings, Run
 
 FIGURES = ("cpu_percent", "rss_mib", "pss_mib", "ring_pss_mib")  # per process, summed per stage kind
 

@@ -32,11 +32,11 @@ from typing import Any
 
 from pipeline.stage import process_name
 from pipeline.subscriber import subscribe
-from stages.capacity.ceilings import decode_only, frames_of, inference_only
-from stages.capacity.media import RtspCameras, camera_clip, default_source, rtsp_available
-from stages.capacity.processes import Sampler, Usage, parent_pid
-from stages.capacity.report import FIGURES, TABLE_HEAD, describe, row, usage_table
 from stages.capture.sources.video import decoder_for
+from stages.commands.bench.ceilings import decode_only, frames_of, inference_only
+from stages.commands.bench.media import RtspCameras, camera_clip, default_source, rtsp_available
+from stages.commands.bench.processes import Sampler, Usage, parent_pid
+from stages.commands.bench.report import FIGURES, TABLE_HEAD, describe, row, usage_table
 
 log = logging.getLogger(__name__)
 

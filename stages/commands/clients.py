@@ -1,4 +1,5 @@
-"""``vestwatch run``, ``vestwatch subscribe`` and ``vestwatch ctl``: the daemon and its clients."""
+"""``vestwatch subscribe``, ``ctl``, ``keys`` and ``http-password``: the clients of a running daemon and
+the secrets they use."""
 
 from __future__ import annotations
 
@@ -6,172 +7,29 @@ import argparse
 import getpass
 import json
 import logging
-import os
-import sqlite3
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import zmq
 
 from pipeline.endpoints import Endpoint
-from pipeline.httpauth import Guard, hash_secret
+from pipeline.httpauth import hash_secret
 from pipeline.messages import ControlReply, ControlRequest, MessageError
-from pipeline.rundir import claim
 from pipeline.security import create_keys, secure_client
 from pipeline.settings import ConfigError, load_settings
 from pipeline.subscriber import subscribe
-from pipeline.supervisor import Plan, Supervisor
-from pipeline.web import serve
-from stages.preflight import check_model
-from stages.settings import DEFAULT_CONFIG, LOOPBACK, Settings, redact
-from stages.topology import fork_server, frame_files, plan
-from stages.web.observe import routes
-from stages.web.review import ReviewApi
+from stages.commands.run import config_path
+from stages.settings import Settings
 
 log = logging.getLogger("vestwatch")
-
-
-def _unit_interval(value: Any) -> float:
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise ValueError(f"{value} is outside [0, 1]")
-    return number
-
-
-SETTABLE = {"conf": _unit_interval, "iou": _unit_interval}  # what vestwatch ctl set may change live
-
-
-def _config_path(args: argparse.Namespace) -> Path | None:
-    return args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-
-
-def check_recordings_dir(settings: Settings) -> None:
-    """The recordings folder exists (made if need be) and takes files; else one line naming it."""
-    folder = settings.recordings_dir
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise ConfigError(f"recordings_dir: {folder}: cannot write there ({error.strerror})") from None
-
-
-def model_inputs(settings: Settings) -> dict:
-    """What the model check depends on: the detector (not its live thresholds) and the PPE zones require."""
-    return {
-        "detector": settings.detector.model_dump(exclude={"conf", "iou"}),
-        "require": sorted({item for stream in settings.streams for zone in stream.zones for item in zone.require}),
-    }
-
-
-def run_daemon(args: argparse.Namespace) -> int:
-    config = _config_path(args)
-    try:
-        settings = load_settings(Settings, config)
-        lock = claim(settings.runtime_dir)  # held until this process exits
-        check_recordings_dir(settings)
-        if "inference" in settings.pipeline.stages:
-            check_model(config)
-    except ConfigError as error:
-        log.error("%s", error)
-        return 2
-    for stream in settings.streams:
-        log.info(
-            "stream %s: %s (%s%s)",
-            stream.id,
-            redact(stream.url),
-            "live" if stream.is_realtime else "offline",
-            ", recorded" if stream.record else "",
-        )
-    publish = Endpoint.parse(settings.publish)
-    host = publish.address.removeprefix("tcp://").rpartition(":")[0]
-    if publish.address.startswith("tcp://") and host not in LOOPBACK and not settings.publish_keys:
-        log.warning("publish: %s is open to the network without publish_keys (CURVE)", publish.address)
-    endpoint = publish.peer("sub").address
-
-    def announce() -> None:
-        print(f"vestwatch running: recordings in {settings.recordings_dir.resolve()}", flush=True)
-        topics = "topics det.<stream>, event.<stream>"
-        print(f"subscribe with: vestwatch subscribe --endpoint {endpoint}   ({topics})", flush=True)
-
-    running = [settings]
-
-    def reread() -> Plan:
-        """The new config's plan; a ConfigError (a ValueError) refuses the reload, naming the field.
-        The model is checked again only when what it depends on changed (seconds of loading)."""
-        fresh = load_settings(Settings, config)
-        check_recordings_dir(fresh)
-        if "inference" in fresh.pipeline.stages and model_inputs(fresh) != model_inputs(running[0]):
-            check_model(config)
-        running[0] = fresh
-        return plan(fresh)
-
-    supervisor = Supervisor(
-        plan(settings).specs,
-        settings.runtime_dir,
-        config.resolve() if config else None,
-        stall_s=settings.pipeline.stall_s,
-        on_ready=announce,
-        control=settings.control_endpoint,
-        control_keys=settings.control_keys,
-        publish_keys=settings.publish_keys,
-        settable=SETTABLE,
-        streams=[s.id for s in settings.streams],
-        publish=publish,
-        publish_hwm=settings.pipeline.publish_hwm,
-        plan=reread,
-        forkserver=fork_server(settings),
-    )
-    if settings.http:
-        try:
-            pages = routes(
-                supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, lambda: supervisor.streams
-            )
-            pages.update(review_routes(settings))
-            guard = Guard(settings.http_password_hash) if settings.http_password_hash else None
-            tls = (settings.http_tls_cert, settings.http_tls_key) if settings.http_tls_cert else None
-            server = serve(settings.http, pages, guard=guard, tls=tls, hosts=settings.http_hosts)
-        except OSError as error:
-            log.error("http: cannot listen on %s (%s)", settings.http, error)
-            return 2
-        scheme = "https" if settings.http_tls_cert else "http"
-        log.info("review page on %s://%s/ (also /api/events, /healthz, /metrics)", scheme, settings.http)
-    try:
-        return supervisor.run()
-    finally:
-        if settings.http:
-            server.shutdown()
-        for path in frame_files(settings.runtime_dir):  # every stage has stopped: nothing maps them now
-            path.unlink(missing_ok=True)
-        os.close(lock)
-
-
-def review_routes(settings: Settings) -> dict:
-    """The review page's API; without its event store (an unwritable folder, a damaged or locked
-    database) the page still shows the cameras, and the log says why the events are missing."""
-    lacking = [s.id for s in settings.streams if "eventlog" not in s.sinks]
-    if lacking:
-        log.warning("streams %s have no 'eventlog' sink: their events are not listed on the review page", lacking)
-    try:
-        return ReviewApi(settings).routes()
-    except (OSError, sqlite3.Error) as error:
-        log.error("review page: events unavailable: %s: %s", settings.events_db, error)
-        return {}
-
-
-def add_run(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("run", help="run the daemon (capture, preprocess, inference, a stage per stream)")
-    parser.add_argument("-c", "--config", type=Path, help=f"config file (default: {DEFAULT_CONFIG.name})")
-    parser.set_defaults(run=run_daemon)
 
 
 def run_subscribe(args: argparse.Namespace) -> int:
     endpoint, topics, keys = args.endpoint, args.topic or ["det."], args.keys
     if endpoint is None:
         try:
-            settings = load_settings(Settings, _config_path(args))
+            settings = load_settings(Settings, config_path(args))
         except ConfigError as error:
             log.error("%s", error)
             return 2
@@ -234,7 +92,7 @@ def run_ctl(args: argparse.Namespace) -> int:
         if args.endpoint:
             endpoint = Endpoint.parse(args.endpoint)
         else:
-            settings = load_settings(Settings, _config_path(args))
+            settings = load_settings(Settings, config_path(args))
             endpoint, keys = settings.control_endpoint, keys or settings.control_keys
         # a reload loads and checks the model in a child process first: seconds on a busy CPU
         timeout_s = 60.0 if args.command == "reload" else 5.0

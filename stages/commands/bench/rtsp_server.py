@@ -2,7 +2,7 @@
 
 Run by Debian's python3, which has ``gi`` (a venv cannot import it):
 
-    /usr/bin/python3 stages/capacity/rtsp_server.py PORT SOURCE MOUNT [MOUNT ...]
+    /usr/bin/python3 stages/commands/bench/rtsp_server.py PORT SOURCE MOUNT [MOUNT ...]
 
 SOURCE is an H.264 MP4, played to each client from the start in real time and passed through
 (no encoding here), or ``pattern:WIDTHxHEIGHT@FPS``, a live test pattern encoded once and shared

@@ -60,7 +60,7 @@ def _looped(source: Path) -> Iterator[av.VideoFrame]:
 
 def default_source(work: Path) -> Path:
     """The real site footage beside the checkout (``../shared/media``) when there, else the demo clip."""
-    site = Path(__file__).resolve().parents[3] / "shared" / "media" / "construction-site.mp4"
+    site = Path(__file__).resolve().parents[4] / "shared" / "media" / "construction-site.mp4"
     return site if site.is_file() else demo_clip(work)
 
 
