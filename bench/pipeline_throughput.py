@@ -40,10 +40,10 @@ from stages.commands.bench.bench import start_daemon, status
 from stages.commands.bench.ceilings import inference_only
 from stages.commands.bench.processes import rss_mib
 from stages.commands.detect_media import run_detect
+from stages.config import BUNDLED_WEIGHTS
 from stages.detector.backends import resolve_device
 from stages.detector.detector import Detector, load_detector
 from stages.media.video import VideoReader
-from stages.settings import BUNDLED_WEIGHTS
 
 SITE_FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "media" / "construction-site.mp4"
 

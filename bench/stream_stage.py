@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from stages.capture.sources.demo import demo_pictures, zoomed
+from stages.config import BUNDLED_WEIGHTS, DetectorSettings, Settings, StreamSettings
 from stages.detector.detector import detector_from_settings
 from stages.media.video import VideoReader
-from stages.settings import BUNDLED_WEIGHTS, DetectorSettings, Settings, StreamSettings
 from stages.stream import plugins
 from stages.stream.analysis import FrameAnalysis
 

@@ -160,7 +160,7 @@ tar -C "$root" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' -c
     pyproject.toml README.md pipeline stages | tar -C "$work/src" -xf -
 pip wheel -q --no-deps -w "$dir/wheels" "$work/src"
 
-# the daemon finds its model and default config beside its packages (stages.settings.REPO_ROOT);
+# the daemon finds its model and default config beside its packages (stages.config.REPO_ROOT);
 # the wheel does not carry them
 cp -r "$root/weights" "$dir/data/weights"
 cp "$root/config.toml" "$dir/data/config.toml"

@@ -74,7 +74,7 @@ install_offline() {
             die "--target needs a $python with torch >= 2.4 (it has $torch_have); without --target the bundle's torch goes into .venv"
         # pip run from its bundled wheel: the machine's python3 needs no pip of its own
         "$python" "${pipwhl[0]}/pip" "${pip_args[@]}" --upgrade --target "$target" -r "$bundle/requirements-notorch.txt"
-        site=$(cd / && PYTHONPATH=$target "$python" -c 'from stages.settings import REPO_ROOT; print(REPO_ROOT)')
+        site=$(cd / && PYTHONPATH=$target "$python" -c 'from stages.config import REPO_ROOT; print(REPO_ROOT)')
         [[ $site == "$target" ]] || die "the installed package looks for its data in $site, not $target"
     else
         # --without-pip: no python3-venv (ensurepip) needed; pip comes from the bundle
@@ -88,10 +88,10 @@ install_offline() {
         fi
         .venv/bin/python -m pip "${pip_args[@]}" -r "$bundle/requirements.txt"
         local venv_python=$PWD/.venv/bin/python
-        site=$(cd / && "$venv_python" -I -c 'from stages.settings import REPO_ROOT; print(REPO_ROOT)')
+        site=$(cd / && "$venv_python" -I -c 'from stages.config import REPO_ROOT; print(REPO_ROOT)')
         [[ $site == "$PWD/.venv/"* ]] || die "the installed package looks for its data in $site, not in .venv"
     fi
-    # the daemon finds its model and default config beside its packages (stages.settings.REPO_ROOT)
+    # the daemon finds its model and default config beside its packages (stages.config.REPO_ROOT)
     mkdir -p "$site/weights"
     cp -r "$bundle/data/weights/." "$site/weights/"
     cp "$bundle/data/config.toml" "$site/config.toml"

@@ -22,7 +22,7 @@ from pipeline.forkserver import ForkServer
 from pipeline.security import secure_client, secure_server, start_authenticator
 from pipeline.stage import member_names
 from pipeline.supervisor import Plan, StageSpec
-from stages.settings import Settings
+from stages.config import Settings
 
 
 def capture_ring(runtime_dir: Path, stream: str) -> Path:

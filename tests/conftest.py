@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from stages.config import BUNDLED_WEIGHTS
 from stages.detector.checkpoints import save_weights
 from stages.detector.model import Model
-from stages.settings import BUNDLED_WEIGHTS
 from tests.harness import SYSTEM_PYTHON, Daemon, RtspServer, free_port
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

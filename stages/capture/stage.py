@@ -26,8 +26,8 @@ from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.capture.sources import Feed, FeedError, FeedFrame, open_feed
 from stages.capture.sources.video import decoder_for
+from stages.config import DEMO_URL, Settings, redact
 from stages.media.video import CopiedPacket, VideoCodec
-from stages.settings import DEMO_URL, Settings, redact
 from stages.stats import CaptureStats
 from stages.stream.messages import DetectionMessage
 from stages.topology import PACKET_HWM, capture_ring, instance, open_detections, preprocess_input, record_input

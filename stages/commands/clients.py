@@ -20,7 +20,7 @@ from pipeline.security import create_keys, secure_client
 from pipeline.settings import ConfigError, load_settings
 from pipeline.subscriber import subscribe
 from stages.commands.run import config_path
-from stages.settings import Settings
+from stages.config import Settings
 
 log = logging.getLogger("vestwatch")
 

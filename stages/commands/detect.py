@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.settings import ConfigError, load_settings
-from stages.settings import DEFAULT_CONFIG, DetectorSettings, Settings
+from stages.config import DEFAULT_CONFIG, DetectorSettings, Settings
 
 log = logging.getLogger("vestwatch")
 

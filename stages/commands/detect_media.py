@@ -25,10 +25,10 @@ from tqdm import tqdm
 from pipeline.detections import Detections
 from stages.capture.sources import FeedError, open_feed
 from stages.capture.sources.media_files import MediaFile
+from stages.config import redact
 from stages.detector.detector import BatchResult, Detector
 from stages.media.annotate import annotate
 from stages.media.video import VideoReader, VideoWriter
-from stages.settings import redact
 
 log = logging.getLogger(__name__)
 

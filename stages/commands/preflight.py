@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pipeline.settings import ConfigError, load_settings
-from stages.settings import Settings
+from stages.config import Settings
 
 
 def model_problem(config: Path | None) -> str | None:

@@ -17,7 +17,7 @@ from pipeline.settings import ConfigError, load_settings
 from pipeline.supervisor import Plan, Supervisor
 from pipeline.web import serve
 from stages.commands.preflight import check_model
-from stages.settings import DEFAULT_CONFIG, LOOPBACK, Settings, redact
+from stages.config import DEFAULT_CONFIG, LOOPBACK, Settings, redact
 from stages.topology import fork_server, frame_files, plan
 from stages.web.observe import routes
 from stages.web.review import ReviewApi

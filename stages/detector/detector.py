@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from pipeline.detections import Detections
+from stages.config import DetectorSettings
 from stages.detector.backends import Backend, OnnxBackend, TorchBackend, resolve_device
 from stages.detector.layouts import Layout, postprocess
 from stages.detector.letterbox import letterbox, letterbox_shape, letterbox_tensor, scale_boxes, stack_centred
 from stages.detector.nms import suppress_exclusive
-from stages.settings import DetectorSettings
 
 
 @dataclass

@@ -27,9 +27,9 @@ from pipeline.prometheus import LATENCY_BUCKETS_MS
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
+from stages.config import Settings
 from stages.detector.detector import Letterboxed, Thresholds, detector_from_settings
 from stages.detector.letterbox import letterbox_shape, letterbox_tensor
-from stages.settings import Settings
 from stages.stats import InferenceStats, StreamFigures
 from stages.topology import letterbox_in_inference, open_inference_link
 

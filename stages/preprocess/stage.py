@@ -23,8 +23,8 @@ from pipeline.messages import Batchable, FrameRef
 from pipeline.queues import StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
+from stages.config import Settings
 from stages.detector.letterbox import letterbox, letterbox_geometry
-from stages.settings import Settings
 from stages.stats import PreprocessStats
 from stages.topology import (
     capture_ring,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-from stages.settings import Settings, StreamSettings, installed_plugins
+from stages.config import Settings, StreamSettings, installed_plugins
 from stages.stream.processors.people import PeopleProcessor
 from stages.stream.processors.zones import ZonesProcessor
 

@@ -35,7 +35,7 @@ from pipeline.frames import RingReaders
 from pipeline.messages import EncodedPacket, FrameRef, InferredMessage, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
-from stages.settings import Settings
+from stages.config import Settings
 from stages.stats import StreamStats
 from stages.stream import plugins
 from stages.stream.analysis import FrameAnalysis

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.web import Reply, Request, Route
+from stages.config import Settings
 from stages.recording.eventstore import EventStore
-from stages.settings import Settings
 
 API = "/api/events"
 # name -> (the event's column holding the file, the suffix it is served with, content type, its URL's field)

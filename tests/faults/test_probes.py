@@ -22,7 +22,7 @@ import zmq
 
 from pipeline.detections import Detections
 from pipeline.messages import Batchable, FrameRef, InferredMessage, topic
-from stages.settings import Settings, StreamSettings
+from stages.config import Settings, StreamSettings
 from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.outputs.recorder import EventLogSink
 from tests.harness import collect, free_port, probe_video, rss_mib, vestwatch, wait_status
@@ -93,7 +93,7 @@ def test_out_of_range_slots_are_dropped_and_counted(daemon, make_video) -> None:
 
 @pytest.fixture
 def broken_weights(tmp_path: Path) -> dict[str, Path]:
-    from stages.settings import BUNDLED_WEIGHTS
+    from stages.config import BUNDLED_WEIGHTS
 
     files = {"zero": tmp_path / "zero.pt", "text": tmp_path / "text.pt", "truncated": tmp_path / "cut.safetensors"}
     files["zero"].write_bytes(b"")

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from pipeline.httpauth import Guard, hash_secret
 from pipeline.web import Request, serve
-from stages.settings import Settings
+from stages.config import Settings
 from tests.harness import free_port
 
 SECRET = "correct horse battery"

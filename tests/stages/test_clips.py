@@ -12,11 +12,11 @@ import numpy as np
 from pipeline.messages import EncodedPacket
 from pipeline.web import Request
 from stages.capture.stage import packet_message
+from stages.config import Settings, StreamSettings
 from stages.media.video import VideoReader
 from stages.recording.clips import clip_path, cut_clip
 from stages.recording.eventstore import EventStore
 from stages.recording.segments import SegmentRecorder
-from stages.settings import Settings, StreamSettings
 from stages.stream.outputs.recorder import ClipSink, EventLogSink
 from stages.web.review import ReviewApi
 from tests.harness import probe_video

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stages.config import BUNDLED_WEIGHTS
 from stages.media.video import VideoReader
-from stages.settings import BUNDLED_WEIGHTS
 from tests.conftest import SHIPPED
 from tests.harness import assert_same_boxes_as_detect, collect, probe_video, wait_status
 from tests.harness import vestwatch as run_cli

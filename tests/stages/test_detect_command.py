@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from stages.config import DetectorSettings
 from stages.detector.detector import detector_from_settings, load_detector
-from stages.settings import DetectorSettings
 from tests.conftest import TEST_NAMES, scene
 from tests.harness import probe_video, vestwatch
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages.settings import BUNDLED_WEIGHTS
+from stages.config import BUNDLED_WEIGHTS
 from tests.conftest import SHIPPED
 from tests.harness import assert_same_boxes_as_detect, collect, free_port, probe_video, vestwatch
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.stage import member_names, process_name
-from stages.settings import Settings
+from stages.config import Settings
 from stages.topology import plan
 
 

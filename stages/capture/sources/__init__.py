@@ -14,7 +14,7 @@ from stages.capture.sources.camera import CameraFeed
 from stages.capture.sources.demo import demo_clip
 from stages.capture.sources.images import ImageFeed
 from stages.capture.sources.video import CPU, Decoder, VideoFeed
-from stages.settings import DEMO_URL, is_camera, is_pictures
+from stages.config import DEMO_URL, is_camera, is_pictures
 
 __all__ = ["Decoder", "Feed", "FeedError", "FeedFrame", "open_feed"]
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from stages.settings import DEMO_URL, IMAGE_SUFFIXES, is_live, redact
+from stages.config import DEMO_URL, IMAGE_SUFFIXES, is_live, redact
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".ts", ".mpg", ".mpeg", ".wmv", ".flv"})
 

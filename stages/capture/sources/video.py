@@ -11,8 +11,8 @@ from fractions import Fraction
 from av.codec.hwaccel import hwdevices_available
 
 from stages.capture.sources.base import FeedError, FeedFrame
+from stages.config import redact
 from stages.media.video import VideoReader
-from stages.settings import redact
 from stages.topology import nvidia_gpu
 
 # a camera's decoder: two threads decode 1080p30 several times over, and a 16-core server's 64

@@ -8,7 +8,7 @@ import logging
 import re
 from pathlib import Path
 
-from stages.settings import BUNDLED_WEIGHTS
+from stages.config import BUNDLED_WEIGHTS
 
 log = logging.getLogger(__name__)
 

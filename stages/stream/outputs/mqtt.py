@@ -26,7 +26,7 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from pipeline.messages import SCHEMA_VERSION
-from stages.settings import MqttSettings, Settings, StreamSettings
+from stages.config import MqttSettings, Settings, StreamSettings
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.messages import EventMessage
 

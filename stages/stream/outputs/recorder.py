@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 
 from pipeline.messages import EncodedPacket
+from stages.config import Settings, StreamSettings
 from stages.media.annotate import Overlay, annotate
 from stages.recording.clips import clip_path, cut_clip
 from stages.recording.eventstore import EventStore
 from stages.recording.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
-from stages.settings import Settings, StreamSettings
 from stages.stats import ClipStats, RecorderStats
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.processors.zones import zones_for

@@ -20,7 +20,7 @@ from dataclasses import asdict
 import numpy as np
 
 from pipeline.messages import SCHEMA_VERSION
-from stages.settings import Settings, StreamSettings, WebhookSettings
+from stages.config import Settings, StreamSettings, WebhookSettings
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.messages import EventMessage
 

@@ -17,7 +17,7 @@ import numpy as np
 import supervision as sv
 
 from pipeline.detections import Detections
-from stages.settings import EventSettings, StreamSettings
+from stages.config import EventSettings, StreamSettings
 from stages.stream.analysis import PPE_ITEMS, FrameAnalysis, Person, Worn
 
 ON = 0.5  # a box lies on another when this share of its area is inside it

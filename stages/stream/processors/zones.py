@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stages.settings import EventSettings, StreamSettings, ZoneSettings
+from stages.config import EventSettings, StreamSettings, ZoneSettings
 from stages.stream.analysis import FrameAnalysis, Person, Phase, Violation
 
 EPS = 1e-3  # seconds: capture times near 1.7e9 carry float noise; a boundary reached is reached

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from stages.capture.sources.demo import demo_pictures
+from stages.config import BUNDLED_WEIGHTS
 from stages.detector.backends import TorchBackend
 from stages.detector.detector import load_detector
 from stages.detector.graphs import BUCKETS, MAX_GRAPHS, GraphedModel, bucket
-from stages.settings import BUNDLED_WEIGHTS
 
 
 def test_batches_pad_to_the_next_recorded_size() -> None:

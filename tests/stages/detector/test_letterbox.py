@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from stages.capture.sources.demo import DEMO_IMAGES
+from stages.config import BUNDLED_WEIGHTS
 from stages.detector.detector import Letterboxed, load_detector
 from stages.detector.letterbox import PAD_VALUE, letterbox, letterbox_shape, letterbox_tensor, scale_boxes
-from stages.settings import BUNDLED_WEIGHTS
 from tests.matching import assert_same_boxes
 
 

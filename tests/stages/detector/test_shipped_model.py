@@ -15,8 +15,8 @@ import torch
 
 from pipeline.detections import Detections
 from stages.capture.sources.demo import DEMO_IMAGES, demo_pictures
+from stages.config import BUNDLED_WEIGHTS, REPO_ROOT
 from stages.detector.detector import Thresholds, load_detector
-from stages.settings import BUNDLED_WEIGHTS, REPO_ROOT
 from stages.training.data import DataConfig
 from tests.conftest import SHARED
 from tests.harness import vestwatch
@@ -140,8 +140,8 @@ def test_one_object_is_never_both_classes_of_a_pair(site_footage: Path) -> None:
 
 def test_config_resolves_exclusive_pairs_by_name(tmp_path: Path, tiny_weights: Path) -> None:
     """The defaults apply where the model has both classes; a listed pair it lacks is refused."""
+    from stages.config import DetectorSettings
     from stages.detector.detector import detector_from_settings
-    from stages.settings import DetectorSettings
 
     shipped = detector_from_settings(DetectorSettings(device="cpu"))
     assert shipped.exclusive == [(0, 1), (3, 4)]

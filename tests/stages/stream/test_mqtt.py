@@ -12,7 +12,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from pipeline.detections import Detections
-from stages.settings import MqttSettings, StreamSettings, ZoneSettings
+from stages.config import MqttSettings, StreamSettings, ZoneSettings
 from stages.stream.analysis import FrameAnalysis, Person, Violation
 from stages.stream.outputs.mqtt import MqttSink
 from tests.harness import MOSQUITTO, Mosquitto

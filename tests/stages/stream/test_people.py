@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.detections import Detections
-from stages.settings import EventSettings, StreamSettings
+from stages.config import EventSettings, StreamSettings
 from stages.stream.analysis import FrameAnalysis, Person
 from stages.stream.processors.people import PeopleProcessor, coverage, majority, new_tracker
 

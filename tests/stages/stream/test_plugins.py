@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.detections import Detections
-from stages.settings import PipelineSettings, StreamSettings, installed_plugins
+from stages.config import PipelineSettings, StreamSettings, installed_plugins
 from stages.stream import plugins
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.stage import StreamStage

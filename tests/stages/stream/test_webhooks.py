@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pipeline.detections import Detections
-from stages.settings import Settings, StreamSettings, WebhookSettings
+from stages.config import Settings, StreamSettings, WebhookSettings
 from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.outputs.webhooks import WebhookSink, webhooks
 

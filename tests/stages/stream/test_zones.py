@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.detections import Detections
-from stages.settings import EventSettings, StreamSettings, ZoneSettings
+from stages.config import EventSettings, StreamSettings, ZoneSettings
 from stages.stream.analysis import FrameAnalysis, Person, Violation
 from stages.stream.processors.people import PeopleProcessor
 from stages.stream.processors.zones import Zone, ZonesProcessor, zones_for

@@ -18,7 +18,7 @@ from pipeline.endpoints import Endpoint
 from pipeline.httpauth import check_stored
 from pipeline.settings import EnvOverridesFile
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_WEIGHTS = REPO_ROOT / "weights" / "vestwatch-yolov7-tiny.safetensors"
 DEFAULT_EXCLUSIVE = [("vest", "no_vest"), ("hardhat", "no_hardhat")]
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
