@@ -210,7 +210,7 @@ def main() -> None:
     print(
         f"pipeline: {result['frames']} frames published, mean batch {result['batch']:.1f}, "
         f"capture->publish latency p50 {result['latency_p50']:.0f} ms, p99 {result['latency_p99']:.0f} ms "
-        "(offline streams queue by design; live latency: tests/stages/test_backpressure.py)"
+        "(offline streams queue by design; live latency: tests/system/test_backpressure.py)"
     )
     print("| process | RSS (MiB) at 1/4 of the frames | 2/4 | 3/4 | the end |")
     print("|---|---:|---:|---:|---:|")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from stages.config import REPO_ROOT
 from stages.web.observe import health
 from tests.harness import collect, wait_status
 
@@ -153,7 +154,6 @@ def test_metrics_keep_every_digit_of_a_large_counter() -> None:
 def test_the_grafana_dashboard_reads_only_metrics_the_daemon_exports() -> None:
     import re
     from dataclasses import asdict
-    from pathlib import Path
 
     from stages.stats import CaptureStats, InferenceStats, StreamFigures, StreamStats
     from stages.web.observe import metrics
@@ -167,7 +167,7 @@ def test_the_grafana_dashboard_reads_only_metrics_the_daemon_exports() -> None:
     status = {"stages": {n: {"pid": 1, "restarts": 0, "stats": asdict(s)} for n, s in stats.items()}}
     exported = {sample.name for family in text_string_to_metric_families(metrics(status)[2].decode())
                 for sample in family.samples}  # fmt: skip
-    dashboard = (Path(__file__).parents[2] / "deploy" / "grafana-dashboard.json").read_text()
+    dashboard = (REPO_ROOT / "deploy" / "grafana-dashboard.json").read_text()
     used = set(re.findall(r"vestwatch_[a-z_]+", " ".join(t["expr"] for p in json.loads(dashboard)["panels"]
                                                           for t in p["targets"])))  # fmt: skip
     assert used and used <= exported, used - exported

@@ -1,4 +1,4 @@
-"""The long run: four live RTSP cameras for ``--soak`` seconds (``pytest tests/faults --soak 1800 -s``).
+"""The long run: four live RTSP cameras for ``--soak`` seconds (``pytest tests/system --soak 1800 -s``).
 
 It holds when no process's resident memory grows more than 5 % after the warm-up (the first
 fifth of the run), no stage restarts, and record loses no frame: every frame capture took is in

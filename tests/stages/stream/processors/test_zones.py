@@ -10,7 +10,7 @@ from stages.config import EventSettings, StreamSettings, ZoneSettings
 from stages.stream.analysis import FrameAnalysis, Person, Violation
 from stages.stream.processors.people import PeopleProcessor
 from stages.stream.processors.zones import Zone, ZonesProcessor, zones_for
-from tests.stages.stream.test_people import FPS, NAMES, T0, Box, analysis, walker
+from tests.stages.stream.processors.test_people import FPS, NAMES, T0, Box, analysis, walker
 
 LEFT_HALF = [(0.0, 0.0), (0.5, 0.0), (0.5, 1.0), (0.0, 1.0)]
 EVENTS = {"dwell_s": 1.0, "update_s": 2.0, "lost_s": 1.0, "history": 3}

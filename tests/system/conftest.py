@@ -1,5 +1,5 @@
 """The fault suite: probes of the real daemon with bad input and faults, run with the rest of the
-tests; ``pytest tests/faults --soak SECONDS`` also runs the long soak for that many seconds."""
+tests; ``pytest tests/system --soak SECONDS`` also runs the long soak for that many seconds."""
 
 from __future__ import annotations
 
@@ -14,5 +14,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def soak_s(request: pytest.FixtureRequest) -> float:
     seconds = request.config.getoption("--soak")
     if not seconds:
-        pytest.skip("the soak runs only when asked: pytest tests/faults --soak 1800")
+        pytest.skip("the soak runs only when asked: pytest tests/system --soak 1800")
     return seconds
