@@ -24,9 +24,10 @@ from pipeline.frames import FrameRing
 from pipeline.messages import ControlState, EncodedPacket, FrameRef
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
-from stages.capture.sources import Feed, FeedError, FeedFrame, open_feed
+from stages.capture.sources.feeds import Feed, FeedError, FeedFrame, open_feed
+from stages.capture.sources.kinds import redact, source_kind
 from stages.capture.sources.video import decoder_for
-from stages.config import DEMO_URL, Settings, redact
+from stages.config import Settings
 from stages.media.video import CopiedPacket, VideoCodec
 from stages.stats import CaptureStats
 from stages.stream.messages import DetectionMessage
@@ -69,7 +70,7 @@ class CaptureStage(Stage):
         self.settings = load_settings(Settings, config)
         self.stream = self.settings.stream(instance(name))
         self.realtime = self.stream.is_realtime
-        self.loop = self.stream.loop or self.stream.url == DEMO_URL
+        self.loop = self.stream.loop or source_kind(self.stream.url) == "demo"
         self.decoder = decoder_for(self.settings.pipeline.decode)
         self.feed: Feed | None = None
         self.frames: Iterator[FeedFrame] | None = None

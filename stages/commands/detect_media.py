@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.detections import Detections
-from stages.capture.sources import FeedError, open_feed
+from stages.capture.sources.feeds import FeedError, open_feed
 from stages.capture.sources.media_files import MediaFile
 from stages.config import redact
 from stages.detector.detector import BatchResult, Detector

@@ -1,35 +1,7 @@
-"""Frame sources for the capture stage, one module per kind; ``open_feed`` picks by URL.
+"""Frame sources for the capture stage, one module per kind: ``kinds`` says which kind a URL is
+(light: the config and the supervisor read it), ``feeds.open_feed`` opens it.
 
 Every feed yields ``FeedFrame`` (BGR image, source pts in seconds) and raises
 ``FeedError`` when the source is lost, which the capture stage answers by
 reconnecting with backoff.
 """
-
-from __future__ import annotations
-
-from pathlib import Path
-
-from stages.capture.sources.base import Feed, FeedError, FeedFrame
-from stages.capture.sources.camera import CameraFeed
-from stages.capture.sources.demo import demo_clip
-from stages.capture.sources.images import ImageFeed
-from stages.capture.sources.video import CPU, Decoder, VideoFeed
-from stages.config import DEMO_URL, is_camera, is_pictures
-
-__all__ = ["Decoder", "Feed", "FeedError", "FeedFrame", "open_feed"]
-
-
-def open_feed(
-    url: str, runtime_dir: Path, timeout_s: float = 5.0, decoder: Decoder = CPU, copy_packets: bool = False
-) -> Feed:
-    """``decoder``: where video (files, network streams, the demo) decodes; cameras give raw frames.
-    ``copy_packets``: H.264/HEVC video brings its packets along, to be recorded as they are."""
-    if url == DEMO_URL:
-        return VideoFeed(str(demo_clip(runtime_dir)), live=True, decoder=decoder, copy_packets=copy_packets)
-    if is_camera(url):
-        return CameraFeed(url)
-    if "://" in url:
-        return VideoFeed(url, live=True, timeout_s=timeout_s, decoder=decoder, copy_packets=copy_packets)
-    if is_pictures(url):
-        return ImageFeed(Path(url))
-    return VideoFeed(url, live=False, decoder=decoder, copy_packets=copy_packets)

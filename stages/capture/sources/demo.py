@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.capture.sources.media_files import IMAGE_SUFFIXES
+from stages.capture.sources.kinds import IMAGE_SUFFIXES
 from stages.media.video import VideoWriter
 
 DEMO_IMAGES = Path(__file__).with_name("demo_images")

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 
 from stages.capture.sources.base import FeedError, FeedFrame
-from stages.capture.sources.media_files import IMAGE_SUFFIXES
+from stages.capture.sources.kinds import IMAGE_SUFFIXES
 
 
 class ImageFeed:

@@ -7,9 +7,10 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from stages.config import DEMO_URL, IMAGE_SUFFIXES, is_live, redact
+from stages.capture.sources.kinds import IMAGE_SUFFIXES, is_live, media_kind, redact, source_kind
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".ts", ".mpg", ".mpeg", ".wmv", ".flv"})
+# IMAGE_SUFFIXES stays importable from here for the code that has read it here (training's data)
+__all__ = ["IMAGE_SUFFIXES", "MediaFile", "expand_sources", "live_name", "media_kind"]
 
 
 @dataclass(frozen=True)
@@ -27,22 +28,13 @@ def live_name(url: str) -> Path:
     return Path(re.sub(r"[^A-Za-z0-9]+", "-", without_user).strip("-") or "camera")
 
 
-def media_kind(path: Path) -> str | None:
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return "image"
-    if suffix in VIDEO_SUFFIXES:
-        return "video"
-    return None
-
-
 def expand_sources(arguments: list[str]) -> tuple[list[MediaFile], list[str]]:
     """The media files named by ``arguments`` (folders recursively) and one error line per argument that named none."""
     files: list[MediaFile] = []
     errors: list[str] = []
     for argument in arguments:
         path = Path(argument)
-        if is_live(argument) and argument != DEMO_URL and not path.exists():
+        if is_live(argument) and source_kind(argument) != "demo" and not path.exists():
             name = live_name(argument)
             files.append(MediaFile(name, "live", name, argument))
         elif path.is_dir():

@@ -11,7 +11,7 @@ from fractions import Fraction
 from av.codec.hwaccel import hwdevices_available
 
 from stages.capture.sources.base import FeedError, FeedFrame
-from stages.config import redact
+from stages.capture.sources.kinds import redact, source_kind
 from stages.media.video import VideoReader
 from stages.topology import nvidia_gpu
 
@@ -53,7 +53,7 @@ class VideoFeed:
     ) -> None:
         self.url = url
         self.live = live
-        self.from_file = "://" not in url
+        self.from_file = source_kind(url) != "network"
         options = {"rtsp_transport": "tcp"} if url.startswith("rtsp") else None
         try:
             self.reader = open_reader(url, options, timeout_s if live else None, decoder, copy_packets)

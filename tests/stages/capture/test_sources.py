@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.capture.sources import Decoder, FeedError, open_feed
 from stages.capture.sources.camera import CameraFeed
 from stages.capture.sources.demo import CLIP_NAME, DEMO_FPS, HOLD_S, demo_pictures
+from stages.capture.sources.feeds import Decoder, FeedError, open_feed
 from stages.capture.sources.video import decoder_for, open_reader
 from stages.config import redact
 from stages.topology import nvidia_gpu
