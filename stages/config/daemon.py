@@ -23,6 +23,7 @@ from stages.config.outputs import MqttSettings, WebhookSettings
 from stages.config.pipeline import EndpointOf, PipelineSettings
 from stages.config.recording import RecordingSettings
 from stages.config.streams import StreamSettings
+from stages.recording.paths import events_db
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 
@@ -153,7 +154,7 @@ class Settings(EnvOverridesFile):
     @property
     def events_db(self) -> Path:
         """Every stream's events and their acknowledgements (stages.recording.eventstore)."""
-        return self.recordings_dir / "events.sqlite3"
+        return events_db(self.recordings_dir)
 
     @property
     def http_hosts(self) -> frozenset[str]:

@@ -22,12 +22,12 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
+from stages.recording.paths import SEGMENTS_OF_A_STREAM, partial, sidecar
 from stages.recording.segments import mtime
 
 log = logging.getLogger(__name__)
@@ -43,17 +43,12 @@ class Clip:
     frames: int
 
 
-def clip_path(stream_root: Path, event_id: str, started: float) -> Path:
-    """Where an event's clip goes: beside the recordings of the day it started."""
-    return stream_root / datetime.fromtimestamp(started).astimezone().strftime("%Y-%m-%d") / "clips" / f"{event_id}.mp4"
-
-
 def _first_clock(segment: Path) -> float | None:
     """The clock of a segment's first frame, from its sidecar; None for a segment written before
     sidecars carried it, or an empty one."""
     try:
-        with segment.with_suffix(".jsonl").open() as sidecar:
-            first = json.loads(sidecar.readline() or "{}")
+        with sidecar(segment).open() as lines:
+            first = json.loads(lines.readline() or "{}")
     except (OSError, ValueError):
         return None
     clock = first.get("clock")
@@ -63,7 +58,7 @@ def _first_clock(segment: Path) -> float | None:
 def _detections(segment: Path) -> tuple[bool, list[dict]]:
     """Whether a segment holds the camera's own frames (copied), and its detected frames' lines."""
     try:
-        lines = [json.loads(line) for line in segment.with_suffix(".jsonl").read_text().splitlines()]
+        lines = [json.loads(line) for line in sidecar(segment).read_text().splitlines()]
     except (OSError, ValueError):
         return False, []
     return bool(lines and lines[0].get("copied")), [line for line in lines if "seq" in line and "pts_s" in line]
@@ -82,13 +77,13 @@ def _write_overlay(clip: Clip, segments: list[tuple[float, Path]], end: float) -
                 lines.append({"t": round(at - clip.start, 3), **size, "people": line.get("people", [])})
     if not lines:
         return
-    overlay = clip.path.with_suffix(".jsonl")
-    partial = overlay.with_name(overlay.name + ".partial")
+    overlay = sidecar(clip.path)
+    unfinished = partial(overlay)
     try:
-        partial.write_text("".join(json.dumps(line) + "\n" for line in sorted(lines, key=lambda line: line["t"])))
-        os.replace(partial, overlay)
+        unfinished.write_text("".join(json.dumps(line) + "\n" for line in sorted(lines, key=lambda line: line["t"])))
+        os.replace(unfinished, overlay)
     except OSError as error:  # a full disk: the clip plays without its boxes
-        partial.unlink(missing_ok=True)
+        unfinished.unlink(missing_ok=True)
         log.warning("%s: no boxes for the review page (%s)", overlay, error.strerror)
 
 
@@ -97,7 +92,7 @@ def _segments_between(stream_root: Path, start: float, end: float) -> list[tuple
     Walks back from the newest segment to the one the start is in: a clip is cut soon after its
     event, so only the last few sidecars are read, however many days are kept."""
     found = []
-    for segment in sorted(stream_root.glob("*/*.ts"), key=mtime, reverse=True):
+    for segment in sorted(stream_root.glob(SEGMENTS_OF_A_STREAM), key=mtime, reverse=True):
         origin = _first_clock(segment)
         if origin is None:
             continue
@@ -112,7 +107,7 @@ class _ClipWriter:
     """The MP4 being written: packets copied in, timed from its first frame, renamed into place at the end."""
 
     def __init__(self, out: Path, template: av.video.stream.VideoStream, origin: float) -> None:
-        self.out, self.partial = out, out.with_name(out.name + ".partial")
+        self.out, self.partial = out, partial(out)
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self.container = av.open(str(self.partial), "w", format="mp4", options={"movflags": "+faststart"})
         self.stream = self.container.add_stream_from_template(template)

@@ -31,7 +31,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,8 @@ import numpy as np
 
 from pipeline.messages import EncodedPacket
 from stages.media.video import yuv420p_frame
+from stages.recording.paths import segment_path
+from stages.recording.paths import sidecar as sidecar_of
 
 log = logging.getLogger(__name__)
 
@@ -256,17 +257,16 @@ class SegmentRecorder:
         return None
 
     def _open(self, timeline_s: float, captured: float, width: int, height: int, codec: str = ENCODER) -> Segment:
-        stamp = datetime.fromtimestamp(captured, timezone.utc).astimezone()
-        folder = self.root / stamp.strftime("%Y-%m-%d")
         # the UTC offset in the name: the hour a daylight-saving change repeats gives two names
-        path = folder / f"{self.stream_id}-{stamp.strftime('%Y%m%d-%H%M%S%z')}.ts"
+        path = segment_path(self.root, self.stream_id, captured)
+        folder = path.parent
         while path.exists():  # a restart within the same second
             path = path.with_stem(path.stem + "b")
         sink = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
             sink = _FrameSink(path)
-            sidecar = _FrameSink(path.with_suffix(".jsonl"))
+            sidecar = _FrameSink(sidecar_of(path))
         except OSError as error:
             if sink is not None:
                 sink.close()
@@ -349,7 +349,7 @@ class SegmentRecorder:
             segment.sidecar.close()
         if segment.last_pts < 0:
             segment.path.unlink(missing_ok=True)
-            segment.path.with_suffix(".jsonl").unlink(missing_ok=True)
+            sidecar_of(segment.path).unlink(missing_ok=True)
         else:
             self.segments_closed += 1
 

@@ -25,7 +25,8 @@ import numpy as np
 from pipeline.messages import EncodedPacket
 from stages.config import Settings, StreamSettings
 from stages.media.annotate import Overlay, annotate
-from stages.recording.clips import clip_path, cut_clip
+from stages.recording.clips import cut_clip
+from stages.recording.paths import clip_path
 from stages.recording.eventstore import EventStore
 from stages.recording.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
 from stages.stats import ClipStats, RecorderStats

@@ -14,8 +14,9 @@ from pipeline.web import Request
 from stages.capture.stage import packet_message
 from stages.config import Settings, StreamSettings
 from stages.media.video import VideoReader
-from stages.recording.clips import clip_path, cut_clip
+from stages.recording.clips import cut_clip
 from stages.recording.eventstore import EventStore
+from stages.recording.paths import clip_path
 from stages.recording.segments import SegmentRecorder
 from stages.stream.outputs.recorder import ClipSink, EventLogSink
 from stages.web.review import ReviewApi

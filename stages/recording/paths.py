@@ -1,0 +1,64 @@
+"""Where every recorded file goes: the one place that knows the recordings folder's layout.
+
+::
+
+    <recordings>/events.sqlite3                               the event store
+    <recordings>/<stream>/<YYYY-MM-DD>/<stream>-<time>.ts     a segment, and its .jsonl sidecar
+    <recordings>/<stream>/<YYYY-MM-DD>/events/<event>-<phase>.jpg   an event's snapshot
+    <recordings>/<stream>/<YYYY-MM-DD>/clips/<event>.mp4      an event's clip (.jsonl: its people;
+                                                              .partial while it is being cut)
+
+Days and times are the server's local ones, so that an operator finds a day's files under that day.
+Retention finds what it may delete through the patterns here, so a file kind added to the layout
+is added to retention in the same place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+EVENTS_DB = "events.sqlite3"
+SEGMENT = "*.ts"  # under a stream's folder, at any depth
+SEGMENTS_OF_A_STREAM = "*/*.ts"  # a stream's day folders
+CLIPS = "clips/*.mp4"
+SNAPSHOTS = "events/*.jpg"
+PARTIAL_CLIPS = "clips/*.partial"
+
+
+def stream_folder(recordings: Path, stream: str) -> Path:
+    return recordings / stream
+
+
+def events_db(recordings: Path) -> Path:
+    return recordings / EVENTS_DB
+
+
+def day_folder(stream_root: Path, when: float) -> Path:
+    """The folder of the local day ``when`` (Unix seconds) falls on."""
+    return stream_root / datetime.fromtimestamp(when).astimezone().strftime("%Y-%m-%d")
+
+
+def segment_path(stream_root: Path, stream: str, started: float) -> Path:
+    """A new segment's file, named after its stream and its first frame's local time with the UTC offset."""
+    stamp = datetime.fromtimestamp(started).astimezone()
+    return day_folder(stream_root, started) / f"{stream}-{stamp.strftime('%Y%m%d-%H%M%S%z')}.ts"
+
+
+def sidecar(recorded: Path) -> Path:
+    """The JSON-lines file beside a segment (detections per frame) or a clip (the people to draw)."""
+    return recorded.with_suffix(".jsonl")
+
+
+def snapshot_path(stream_root: Path, event_id: str, phase: str, when: float) -> Path:
+    return day_folder(stream_root, when) / "events" / f"{event_id}-{phase}.jpg"
+
+
+def clip_path(stream_root: Path, event_id: str, started: float) -> Path:
+    """Where an event's clip goes: beside the recordings of the day it started."""
+    return day_folder(stream_root, started) / "clips" / f"{event_id}.mp4"
+
+
+def partial(path: Path) -> Path:
+    """Where a file is written before it is renamed into place whole."""
+    return path.with_name(path.name + ".partial")
