@@ -17,18 +17,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline import systemd
 from pipeline.control import ControlService
 from pipeline.endpoints import Endpoint
-from pipeline.forkserver import ForkedProcess, ForkServer, die_with_parent
+from pipeline.forkserver import ForkedProcess, die_with_parent
 from pipeline.messages import Heartbeat, MessageError
+from pipeline.plan import StageSpec, SupervisorConfig
 from pipeline.publish import PublishProxy
 from pipeline.security import secure_server, start_authenticator
 from pipeline.stage import member_names
@@ -36,23 +37,6 @@ from pipeline.stage import member_names
 STATE_BROADCAST_S = 1.0  # restarted stages learn the live overrides within this
 
 log = logging.getLogger("vestwatch.supervisor")
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    kind: str  # entry point name in the vestwatch.stages group
-    name: str  # unique process name, e.g. capture.cam1, or capture.cam1+cam2 for two stages in one
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a config asks for: the stages (with a fingerprint of the settings each depends on),
-    the stream ids and the base overrides. ``reload`` diffs the running stages against it."""
-
-    specs: list[StageSpec]
-    fingerprints: dict[str, str]  # process name -> its settings, serialised; a change restarts the process
-    streams: list[str]
-    overrides: dict[str, dict]
 
 
 @dataclass
@@ -94,47 +78,43 @@ class StageProcess:
         return time.monotonic() - min(member.last_heartbeat for member in self.members.values())
 
 
+@dataclass
+class Sockets:
+    """What ``Supervisor.run`` opens, and closes on every way out."""
+
+    context: zmq.Context
+    heartbeats: zmq.Socket
+    bus: zmq.Socket  # the live overrides, broadcast to every stage
+    control: zmq.Socket | None
+    authenticator: ThreadAuthenticator | None  # CURVE on the control and publish sockets
+    proxy_thread: threading.Thread | None  # forwards to subscribers; closes its own sockets
+
+    def close(self) -> None:
+        """Ours first, without lingering, so that ``term()`` returns; it interrupts the proxy thread."""
+        if self.authenticator is not None:
+            self.authenticator.stop()
+        for own in (self.heartbeats, self.bus, self.control):
+            if own is not None:
+                own.close(0)
+        self.context.term()
+        if self.proxy_thread is not None:
+            self.proxy_thread.join(2)
+
+
 class Supervisor:
-    def __init__(
-        self,
-        specs: list[StageSpec],
-        runtime_dir: Path,
-        config: Path | None,
-        stall_s: float = 15.0,
-        stop_grace_s: float = 8.0,
-        backoff_s: tuple[float, float] = (0.5, 30.0),
-        on_ready: Callable[[], None] | None = None,
-        control: Endpoint | None = None,
-        control_keys: Path | None = None,
-        publish_keys: Path | None = None,
-        settable: dict[str, Callable] | None = None,
-        streams: list[str] | None = None,
-        publish: Endpoint | None = None,
-        publish_hwm: int = 1000,
-        plan: Callable[[], Plan] | None = None,
-        forkserver: ForkServer | None = None,
-    ) -> None:
-        self.stages = {spec.name: StageProcess(spec) for spec in specs}  # by process name
-        self.process_of = self._members()
-        self.forkserver = forkserver  # the stage kinds it serves are forked from it, not started afresh
-        self.runtime_dir = runtime_dir
+    def __init__(self, config: SupervisorConfig) -> None:
         self.config = config
-        self.stall_s = stall_s
-        self.stop_grace_s = stop_grace_s
-        self.backoff_s = backoff_s
-        self.on_ready = on_ready
-        self.heartbeat_endpoint = Endpoint("pull", True, f"ipc://{runtime_dir}/supervisor.ipc")
-        self.bus_endpoint = Endpoint("pub", True, f"ipc://{runtime_dir}/bus.ipc")
-        self.publish = publish
-        self.publish_hwm = publish_hwm
-        self.control_endpoint = control
-        self.control_keys = control_keys
-        self.publish_keys = publish_keys
-        self.streams = list(streams or [])
-        self.plan = plan  # re-reads the config on reload (SIGHUP or ctl reload)
+        self.stages = {spec.name: StageProcess(spec) for spec in config.specs}  # by process name
+        self.process_of = self._members()
+        self.heartbeat_endpoint = Endpoint("pull", True, f"ipc://{config.runtime_dir}/supervisor.ipc")
+        self.bus_endpoint = Endpoint("pub", True, f"ipc://{config.runtime_dir}/bus.ipc")
+        self.streams = list(config.streams or [])  # changed by reload
+        plan = config.plan
         self.fingerprints: dict[str, str] = plan().fingerprints if plan else {}
         self.reload_requested = False
-        self.control = ControlService(settable or {}, lambda: self.streams, self.status, self.reload if plan else None)
+        self.control = ControlService(
+            config.settable or {}, lambda: self.streams, self.status, self.reload if plan else None
+        )
         self.started = time.monotonic()
         self.stopping = False
         self.ready = False
@@ -150,14 +130,15 @@ class Supervisor:
             **os.environ,
             "VWSTAGE_HEARTBEAT": self.heartbeat_endpoint.peer("push").text,
             "VWSTAGE_BUS": self.bus_endpoint.peer("sub").text,
-            "VWSTAGE_CONFIG": str(self.config) if self.config else "",
+            "VWSTAGE_CONFIG": str(self.config.config_file) if self.config.config_file else "",
         }
         env.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
-        if self.publish is not None:
+        if self.config.publish is not None:
             env["VWSTAGE_PUBLISH"] = self.publish_input.peer("pub").text
-        if self.forkserver and stage.spec.kind in self.forkserver.kinds:
+        forkserver = self.config.forkserver
+        if forkserver and stage.spec.kind in forkserver.kinds:
             try:
-                stage.process = self.forkserver.spawn(stage.spec.kind, stage.spec.name, env)
+                stage.process = forkserver.spawn(stage.spec.kind, stage.spec.name, env)
             except (OSError, EOFError) as error:  # the fork server died (killed for memory?): it is started again
                 stage.started = time.monotonic()
                 self._schedule_restart(stage, f"could not be forked ({type(error).__name__}: {error})")
@@ -174,7 +155,8 @@ class Supervisor:
     def _schedule_restart(self, stage: StageProcess, why: str) -> None:
         if time.monotonic() - stage.started > 60:
             stage.failures = 0  # it ran well for a while: start the backoff afresh
-        delay = min(self.backoff_s[1], self.backoff_s[0] * 2**stage.failures)
+        first, longest = self.config.backoff_s
+        delay = min(longest, first * 2**stage.failures)
         stage.failures += 1
         stage.restarts += 1
         stage.restart_at = time.monotonic() + delay
@@ -185,7 +167,7 @@ class Supervisor:
 
     @property
     def publish_input(self) -> Endpoint:
-        return Endpoint("xsub", True, f"ipc://{self.runtime_dir}/publish.ipc")
+        return Endpoint("xsub", True, f"ipc://{self.config.runtime_dir}/publish.ipc")
 
     def _topics(self) -> list[str]:
         return [f"{kind}.{stream}" for stream in self.streams for kind in ("det", "event", "inferred")]
@@ -238,15 +220,15 @@ class Supervisor:
             code = stage.process.poll()
             if code is not None:
                 self._schedule_restart(stage, f"exited with code {code}")
-            elif stage.silent_s > self.stall_s:
+            elif stage.silent_s > self.config.stall_s:
                 log.warning("%s stalled: no heartbeat for %.1f s; killing it", stage.spec.name, stage.silent_s)
                 self._stop_processes([stage], grace_s=2.0)
                 self._schedule_restart(stage, "stalled")
         if not self.ready and all(stage.heard for stage in self.stages.values()):
             self.ready = True
             systemd.notify("READY=1")
-            if self.on_ready:
-                self.on_ready()
+            if self.config.on_ready:
+                self.config.on_ready()
 
     def _stop_processes(self, stages: list[StageProcess], grace_s: float) -> None:
         running = [s for s in stages if s.process and s.process.poll() is None]
@@ -264,7 +246,7 @@ class Supervisor:
     def reload(self) -> dict:
         """Apply a re-read config: start added stages, stop removed ones, restart changed ones."""
         try:
-            plan = self.plan()
+            plan = self.config.plan()
         except ValueError as error:  # a bad config keeps the running one
             log.error("reload refused, keeping the running config: %s", error)
             raise
@@ -275,7 +257,7 @@ class Supervisor:
             for name, s in self.stages.items()
             if name in wanted and plan.fingerprints.get(name) != self.fingerprints.get(name)
         ]
-        self._stop_processes(removed + changed, grace_s=self.stop_grace_s)
+        self._stop_processes(removed + changed, grace_s=self.config.stop_grace_s)
         for stage in removed:
             del self.stages[stage.spec.name]
         for stage in changed:
@@ -309,69 +291,75 @@ class Supervisor:
             log.warning("control: reply not sent (%s)", error)
 
     def run(self) -> int:
+        """Supervise until SIGTERM or SIGINT, then stop every stage: 0."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
-        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        self.config.runtime_dir.mkdir(parents=True, exist_ok=True)
+        sockets = self._open_sockets()
+        try:
+            self._supervise(sockets)
+            systemd.notify("STOPPING=1")
+            log.info("stopping %d stages", len(self.stages))
+            self._stop_processes(list(self.stages.values()), self.config.stop_grace_s)
+            return 0
+        finally:
+            sockets.close()
+
+    def _open_sockets(self) -> Sockets:
+        """Heartbeats in, the bus out, the publish proxy and the control socket if configured."""
+        config = self.config
         context = zmq.Context()
-        socket = self.heartbeat_endpoint.open(context, hwm=1000)
+        heartbeats = self.heartbeat_endpoint.open(context, hwm=1000)
         bus = self.bus_endpoint.open(context, hwm=100)
-        authenticator = start_authenticator(context) if self.control_keys or self.publish_keys else None
-        proxy = None
-        if self.publish is not None:
+        authenticator = start_authenticator(context) if config.control_keys or config.publish_keys else None
+        proxy_thread = None
+        if config.publish is not None:
             self.proxy = PublishProxy(
                 context,
                 self.publish_input,
-                self.publish,
-                self.publish_hwm,
+                config.publish,
+                config.publish_hwm,
                 self._topics,
-                self.publish_keys,
+                config.publish_keys,
                 authenticator,
             )
-            proxy = self.proxy.start()
-        poller = zmq.Poller()
-        poller.register(socket, zmq.POLLIN)
+            proxy_thread = self.proxy.start()
         control = None
-        if self.control_endpoint is not None:
-            keys = self.control_keys
-            control = self.control_endpoint.open(
+        if config.control is not None:
+            keys = config.control_keys
+            control = config.control.open(
                 context,
                 hwm=100,
                 prepare=(lambda s: secure_server(s, authenticator, keys, "control")) if keys else None,
             )
-            poller.register(control, zmq.POLLIN)
+        return Sockets(context, heartbeats, bus, control, authenticator, proxy_thread)
+
+    def _supervise(self, sockets: Sockets) -> None:
+        """Until asked to stop: reload when asked, start and restart stages, take heartbeats,
+        answer control, broadcast the live overrides, ping systemd's watchdog."""
+        poller = zmq.Poller()
+        poller.register(sockets.heartbeats, zmq.POLLIN)
+        if sockets.control is not None:
+            poller.register(sockets.control, zmq.POLLIN)
         watchdog = systemd.watchdog_interval()
         last_ping = last_broadcast = 0.0
         version = self.control.version
-        try:
-            while not self.stopping:
-                if self.reload_requested and self.plan is not None:
-                    self.reload_requested = False
-                    with contextlib.suppress(ValueError):  # logged by reload()
-                        self.reload()
-                    self._receive_heartbeats(socket)  # what came in meanwhile, before judging silence
-                self._watch()
-                ready = dict(poller.poll(200))
-                if socket in ready:
-                    self._receive_heartbeats(socket)
-                if control is not None and control in ready:
-                    self._answer(control)
-                if version != self.control.version or time.monotonic() - last_broadcast > STATE_BROADCAST_S:
-                    bus.send(self.control.state.encode())
-                    version, last_broadcast = self.control.version, time.monotonic()
-                if watchdog and time.monotonic() - last_ping > watchdog:
-                    systemd.notify("WATCHDOG=1")
-                    last_ping = time.monotonic()
-            systemd.notify("STOPPING=1")
-            log.info("stopping %d stages", len(self.stages))
-            self._stop_processes(list(self.stages.values()), self.stop_grace_s)
-            return 0
-        finally:
-            if authenticator is not None:
-                authenticator.stop()
-            for own in (socket, bus, control):  # the proxy thread closes its own when term() interrupts it
-                if own is not None:
-                    own.close(0)
-            context.term()
-            if proxy is not None:
-                proxy.join(2)
+        while not self.stopping:
+            if self.reload_requested and self.config.plan is not None:
+                self.reload_requested = False
+                with contextlib.suppress(ValueError):  # logged by reload()
+                    self.reload()
+                self._receive_heartbeats(sockets.heartbeats)  # what came in meanwhile, before judging silence
+            self._watch()
+            ready = dict(poller.poll(200))
+            if sockets.heartbeats in ready:
+                self._receive_heartbeats(sockets.heartbeats)
+            if sockets.control is not None and sockets.control in ready:
+                self._answer(sockets.control)
+            if version != self.control.version or time.monotonic() - last_broadcast > STATE_BROADCAST_S:
+                sockets.bus.send(self.control.state.encode())
+                version, last_broadcast = self.control.version, time.monotonic()
+            if watchdog and time.monotonic() - last_ping > watchdog:
+                systemd.notify("WATCHDOG=1")
+                last_ping = time.monotonic()

@@ -19,9 +19,9 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline.endpoints import Endpoint
 from pipeline.forkserver import ForkServer
+from pipeline.plan import Plan, StageSpec
 from pipeline.security import secure_client, secure_server, start_authenticator
 from pipeline.stage import member_names
-from pipeline.supervisor import Plan, StageSpec
 from stages.config import Settings
 
 

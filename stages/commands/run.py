@@ -7,14 +7,16 @@ import logging
 import os
 import sqlite3
 import tempfile
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from pipeline.endpoints import Endpoint
 from pipeline.httpauth import Guard
+from pipeline.plan import Plan, SupervisorConfig
 from pipeline.rundir import claim
 from pipeline.settings import ConfigError, load_settings
-from pipeline.supervisor import Plan, Supervisor
+from pipeline.supervisor import Supervisor
 from pipeline.web import serve
 from stages.commands.preflight import check_model
 from stages.config import DEFAULT_CONFIG, LOOPBACK, Settings, redact
@@ -69,6 +71,29 @@ def run_daemon(args: argparse.Namespace) -> int:
     except ConfigError as error:
         log.error("%s", error)
         return 2
+    log_streams(settings)
+    supervisor = Supervisor(supervisor_config(settings, config))
+    server = None
+    if settings.http:
+        try:
+            server = serve_pages(settings, supervisor)
+        except OSError as error:
+            log.error("http: cannot listen on %s (%s)", settings.http, error)
+            return 2
+        scheme = "https" if settings.http_tls_cert else "http"
+        log.info("review page on %s://%s/ (also /api/events, /healthz, /metrics)", scheme, settings.http)
+    try:
+        return supervisor.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+        for path in frame_files(settings.runtime_dir):  # every stage has stopped: nothing maps them now
+            path.unlink(missing_ok=True)
+        os.close(lock)
+
+
+def log_streams(settings: Settings) -> None:
+    """A line per stream at start: what it reads (credentials redacted), live or not, recorded or not."""
     for stream in settings.streams:
         log.info(
             "stream %s: %s (%s%s)",
@@ -77,10 +102,21 @@ def run_daemon(args: argparse.Namespace) -> int:
             "live" if stream.is_realtime else "offline",
             ", recorded" if stream.record else "",
         )
+
+
+def publish_endpoint(settings: Settings) -> Endpoint:
+    """Where subscribers read; a warning when that is open to the network without CURVE."""
     publish = Endpoint.parse(settings.publish)
     host = publish.address.removeprefix("tcp://").rpartition(":")[0]
     if publish.address.startswith("tcp://") and host not in LOOPBACK and not settings.publish_keys:
         log.warning("publish: %s is open to the network without publish_keys (CURVE)", publish.address)
+    return publish
+
+
+def supervisor_config(settings: Settings, config: Path | None) -> SupervisorConfig:
+    """The supervisor's orders from the settings: it says where to subscribe once every stage runs,
+    and re-reads ``config`` on reload."""
+    publish = publish_endpoint(settings)
     endpoint = publish.peer("sub").address
 
     def announce() -> None:
@@ -100,7 +136,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         running[0] = fresh
         return plan(fresh)
 
-    supervisor = Supervisor(
+    return SupervisorConfig(
         plan(settings).specs,
         settings.runtime_dir,
         config.resolve() if config else None,
@@ -116,28 +152,15 @@ def run_daemon(args: argparse.Namespace) -> int:
         plan=reread,
         forkserver=fork_server(settings),
     )
-    if settings.http:
-        try:
-            pages = routes(
-                supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, lambda: supervisor.streams
-            )
-            pages.update(review_routes(settings))
-            guard = Guard(settings.http_password_hash) if settings.http_password_hash else None
-            tls = (settings.http_tls_cert, settings.http_tls_key) if settings.http_tls_cert else None
-            server = serve(settings.http, pages, guard=guard, tls=tls, hosts=settings.http_hosts)
-        except OSError as error:
-            log.error("http: cannot listen on %s (%s)", settings.http, error)
-            return 2
-        scheme = "https" if settings.http_tls_cert else "http"
-        log.info("review page on %s://%s/ (also /api/events, /healthz, /metrics)", scheme, settings.http)
-    try:
-        return supervisor.run()
-    finally:
-        if settings.http:
-            server.shutdown()
-        for path in frame_files(settings.runtime_dir):  # every stage has stopped: nothing maps them now
-            path.unlink(missing_ok=True)
-        os.close(lock)
+
+
+def serve_pages(settings: Settings, supervisor: Supervisor) -> ThreadingHTTPServer:
+    """The HTTP pages (review, live view, status, metrics), served from a thread; OSError: cannot listen."""
+    pages = routes(supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, lambda: supervisor.streams)
+    pages.update(review_routes(settings))
+    guard = Guard(settings.http_password_hash) if settings.http_password_hash else None
+    tls = (settings.http_tls_cert, settings.http_tls_key) if settings.http_tls_cert else None
+    return serve(settings.http, pages, guard=guard, tls=tls, hosts=settings.http_hosts)
 
 
 def review_routes(settings: Settings) -> dict:
