@@ -52,13 +52,24 @@ CHUNK = 256 * 1024
 Route = Callable[[Request], Reply]
 
 
+@dataclass(frozen=True)
+class Site:
+    """What the server answers, and to whom."""
+
+    routes: dict[str, Route]
+    guard: Guard | None
+    open_paths: frozenset[str]  # answered without the guard's secret
+    hosts: frozenset[str] | None  # without a guard, the only ``Host`` names answered
+
+
 class BoundedHTTPServer(ThreadingHTTPServer):
     """A thread per connection, up to ``MAX_CONNECTIONS``; client hang-ups are not errors."""
 
     daemon_threads = True
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, address: tuple[str, int], site: Site) -> None:
+        self.site = site
+        super().__init__(address, RouteHandler)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.deadlines: dict[socket.socket, float] = {}  # open connections and when they must end
         self.lock = threading.Lock()
@@ -132,6 +143,81 @@ def _host(header: str | None) -> str:
     return host.partition("]")[0] + "]" if host.startswith("[") else host.rpartition(":")[0] or host
 
 
+class RouteHandler(BaseHTTPRequestHandler):
+    """A connection's requests, answered from its server's ``Site``."""
+
+    timeout = TIMEOUT_S  # per read; the server's reaper bounds the whole connection
+    server: BoundedHTTPServer
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def _answer(self, method: str) -> None:
+        status, content_type, body = self._reply(method)
+        self._send(status, content_type, body, self.headers.get("Range") if method == "GET" else None)
+
+    def _reply(self, method: str) -> Reply:
+        """The route's answer, unless the host, the secret, the path or the body's length refuses it."""
+        site = self.server.site
+        url = urllib.parse.urlsplit(self.path)
+        path = url.path
+        route = _route(site.routes, path if method == "GET" else f"{method} {path}")
+        length = self.headers.get("Content-Length") or "0"
+        host = _host(self.headers.get("Host"))  # browsers always send it; a bare HTTP/1.0 probe may not
+        if not site.guard and site.hosts and host and host not in site.hosts:
+            return 421, "text/plain", b"this server does not answer for that host\n"
+        if site.guard and path not in site.open_paths and not site.guard.allows(self.headers.get("Authorization")):
+            return 401, "text/plain", b"authentication required\n"
+        if route is None:
+            return 404, "text/plain", b"not found\n"
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return 413, "text/plain", b"request body missing a length or too large\n"
+        query = dict(urllib.parse.parse_qsl(url.query))
+        posted = self.rfile.read(int(length)) if int(length) else b""
+        request = Request(method, path, query, posted, self.headers.get("Content-Type", ""))
+        try:
+            status, content_type, body = route(request)
+        except Exception as error:  # a broken page must not take the server down
+            log.exception("HTTP %s failed", self.path)
+            return 500, "text/plain", f"{type(error).__name__}\n".encode()
+        return status, content_type, body
+
+    def _send(self, status: int, content_type: str, body: bytes | Path, ranges: str | None) -> None:
+        """The answer; a file is read from disk by chunks (a clip may be hundreds of MB), each one
+        giving the connection more time, so that a slow link still gets it all."""
+        try:
+            source = body.open("rb") if isinstance(body, Path) else io.BytesIO(body)
+        except OSError:  # deleted by retention since the route found it
+            source, status, content_type = io.BytesIO(b"gone\n"), 404, "text/plain"
+        with source:
+            size = source.seek(0, io.SEEK_END)
+            first, count, content_range = 0, size, None
+            if status == 200 and ranges:
+                status, first, count, content_range = _part(size, ranges)
+            self.send_response(status)
+            if status == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="vestwatch", charset="UTF-8"')
+            if content_range:
+                self.send_header("Content-Range", content_range)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(count))
+            # recorded files never change: the browser may keep them; everything else is live
+            self.send_header("Cache-Control", "private, max-age=86400" if isinstance(body, Path) else "no-store")
+            self.end_headers()
+            source.seek(first)
+            while count > 0 and (chunk := source.read(min(CHUNK, count))):
+                self.wfile.write(chunk)
+                count -= len(chunk)
+                self.server.extend(self.request)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug(format, *args)
+
+
 def serve(
     address: str,
     routes: dict[str, Route],
@@ -143,74 +229,7 @@ def serve(
     """``hosts``: without a ``guard``, the only ``Host`` names answered (others get 421), so that a
     web page whose name was rebound to this machine's address cannot read the pages."""
     host, _, port = address.rpartition(":")
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = TIMEOUT_S  # per read; the server's reaper bounds the whole connection
-
-        def do_GET(self) -> None:
-            self._answer("GET")
-
-        def do_POST(self) -> None:
-            self._answer("POST")
-
-        def _answer(self, method: str) -> None:
-            url = urllib.parse.urlsplit(self.path)
-            path = url.path
-            route = _route(routes, path if method == "GET" else f"{method} {path}")
-            length = self.headers.get("Content-Length") or "0"
-            host = _host(self.headers.get("Host"))  # browsers always send it; a bare HTTP/1.0 probe may not
-            if not guard and hosts and host and host not in hosts:
-                status, content_type, body = 421, "text/plain", b"this server does not answer for that host\n"
-            elif guard and path not in open_paths and not guard.allows(self.headers.get("Authorization")):
-                status, content_type, body = 401, "text/plain", b"authentication required\n"
-            elif route is None:
-                status, content_type, body = 404, "text/plain", b"not found\n"
-            elif not length.isdigit() or int(length) > MAX_BODY:
-                status, content_type, body = 413, "text/plain", b"request body missing a length or too large\n"
-            else:
-                query = dict(urllib.parse.parse_qsl(url.query))
-                posted = self.rfile.read(int(length)) if int(length) else b""
-                request = Request(method, path, query, posted, self.headers.get("Content-Type", ""))
-                try:
-                    status, content_type, body = route(request)
-                except Exception as error:  # a broken page must not take the server down
-                    log.exception("HTTP %s failed", self.path)
-                    status, content_type, body = 500, "text/plain", f"{type(error).__name__}\n".encode()
-            self._send(status, content_type, body, self.headers.get("Range") if method == "GET" else None)
-
-        def _send(self, status: int, content_type: str, body: bytes | Path, ranges: str | None) -> None:
-            """The answer; a file is read from disk by chunks (a clip may be hundreds of MB), each one
-            giving the connection more time, so that a slow link still gets it all."""
-            try:
-                source = body.open("rb") if isinstance(body, Path) else io.BytesIO(body)
-            except OSError:  # deleted by retention since the route found it
-                source, status, content_type = io.BytesIO(b"gone\n"), 404, "text/plain"
-            with source:
-                size = source.seek(0, io.SEEK_END)
-                first, count, content_range = 0, size, None
-                if status == 200 and ranges:
-                    status, first, count, content_range = _part(size, ranges)
-                self.send_response(status)
-                if status == 401:
-                    self.send_header("WWW-Authenticate", 'Basic realm="vestwatch", charset="UTF-8"')
-                if content_range:
-                    self.send_header("Content-Range", content_range)
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(count))
-                # recorded files never change: the browser may keep them; everything else is live
-                self.send_header("Cache-Control", "private, max-age=86400" if isinstance(body, Path) else "no-store")
-                self.end_headers()
-                source.seek(first)
-                while count > 0 and (chunk := source.read(min(CHUNK, count))):
-                    self.wfile.write(chunk)
-                    count -= len(chunk)
-                    self.server.extend(self.request)
-
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug(format, *args)
-
-    server = BoundedHTTPServer((host or "127.0.0.1", int(port)), Handler)
+    server = BoundedHTTPServer((host or "127.0.0.1", int(port)), Site(routes, guard, open_paths, hosts))
     if tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)
