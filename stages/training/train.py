@@ -161,6 +161,85 @@ def transfer_weights(model: Model, source: Model) -> tuple[int, int]:
     return len(matching), len(own)
 
 
+class Training:
+    """A run's moving parts: the model, its EMA, the optimiser with its LR schedule and gradient
+    scaler, and where the run stands; made in the recipe's order, as the seed's results depend on it."""
+
+    def __init__(self, config: TrainConfig, model: Model, device: torch.device) -> None:
+        self.config, self.model, self.device = config, model, device
+        self.cuda = device.type == "cuda"
+        self.accumulate = max(round(NOMINAL_BATCH / config.batch), 1)  # batches per optimiser step
+        self.optimizer = build_optimizer(model, config, self.accumulate)
+        # reads config.epochs when it steps: --time may re-size the run after its first epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda e: cosine(e, config.epochs, config.lrf)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        self.ema = ModelEMA(model)
+        self.start_epoch, self.best_fitness = 0, -1.0
+
+    def restore(self, state: dict) -> None:
+        """Where ``state.pt`` left the run: the next epoch is the one after the saved one."""
+        self.model.load_state_dict(state["model"])
+        self.ema.ema.load_state_dict(state["ema"])
+        self.ema.updates = state["ema_updates"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.best_fitness = state["epoch"] + 1, state["best_fitness"]
+        self.scheduler.last_epoch = self.start_epoch - 1
+
+    def train_epoch(
+        self, epoch: int, loader: torch.utils.data.DataLoader, criterion: YoloLoss, warmup: int
+    ) -> torch.Tensor:
+        """One pass over ``loader``; the mean box, objectness and class losses. Over the first
+        ``warmup`` batches of the run, the accumulation, LRs and momentum ramp up to the recipe's."""
+        config, optimizer = self.config, self.optimizer
+        batches = len(loader)
+        self.model.train()
+        losses = torch.zeros(3, device=self.device)
+        optimizer.zero_grad()
+        for i, (images, targets) in enumerate(loader):
+            step = i + batches * epoch
+            images = model_input(images, self.device, loader.dataset.hyp)
+            if step <= warmup:
+                self.accumulate = max(1, round(np.interp(step, [0, warmup], [1, NOMINAL_BATCH / config.batch])))
+                for g, group in enumerate(optimizer.param_groups):
+                    target = group["initial_lr"] * cosine(epoch, config.epochs, config.lrf)
+                    # plain floats: state.pt must load with the weights-only unpickler
+                    group["lr"] = float(np.interp(step, [0, warmup], [0.1 if g == 2 else 0.0, target]))
+                    group["momentum"] = float(np.interp(step, [0, warmup], [0.8, config.momentum]))
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.cuda):
+                loss, parts = criterion(self.model(images), targets.to(self.device))
+            self.scaler.scale(loss).backward()
+            if (step + 1) % self.accumulate == 0 or i == batches - 1:
+                self.scaler.step(optimizer)
+                self.scaler.update()
+                optimizer.zero_grad()
+                self.ema.update(self.model)
+            losses = (losses * i + parts) / (i + 1)
+        return losses
+
+    def save(self, epoch: int, fitness: float, out: Path) -> None:
+        """The EMA weights as ``last`` (and ``best``, if they are), and everything ``--resume`` needs."""
+        save_weights(self.ema.ema, out / "last.safetensors")
+        if fitness > self.best_fitness:
+            self.best_fitness = fitness
+            save_weights(self.ema.ema, out / "best.safetensors")
+        torch.save(
+            {
+                "config": asdict(self.config),
+                "epoch": epoch,
+                "best_fitness": self.best_fitness,
+                "model": self.model.state_dict(),
+                "ema": self.ema.ema.state_dict(),
+                "ema_updates": self.ema.updates,
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+            },
+            out / "state.pt",
+        )
+
+
 def train(config: TrainConfig, resume: Path | None = None) -> Path:
     """Train; returns the run folder."""
     state = torch.load(resume, map_location="cpu", weights_only=True) if resume else None
@@ -178,46 +257,14 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
     val_images, val_labels = val_images[: config.max_val_images], val_labels[: config.max_val_images]
 
     device = resolve_device(config.device)
-    cuda = device.type == "cuda"
-    model = Model(config.cfg, nc=len(data.names), names=data.names)
-    if config.weights and not state:
-        copied, total = transfer_weights(model, load_model(config.weights))
-        if copied < total // 2:
-            raise ValueError(f"{config.weights}: only {copied} of {total} tensors fit cfg {config.cfg}: another model?")
-        log.info("initialised from %s: %d of %d tensors", config.weights, copied, total)
-    model = model.to(device)
-    accumulate = max(round(NOMINAL_BATCH / config.batch), 1)
-    optimizer = build_optimizer(model, config, accumulate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine(e, config.epochs, config.lrf))
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-    ema = ModelEMA(model)
-    start_epoch, best_fitness = 0, -1.0
+    training = Training(config, initial_model(config, data.names, fresh=not state).to(device), device)
     if state:
-        model.load_state_dict(state["model"])
-        ema.ema.load_state_dict(state["ema"])
-        ema.updates = state["ema_updates"]
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, best_fitness = state["epoch"] + 1, state["best_fitness"]
-        scheduler.last_epoch = start_epoch - 1
-        log.info("resuming %s at epoch %d", out, start_epoch)
+        training.restore(state)
+        log.info("resuming %s at epoch %d", out, training.start_epoch)
     else:
         (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
-
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(
-        TrainingImages(train_images, train_labels, config.img_size, augment=True, cache=config.cache),
-        batch_size=config.batch,
-        shuffle=True,
-        num_workers=config.workers,
-        collate_fn=TrainingImages.collate,
-        pin_memory=cuda,
-        drop_last=len(train_images) > config.batch,
-        generator=generator,
-        worker_init_fn=_worker_init,
-        persistent_workers=config.workers > 0,
-    )
-    criterion = YoloLoss(model, config.img_size)
+    loader = training_loader(config, train_images, train_labels, pin_memory=training.cuda)
+    criterion = YoloLoss(training.model, config.img_size)
     batches = len(loader)
     warmup = max(round(config.warmup_epochs * batches), min(100, batches * config.epochs // 2))
     log.info(
@@ -228,83 +275,74 @@ def train(config: TrainConfig, resume: Path | None = None) -> Path:
         config.epochs,
         device,
         config.batch,
-        accumulate,
+        training.accumulate,
     )
-    epoch = start_epoch
+    epoch = training.start_epoch
     while epoch < config.epochs:
         epoch_started = time.time()
-        model.train()
-        losses = torch.zeros(3, device=device)
-        optimizer.zero_grad()
-        for i, (images, targets) in enumerate(loader):
-            step = i + batches * epoch
-            images = model_input(images, device, loader.dataset.hyp)
-            if step <= warmup:
-                accumulate = max(1, round(np.interp(step, [0, warmup], [1, NOMINAL_BATCH / config.batch])))
-                for g, group in enumerate(optimizer.param_groups):
-                    target = group["initial_lr"] * cosine(epoch, config.epochs, config.lrf)
-                    # plain floats: state.pt must load with the weights-only unpickler
-                    group["lr"] = float(np.interp(step, [0, warmup], [0.1 if g == 2 else 0.0, target]))
-                    group["momentum"] = float(np.interp(step, [0, warmup], [0.8, config.momentum]))
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=cuda):
-                loss, parts = criterion(model(images), targets.to(device))
-            scaler.scale(loss).backward()
-            if (step + 1) % accumulate == 0 or i == batches - 1:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad()
-                ema.update(model)
-            losses = (losses * i + parts) / (i + 1)
-        summary = validate(ema.ema, device, val_images, val_labels, data.names, config.img_size)[1]
-        if config.time_minutes and epoch == start_epoch:
+        losses = training.train_epoch(epoch, loader, criterion, warmup)
+        summary = validate(training.ema.ema, device, val_images, val_labels, data.names, config.img_size)[1]
+        if config.time_minutes and epoch == training.start_epoch:
             took = time.time() - epoch_started
             config.epochs = epochs_within(config.time_minutes * 60, time.time() - started, took, epoch + 1)
             log.info("--time %g min: %d epochs in all (%.0f s each)", config.time_minutes, config.epochs, took)
-        scheduler.step()  # after any re-sizing: the cosine reads config.epochs, so the run ends on its schedule
-        fitness = 0.1 * summary["map50"] + 0.9 * summary["map50_95"]
-        save_weights(ema.ema, out / "last.safetensors")
-        if fitness > best_fitness:
-            best_fitness = fitness
-            save_weights(ema.ema, out / "best.safetensors")
-        torch.save(
-            {
-                "config": asdict(config),
-                "epoch": epoch,
-                "best_fitness": best_fitness,
-                "model": model.state_dict(),
-                "ema": ema.ema.state_dict(),
-                "ema_updates": ema.updates,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-            },
-            out / "state.pt",
-        )
-        row = [
-            epoch,
-            optimizer.param_groups[0]["lr"],
-            *losses.tolist(),
-            summary["precision"],
-            summary["recall"],
-            summary["map50"],
-            summary["map50_95"],
-            time.time() - epoch_started,
-        ]
-        _append_result(out / "results.csv", row)
-        log.info(
-            "epoch %d/%d: loss box %.4f obj %.4f cls %.4f; val mAP50 %.3f mAP50-95 %.3f (%.0f s)",
-            epoch + 1,
-            config.epochs,
-            *losses.tolist(),
-            summary["map50"],
-            summary["map50_95"],
-            row[-1],
-        )
+        # after any re-sizing: the cosine reads config.epochs, so the run ends on its schedule
+        training.scheduler.step()
+        training.save(epoch, 0.1 * summary["map50"] + 0.9 * summary["map50_95"], out)
+        lr = training.optimizer.param_groups[0]["lr"]
+        record_epoch(out, epoch, config.epochs, lr, losses.tolist(), summary, time.time() - epoch_started)
         epoch += 1
     best = load_model(out / "best.safetensors").to(device)
     evaluation, summary = validate(best, device, val_images, val_labels, data.names, config.img_size)
     save_results(evaluation, summary, out / "val")
     print(report(summary))
     return out
+
+
+def initial_model(config: TrainConfig, names: list[str], fresh: bool) -> Model:
+    """The cfg's model; a fresh run (not resumed) starts from ``config.weights`` where given."""
+    model = Model(config.cfg, nc=len(names), names=names)
+    if config.weights and fresh:
+        copied, total = transfer_weights(model, load_model(config.weights))
+        if copied < total // 2:
+            raise ValueError(f"{config.weights}: only {copied} of {total} tensors fit cfg {config.cfg}: another model?")
+        log.info("initialised from %s: %d of %d tensors", config.weights, copied, total)
+    return model
+
+
+def training_loader(
+    config: TrainConfig, images: list[Path], labels: list[np.ndarray], pin_memory: bool
+) -> torch.utils.data.DataLoader:
+    """Augmented, shuffled batches in an order the seed decides."""
+    return torch.utils.data.DataLoader(
+        TrainingImages(images, labels, config.img_size, augment=True, cache=config.cache),
+        batch_size=config.batch,
+        shuffle=True,
+        num_workers=config.workers,
+        collate_fn=TrainingImages.collate,
+        pin_memory=pin_memory,
+        drop_last=len(images) > config.batch,
+        generator=torch.Generator().manual_seed(config.seed),
+        worker_init_fn=_worker_init,
+        persistent_workers=config.workers > 0,
+    )
+
+
+def record_epoch(
+    out: Path, epoch: int, epochs: int, lr: float, losses: list[float], summary: dict, seconds: float
+) -> None:
+    """The epoch's row in ``results.csv``, and its line in the log."""
+    row = [epoch, lr, *losses, summary["precision"], summary["recall"], summary["map50"], summary["map50_95"], seconds]
+    _append_result(out / "results.csv", row)
+    log.info(
+        "epoch %d/%d: loss box %.4f obj %.4f cls %.4f; val mAP50 %.3f mAP50-95 %.3f (%.0f s)",
+        epoch + 1,
+        epochs,
+        *losses,
+        summary["map50"],
+        summary["map50_95"],
+        seconds,
+    )
 
 
 def validate(
