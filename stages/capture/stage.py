@@ -22,6 +22,7 @@ import zmq
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
 from pipeline.messages import ControlState, EncodedPacket, FrameRef
+from pipeline.queues import send_or_drop
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.capture.sources.feeds import Feed, FeedError, FeedFrame, open_feed
@@ -247,14 +248,10 @@ class CaptureStage(Stage):
 
     def _to_record(self, payload: bytes) -> bool:
         """Send to the stream stage's recorder; offline waits (lossless), live never does."""
-        while not self.realtime and not self.record_out.poll(200, zmq.POLLOUT) and not self.stopping:
-            self.beat()
-        try:
-            self.record_out.send(payload, zmq.NOBLOCK)
+        if send_or_drop(self.record_out, payload, self.realtime, self):
             return True
-        except zmq.Again:  # live, and record is gone or far behind
-            self.stats.record_dropped += 1
-            return False
+        self.stats.record_dropped += 1  # live, and record is gone or far behind
+        return False
 
     def _send(self, frame: FeedFrame) -> None:
         now = self.last_frame = time.monotonic()  # a frame came, whether or not it is detected
@@ -279,11 +276,7 @@ class CaptureStage(Stage):
         if not detect:
             self.stats.recorded_only += 1
             return
-        while not self.realtime and not self.refs.poll(200, zmq.POLLOUT) and not self.stopping:
-            self.beat()  # offline: wait for a worker, heartbeating
-        try:
-            self.refs.send(payload, zmq.NOBLOCK)
-        except zmq.Again:  # live and every worker is behind: this frame goes
+        if not send_or_drop(self.refs, payload, self.realtime, self):  # live and every worker is behind: it goes
             self.pending_drops += 1
             self.stats.dropped += 1
             return

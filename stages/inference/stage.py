@@ -24,7 +24,7 @@ from pipeline.endpoints import Endpoint
 from pipeline.frames import RingReaders, unpack_pixels
 from pipeline.messages import Batchable, ControlState, InferredMessage, box_fields, topic
 from pipeline.prometheus import LATENCY_BUCKETS_MS
-from pipeline.queues import StreamQueue
+from pipeline.queues import Drops, StreamQueue
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.config import Settings
@@ -43,7 +43,7 @@ class InferenceStage(Stage):
         self.queue: StreamQueue[Batchable] = StreamQueue()
         self.rings = RingReaders()
         self.authenticator: ThreadAuthenticator | None = None  # CURVE on a tcp:// link with link_keys
-        self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.drops = Drops()
         self.overrides: dict[str, dict[str, float]] = {}
         self.recent: defaultdict[str, deque[tuple[float, float]]] = defaultdict(lambda: deque(maxlen=300))
         self.stats = InferenceStats()
@@ -102,8 +102,7 @@ class InferenceStage(Stage):
 
     def _drain(self) -> None:
         for item in self.drain(self.inbox, Batchable):
-            for stage, count in item.drops.items():
-                self.drops[item.stream][stage] += count
+            self.drops.add_all(item.stream, item.drops)
             self.queue.put(item.stream, item, item.realtime)
 
     def step(self) -> None:
@@ -117,7 +116,7 @@ class InferenceStage(Stage):
                 self._drain()
         items, images = [], []
         for item in self.queue.take_fair(pipeline.max_batch):
-            self.drops[item.stream]["inference"] += self.queue.take_drops(item.stream)
+            self.drops.add(item.stream, "inference", self.queue.take_drops(item.stream))
             image = self._pixels(item)
             if image is None:
                 continue
@@ -136,7 +135,7 @@ class InferenceStage(Stage):
             self.reject(item.TYPE, error)
             return None
         if frame is None:
-            self.drops[item.stream]["inference"] += 1
+            self.drops.add(item.stream, "inference")
             self.stats.dropped += 1
             return None
         return frame.image
@@ -165,7 +164,7 @@ class InferenceStage(Stage):
                 names=list(self.detector.names),
                 inference_ms=round(result.inference_ms, 2),
                 batch_size=len(items),
-                drops={k: v for k, v in self.drops.pop(item.stream, {}).items() if v},
+                drops={stage: n for stage, n in self.drops.take(item.stream).items() if n},  # the stages that dropped
                 source_slot=item.source_slot,
             )
             self.publisher.send_multipart([topic("inferred", item.stream), message.encode()])

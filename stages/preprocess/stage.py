@@ -12,15 +12,12 @@ overwritten in the capture ring, are counted as preprocess drops of their stream
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from pathlib import Path
-
-import zmq
 
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing, RingReaders, pack_pixels
 from pipeline.messages import Batchable, FrameRef
-from pipeline.queues import StreamQueue
+from pipeline.queues import Drops, StreamQueue, send_or_drop
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.config import Settings
@@ -48,7 +45,7 @@ class PreprocessStage(Stage):
         self.size = self.settings.detector.img_size
         self.queue: StreamQueue[FrameRef] = StreamQueue()
         self.capture_rings = RingReaders()
-        self.drops: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.drops = Drops()
         self.ring_seq = 0
         self.stats = PreprocessStats()
 
@@ -69,7 +66,7 @@ class PreprocessStage(Stage):
 
     def _drain(self) -> None:
         for ref in self.drain(self.inbox, FrameRef):
-            self.drops[ref.stream]["capture"] += ref.drops
+            self.drops.add(ref.stream, "capture", ref.drops)
             self.queue.put(ref.stream, ref, ref.realtime)
 
     def step(self) -> None:
@@ -77,17 +74,17 @@ class PreprocessStage(Stage):
             return
         self._drain()
         for ref in self.queue.take_fair(len(self.queue)):
-            self.drops[ref.stream]["preprocess"] += self.queue.take_drops(ref.stream)
+            self.drops.add(ref.stream, "preprocess", self.queue.take_drops(ref.stream))
             try:
                 message = self._prepared(ref)
             except ValueError as error:
                 self.reject(ref.TYPE, error)
                 continue
             if message is None:  # overwritten while waiting: the capture is ahead of us
-                self.drops[ref.stream]["preprocess"] += 1
+                self.drops.add(ref.stream, "preprocess")
                 self.stats.dropped += 1
                 continue
-            message.drops = dict(self.drops.pop(ref.stream, {}))  # what was dropped before it travels with it
+            message.drops = self.drops.take(ref.stream)  # what was dropped before it travels with it
             self._send(message)
 
     def _prepared(self, ref: FrameRef) -> Batchable | None:
@@ -119,16 +116,11 @@ class PreprocessStage(Stage):
         return message
 
     def _send(self, message: Batchable) -> None:
-        payload = message.encode()
-        while not message.realtime and not self.outbox.poll(200, zmq.POLLOUT) and not self.stopping:
-            self.beat()  # offline: wait for inference, heartbeating
-        try:
-            self.outbox.send(payload, zmq.NOBLOCK)
+        if send_or_drop(self.outbox, message.encode(), message.realtime, self):
             self.stats.frames += 1
-        except zmq.Again:  # live and inference is behind: this frame goes, its drop counts travel on
-            for stage, count in message.drops.items():
-                self.drops[message.stream][stage] += count
-            self.drops[message.stream]["preprocess"] += 1
+        else:  # live and inference is behind: this frame goes, its drop counts travel on
+            self.drops.add_all(message.stream, message.drops)
+            self.drops.add(message.stream, "preprocess")
             self.stats.dropped += 1
 
 
