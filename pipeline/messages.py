@@ -31,8 +31,10 @@ class MessageError(ValueError):
 Message = TypeVar("Message", bound="WireMessage")
 
 
-@dataclass
 class WireMessage:
+    """The base of every message: each kind is a dataclass on it (frozen or not: the base, being
+    no dataclass itself, leaves that to the kind)."""
+
     TYPE: ClassVar[str] = ""
 
     def encode(self) -> bytes:

@@ -58,39 +58,97 @@ class InferenceStats(StageStats):
 
 
 @dataclass
-class RecorderStats:
-    frames: int = 0  # recorded (annotated frames, or copied packets)
-    awaiting_keyframe: int = 0  # copied packets left out: no segment to add them to until a keyframe
-    disk_dropped: int = 0  # not recorded for want of disk space
-    write_errors: int = 0  # not recorded for another I/O error
-    disk_free_bytes: int | None = None
-    disk_low: bool = False  # below the floor even after deleting what may be deleted
-    bytes: int = 0
-    segments: int = 0
+class StreamStats(StageStats):
+    """The stream stage's own figures; each processor and sink reports its own beside them
+    (``PluginStats``, merged into the heartbeat by ``plugins_report``)."""
 
-
-@dataclass
-class ClipStats:
-    clips: int = 0  # event clips written
-    clips_failed: int = 0  # events whose recording held no frame of them, or could not be cut
-
-
-@dataclass
-class StreamStats(ClipStats, RecorderStats, StageStats):
     missed: int = 0  # captured frames overwritten in the ring before this stage copied them
     events: int = 0  # violations started
     plugin_errors: int = 0  # processor or sink calls that raised (logged, the stage went on)
-    webhook_sent: int = 0  # event phases a webhook receiver took
-    webhook_retried: int = 0
-    webhook_failed: int = 0  # out of retries
-    webhook_overflowed: int = 0  # pushed out of a full queue
-    mqtt_published: int = 0  # messages the broker acknowledged
-    mqtt_overflowed: int = 0  # not queued: the broker away too long
-    mqtt_connected: bool = False
     recent_events: list[dict[str, Any]] = field(default_factory=list)
     detection_age_s: float | None = None  # since inference's latest results, as of the heartbeat
     recorded_age_s: float | None = None
     recording: bool = False
+    # what its plug-ins find wrong (the recordings' disk, say), for /healthz; and their numeric figures
+    # as [name, kind, help, value], for /metrics (``plugins_report``)
+    problems: list[str] = field(default_factory=list)
+    metrics: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How ``/metrics`` exports one figure of a plug-in."""
+
+    name: str
+    kind: str  # counter | gauge
+    help: str
+
+
+def counter(name: str, help_text: str) -> Any:
+    """A count that only grows, exported as the counter ``name`` (which ends in ``_total``)."""
+    return field(default=0, metadata={"metric": Metric(name, "counter", help_text)})
+
+
+def gauge(name: str, help_text: str, default: float | bool | None = 0) -> Any:
+    """A figure that goes up and down, exported as the gauge ``name`` (not while it is None)."""
+    return field(default=default, metadata={"metric": Metric(name, "gauge", help_text)})
+
+
+@dataclass
+class PluginStats:
+    """A processor's or sink's figures: a dataclass of numbers, flags and None, each field with a
+    default. The stream stage reports each field in its heartbeat (``ctl status``) as
+    ``<prefix>_<field>``, the prefix being the plug-in's (none: the field's own name), and
+    ``/metrics`` exports each numeric one: as declared with ``counter``/``gauge``, else as the
+    gauge ``vestwatch_<prefix>_<field>``. A plug-in without figures keeps this empty base."""
+
+    def problem(self) -> str | None:
+        """What makes the daemon unhealthy (``/healthz``) in these figures; None when nothing does."""
+        return None
+
+
+def figure_name(prefix: str, name: str) -> str:
+    return f"{prefix}_{name}" if prefix else name
+
+
+def plugin_figures(prefix: str, stats: PluginStats) -> dict[str, Any]:
+    """A plug-in's figures as the heartbeat carries them: ``{"webhook_failed": 0, ...}``."""
+    return {figure_name(prefix, f.name): getattr(stats, f.name) for f in fields(stats)}
+
+
+def plugins_report(figures: list[tuple[str, PluginStats]]) -> dict[str, Any]:
+    """What a stream stage's heartbeat carries of its plug-ins' ``(prefix, figures)``: each figure as
+    ``<prefix>_<field>``, and ``problems`` and ``metrics`` (``StreamStats``) worked out from them here,
+    in the stage, so that the supervisor serves ``/healthz`` and ``/metrics`` without importing a plug-in."""
+    report: dict[str, Any] = {}
+    for prefix, stats in figures:
+        report.update(plugin_figures(prefix, stats))
+    report["problems"] = [problem for _, stats in figures if (problem := stats.problem())]
+    report["metrics"] = [
+        [metric.name, metric.kind, metric.help, value]
+        for prefix, stats in figures
+        for metric, value in plugin_metrics(prefix, stats)
+    ]
+    return report
+
+
+def read_plugin_stats(prefix: str, cls: type[PluginStats], reported: dict[str, Any]) -> PluginStats | None:
+    """A plug-in's figures back from a heartbeat as its type; None when the stage reports none of them."""
+    values = {
+        f.name: reported[figure_name(prefix, f.name)] for f in fields(cls) if figure_name(prefix, f.name) in reported
+    }
+    return cls(**values) if values else None
+
+
+def plugin_metrics(prefix: str, stats: PluginStats) -> list[tuple[Metric, float]]:
+    """The numeric figures of a plug-in (a flag as 0 or 1), each with how ``/metrics`` exports it."""
+    found = []
+    for f in fields(stats):
+        value = getattr(stats, f.name)
+        if isinstance(value, (bool, int, float)):
+            default = Metric(f"vestwatch_{figure_name(prefix, f.name)}", "gauge", f"{f.name} of a stream plug-in")
+            found.append((f.metadata.get("metric", default), int(value) if isinstance(value, bool) else value))
+    return found
 
 
 STATS = {"capture": CaptureStats, "preprocess": PreprocessStats, "inference": InferenceStats, "stream": StreamStats}

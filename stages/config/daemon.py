@@ -9,9 +9,18 @@ import tempfile
 import urllib.parse
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.endpoints import Endpoint
 from pipeline.httpauth import check_stored
@@ -22,7 +31,7 @@ from stages.config.events import EventSettings
 from stages.config.outputs import MqttSettings, WebhookSettings
 from stages.config.pipeline import EndpointOf, PipelineSettings
 from stages.config.recording import RecordingSettings
-from stages.config.streams import StreamSettings
+from stages.config.streams import StreamSettings, plugin_settings_model
 from stages.recording.paths import events_db
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -93,6 +102,24 @@ class Settings(EnvOverridesFile):
         default_factory=list, description="where each violation event is POSTed as JSON"
     )
     mqtt: MqttSettings | None = Field(None, description="None: no MQTT")
+    # the sections of installed stream plug-ins' own ([tally] for the sink "tally"), by plugin_section
+    _plugin_sections: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plugin_sections_apart(cls, values: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """A top-level section an installed processor or sink declares is validated by its model; any
+        other unknown key is refused, as ever."""
+        sections = {}
+        if isinstance(values, dict):
+            values = dict(values)
+            for key in [key for key in values if key not in cls.model_fields]:
+                model = plugin_settings_model(key)
+                if model is not None:
+                    sections[key] = _section(key, model, values.pop(key))
+        settings = handler(values)
+        settings._plugin_sections = sections
+        return settings
 
     @field_validator("streams")
     @classmethod
@@ -151,6 +178,10 @@ class Settings(EnvOverridesFile):
     def stream(self, stream_id: str) -> StreamSettings:
         return next(s for s in self.streams if s.id == stream_id)
 
+    def plugin_section(self, name: str) -> Any:
+        """A stream plug-in's own section, as its ``settings_model`` made it; None when the config has none."""
+        return self._plugin_sections.get(name)
+
     @property
     def events_db(self) -> Path:
         """Every stream's events and their acknowledgements (stages.recording.eventstore)."""
@@ -173,3 +204,15 @@ class Settings(EnvOverridesFile):
         host, _, port = self.http.rpartition(":")
         host = this_host() if host in ("", "0.0.0.0", "::", "[::]") else host
         return f"{'https' if self.http_tls_cert else 'http'}://{host}:{port}{path}"
+
+
+def _section(key: str, model: type[BaseModel], value: object) -> BaseModel:
+    """``value`` as ``model``; its errors named from the top (``tally.every``), as the built-in sections' are."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        details = [
+            {"type": e["type"], "loc": (key, *e["loc"]), "input": e["input"], "ctx": e.get("ctx", {})}
+            for e in error.errors()
+        ]
+        raise ValidationError.from_exception_data(model.__name__, details) from None  # type: ignore[arg-type]

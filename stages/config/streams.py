@@ -21,6 +21,18 @@ def installed_plugins(group: str) -> list[str]:
     return sorted(entry.name for entry in entry_points(group=group))
 
 
+def plugin_settings_model(section: str) -> type[BaseModel] | None:
+    """The model of a stream plug-in's own top-level section: the ``settings_model`` of the processor or
+    sink whose entry point, and ``section``, are named ``section`` (``stages.stream.plugins.Plugin``, read
+    by name: that module imports this one); None when no installed plug-in declares that section."""
+    for group in ("vestwatch.processors", "vestwatch.sinks"):
+        for entry in entry_points(group=group, name=section):
+            plugin = entry.load()
+            if getattr(plugin, "section", None) == section:
+                return getattr(plugin, "settings_model", None)
+    return None
+
+
 class ZoneSettings(BaseModel, extra="forbid"):
     """A named area of one camera's picture and the PPE a person standing in it must wear.
 

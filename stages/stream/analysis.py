@@ -1,17 +1,15 @@
-"""What a stream stage knows about one frame, and the plug-in shape of its processors and sinks.
+"""What a stream stage knows about one frame.
 
 Inference fills ``detections``; processors (tracker and PPE, zones and violations) add
 ``people`` and ``violations`` in order; sinks (recorder, live view, snapshots, alerts) read
-the result. ``FrameAnalysis`` is what ``det.<stream>`` carries, converted in one place
-(``stages.stream.messages.DetectionMessage.from_analysis``).
+the result. ``FrameAnalysis`` is what ``det.<stream>`` carries, and each ``Violation`` what an
+``event.<stream>`` says, converted in one place each (``stages.stream.messages``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
-
-import numpy as np
+from typing import Literal
 
 from pipeline.detections import Detections
 
@@ -35,7 +33,9 @@ class Person:
 
 @dataclass
 class Violation:
-    """One phase of a violation's life: a person in a zone without what the zone requires."""
+    """One phase of a violation's life: a person in a zone without what the zone requires, as the
+    processors found it; the stage adds the person's box and the sinks' evidence (snapshot, clip,
+    recording) when it makes the phase's ``EventMessage``."""
 
     event_id: str
     phase: Phase
@@ -46,14 +46,6 @@ class Violation:
     ended: float | None  # for ``end``
     duration_s: float
     reason: str | None = None  # for ``end``: left, complied or lost
-    box: list[float] = field(default_factory=list)  # the person's box on this frame
-    # filled by the stream stage's sinks before the event goes out
-    snapshot: str | None = None  # annotated JPEG, the person highlighted
-    snapshot_url: str | None = None  # the start's snapshot through the HTTP server
-    segment: str | None = None  # recording that holds the moment, and where
-    offset_s: float | None = None
-    clip: str | None = None  # for ``end``: the event's MP4, written ``clip_post_s`` after the end
-    clip_url: str | None = None
 
 
 @dataclass
@@ -77,13 +69,3 @@ class FrameAnalysis:
     def __post_init__(self) -> None:
         if self.clock is None:
             self.clock = self.captured
-
-
-class StreamPlugin(Protocol):
-    """A processor or a sink of a stream stage, found through an entry point.
-
-    ``frame`` is the captured image (BGR) when the stage has it, else None."""
-
-    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None: ...
-
-    def close(self) -> None: ...

@@ -66,14 +66,15 @@ removing or changing one bumps ``v``. Version 2 added people and the event lifec
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import numpy as np
 
 from pipeline.detections import Detections, class_name
-from pipeline.messages import FrameBoxes, InferredMessage, WireMessage, box_fields, first_problem
+from pipeline.messages import SCHEMA_VERSION, FrameBoxes, InferredMessage, WireMessage, box_fields, first_problem
 from stages.stream.analysis import FrameAnalysis, Violation
 
 
@@ -135,9 +136,24 @@ class DetectionMessage(FrameBoxes):
         )
 
 
-@dataclass
+class Evidence(TypedDict, total=False):
+    """What sinks add to a violation phase before its ``EventMessage`` is made (``Sink.evidence``)."""
+
+    snapshot: str | None  # annotated JPEG, the person highlighted
+    snapshot_url: str | None  # the start's snapshot through the HTTP server
+    segment: str | None  # recording that holds the moment, and where
+    offset_s: float | None
+    clip: str | None  # for ``end``: the event's MP4, written ``clip_post_s`` after the end
+    clip_url: str | None
+
+
+NO_EVIDENCE: Evidence = dict.fromkeys(Evidence.__annotations__)  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
 class EventMessage(WireMessage):
-    """Published on ``event.<stream>``: one phase of a violation; see the module docstring."""
+    """Published on ``event.<stream>``: one phase of a violation; see the module docstring. Made once
+    per phase, and that one value goes to every output (event log, webhooks, MQTT, subscribers)."""
 
     TYPE: ClassVar[str] = "event"
     stream: str
@@ -161,6 +177,20 @@ class EventMessage(WireMessage):
     clip_url: str | None
 
     @classmethod
-    def from_violation(cls, analysis: FrameAnalysis, violation: Violation) -> EventMessage:
-        fields_ = asdict(violation)
-        return cls(stream=analysis.stream, seq=analysis.seq, captured=analysis.captured, **fields_)
+    def from_violation(
+        cls, analysis: FrameAnalysis, violation: Violation, box: list[float], evidence: Evidence
+    ) -> EventMessage:
+        """The one conversion from a processor's violation phase, with the person's ``box`` on the frame
+        and what the sinks found (none given: None), to what every output of the event gets."""
+        return cls(
+            stream=analysis.stream,
+            seq=analysis.seq,
+            captured=analysis.captured,
+            box=box,
+            **asdict(violation),
+            **{**NO_EVIDENCE, **evidence},
+        )
+
+    def to_json(self) -> bytes:
+        """The message as webhooks POST it and MQTT publishes it: the map ``encode`` packs, as JSON."""
+        return json.dumps({"v": SCHEMA_VERSION, "type": self.TYPE, **asdict(self)}).encode()

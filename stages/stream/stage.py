@@ -1,10 +1,12 @@
 """``stream.<id>``: the single owner of a stream after inference, one process per stream.
 
 For each frame inference returns (internal topic ``inferred.<stream>``) it runs the
-stream's processors in order (tracked people and their PPE, zones and violations), then
-the sinks that want inferred frames (live view, event snapshots), then publishes
-``det.<stream>`` and one ``event.<stream>`` per violation phase. Offline captures take
-their credit from that ``det``, so nothing is read ahead of this stage.
+stream's processors in order (tracked people and their PPE, zones and violations), makes each
+violation phase's ``EventMessage`` once, with what the sinks add to it (snapshot, clip, recording),
+hands the frame to the sinks that want inferred frames (live view, MQTT counts) and the events to
+every sink (event log, webhooks, MQTT), then publishes ``det.<stream>`` and the same events on
+``event.<stream>``. Offline captures take their credit from that ``det``, so nothing is read ahead
+of this stage. It calls only the hooks ``Processor`` and ``Sink`` declare (``stages.stream.plugins``).
 
 Recording does not depend on inference keeping up: capture sends this stage a reference to
 every frame of a recorded stream, which is handed to the ``every_frame`` sinks with its own
@@ -23,8 +25,9 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zmq
@@ -36,11 +39,12 @@ from pipeline.messages import EncodedPacket, FrameRef, InferredMessage, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.config import Settings
-from stages.stats import StreamStats
+from stages.stats import StreamStats, plugins_report
 from stages.stream import plugins
-from stages.stream.analysis import FrameAnalysis
-from stages.stream.messages import DetectionMessage, EventMessage, analysis_of
-from stages.stream.outputs.recorder import RecorderSink
+from stages.stream.analysis import FrameAnalysis, Violation
+from stages.stream.messages import NO_EVIDENCE, DetectionMessage, EventMessage, Evidence, analysis_of
+from stages.stream.outputs.base import Sink
+from stages.stream.processors.base import Processor
 from stages.topology import PACKET_HWM, capture_ring, instance, open_inferred, record_input
 
 log = logging.getLogger(__name__)
@@ -82,29 +86,32 @@ class StreamStage(Stage):
         self.plugin_errors_logged: dict[str, float] = {}  # plug-in -> monotonic time last logged
         self.last_expired = 0.0  # monotonic time the processors last saw an empty frame
         self.last_clock = 0.0
+        # by setup; empty until then (a stage that failed to set up tears down what it got)
+        self.loaded_processors: plugins.Loaded[Processor] = plugins.Loaded([], [])
+        self.loaded_sinks: plugins.Loaded[Sink] = plugins.Loaded([], [])
+        self.processors: list[Processor] = []
+        self.sinks: list[Sink] = []
+        self.frame_sinks: list[Sink] = []
+        self.result_sinks: list[Sink] = []
+        self.publisher: zmq.Socket | None = None
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
+        """The stage's own figures, then each plug-in's as ``<prefix>_<field>``."""
         now = time.monotonic()
         self.stats.detection_age_s = None if self.last_inferred is None else round(now - self.last_inferred, 2)
-        recorded = self.recorder.last_recorded if self.recorder else None
-        self.stats.recorded_age_s = None if recorded is None else round(now - recorded, 2)
-        for sink in self.sinks:  # the recorder's figures, and the alert sinks'
-            figures = getattr(sink, "stats", None)
-            figures = asdict(figures) if dataclasses.is_dataclass(figures) else figures or {}
-            for name, value in figures.items():
-                if hasattr(self.stats, name):
-                    setattr(self.stats, name, value)
-        return super().report()
+        recorded = [at for sink in self.sinks if (at := sink.recorded_at()) is not None]
+        self.stats.recorded_age_s = round(now - max(recorded), 2) if recorded else None
+        return {**super().report(), **plugins_report(self.loaded_processors.stats() + self.loaded_sinks.stats())}
 
     def setup(self) -> None:
-        self.processors = plugins.load(plugins.PROCESSORS, self.stream.processors, self.settings, self.stream)
-        self.sinks = plugins.load(plugins.SINKS, self.stream.sinks, self.settings, self.stream)
-        self.recorder = next((s for s in self.sinks if isinstance(s, RecorderSink)), None)
+        self.loaded_processors = plugins.load(plugins.PROCESSORS, self.stream.processors, self.settings, self.stream)
+        self.loaded_sinks = plugins.load(plugins.SINKS, self.stream.sinks, self.settings, self.stream)
+        plugins.check_figures(self.loaded_processors, self.loaded_sinks)
+        self.processors = self.loaded_processors.plugins
+        self.sinks = self.loaded_sinks.plugins
         # split once: the every-frame sinks (recording) get captured frames, the others inferred ones
-        self.frame_sinks = [s for s in self.sinks if getattr(s, "every_frame", False)]
-        self.result_sinks = [s for s in self.sinks if not getattr(s, "every_frame", False)]
-        # those that add to events (snapshots, clips) before those that send them on, whatever the config's order
-        self.result_sinks.sort(key=lambda sink: not getattr(sink, "enriches", False))
+        self.frame_sinks = [s for s in self.sinks if s.every_frame]
+        self.result_sinks = [s for s in self.sinks if not s.every_frame]
         self.inferred = open_inferred(self.settings, self.context, self.stream.id)
         self.poller = zmq.Poller()
         self.poller.register(self.inferred, zmq.POLLIN)
@@ -118,21 +125,19 @@ class StreamStage(Stage):
     def teardown(self) -> None:
         while self.pending:  # what waited for results is recorded with what there is
             self._record_waiting(self.pending.popleft())
-        if hasattr(self, "publisher"):  # subscribers learn that open events end here, not hang open
+        if self.publisher is not None:  # subscribers learn that open events end here, not hang open
             analysis = self._idle_analysis()
             for processor in self.processors:
-                if hasattr(processor, "end_all"):
-                    analysis.violations += processor.end_all(analysis.clock, "stopped")
+                analysis.violations += processor.end_all(analysis.clock, "stopped")
             self._events_out(None, analysis, published=None)
             self.publisher.close(linger=500)
-        for plugin in [*getattr(self, "processors", []), *getattr(self, "sinks", [])]:
+        for plugin in [*self.processors, *self.sinks]:
             plugin.close()
         self.ring.close()
 
     def step(self) -> None:
         for sink in self.sinks:
-            if hasattr(sink, "tick"):
-                self._guarded(sink, sink.tick)
+            self._guarded(sink, sink.tick)
         now = time.monotonic()
         idle = self.last_inferred is not None and now - self.last_inferred >= self.settings.events.lost_s
         if idle and now - self.last_expired >= 1.0:
@@ -169,28 +174,47 @@ class StreamStage(Stage):
         while len(self.analysed) > self.analysed_kept:
             self.analysed.popitem(last=False)
         self._record_ready()  # first, so that an event finds its frame in the open segment
-        if self.recorder:
-            self._guarded(self.recorder, self.recorder.note, analysis)
+        for sink in self.frame_sinks:
+            self._guarded(sink, sink.note, analysis)
         self._events_out(image, analysis, published=DetectionMessage.from_analysis(analysis, message))
 
     def _events_out(
         self, image: np.ndarray | None, analysis: FrameAnalysis, published: DetectionMessage | None
     ) -> None:
-        """Where each violation can be watched, the inferred-frame sinks (snapshots, alerts), then
-        ``det`` (when there was a frame) and one ``event`` per violation phase."""
+        """Each violation phase's event, made once; the inferred-frame sinks; the events to every sink;
+        then ``det`` (when there was a frame) and the same events on ``event``."""
         boxes = {person.track_id: person.box for person in analysis.people}
-        for violation in analysis.violations:
-            violation.box = violation.box or boxes.get(violation.track_id, [])  # none once the person is lost
-            position = self.recorder.position(analysis) if self.recorder and analysis.seq else None
-            violation.segment, violation.offset_s = position or (None, None)
+        events = tuple(  # the person's box, none once they are lost
+            self._event(image, analysis, violation, boxes.get(violation.track_id, []))
+            for violation in analysis.violations
+        )
         for sink in self.result_sinks:
             self._guarded(sink, sink.handle, image, analysis)
+        if events:
+            for sink in self.sinks:
+                self._guarded(sink, sink.events, events)
         if published is not None:
             self.publisher.send_multipart([topic("det", self.stream.id), published.encode()])
-        for violation in analysis.violations:
-            event = EventMessage.from_violation(analysis, violation)
+        for event in events:
             self.publisher.send_multipart([topic("event", self.stream.id), event.encode()])
             self._remember(event)
+
+    def _event(
+        self, image: np.ndarray | None, analysis: FrameAnalysis, violation: Violation, box: list[float]
+    ) -> EventMessage:
+        """The phase's one message, with what each sink adds to it (a failing sink adds nothing)."""
+        evidence: Evidence = {}
+
+        def add(sink: Sink) -> None:
+            found = sink.evidence(image, analysis, violation)
+            unknown = set(found) - set(NO_EVIDENCE)
+            if unknown:
+                raise ValueError(f"evidence an event has no field for: {sorted(unknown)}")
+            evidence.update(found)
+
+        for sink in self.sinks:
+            self._guarded(sink, add, sink)
+        return EventMessage.from_violation(analysis, violation, box, evidence)
 
     def _expire(self) -> None:
         """No results for ``lost_s`` (camera or inference down, a file at its end): the processors see
@@ -257,18 +281,18 @@ class StreamStage(Stage):
 
     def _record_packet(self, packet: EncodedPacket) -> None:
         """One of the camera's own packets, recorded as it came, on the stream's event clock."""
-        if self.recorder is not None:
-            clock = self._clock_of(packet.captured, packet.pts_s)
-            if clock < self.last_clock - 1.0:  # a file started over; its new run's results re-anchor the clock
-                clock = packet.captured
+        clock = self._clock_of(packet.captured, packet.pts_s)
+        if clock < self.last_clock - 1.0:  # a file started over; its new run's results re-anchor the clock
+            clock = packet.captured
 
-            def record() -> None:
-                try:
-                    self.recorder.handle_packet(packet, clock)
-                except ValueError as error:  # well-formed on the wire, not as video
-                    self.reject(packet.TYPE, error)
+        def record(sink: Sink) -> None:
+            try:
+                sink.handle_packet(packet, clock)
+            except ValueError as error:  # well-formed on the wire, not as video
+                self.reject(packet.TYPE, error)
 
-            self._guarded(self.recorder, record)
+        for sink in self.frame_sinks:
+            self._guarded(sink, record, sink)
 
     def _take(self, ref: FrameRef) -> None:
         """A captured frame to record; a live one stays in the ring until recorded or endangered."""

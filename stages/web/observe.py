@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_MS, Exposition
-from stages.stats import CaptureStats, StreamStats, read_stats
+from stages.stats import (
+    CaptureStats,
+    InferenceStats,
+    StreamStats,
+    read_stats,
+)
 from stages.topology import live_frame
 
 REVIEW_PAGE = Path(__file__).with_name("review.html")
@@ -41,9 +46,8 @@ def health(status: dict[str, Any], stall_s: float) -> tuple[int, str, bytes]:
             problems.append(f"{name}: {stage['state']}, not reporting yet")
         elif isinstance(stats := _stats(name, stage), CaptureStats):
             problems += _stream_problems(name, stage, stats, stages)
-        elif isinstance(stats, StreamStats) and stats.disk_low:
-            free = (stats.disk_free_bytes or 0) / 2**20
-            problems.append(f"{name}: recordings disk full ({free:.0f} MB free, nothing left to delete)")
+        elif isinstance(stats, StreamStats):  # the recordings' disk, say
+            problems += [f"{name}: {problem}" for problem in stats.problems]
     body = json.dumps({"healthy": not problems, "problems": problems, "uptime_s": status["uptime_s"]})
     return (200 if not problems else 503), "application/json", body.encode()
 
@@ -88,100 +92,90 @@ def metrics(status: dict[str, Any]) -> tuple[int, str, bytes]:
         )
         stats, (kind, _, instance) = _stats(name, stage), name.partition(".")
         if kind == "capture":
-            labels = {"stream": instance}
-            out.add("vestwatch_frames_in_total", "counter", "Frames captured and sent on", labels, stats.frames)
-            out.add(
-                "vestwatch_frames_dropped_total",
-                "counter",
-                "Frames dropped, per stream and stage",
-                {**labels, "stage": "capture"},
-                stats.dropped,
-            )
-            out.add(
-                "vestwatch_corrupt_total",
-                "counter",
-                "Undecodable packets or images skipped",
-                labels,
-                stats.corrupt,
-            )
-            out.add("vestwatch_reconnects_total", "counter", "Source reconnects", labels, stats.reconnects)
+            _capture_metrics(out, {"stream": instance}, stats)
         elif kind == "inference":
-            out.add("vestwatch_batches_total", "counter", "Inference batches", {}, stats.batches)
-            out.add(
-                "vestwatch_batched_frames_total",
-                "counter",
-                "Frames over all batches (over batches: mean batch size)",
-                {},
-                stats.batch_size_sum,
-            )
-            out.add(
-                "vestwatch_inference_milliseconds_total",
-                "counter",
-                "Forward-pass time over all batches, milliseconds",
-                {},
-                stats.inference_ms_sum,
-            )
-            for stream, figures in stats.streams.items():
-                labels = {"stream": stream}
-                out.add(
-                    "vestwatch_frames_processed_total",
-                    "counter",
-                    "Frames inference returned results for",
-                    labels,
-                    figures.published,
-                )
-                for dropped_at, count in figures.dropped.items():
-                    if dropped_at != "capture":  # capture's own counter is exact; this one lags a message
-                        out.add(
-                            "vestwatch_frames_dropped_total",
-                            "counter",
-                            "Frames dropped, per stream and stage",
-                            {**labels, "stage": dropped_at},
-                            count,
-                        )
-                out.histogram(
-                    "vestwatch_latency_ms",
-                    "Capture to inference result latency, milliseconds",
-                    labels,
-                    LATENCY_BUCKETS_MS,
-                    figures.latency_buckets,
-                    figures.latency_sum_ms,
-                )
+            _inference_metrics(out, stats)
         elif kind == "stream":
-            labels = {"stream": instance}
-            out.add("vestwatch_recording_bytes_total", "counter", "Bytes of video recorded", labels, stats.bytes)
-            out.add("vestwatch_recorded_frames_total", "counter", "Frames recorded", labels, stats.frames)
-            out.add(
-                "vestwatch_record_disk_dropped_total",
-                "counter",
-                "Frames not recorded for want of disk space",
-                labels,
-                stats.disk_dropped,
-            )
-            if stats.disk_free_bytes is not None:
-                out.add(
-                    "vestwatch_disk_free_bytes",
-                    "gauge",
-                    "Free bytes on the recordings' filesystem",
-                    labels,
-                    stats.disk_free_bytes,
-                )
-            out.add("vestwatch_events_total", "counter", "Violation events started", labels, stats.events)
-            out.add(
-                "vestwatch_plugin_errors_total",
-                "counter",
-                "Processor or sink calls that failed (logged; the stage went on)",
-                labels,
-                stats.plugin_errors,
-            )
-            out.add(
-                "vestwatch_record_missed_total",
-                "counter",
-                "Frames not recorded: gone from the capture ring before they could be drawn",
-                labels,
-                stats.missed,
-            )
+            _stream_metrics(out, {"stream": instance}, stats)
     return 200, CONTENT_TYPE, out.text().encode()
+
+
+def _capture_metrics(out: Exposition, labels: dict[str, str], stats: CaptureStats) -> None:
+    out.add("vestwatch_frames_in_total", "counter", "Frames captured and sent on", labels, stats.frames)
+    out.add(
+        "vestwatch_frames_dropped_total",
+        "counter",
+        "Frames dropped, per stream and stage",
+        {**labels, "stage": "capture"},
+        stats.dropped,
+    )
+    out.add("vestwatch_corrupt_total", "counter", "Undecodable packets or images skipped", labels, stats.corrupt)
+    out.add("vestwatch_reconnects_total", "counter", "Source reconnects", labels, stats.reconnects)
+
+
+def _inference_metrics(out: Exposition, stats: InferenceStats) -> None:
+    out.add("vestwatch_batches_total", "counter", "Inference batches", {}, stats.batches)
+    out.add(
+        "vestwatch_batched_frames_total",
+        "counter",
+        "Frames over all batches (over batches: mean batch size)",
+        {},
+        stats.batch_size_sum,
+    )
+    out.add(
+        "vestwatch_inference_milliseconds_total",
+        "counter",
+        "Forward-pass time over all batches, milliseconds",
+        {},
+        stats.inference_ms_sum,
+    )
+    for stream, figures in stats.streams.items():
+        labels = {"stream": stream}
+        out.add(
+            "vestwatch_frames_processed_total",
+            "counter",
+            "Frames inference returned results for",
+            labels,
+            figures.published,
+        )
+        for dropped_at, count in figures.dropped.items():
+            if dropped_at != "capture":  # capture's own counter is exact; this one lags a message
+                out.add(
+                    "vestwatch_frames_dropped_total",
+                    "counter",
+                    "Frames dropped, per stream and stage",
+                    {**labels, "stage": dropped_at},
+                    count,
+                )
+        out.histogram(
+            "vestwatch_latency_ms",
+            "Capture to inference result latency, milliseconds",
+            labels,
+            LATENCY_BUCKETS_MS,
+            figures.latency_buckets,
+            figures.latency_sum_ms,
+        )
+
+
+def _stream_metrics(out: Exposition, labels: dict[str, str], stats: StreamStats) -> None:
+    """The stream stage's own figures, and each of its plug-ins' numeric ones as the plug-in declares them."""
+    for name, kind, help_text, value in stats.metrics:
+        out.add(name, kind, help_text, labels, value)
+    out.add("vestwatch_events_total", "counter", "Violation events started", labels, stats.events)
+    out.add(
+        "vestwatch_plugin_errors_total",
+        "counter",
+        "Processor or sink calls that failed (logged; the stage went on)",
+        labels,
+        stats.plugin_errors,
+    )
+    out.add(
+        "vestwatch_record_missed_total",
+        "counter",
+        "Frames not recorded: gone from the capture ring before they could be drawn",
+        labels,
+        stats.missed,
+    )
 
 
 def live_jpeg(runtime_dir: Path, streams: list[str], path: str) -> tuple[int, str, bytes]:

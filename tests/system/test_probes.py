@@ -24,7 +24,8 @@ from pipeline.detections import Detections
 from pipeline.messages import Batchable, FrameRef, InferredMessage, topic
 from stages.config import Settings, StreamSettings
 from stages.stream.analysis import FrameAnalysis, Violation
-from stages.stream.outputs.recorder import EventLogSink
+from stages.stream.messages import EventMessage
+from stages.stream.outputs.eventlog import EventLogSink
 from tests.harness import collect, free_port, probe_video, rss_mib, vestwatch, wait_status
 
 
@@ -380,12 +381,12 @@ def test_a_full_disk_delays_the_event_log_and_loses_no_event(small_disk: Path, t
     assert sink.store is not None
     (small_disk / "rest").write_bytes(b"\0" * shutil.disk_usage(small_disk).free)  # nothing left
     start = Violation("cam-1-7-site", "start", 7, "site", ["vest"], 1000.0, None, 0.0)
-    phase = FrameAnalysis("cam", 1, 1000.0, None, 8, 8, Detections([], [], []), [], violations=[start])
+    frame = FrameAnalysis("cam", 1, 1000.0, None, 8, 8, Detections([], [], []), [])
     for _ in range(50):  # SQLite keeps some pages in memory: enough phases to need the disk
-        sink.handle(None, phase)
+        sink.events((EventMessage.from_violation(frame, start, [], {}),))
     (small_disk / "rest").unlink()
     update = dataclasses.replace(start, phase="update", duration_s=5.0)
-    sink.handle(None, dataclasses.replace(phase, violations=[update]))
+    sink.events((EventMessage.from_violation(frame, update, [], {}),))
     logged = sink.store.event("cam-1-7-site")
     assert logged["phase"] == "update" and logged["duration_s"] == 5.0 and logged["zone"] == "site"
     sink.close()

@@ -19,30 +19,47 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as paho
 
-from pipeline.messages import SCHEMA_VERSION
 from stages.config import MqttSettings, Settings, StreamSettings
+from stages.stats import PluginStats, counter, gauge
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.messages import EventMessage
+from stages.stream.outputs.base import Sink
 
 log = logging.getLogger(__name__)
 
 
-class MqttSink:
-    every_frame = False
+@dataclass
+class MqttStats(PluginStats):
+    """``mqtt_published``... in ``ctl status``."""
+
+    published: int = counter("vestwatch_mqtt_published_total", "MQTT messages the broker acknowledged")
+    overflowed: int = counter("vestwatch_mqtt_overflowed_total", "MQTT messages not queued: the broker away too long")
+    connected: bool = gauge("vestwatch_mqtt_connected", "1 while connected to the MQTT broker", False)
+
+
+class MqttSink(Sink):
+    prefix = "mqtt"
+    stats_type = MqttStats
+    stats: MqttStats
+
+    @classmethod
+    def create(cls, settings: Settings, stream: StreamSettings) -> MqttSink | None:
+        """Entry point ``mqtt``: none without an ``[mqtt]`` section."""
+        return cls(settings.mqtt, stream) if settings.mqtt else None
 
     def __init__(self, settings: MqttSettings, stream: StreamSettings) -> None:
+        super().__init__()
         self.settings, self.stream = settings, stream
         self.base = f"{settings.topic_prefix}/{stream.id}"
         self.zones = [zone.name for zone in stream.zones]
         self.open: dict[str, set[str]] = {zone: set() for zone in self.zones}  # zone -> open event ids
         self.counts = {"people": -1, "without_vest": -1}
-        self.stats = {"mqtt_published": 0, "mqtt_overflowed": 0, "mqtt_connected": False}
         self.client = self._client()
         # only now: a broker that answers at once has on_connect publish through self.client
         self.client.connect_async(settings.host, settings.port, keepalive=30)
@@ -66,7 +83,7 @@ class MqttSink:
         if getattr(reason, "is_failure", False):
             log.warning("%s: MQTT broker %s refused us: %s", self.stream.id, self.settings.host, reason)
             return
-        self.stats["mqtt_connected"] = True
+        self.stats.connected = True
         log.info("%s: connected to the MQTT broker %s:%d", self.stream.id, self.settings.host, self.settings.port)
         if self.settings.discovery:
             for topic, config in self._discovery().items():
@@ -75,18 +92,18 @@ class MqttSink:
         self._send_states()
 
     def _disconnected(self, client: paho.Client, *args: object) -> None:
-        if self.stats["mqtt_connected"]:
+        if self.stats.connected:
             log.warning("%s: MQTT broker %s gone; holding up to %d messages", self.stream.id, self.settings.host,
                         self.settings.queue)  # fmt: skip
-        self.stats["mqtt_connected"] = False
+        self.stats.connected = False
 
     def _published(self, *args: object) -> None:
-        self.stats["mqtt_published"] += 1
+        self.stats.published += 1
 
     def _send(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-            self.stats["mqtt_overflowed"] += 1
+            self.stats.overflowed += 1
 
     def _send_states(self) -> None:
         on = any(self.open.values())
@@ -101,20 +118,21 @@ class MqttSink:
                 if count != self.counts[name]:
                     self.counts[name] = count
                     self._send(f"{self.base}/{name}", str(count), retain=True)
+
+    def events(self, events: tuple[EventMessage, ...]) -> None:
         changed = False
-        for violation in analysis.violations:
-            event = EventMessage.from_violation(analysis, violation)
-            self._send(f"{self.base}/events", json.dumps({"v": SCHEMA_VERSION, "type": event.TYPE, **asdict(event)}))
-            events = self.open.setdefault(violation.zone, set())
-            if violation.phase == "end":
-                changed |= violation.event_id in events
-                events.discard(violation.event_id)
-            elif violation.event_id not in events:
-                events.add(violation.event_id)
+        for event in events:
+            self._send(f"{self.base}/events", event.to_json())
+            open_here = self.open.setdefault(event.zone, set())
+            if event.phase == "end":
+                changed |= event.event_id in open_here
+                open_here.discard(event.event_id)
+            elif event.event_id not in open_here:
+                open_here.add(event.event_id)
                 changed = True
-            if violation.snapshot and violation.phase == "start":
+            if event.snapshot and event.phase == "start":
                 with contextlib.suppress(OSError):  # deleted for disk space meanwhile: the event went out anyway
-                    self._send(f"{self.base}/snapshot", Path(violation.snapshot).read_bytes(), retain=True)
+                    self._send(f"{self.base}/snapshot", Path(event.snapshot).read_bytes(), retain=True)
         if changed:
             self._send_states()
 
@@ -158,8 +176,3 @@ class MqttSink:
         self._send(f"{self.base}/availability", "offline", retain=True)
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def mqtt(settings: Settings, stream: StreamSettings) -> MqttSink | None:
-    """Entry point ``mqtt``: none without an ``[mqtt]`` section."""
-    return MqttSink(settings.mqtt, stream) if settings.mqtt else None

@@ -8,36 +8,43 @@ a full queue or runs out of retries is counted, never silently lost.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import deque
-from dataclasses import asdict
+from dataclasses import dataclass
 
-import numpy as np
-
-from pipeline.messages import SCHEMA_VERSION
 from stages.config import Settings, StreamSettings, WebhookSettings
-from stages.stream.analysis import FrameAnalysis
+from stages.stats import PluginStats, counter
 from stages.stream.messages import EventMessage
+from stages.stream.outputs.base import Sink
 
 log = logging.getLogger(__name__)
 
 FLUSH_ON_CLOSE_S = 2.0  # a stopping stage gives its queues this long
 
 
-class WebhookPoster:
-    """One URL's queue and the thread that sends it."""
+@dataclass
+class WebhookStats(PluginStats):
+    """Summed over the URLs; ``webhook_sent``... in ``ctl status``."""
 
-    def __init__(self, target: WebhookSettings) -> None:
+    sent: int = counter("vestwatch_webhook_sent_total", "Event phases a webhook receiver took")
+    retried: int = counter("vestwatch_webhook_retried_total", "Webhook POSTs tried again")
+    failed: int = counter("vestwatch_webhook_failed_total", "Event phases a webhook gave up on, out of retries")
+    overflowed: int = counter("vestwatch_webhook_overflowed_total", "Event phases pushed out of a full webhook queue")
+
+
+class WebhookPoster:
+    """One URL's queue and the thread that sends it; counts into the sink's figures under ``counting``."""
+
+    def __init__(self, target: WebhookSettings, stats: WebhookStats, counting: threading.Lock) -> None:
         self.target = target
         self.queue: deque[bytes] = deque()
         self.ready = threading.Condition()
         self.closing = False
-        self.stats = {"sent": 0, "failed": 0, "overflowed": 0, "retried": 0}
+        self.stats, self.counting = stats, counting
         self.thread = threading.Thread(target=self._run, name=f"webhook {target.url}", daemon=True)
         self.thread.start()
 
@@ -45,7 +52,8 @@ class WebhookPoster:
         with self.ready:
             if len(self.queue) >= self.target.queue:
                 self.queue.popleft()
-                self.stats["overflowed"] += 1
+                with self.counting:
+                    self.stats.overflowed += 1
             self.queue.append(body)
             self.ready.notify()
 
@@ -64,14 +72,17 @@ class WebhookPoster:
         for attempt in range(self.target.retries + 1):
             error = self._post(body)
             if error is None:
-                self.stats["sent"] += 1
+                with self.counting:
+                    self.stats.sent += 1
                 return
             if attempt == self.target.retries or self.closing:
                 break
-            self.stats["retried"] += 1
+            with self.counting:
+                self.stats.retried += 1
             time.sleep(delay)
             delay *= 2
-        self.stats["failed"] += 1
+        with self.counting:
+            self.stats.failed += 1
         log.warning("webhook %s: gave up on an event (%s)", self.target.url, error)
 
     def _post(self, body: bytes) -> str | None:
@@ -93,32 +104,31 @@ class WebhookPoster:
         self.thread.join(FLUSH_ON_CLOSE_S)
 
 
-class WebhookSink:
-    every_frame = False
+class WebhookSink(Sink):
+    """Each event phase, as JSON (``EventMessage.to_json``), to every URL that takes this stream's."""
+
+    prefix = "webhook"
+    stats_type = WebhookStats
+    stats: WebhookStats
+
+    @classmethod
+    def create(cls, settings: Settings, stream: StreamSettings) -> WebhookSink | None:
+        """Entry point ``webhooks``: none when no webhook takes this stream's events."""
+        targets = [w for w in settings.webhooks if w.streams is None or stream.id in w.streams]
+        return cls(stream, targets) if targets else None
 
     def __init__(self, stream: StreamSettings, targets: list[WebhookSettings]) -> None:
+        super().__init__()
         self.stream = stream
-        self.posters = [WebhookPoster(target) for target in targets]
+        counting = threading.Lock()  # the posters' threads count into one WebhookStats
+        self.posters = [WebhookPoster(target, self.stats, counting) for target in targets]
 
-    @property
-    def stats(self) -> dict[str, int]:
-        """Summed over the URLs, for the stage's heartbeat."""
-        keys = ("sent", "failed", "overflowed", "retried")
-        return {f"webhook_{key}": sum(poster.stats[key] for poster in self.posters) for key in keys}
-
-    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
-        for violation in analysis.violations:
-            event = EventMessage.from_violation(analysis, violation)
-            body = json.dumps({"v": SCHEMA_VERSION, "type": event.TYPE, **asdict(event)}).encode()
+    def events(self, events: tuple[EventMessage, ...]) -> None:
+        for event in events:
+            body = event.to_json()
             for poster in self.posters:
                 poster.put(body)
 
     def close(self) -> None:
         for poster in self.posters:
             poster.close()
-
-
-def webhooks(settings: Settings, stream: StreamSettings) -> WebhookSink | None:
-    """Entry point ``webhooks``: none when no webhook takes this stream's events."""
-    targets = [w for w in settings.webhooks if w.streams is None or stream.id in w.streams]
-    return WebhookSink(stream, targets) if targets else None

@@ -18,7 +18,8 @@ from stages.recording.clips import cut_clip
 from stages.recording.eventstore import EventStore
 from stages.recording.paths import clip_path
 from stages.recording.segments import SegmentRecorder
-from stages.stream.outputs.recorder import ClipSink, EventLogSink
+from stages.stream.outputs.clips import ClipSink
+from stages.stream.outputs.eventlog import EventLogSink
 from stages.web.review import ReviewApi
 from tests.harness import probe_video
 

@@ -9,19 +9,24 @@ import numpy as np
 from pipeline.frames import FrameRing
 from pipeline.messages import FrameRef
 from stages.stream.analysis import FrameAnalysis
+from stages.stream.outputs.base import Sink
 from stages.stream.stage import StreamStage
 from stages.topology import capture_ring
 
 SLOTS = 8  # the stage copies a frame out once capture is SLOTS // 2 frames past it
 
 
-class Collector:
+class Collector(Sink):
     """An every-frame sink that keeps what it was handed."""
 
+    every_frame = True
+
     def __init__(self) -> None:
+        super().__init__()
         self.frames: list[tuple[int, np.ndarray]] = []
 
-    def handle(self, image: np.ndarray, analysis: FrameAnalysis) -> None:
+    def handle(self, image: np.ndarray | None, analysis: FrameAnalysis) -> None:
+        assert image is not None
         self.frames.append((analysis.seq, image.copy()))
 
 

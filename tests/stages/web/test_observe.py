@@ -134,12 +134,18 @@ def test_a_file_of_random_bytes_is_unhealthy(daemon, tmp_path) -> None:
 def test_heartbeat_figures_come_back_as_their_kinds_types() -> None:
     from dataclasses import asdict
 
-    from stages.stats import InferenceStats, StreamFigures, StreamStats, read_stats
+    from stages.stats import InferenceStats, StreamFigures, StreamStats, read_plugin_stats, read_stats
+    from stages.stream.outputs.recorder import RecorderStats
+    from stages.stream.outputs.webhooks import WebhookStats
 
     sent = InferenceStats(frames=3, streams={"cam": StreamFigures(published=3, latency_buckets=[1, 3])})
     back = read_stats("inference", {**asdict(sent), "from_a_newer_version": 1})
     assert back == sent and isinstance(back.streams["cam"], StreamFigures)
-    assert read_stats("stream", {"missed": 2, "disk_low": True}) == StreamStats(missed=2, disk_low=True)
+    stream = {"missed": 2, "disk_low": True, "webhook_failed": 1}
+    assert read_stats("stream", stream) == StreamStats(missed=2), "a plug-in's figures are its own type's"
+    assert read_plugin_stats("", RecorderStats, stream) == RecorderStats(disk_low=True)
+    assert read_plugin_stats("webhook", WebhookStats, stream) == WebhookStats(failed=1)
+    assert read_plugin_stats("mqtt", WebhookStats, stream) is None
 
 
 def test_metrics_keep_every_digit_of_a_large_counter() -> None:
@@ -155,19 +161,66 @@ def test_the_grafana_dashboard_reads_only_metrics_the_daemon_exports() -> None:
     import re
     from dataclasses import asdict
 
-    from stages.stats import CaptureStats, InferenceStats, StreamFigures, StreamStats
+    from stages.stats import CaptureStats, InferenceStats, StreamFigures, StreamStats, plugins_report
+    from stages.stream.outputs.recorder import RecorderStats
     from stages.web.observe import metrics
 
     figures = StreamFigures(dropped={"inference": 1}, latency_buckets=[0] * 9)
     stats = {
-        "capture.cam": CaptureStats(),
-        "inference": InferenceStats(streams={"cam": figures}),
-        "stream.cam": StreamStats(disk_free_bytes=1),
+        "capture.cam": asdict(CaptureStats()),
+        "inference": asdict(InferenceStats(streams={"cam": figures})),
+        "stream.cam": {**asdict(StreamStats()), **plugins_report([("", RecorderStats(disk_free_bytes=1))])},
     }
-    status = {"stages": {n: {"pid": 1, "restarts": 0, "stats": asdict(s)} for n, s in stats.items()}}
+    status = {"stages": {n: {"pid": 1, "restarts": 0, "stats": s} for n, s in stats.items()}}
     exported = {sample.name for family in text_string_to_metric_families(metrics(status)[2].decode())
                 for sample in family.samples}  # fmt: skip
     dashboard = (REPO_ROOT / "deploy" / "grafana-dashboard.json").read_text()
     used = set(re.findall(r"vestwatch_[a-z_]+", " ".join(t["expr"] for p in json.loads(dashboard)["panels"]
                                                           for t in p["targets"])))  # fmt: skip
     assert used and used <= exported, used - exported
+
+
+def test_a_stream_stage_exports_its_plugins_figures_by_their_declared_names() -> None:
+    from dataclasses import asdict
+
+    from stages.stats import StreamStats, plugins_report
+    from stages.stream.outputs.mqtt import MqttStats
+    from stages.stream.outputs.recorder import RecorderStats
+    from stages.stream.outputs.webhooks import WebhookStats
+    from stages.web.observe import metrics
+
+    recorder = RecorderStats(frames=7, bytes=9, disk_dropped=3, disk_free_bytes=11, segments=2)
+    reported = {
+        **asdict(StreamStats(events=2, missed=1, plugin_errors=5)),
+        **plugins_report([("", recorder), ("webhook", WebhookStats(failed=4)), ("mqtt", MqttStats(connected=True))]),
+    }
+    text = metrics({"stages": {"stream.cam": {"pid": 1, "restarts": 0, "stats": reported}}})[2].decode()
+    exported = samples(text)
+    cam = (("stream", "cam"),)
+    before = {  # what /metrics showed before plug-ins declared their figures
+        "vestwatch_recording_bytes_total": 9,
+        "vestwatch_recorded_frames_total": 7,
+        "vestwatch_record_disk_dropped_total": 3,
+        "vestwatch_disk_free_bytes": 11,
+        "vestwatch_events_total": 2,
+        "vestwatch_plugin_errors_total": 5,
+        "vestwatch_record_missed_total": 1,
+    }
+    assert {name: exported[(name, cam)] for name in before} == before
+    assert "# HELP vestwatch_recording_bytes_total Bytes of video recorded" in text
+    assert "# HELP vestwatch_disk_free_bytes Free bytes on the recordings' filesystem" in text
+    assert exported[("vestwatch_webhook_failed_total", cam)] == 4 and exported[("vestwatch_mqtt_connected", cam)] == 1
+    assert exported[("vestwatch_recording_segments_total", cam)] == 2
+    unknown = {**reported, **plugins_report([("", RecorderStats(disk_free_bytes=None))])}
+    unknown_free = samples(metrics({"stages": {"stream.cam": {"pid": 1, "restarts": 0, "stats": unknown}}})[2].decode())
+    assert ("vestwatch_disk_free_bytes", cam) not in unknown_free, "not while it is unknown"
+
+
+def test_a_full_recordings_disk_makes_the_daemon_unhealthy() -> None:
+    from stages.stats import plugins_report
+    from stages.stream.outputs.recorder import RecorderStats
+
+    full = plugins_report([("", RecorderStats(disk_low=True, disk_free_bytes=5 * 2**20))])
+    assert problems({"stream.cam": stage(recording=True, **full)}) == [
+        "stream.cam: recordings disk full (5 MB free, nothing left to delete)"
+    ]

@@ -14,6 +14,7 @@ import pytest
 from pipeline.detections import Detections
 from stages.config import MqttSettings, StreamSettings, ZoneSettings
 from stages.stream.analysis import FrameAnalysis, Person, Violation
+from stages.stream.messages import EventMessage
 from stages.stream.outputs.mqtt import MqttSink
 from tests.harness import MOSQUITTO, Mosquitto
 
@@ -76,16 +77,19 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     server.stop()
 
 
-def frame(seq: int, *violations: Violation, people: int = 1) -> FrameAnalysis:
+def frame(seq: int, people: int = 1) -> FrameAnalysis:
     analysis = FrameAnalysis("gate", seq, 1700000000.0 + seq, None, 640, 360, Detections([], [], []), [])
     analysis.people = [Person(i + 1, [0, 0, 10, 10], 0.9, vest="no") for i in range(people)]
-    analysis.violations = list(violations)
     return analysis
 
 
-def phase(name: str, event: str = "gate-1-1-scaffold", snapshot: str | None = None) -> Violation:
+def send(sink: MqttSink, seq: int, name: str, snapshot: str | None = None, people: int = 1) -> None:
+    """A frame with one phase of one event, as the stream stage hands it over: the frame, then its events."""
+    analysis = frame(seq, people)
     ended = 1700000005.0 if name == "end" else None
-    return Violation(event, name, 1, "scaffold", ["vest"], 1700000000.0, ended, 5.0, snapshot=snapshot)
+    violation = Violation("gate-1-1-scaffold", name, 1, "scaffold", ["vest"], 1700000000.0, ended, 5.0)
+    sink.handle(None, analysis)
+    sink.events((EventMessage.from_violation(analysis, violation, [0, 0, 10, 10], {"snapshot": snapshot}),))
 
 
 def test_events_states_counts_and_discovery_reach_a_subscriber(broker, tmp_path) -> None:
@@ -93,9 +97,9 @@ def test_events_states_counts_and_discovery_reach_a_subscriber(broker, tmp_path)
     sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM)
     snapshot = tmp_path / "snap.jpg"
     snapshot.write_bytes(b"\xff\xd8 a jpeg")
-    sink.handle(None, frame(1, phase("start", snapshot=str(snapshot)), people=2))
+    send(sink, 1, "start", snapshot=str(snapshot), people=2)
     watcher.wait_for(lambda ms: any(m.topic == "vestwatch/gate/violation" and m.payload == b"ON" for m in ms))
-    sink.handle(None, frame(2, phase("end"), people=1))
+    send(sink, 2, "end", people=1)
     watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start", "end"])
     watcher.wait_for(lambda ms: watcher.last("vestwatch/gate/scaffold/violation") == b"OFF")
     assert watcher.last("vestwatch/gate/violation") == b"OFF"
@@ -116,15 +120,15 @@ def test_a_broker_down_at_start_and_restarted_mid_run_loses_no_event(broker) -> 
     watcher = Watcher(broker.port)  # a persistent session: the broker keeps its messages while it is away
     broker.stop()
     sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM)
-    sink.handle(None, frame(1, phase("start")))  # the broker is down: held by the client
+    send(sink, 1, "start")  # the broker is down: held by the client
     broker.start()
     watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start"])
     broker.stop()
-    sink.handle(None, frame(2, phase("update")))
-    sink.handle(None, frame(3, phase("end")))
+    send(sink, 2, "update")
+    send(sink, 3, "end")
     broker.start()
     watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start", "update", "end"])
-    assert sink.stats["mqtt_overflowed"] == 0
+    assert sink.stats.overflowed == 0
     sink.close()
     watcher.close()
 
@@ -133,6 +137,6 @@ def test_what_does_not_fit_while_the_broker_is_away_is_counted(broker) -> None:
     broker.stop()
     sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, queue=3), STREAM)
     for seq in range(1, 7):
-        sink.handle(None, frame(seq, phase("update")))
-    assert sink.stats["mqtt_overflowed"] >= 3 and not sink.stats["mqtt_connected"]
+        send(sink, seq, "update")
+    assert sink.stats.overflowed >= 3 and not sink.stats.connected
     sink.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -11,8 +12,10 @@ import pytest
 
 from pipeline.detections import Detections
 from stages.config import Settings, StreamSettings, WebhookSettings
+from stages.stats import plugin_figures
 from stages.stream.analysis import FrameAnalysis, Violation
-from stages.stream.outputs.webhooks import WebhookSink, webhooks
+from stages.stream.messages import EventMessage
+from stages.stream.outputs.webhooks import WebhookSink, WebhookStats
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -59,23 +62,27 @@ def receiver() -> Iterator[callable]:
         server.shutdown()
 
 
-def violation_frame(phase: str = "start") -> FrameAnalysis:
+def event(phase: str = "start") -> tuple[EventMessage]:
     analysis = FrameAnalysis("gate", 7, 1700000000.0, None, 640, 360, Detections([], [], []), [])
-    analysis.violations.append(Violation("gate-1-3-site", phase, 3, "site", ["vest"], 1699999998.0, None, 2.0))
-    return analysis
+    violation = Violation("gate-1-3-site", phase, 3, "site", ["vest"], 1699999998.0, None, 2.0)
+    return (EventMessage.from_violation(analysis, violation, [1.0, 2.0, 3.0, 4.0], {"snapshot": "/s.jpg"}),)
 
 
 def test_an_event_reaches_a_receiver_that_fails_twice_first(receiver) -> None:
     server = receiver(failures=2)
     target = WebhookSettings(url=server.url, backoff_s=0.05, headers={"Authorization": "Bearer t0ken"})
     sink = WebhookSink(StreamSettings(id="gate", url="demo"), [target])
-    sink.handle(None, violation_frame())
+    (sent,) = event()
+    sink.events((sent,))
     assert server.took.wait(10), "never delivered"
     sink.close()
-    ((event, authorization),) = server.taken
-    assert event["type"] == "event" and event["event_id"] == "gate-1-3-site" and event["missing"] == ["vest"]
+    ((taken, authorization),) = server.taken
+    assert taken["type"] == "event" and taken["event_id"] == "gate-1-3-site" and taken["missing"] == ["vest"]
+    assert taken == {"v": 2, "type": "event", **json.loads(json.dumps(dataclasses.asdict(sent)))}
     assert authorization == "Bearer t0ken" and server.attempts == 3
-    assert sink.stats == {"webhook_sent": 1, "webhook_failed": 0, "webhook_overflowed": 0, "webhook_retried": 2}
+    assert sink.stats == WebhookStats(sent=1, failed=0, overflowed=0, retried=2)
+    figures = {"webhook_sent": 1, "webhook_retried": 2, "webhook_failed": 0, "webhook_overflowed": 0}
+    assert plugin_figures(sink.prefix, sink.stats) == figures, "ctl status names them as before"
 
 
 def test_out_of_retries_and_overflow_are_counted(receiver) -> None:
@@ -83,13 +90,15 @@ def test_out_of_retries_and_overflow_are_counted(receiver) -> None:
     target = WebhookSettings(url=server.url, retries=1, backoff_s=0.05, queue=2)
     sink = WebhookSink(StreamSettings(id="gate", url="demo"), [target])
     for _ in range(6):  # the first is being tried; the queue holds 2 of the other 5
-        sink.handle(None, violation_frame())
+        sink.events(event())
     sink.close()
     stats = sink.stats
-    assert stats["webhook_sent"] == 0 and stats["webhook_overflowed"] >= 3 and stats["webhook_failed"] >= 1
+    assert stats.sent == 0 and stats.overflowed >= 3 and stats.failed >= 1
 
 
 def test_no_sink_for_a_stream_no_webhook_takes() -> None:
     settings = Settings(webhooks=[WebhookSettings(url="http://127.0.0.1:9/x", streams=["yard"])])
-    assert webhooks(settings, StreamSettings(id="gate", url="demo")) is None
-    assert webhooks(settings, StreamSettings(id="yard", url="demo")) is not None
+    assert WebhookSink.create(settings, StreamSettings(id="gate", url="demo")) is None
+    yard = WebhookSink.create(settings, StreamSettings(id="yard", url="demo"))
+    assert yard is not None
+    yard.close()
