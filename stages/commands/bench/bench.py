@@ -26,73 +26,24 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pipeline.stage import process_name
 from pipeline.subscriber import subscribe
-from stages.capture.sources.video import decoder_for
-from stages.commands.bench.ceilings import decode_only, frames_of, inference_only
+from stages.commands.bench.ceilings import Ceilings, measure_ceilings
 from stages.commands.bench.media import RtspCameras, camera_clip, default_source, rtsp_available
 from stages.commands.bench.processes import Sampler, Usage, parent_pid
 from stages.commands.bench.report import FIGURES, TABLE_HEAD, describe, row, usage_table
+from stages.commands.bench.runs import Run
+from stages.stats import CaptureStats, InferenceStats, StreamFigures, StreamStats, read_plugin_stats, read_stats
+from stages.stream.outputs.recorder import RecorderSink, RecorderStats
 
 log = logging.getLogger(__name__)
 
 DROPS_HELD = 0.01  # under 1 % of the frames dropped
 READY_TIMEOUT_S = 180.0  # model loading and every camera's first detection
-
-
-@dataclass
-class Ceilings:
-    decode_fps: float  # all cores decoding, one decoder per core (or per camera, if fewer)
-    decoders: int
-    decoded_on: str  # cpu, or cuda (NVDEC)
-    inference_fps: float  # forward pass and NMS at max_batch, frames letterboxed beforehand
-    batch: int
-
-    def cameras(self, fps: float, detect_fps: float) -> float:
-        """Cameras the slower of the two limits allows."""
-        return min(self.decode_fps / fps, self.inference_fps / detect_fps)
-
-    def detections_per_s(self, fps: float, detect_fps: float) -> float:
-        """Detected frames per second the machine could give at most: min(decode-only, inference-only)."""
-        return min(self.decode_fps * detect_fps / fps, self.inference_fps)
-
-
-@dataclass
-class Run:
-    cameras: int
-    seconds: float
-    frames_in: int  # offered to detection, all cameras
-    processed: int  # detections published
-    dropped: int  # on the way to detection, any stage
-    recorded: int
-    record_dropped: int  # captured but not recorded
-    latency_p50_ms: float
-    latency_p99_ms: float
-    per_camera: dict[str, dict[str, int]]
-    processes: dict[str, Usage]
-    kinds: dict[str, dict[str, float]]  # per stage kind: processes, cpu_percent, rss_mib, pss_mib
-    gpu_util_percent: float | None
-    gpu_memory_mib: float | None
-    limiting: str
-    holds: bool
-    pipeline_vs_ceiling: float  # detections/s over min(decode-only, inference-only)
-    drops: dict[str, int] = field(default_factory=dict)  # by the stage that dropped
-
-    machine_cpu_percent: float = 0.0  # all cores, every process of the machine (cameras included)
-
-    @property
-    def drop_fraction(self) -> float:
-        """Frames offered to detection that gave no detections (drop counters of several stages may
-        count one frame twice), less one frame per camera that may be in flight at the window's end."""
-        return max(0.0, self.frames_in - self.processed - self.cameras) / max(self.frames_in, 1)
-
-    @property
-    def record_drop_fraction(self) -> float:
-        return self.record_dropped / max(self.recorded + self.record_dropped, 1)
 
 
 def free_port() -> int:
@@ -161,6 +112,16 @@ def status(http: int) -> dict[str, Any]:
         return json.load(reply)
 
 
+def reported(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
+    """What stage ``name`` last reported in the daemon's status; nothing before it has."""
+    return snapshot["stages"].get(name, {}).get("stats", {})
+
+
+def inferred(snapshot: dict[str, Any]) -> dict[str, StreamFigures]:
+    """Inference's figures per stream."""
+    return cast(InferenceStats, read_stats("inference", reported(snapshot, "inference"))).streams
+
+
 def wait_until_flowing(http: int, cameras: int, daemon: subprocess.Popen, log_path: Path) -> None:
     """Until every camera has published detections; a daemon that exits says why."""
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -168,8 +129,8 @@ def wait_until_flowing(http: int, cameras: int, daemon: subprocess.Popen, log_pa
         if daemon.poll() is not None:
             raise RuntimeError(f"the daemon exited {daemon.returncode}:\n{log_path.read_text()[-2000:]}")
         with contextlib.suppress(OSError, ValueError):
-            streams = status(http)["stages"].get("inference", {}).get("stats", {}).get("streams", {})
-            if sum(figures.get("published", 0) > 0 for figures in streams.values()) >= cameras:
+            streams = inferred(status(http))
+            if sum(figures.published > 0 for figures in streams.values()) >= cameras:
                 return
         time.sleep(0.5)
     raise RuntimeError(
@@ -179,22 +140,24 @@ def wait_until_flowing(http: int, cameras: int, daemon: subprocess.Popen, log_pa
 
 def counters(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per camera, the cumulative figures a run is measured by."""
-    stages = snapshot["stages"]
-    streams = stages.get("inference", {}).get("stats", {}).get("streams", {})
+    streams = inferred(snapshot)
     found = {}
-    for name, stage in stages.items():
+    for name in snapshot["stages"]:
         if not name.startswith("capture."):
             continue
         camera = name.partition(".")[2]
-        capture, recorder = stage["stats"], stages.get(f"stream.{camera}", {}).get("stats", {})
-        inferred = streams.get(camera, {})
+        capture = cast(CaptureStats, read_stats("capture", reported(snapshot, name)))
+        stream = reported(snapshot, f"stream.{camera}")
+        missed = cast(StreamStats, read_stats("stream", stream)).missed
+        recorder = read_plugin_stats(RecorderSink.prefix, RecorderStats, stream) or RecorderStats()
+        figures = streams.get(camera, StreamFigures())
         found[camera] = {
-            "in": capture.get("frames", 0) + capture.get("dropped", 0),
-            "processed": inferred.get("published", 0),
-            "drops": {"capture": capture.get("dropped", 0)}
-            | {stage: n for stage, n in inferred.get("dropped", {}).items() if stage != "capture"},
-            "recorded": recorder.get("frames", 0),
-            "record_dropped": capture.get("record_dropped", 0) + recorder.get("missed", 0),
+            "in": capture.frames + capture.dropped,
+            "processed": figures.published,
+            "drops": {"capture": capture.dropped}
+            | {stage: n for stage, n in figures.dropped.items() if stage != "capture"},
+            "recorded": recorder.frames,
+            "record_dropped": capture.record_dropped + missed,
         }
     return found
 
@@ -324,24 +287,6 @@ def limiting(
     if gpu is not None and gpu >= 90:
         return f"GPU: {gpu:.0f} % busy (inference){where}"
     return f"none saturated; busiest process {busiest} at {usage[busiest].cpu_percent:.0f} % of a core{where}"
-
-
-def measure_ceilings(args: Any, clip: Path, decoders: int) -> Ceilings:
-    """Decode-only and inference-only on this machine, now; the detector is let go afterwards so
-    that the daemon's inference has the device to itself."""
-    from stages.detector.detector import load_detector
-
-    decoder = decoder_for("auto")  # as the daemon's captures decode by default
-    decode = decode_only(clip, decoders, decoder)
-    detector = load_detector(args.weights, args.device, args.img_size)
-    inference = inference_only(detector, frames_of(clip, 16), args.max_batch)
-    del detector
-    with contextlib.suppress(ImportError):
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    return Ceilings(round(decode, 1), decoders, decoder.device or "cpu", round(inference, 1), args.max_batch)
 
 
 def find_max(args: Any, clip: Path, ceilings: Ceilings, report: Any) -> tuple[int, list[Run]]:

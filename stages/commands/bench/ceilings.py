@@ -3,16 +3,38 @@ alone (capture's work) and the detector alone (inference's work)."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from stages.capture.sources.video import Decoder, open_reader
-from stages.detector.detector import Detector, Letterboxed
+from stages.capture.sources.video import Decoder, decoder_for, open_reader
+from stages.detector.detector import Detector, Letterboxed, load_detector
 from stages.detector.letterbox import letterbox
 from stages.media.video import VideoReader
+
+
+@dataclass
+class Ceilings:
+    """The machine's two limits, in frames per second: decoding alone and the detector alone."""
+
+    decode_fps: float  # all cores decoding, one decoder per core (or per camera, if fewer)
+    decoders: int
+    decoded_on: str  # cpu, or cuda (NVDEC)
+    inference_fps: float  # forward pass and NMS at max_batch, frames letterboxed beforehand
+    batch: int
+
+    def cameras(self, fps: float, detect_fps: float) -> float:
+        """Cameras the slower of the two limits allows."""
+        return min(self.decode_fps / fps, self.inference_fps / detect_fps)
+
+    def detections_per_s(self, fps: float, detect_fps: float) -> float:
+        """Detected frames per second the machine could give at most: min(decode-only, inference-only)."""
+        return min(self.decode_fps * detect_fps / fps, self.inference_fps)
 
 
 def decode_fps(clip: Path, seconds: float, decoder: Decoder) -> float:
@@ -55,3 +77,19 @@ def inference_only(detector: Detector, images: list[np.ndarray], batch: int, sec
             detector.detect_letterboxed(pixels[first : first + batch], frames[first : first + batch])
             done += batch
     return done / (time.perf_counter() - start)
+
+
+def measure_ceilings(args: Any, clip: Path, decoders: int) -> Ceilings:
+    """Decode-only and inference-only on this machine, now; the detector is let go afterwards so
+    that the daemon's inference has the device to itself."""
+    decoder = decoder_for("auto")  # as the daemon's captures decode by default
+    decode = decode_only(clip, decoders, decoder)
+    detector = load_detector(args.weights, args.device, args.img_size)
+    inference = inference_only(detector, frames_of(clip, 16), args.max_batch)
+    del detector
+    with contextlib.suppress(ImportError):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return Ceilings(round(decode, 1), decoders, decoder.device or "cpu", round(inference, 1), args.max_batch)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from stages.commands.bench.bench import Ceilings, Run
+from stages.commands.bench.ceilings import Ceilings
+from stages.commands.bench.runs import Run
 
 FIGURES = ("cpu_percent", "rss_mib", "pss_mib", "ring_pss_mib")  # per process, summed per stage kind
 
