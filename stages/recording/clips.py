@@ -28,7 +28,7 @@ from pathlib import Path
 import av
 
 from stages.recording.paths import SEGMENTS_OF_A_STREAM, partial, sidecar
-from stages.recording.segments import mtime
+from stages.recording.retention import mtime
 
 log = logging.getLogger(__name__)
 

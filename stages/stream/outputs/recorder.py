@@ -17,7 +17,8 @@ import numpy as np
 
 from pipeline.messages import EncodedPacket
 from stages.config import Settings, StreamSettings
-from stages.recording.segments import DiskFullError, SegmentRecorder, apply_retention, make_room
+from stages.recording.retention import apply_retention, make_room
+from stages.recording.segments import DiskFullError, SegmentRecorder
 from stages.stats import PluginStats, counter, gauge
 from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.messages import Evidence
