@@ -1,1 +1,2 @@
-"""The framework: settings, messages, transport, stages, supervisor, CLI; nothing of vests or models."""
+"""The runtime: stage base, supervisor, transport, frame rings, queues, wire messages, HTTP, CLI shell;
+nothing of vests or models."""

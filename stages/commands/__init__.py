@@ -1,0 +1,1 @@
+"""The ``vestwatch`` subcommands, each registered as an entry point."""

@@ -1,0 +1,1 @@
+"""``inference``: batches frames across streams on the one device that runs the model."""

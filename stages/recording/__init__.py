@@ -1,0 +1,1 @@
+"""The recordings: where files go, segments, retention, event clips and the event store."""
