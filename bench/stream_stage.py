@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -26,6 +28,8 @@ from stages.detector.detector import detector_from_settings
 from stages.media.video import VideoReader
 from stages.stream import plugins
 from stages.stream.analysis import FrameAnalysis
+from stages.stream.messages import EventMessage
+from stages.stream.plugins import Plugin
 
 SITE_FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "media"
 SIZES = {"640x360": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
@@ -51,18 +55,36 @@ def time_plugins(frames: list[np.ndarray], size: tuple[int, int], weights: Path)
         settings = Settings(recordings_dir=Path(home) / "rec", runtime_dir=Path(home) / "run")
         settings.runtime_dir.mkdir(mode=0o700)
         stream = StreamSettings(id="bench", url="demo", realtime=True)
-        processors = plugins.load(plugins.PROCESSORS, stream.processors, settings, stream)
-        sinks = plugins.load(plugins.SINKS, stream.sinks, settings, stream)
+        processors = plugins.load(plugins.PROCESSORS, stream.processors, settings, stream).plugins
+        sinks = plugins.load(plugins.SINKS, stream.sinks, settings, stream).plugins
         spent = {type(p).__name__: 0.0 for p in [*processors, *sinks]}
+
+        def timed(plugin: Plugin, hook: Callable[..., Any], *args: Any) -> Any:
+            began = time.process_time()
+            result = hook(*args)
+            spent[type(plugin).__name__] += time.process_time() - began
+            return result
+
         start = time.time()
         for i, (frame, detections) in enumerate(zip(frames, found)):
             analysis = FrameAnalysis(
                 "bench", i + 1, start + i / 15, None, size[0], size[1], detections, list(detector.names)
             )
-            for plugin in [*processors, *sinks]:
-                began = time.process_time()
-                plugin.handle(frame, analysis)
-                spent[type(plugin).__name__] += time.process_time() - began
+            for processor in processors:
+                timed(processor, processor.handle, frame, analysis)
+            events = []  # as the stage makes them: each sink's evidence, then one message per phase
+            boxes = {person.track_id: person.box for person in analysis.people}
+            for violation in analysis.violations:
+                evidence: dict[str, Any] = {}
+                for sink in sinks:
+                    evidence.update(timed(sink, sink.evidence, frame, analysis, violation))
+                events.append(
+                    EventMessage.from_violation(analysis, violation, boxes.get(violation.track_id, []), evidence)
+                )
+            for sink in sinks:
+                timed(sink, sink.handle, frame, analysis)
+                if events:
+                    timed(sink, sink.events, tuple(events))
         for plugin in [*processors, *sinks]:
             plugin.close()
     return {name: seconds * 1e3 / len(frames) for name, seconds in spent.items()}

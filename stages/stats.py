@@ -1,9 +1,11 @@
 """What each stage kind reports in its heartbeat, as types: the stage fills one, ``/healthz``,
 ``/metrics`` and the live view read one back (``read_stats``), so a renamed figure is an error
-in one place rather than a silently missing key in another."""
+in one place rather than a silently missing key in another. A stream plug-in's figures are its own
+``PluginStats`` type, reported under its prefix (``read_plugin_stats`` reads one back)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -116,17 +118,21 @@ def plugin_figures(prefix: str, stats: PluginStats) -> dict[str, Any]:
     return {figure_name(prefix, f.name): getattr(stats, f.name) for f in fields(stats)}
 
 
-def plugins_report(figures: list[tuple[str, PluginStats]]) -> dict[str, Any]:
+def plugins_report(
+    running: list[tuple[str, PluginStats]], declined: Sequence[tuple[str, PluginStats]] = ()
+) -> dict[str, Any]:
     """What a stream stage's heartbeat carries of its plug-ins' ``(prefix, figures)``: each figure as
-    ``<prefix>_<field>``, and ``problems`` and ``metrics`` (``StreamStats``) worked out from them here,
-    in the stage, so that the supervisor serves ``/healthz`` and ``/metrics`` without importing a plug-in."""
+    ``<prefix>_<field>`` (a plug-in that declined the stream at its defaults, so that ``ctl status`` names
+    the same figures for every stream), and the running ones' ``problems`` and ``metrics``
+    (``StreamStats``), worked out here in the stage so that the supervisor serves ``/healthz`` and
+    ``/metrics`` without importing a plug-in."""
     report: dict[str, Any] = {}
-    for prefix, stats in figures:
+    for prefix, stats in [*running, *declined]:
         report.update(plugin_figures(prefix, stats))
-    report["problems"] = [problem for _, stats in figures if (problem := stats.problem())]
+    report["problems"] = [problem for _, stats in running if (problem := stats.problem())]
     report["metrics"] = [
         [metric.name, metric.kind, metric.help, value]
-        for prefix, stats in figures
+        for prefix, stats in running
         for metric, value in plugin_metrics(prefix, stats)
     ]
     return report

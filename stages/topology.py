@@ -152,6 +152,7 @@ def plan(settings: Settings) -> Plan:
             streams = [settings.stream(instance(member)).model_dump(mode="json", exclude=after) for member in
                        member_names(name)]  # fmt: skip
             extra = settings.model_dump(mode="json", include={"recordings_dir", "recording", "events"})
+            extra["plugin_sections"] = settings.plugin_sections()
             fingerprints[name] = json.dumps([common, streams, extra if kind == "stream" else None], sort_keys=True)
         elif kind in ("preprocess", "inference"):
             fingerprints[name] = json.dumps([common, detector], sort_keys=True)

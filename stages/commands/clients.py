@@ -103,8 +103,18 @@ def run_ctl(args: argparse.Namespace) -> int:
     if not reply.ok:
         log.error("%s", reply.error)
         return 1
-    print(json.dumps(reply.result, indent=1))
+    print(json.dumps(_for_reading(reply.result), indent=1))
     return 0
+
+
+def _for_reading(result: Any) -> Any:
+    """A status as a person reads it: without the stream stages' Prometheus rows (``/metrics`` serves
+    them; each figure is in the stage's figures by its own name already)."""
+    stages = result.get("stages") if isinstance(result, dict) else None
+    for stage in (stages or {}).values():
+        if isinstance(stage, dict) and isinstance(stage.get("stats"), dict):
+            stage["stats"].pop("metrics", None)
+    return result
 
 
 def add_ctl(subparsers: argparse._SubParsersAction) -> None:

@@ -182,6 +182,10 @@ class Settings(EnvOverridesFile):
         """A stream plug-in's own section, as its ``settings_model`` made it; None when the config has none."""
         return self._plugin_sections.get(name)
 
+    def plugin_sections(self) -> dict[str, Any]:
+        """Every stream plug-in's own section as JSON: what a stream stage reads at start besides its stream."""
+        return {name: section.model_dump(mode="json") for name, section in self._plugin_sections.items()}
+
     @property
     def events_db(self) -> Path:
         """Every stream's events and their acknowledgements (stages.recording.eventstore)."""

@@ -102,6 +102,9 @@ class StreamSettings(BaseModel, extra="forbid"):
         unknown = [name for name in names if name not in installed]
         if unknown:
             raise ValueError(f"no {group} entry point named {unknown[0]!r} (installed: {', '.join(installed)})")
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]!r} is listed twice")
         return names
 
     @property

@@ -1,9 +1,6 @@
-"""What subscribers read: the ``det.<stream>`` and ``event.<stream>`` topics, built on
-``pipeline.messages.WireMessage``.
-
-Subscribers read ``det.<stream>`` and ``event.<stream>`` topics: a two-frame ZeroMQ
-message, the topic (UTF-8) then a msgpack map. Every map has ``v`` (the schema
-version, now 2) and ``type``. Fields of a ``det`` message (one per inferred frame):
+"""What subscribers read, built on ``pipeline.messages.WireMessage``: the ``det.<stream>`` and
+``event.<stream>`` topics, each a two-frame ZeroMQ message, the topic (UTF-8) then a msgpack map.
+Every map has ``v`` (the schema version, now 2) and ``type``. Fields of a ``det`` message (one per inferred frame):
 
 | field | type | meaning |
 |---|---|---|

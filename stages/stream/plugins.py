@@ -36,17 +36,17 @@ A sink in ``mypackage/tally.py``, with ``tally = "mypackage.tally:TallySink"`` u
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, fields
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from stages.config import Settings, StreamSettings, installed_plugins
 from stages.stats import PluginStats, StreamStats, plugin_figures
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from typing import Self
 
 PROCESSORS = "vestwatch.processors"
 SINKS = "vestwatch.sinks"
@@ -62,7 +62,8 @@ class Plugin:
     section: ClassVar[str | None] = None  # the top-level config section it reads: its entry point's name
     settings_model: ClassVar[type[BaseModel] | None] = None  # validates that section
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None, stream: StreamSettings | None = None) -> None:
+        """A plug-in that needs its settings keeps them in its own ``__init__`` and calls this one."""
         self.stats = self.stats_type()
 
     @classmethod
@@ -70,7 +71,7 @@ class Plugin:
         """The plug-in for ``stream``, or None when it has nothing to do there (the recorder of an
         unrecorded stream, webhooks without a receiver); called once per stream when the stage starts.
         By default ``cls(settings, stream)``."""
-        return cls(settings, stream)  # type: ignore[call-arg]
+        return cls(settings, stream)
 
     @classmethod
     def section_settings(cls, settings: Settings) -> Any:
@@ -92,15 +93,18 @@ class Loaded(Generic[P]):
     plugins: list[P]
     declined: list[type[P]]
 
-    def stats(self) -> list[tuple[str, PluginStats]]:
-        """(prefix, figures) of each plug-in, the declined ones' at their defaults."""
-        return [(plugin.prefix, plugin.stats) for plugin in self.plugins] + [
-            (cls.prefix, cls.stats_type()) for cls in self.declined
-        ]
+    def running(self) -> list[tuple[str, PluginStats]]:
+        """(prefix, figures) of each plug-in that runs: what ``/metrics`` and ``/healthz`` read (a declined
+        MQTT sink exporting ``connected 0`` would read as a broker that is down)."""
+        return [(plugin.prefix, plugin.stats) for plugin in self.plugins]
+
+    def declined_stats(self) -> list[tuple[str, PluginStats]]:
+        """(prefix, figures at their defaults) of each plug-in that declined the stream."""
+        return [(cls.prefix, cls.stats_type()) for cls in self.declined]
 
     def reports(self) -> list[dict[str, Any]]:
         """Each plug-in's figures as the heartbeat names them."""
-        return [plugin_figures(prefix, stats) for prefix, stats in self.stats()]
+        return [plugin_figures(prefix, stats) for prefix, stats in self.running() + self.declined_stats()]
 
 
 def load(group: str, names: list[str], settings: Settings, stream: StreamSettings) -> Loaded:
@@ -111,6 +115,9 @@ def load(group: str, names: list[str], settings: Settings, stream: StreamSetting
         if name not in found:
             raise ValueError(f"streams.{stream.id}: no {group} named {name!r} (installed: {installed_plugins(group)})")
         cls = found[name].load()
+        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+            base = "Processor" if group == PROCESSORS else "Sink"
+            raise ValueError(f"{group} {name!r}: {found[name].value} is not a class on {base} (see {__name__})")
         plugin = cls.create(settings, stream)
         if plugin is None:
             loaded.declined.append(cls)

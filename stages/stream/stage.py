@@ -101,14 +101,21 @@ class StreamStage(Stage):
         self.stats.detection_age_s = None if self.last_inferred is None else round(now - self.last_inferred, 2)
         recorded = [at for sink in self.sinks if (at := sink.recorded_at()) is not None]
         self.stats.recorded_age_s = round(now - max(recorded), 2) if recorded else None
-        return {**super().report(), **plugins_report(self.loaded_processors.stats() + self.loaded_sinks.stats())}
+        return {
+            **super().report(),
+            **plugins_report(
+                self.loaded_processors.running() + self.loaded_sinks.running(),
+                self.loaded_processors.declined_stats() + self.loaded_sinks.declined_stats(),
+            ),
+        }
 
     def setup(self) -> None:
+        # each list kept as soon as it is made: a setup that fails after it still closes what it opened
         self.loaded_processors = plugins.load(plugins.PROCESSORS, self.stream.processors, self.settings, self.stream)
-        self.loaded_sinks = plugins.load(plugins.SINKS, self.stream.sinks, self.settings, self.stream)
-        plugins.check_figures(self.loaded_processors, self.loaded_sinks)
         self.processors = self.loaded_processors.plugins
+        self.loaded_sinks = plugins.load(plugins.SINKS, self.stream.sinks, self.settings, self.stream)
         self.sinks = self.loaded_sinks.plugins
+        plugins.check_figures(self.loaded_processors, self.loaded_sinks)
         # split once: the every-frame sinks (recording) get captured frames, the others inferred ones
         self.frame_sinks = [s for s in self.sinks if s.every_frame]
         self.result_sinks = [s for s in self.sinks if not s.every_frame]
@@ -185,7 +192,7 @@ class StreamStage(Stage):
         then ``det`` (when there was a frame) and the same events on ``event``."""
         boxes = {person.track_id: person.box for person in analysis.people}
         events = tuple(  # the person's box, none once they are lost
-            self._event(image, analysis, violation, boxes.get(violation.track_id, []))
+            self._event(image, analysis, violation, list(boxes.get(violation.track_id, [])))
             for violation in analysis.violations
         )
         for sink in self.result_sinks:

@@ -37,6 +37,31 @@ def test_each_plugin_is_a_class_on_its_base_in_a_module_of_its_own() -> None:
             assert issubclass(entry.load(), base), entry
 
 
+def test_a_plugin_listed_twice_is_a_config_error() -> None:
+    with pytest.raises(ValidationError, match=r"'webhooks' is listed twice"):
+        StreamSettings(id="cam", url="demo", sinks=["recorder", "webhooks", "webhooks"])
+
+
+def test_a_sink_needs_no_init_of_its_own_and_an_old_style_factory_is_refused_by_name(monkeypatch) -> None:
+    class Quiet(Sink):
+        def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
+            pass
+
+    stream = StreamSettings(id="cam", url="demo")
+    assert isinstance(Quiet.create(None, stream), Quiet)  # type: ignore[arg-type]
+
+    class Entry:  # what an entry point of the 0.1 plug-in contract named: a factory function
+        name, value = "old", "somebody.sinks:old"
+
+        @staticmethod
+        def load() -> object:
+            return lambda settings, stream: Quiet()
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [Entry()])
+    with pytest.raises(ValueError, match=r"vestwatch\.sinks 'old': somebody\.sinks:old is not a class on Sink"):
+        plugins.load(plugins.SINKS, ["old"], None, stream)  # type: ignore[arg-type]
+
+
 def test_a_stream_records_only_with_a_recorder_sink() -> None:
     assert StreamSettings(id="cam", url="demo").records
     assert not StreamSettings(id="cam", url="demo", sinks=["live"]).records  # capture then sends it nothing
