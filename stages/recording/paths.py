@@ -9,8 +9,7 @@
                                                               .partial while it is being cut)
 
 Days and times are the server's local ones, so that an operator finds a day's files under that day.
-Retention finds what it may delete through the patterns here, so a file kind added to the layout
-is added to retention in the same place.
+Retention finds what it may delete through the patterns here (``SEGMENT``, ``CLIPS``...).
 """
 
 from __future__ import annotations

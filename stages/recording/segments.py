@@ -16,8 +16,7 @@ A full disk never leaves half a frame or half a line: a write that fails is cut 
 last frame boundary in both files, the segment is closed there (its encoder cannot go on without
 the lost frame) and ``DiskFullError`` tells the caller, who makes room and goes on in a new segment.
 
-Retention deletes whole segments (and their sidecars) and event clips, oldest first, by age and
-by the disk budget; ``make_room`` deletes the oldest of any stream when free space falls below a floor.
+What is kept, and for how long, is ``retention``'s; where files go, ``paths``'s.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ import numpy as np
 
 from pipeline.messages import EncodedPacket
 from stages.media.video import yuv420p_frame
-from stages.recording.paths import segment_path
+from stages.recording.paths import segment_path, stream_folder
 from stages.recording.paths import sidecar as sidecar_of
 
 log = logging.getLogger(__name__)
@@ -119,7 +118,7 @@ class SegmentRecorder:
     def __init__(
         self, root: Path, stream_id: str, segment_s: float, crf: int, fps_hint: float = 25.0, preset: str = "veryfast"
     ) -> None:
-        self.root = root / stream_id
+        self.root = stream_folder(root, stream_id)
         self.stream_id = stream_id
         self.segment_s = segment_s
         self.crf = crf

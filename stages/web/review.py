@@ -18,19 +18,22 @@ from __future__ import annotations
 import json
 import math
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.web import Reply, Request, Route
 from stages.config import Settings
 from stages.recording.eventstore import EventStore
+from stages.recording.paths import sidecar
 
 API = "/api/events"
-# name -> (the event's column holding the file, the suffix it is served with, content type, its URL's field)
-FILES = {
+# name -> (the event's column holding the file, the file served beside it if not that one, content type,
+# its URL's field)
+FILES: dict[str, tuple[str, Callable[[Path], Path] | None, str, str]] = {
     "snapshot.jpg": ("snapshot", None, "image/jpeg", "snapshot_url"),
     "clip.mp4": ("clip", None, "video/mp4", "clip_url"),
-    "people.jsonl": ("clip", ".jsonl", "application/x-ndjson", "people_url"),
+    "people.jsonl": ("clip", sidecar, "application/x-ndjson", "people_url"),
 }
 
 
@@ -71,8 +74,8 @@ class ReviewApi:
             return _json(404, {"error": "no such event"})
         if not name:
             return _json(200, self._shown(event))
-        column, suffix, content_type, _ = FILES[name]
-        path = self._file(event[column], suffix)
+        column, beside, content_type, _ = FILES[name]
+        path = self._file(event[column], beside)
         if path is None:
             why = "clip not written yet (or deleted by retention)" if column == "clip" else "no snapshot"
             return _json(404, {"error": why})
@@ -91,17 +94,17 @@ class ReviewApi:
         return _json(200, self._shown(event))
 
     def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
-        for name, (column, suffix, _, url) in FILES.items():
-            event[url] = event_file(event["event_id"], name) if self._file(event[column], suffix) else None
+        for name, (column, beside, _, url) in FILES.items():
+            event[url] = event_file(event["event_id"], name) if self._file(event[column], beside) else None
         return event
 
-    def _file(self, stored: str | None, suffix: str | None = None) -> Path | None:
-        """A recorded file by its stored path (``suffix``: the one beside it with that suffix), if it
-        is still there and inside the recordings folder."""
+    def _file(self, stored: str | None, beside: Callable[[Path], Path] | None = None) -> Path | None:
+        """A recorded file by its stored path (``beside``: the file it names beside that one), if it is
+        still there and inside the recordings folder."""
         if not stored:
             return None
         path = Path(stored).resolve()
-        path = path.with_suffix(suffix) if suffix else path
+        path = beside(path) if beside else path
         return path if path.is_relative_to(self.recordings) and path.is_file() else None
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from stages.config import Settings, StreamSettings
 from stages.recording.clips import cut_clip
 from stages.recording.eventstore import EventStore
-from stages.recording.paths import clip_path
+from stages.recording.paths import clip_path, stream_folder
 from stages.stats import PluginStats, counter
 from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.messages import Evidence
@@ -67,7 +67,7 @@ class ClipSink(Sink):
 
     def __init__(self, settings: Settings, stream: StreamSettings) -> None:
         super().__init__()
-        self.settings, self.root = settings, settings.recordings_dir / stream.id
+        self.settings, self.root = settings, stream_folder(settings.recordings_dir, stream.id)
         self.due: list[_DueClip] = []
         self.work: queue.Queue[_DueClip | None] = queue.Queue()
         self.last_results = time.monotonic()

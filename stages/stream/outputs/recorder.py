@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.messages import EncodedPacket
 from stages.config import Settings, StreamSettings
+from stages.recording.paths import stream_folder
 from stages.recording.retention import apply_retention, make_room
 from stages.recording.segments import DiskFullError, SegmentRecorder
 from stages.stats import PluginStats, counter, gauge
@@ -158,7 +159,7 @@ class RecorderSink(Sink):
         if time.monotonic() - self.last_retention >= RETENTION_EVERY_S:
             self.last_retention = time.monotonic()
             recording = self.settings.recording
-            root = self.settings.recordings_dir / self.stream.id
+            root = stream_folder(self.settings.recordings_dir, self.stream.id)
             for path in apply_retention(root, recording.max_age_days * 86400, recording.max_bytes):
                 log.info("%s: retention deleted %s", self.stream.id, path)
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from stages.config import Settings, StreamSettings
-from stages.recording.paths import snapshot_path
+from stages.recording.paths import snapshot_path, stream_folder
 from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.messages import Evidence
 from stages.stream.outputs.base import Sink
@@ -22,7 +22,7 @@ class SnapshotSink(Sink):
 
     def __init__(self, settings: Settings, stream: StreamSettings) -> None:
         super().__init__()
-        self.root = settings.recordings_dir / stream.id
+        self.root = stream_folder(settings.recordings_dir, stream.id)
         self.settings, self.stream = settings, stream
 
     def evidence(self, frame: np.ndarray | None, analysis: FrameAnalysis, violation: Violation) -> Evidence:
