@@ -6,7 +6,7 @@ top level, ``Settings``. Every field says what it does in its ``description``.
 'demo'
 """
 
-from stages.capture.sources.kinds import DEMO_URL, IMAGE_SUFFIXES, LIVE_SCHEMES, is_camera, is_live, is_pictures, redact
+from stages.capture.sources.kinds import DEMO_URL, IMAGE_SUFFIXES, LIVE_SCHEMES, is_live, redact
 from stages.config.daemon import LOOPBACK, Settings, default_runtime_dir, this_host
 from stages.config.detector import DEFAULT_EXCLUSIVE, DetectorSettings
 from stages.config.events import EventSettings
@@ -40,9 +40,7 @@ __all__ = [
     "ZoneSettings",
     "default_runtime_dir",
     "installed_plugins",
-    "is_camera",
     "is_live",
-    "is_pictures",
     "redact",
     "this_host",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from stages.capture.sources.media_files import IMAGE_SUFFIXES
+from stages.capture.sources.kinds import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -40,15 +40,6 @@ def source_kind(url: str) -> SourceKind:
     return "file"
 
 
-def is_camera(url: str) -> bool:
-    return source_kind(url) == "camera"
-
-
-def is_pictures(url: str) -> bool:
-    """An image, or a folder of them."""
-    return source_kind(url) == "pictures"
-
-
 def is_live(url: str) -> bool:
     """Read as it comes rather than from start to end: the demo, a camera, or a stream of a ``LIVE_SCHEMES`` scheme."""
     kind = source_kind(url)

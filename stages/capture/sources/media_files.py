@@ -7,10 +7,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from stages.capture.sources.kinds import IMAGE_SUFFIXES, is_live, media_kind, redact, source_kind
-
-# IMAGE_SUFFIXES stays importable from here for the code that has read it here (training's data)
-__all__ = ["IMAGE_SUFFIXES", "MediaFile", "expand_sources", "live_name", "media_kind"]
+from stages.capture.sources.kinds import is_live, media_kind, redact, source_kind
 
 
 @dataclass(frozen=True)
