@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.config import StreamSettings
+from stages.config import EventSettings, Settings, StreamSettings
 from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.plugins import Plugin
 
@@ -36,3 +36,16 @@ class Processor(Plugin):
         """The phases that end every open violation, as of ``clock`` (the stream's clock), for
         ``reason`` (``stopped``); called once as the stage stops. Default: none."""
         return []
+
+
+class FollowingProcessor(Processor):
+    """A processor that follows people across one stream's frames: it needs the stream, the event
+    rules and the rate its frames come at (how many make a second), and is made from them."""
+
+    @classmethod
+    def create(cls, settings: Settings, stream: StreamSettings) -> FollowingProcessor:
+        return cls(stream, settings.events, inference_rate(stream))
+
+    def __init__(self, stream: StreamSettings, events: EventSettings, fps: float) -> None:
+        super().__init__()
+        self.stream, self.events, self.fps = stream, events, fps

@@ -17,9 +17,9 @@ import numpy as np
 import supervision as sv
 
 from pipeline.detections import Detections
-from stages.config import EventSettings, Settings, StreamSettings
+from stages.config import EventSettings, StreamSettings
 from stages.stream.analysis import PPE_ITEMS, FrameAnalysis, Person, Worn
-from stages.stream.processors.base import Processor, inference_rate
+from stages.stream.processors.base import FollowingProcessor
 
 ON = 0.5  # a box lies on another when this share of its area is inside it
 CLASSES = ("person", *PPE_ITEMS, *(f"no_{item}" for item in PPE_ITEMS))  # looked up by name
@@ -87,19 +87,12 @@ def new_tracker(events: EventSettings, fps: float) -> sv.ByteTrack:
         )
 
 
-class PeopleProcessor(Processor):
-    """Fills ``analysis.people``: tracked people with their smoothed ``vest`` and ``hardhat``."""
-
-    @classmethod
-    def create(cls, settings: Settings, stream: StreamSettings) -> PeopleProcessor:
-        """Entry point ``people``."""
-        return cls(stream, settings.events, inference_rate(stream))
+class PeopleProcessor(FollowingProcessor):
+    """Entry point ``people``: fills ``analysis.people``, tracked people with their smoothed ``vest``
+    and ``hardhat``."""
 
     def __init__(self, stream: StreamSettings, events: EventSettings, fps: float) -> None:
-        super().__init__()
-        self.stream = stream
-        self.events = events
-        self.fps = fps
+        super().__init__(stream, events, fps)
         self.tracker = new_tracker(events, fps)
         self.tracks: dict[int, _Track] = {}
         # ByteTrack can revive a track up to a frame after lost_s; keep its history that long

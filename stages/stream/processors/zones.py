@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stages.config import EventSettings, Settings, StreamSettings, ZoneSettings
+from stages.config import EventSettings, StreamSettings, ZoneSettings
 from stages.stream.analysis import FrameAnalysis, Person, Phase, Violation
-from stages.stream.processors.base import Processor, inference_rate
+from stages.stream.processors.base import FollowingProcessor
 
 EPS = 1e-3  # seconds: capture times near 1.7e9 carry float noise; a boundary reached is reached
 
@@ -68,19 +68,11 @@ class _Case:
     announced: float = 0.0  # capture time of the last start or update
 
 
-class ZonesProcessor(Processor):
-    """Sets ``person.zones`` and appends violation phases to ``analysis.violations``."""
-
-    @classmethod
-    def create(cls, settings: Settings, stream: StreamSettings) -> ZonesProcessor:
-        """Entry point ``zones``."""
-        return cls(stream, settings.events, inference_rate(stream))
+class ZonesProcessor(FollowingProcessor):
+    """Entry point ``zones``: sets ``person.zones`` and appends violation phases to ``analysis.violations``."""
 
     def __init__(self, stream: StreamSettings, events: EventSettings, fps: float) -> None:
-        super().__init__()
-        self.stream = stream
-        self.events = events
-        self.fps = fps
+        super().__init__(stream, events, fps)
         self.zones: list[Zone] = []
         self.cases: dict[tuple[int, str], _Case] = {}
 
