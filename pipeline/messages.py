@@ -241,13 +241,16 @@ class InferredMessage(FrameBoxes):
 
 @dataclass
 class Heartbeat(WireMessage):
-    """Stage -> supervisor, every second: alive, and what the stage wants to report."""
+    """Stage -> supervisor, every second: alive, and what the stage wants to report. Sent by the stage's
+    own thread, also while its work is in one long step or in its setup: ``busy_s`` says how long that
+    step (or setup) has run, so that a slow step is told from a hung one."""
 
     TYPE: ClassVar[str] = "heartbeat"
     stage: str
     pid: int
     state: str = "running"
     stats: dict[str, Any] = field(default_factory=dict)
+    busy_s: float = 0.0
 
 
 def _finite(value: object) -> bool:

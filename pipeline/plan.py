@@ -37,7 +37,9 @@ class SupervisorConfig:
     specs: list[StageSpec]  # the stages to start
     runtime_dir: Path  # its sockets (heartbeats, bus, publish input) live there
     config_file: Path | None  # what the stages read their settings from (VWSTAGE_CONFIG)
-    stall_s: float = 15.0  # a stage silent this long is killed and restarted
+    stall_s: float = 15.0  # a stage whose process sends no heartbeat this long is killed and restarted
+    step_timeout_s: float = 120.0  # a stage in one step of its work this long is killed and restarted
+    start_grace_s: float = 300.0  # a stage may take this long to start (imports, setup) before it is restarted
     stop_grace_s: float = 8.0  # for a stage to stop on SIGTERM before it is killed
     backoff_s: tuple[float, float] = (0.5, 30.0)  # the first and the longest delay before a restart
     on_ready: Callable[[], None] | None = None  # called once, when every stage has heartbeated

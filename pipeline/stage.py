@@ -5,6 +5,12 @@ second) and optionally ``setup()``/``teardown()``; the base owns the signal hand
 the heartbeat socket and the clean shutdown, so that the supervisor never has to kill
 what it can stop.
 
+Heartbeats go out from a thread of the stage's own, every second, also while the work is in a
+long step (a CPU batch on an overloaded server) or in its setup (loading a model): each says how
+long the current step has run (``busy_s``), and the supervisor judges a stage hung by that, or by
+silence (the whole process stopped), not by the length of one step. The figures they carry are
+made by the working thread between steps (``beat``), so the thread never reads half-changed ones.
+
 Several stages of one kind may share a process (``run_together``), a thread each: a camera
 then costs its own work's memory, not an interpreter's. Such a process is named after its
 members, ``capture.cam1+cam2``; each member heartbeats under its own name.
@@ -62,6 +68,10 @@ class Stage(ABC):
         self._heartbeat: zmq.Socket | None = None
         self._bus: zmq.Socket | None = None
         self._last_beat = 0.0
+        self._busy_since = time.monotonic()  # when the working thread last finished a step or a wait
+        self._report: dict[str, Any] = {}  # the latest figures, made by the working thread
+        self._wake = threading.Event()  # send a heartbeat now (a new state), not at the next second
+        self._pulse: threading.Thread | None = None
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Open sockets, files and devices."""
@@ -117,15 +127,28 @@ class Stage(ABC):
         self.stopping = True
 
     def beat(self, force: bool = False) -> None:
-        now = time.monotonic()
+        """The working thread is alive between two pieces of work: the step it was in is over, and
+        (once a second, or now when ``force``) the figures the heartbeats carry are made afresh."""
+        now = self._busy_since = time.monotonic()
         if self._heartbeat is None or (not force and now - self._last_beat < self.heartbeat_interval_s):
             return
         self._last_beat = now
         if self.trims_memory:
             give_back_freed_memory()
-        message = Heartbeat(self.name, os.getpid(), self.state, self.report())
-        with contextlib.suppress(zmq.Again):  # the supervisor is busy or gone; it notices by itself
-            self._heartbeat.send(message.encode(), zmq.NOBLOCK)
+        self._report = self.report()
+        if force:
+            self._wake.set()
+
+    def _send_heartbeats(self, socket: zmq.Socket) -> None:
+        """The heartbeat thread: the latest figures every ``heartbeat_interval_s`` until the stage stops,
+        with how long the working thread has been in its current step."""
+        while self.state != "stopped":
+            self._wake.wait(self.heartbeat_interval_s)
+            self._wake.clear()
+            busy_s = round(time.monotonic() - self._busy_since, 1)
+            message = Heartbeat(self.name, os.getpid(), self.state, self._report, busy_s)
+            with contextlib.suppress(zmq.Again):  # the supervisor is busy or gone; it notices by itself
+                socket.send(message.encode(), zmq.NOBLOCK)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -136,11 +159,16 @@ class Stage(ABC):
         """Set up, step until stopped, tear down; the caller handles signals."""
         if self._heartbeat_endpoint is not None:
             self._heartbeat = self._heartbeat_endpoint.open(self.context, hwm=10)
+            self._pulse = threading.Thread(
+                target=self._send_heartbeats, args=(self._heartbeat,), name=f"{self.name} heartbeat", daemon=True
+            )
+            self._pulse.start()
         bus = os.environ.get("VWSTAGE_BUS")
         self._bus = Endpoint.parse(bus).open(self.context, hwm=10) if bus else None
         if self._bus is not None:
             self._bus.setsockopt(zmq.SUBSCRIBE, b"")
         try:
+            self._busy_since = time.monotonic()
             self.setup()
             self.state = "running" if self.state == "starting" else self.state
             self.beat(force=True)
@@ -150,10 +178,14 @@ class Stage(ABC):
                 self._poll_bus()
             return 0
         finally:
-            self.state = "stopped"
+            self.state = "stopping"
             try:
                 self.teardown()
             finally:
+                self.state = "stopped"
+                self._wake.set()
+                if self._pulse is not None:
+                    self._pulse.join(2 * self.heartbeat_interval_s)
                 self.context.destroy(linger=0)
 
 

@@ -1,11 +1,12 @@
 """The supervisor: starts one process per stage, watches heartbeats, restarts what dies or hangs.
 
-A stage that exits, or sends no heartbeat for ``stall_s``, is restarted with
+A stage that exits, or is hung (``StageProcess.hung``: silent for ``stall_s``, in one step
+for ``step_timeout_s``, or not set up within ``start_grace_s``), is restarted with
 exponential backoff; the others are never touched. A process may run several stages of
 one kind (``capture.cam1+cam2``, see ``pipeline.stage.run_together``): each member
 heartbeats and is reported under its own name, and they are restarted together. SIGTERM stops every stage (they
 close their files) and exits 0 within ``stop_grace_s``; stragglers are killed. Under
-systemd it reports READY once every stage has sent a heartbeat, and pings WATCHDOG
+systemd it reports READY once every stage has set up and reported, and pings WATCHDOG
 while it runs.
 """
 
@@ -45,7 +46,8 @@ class Member:
 
     last_heartbeat: float = 0.0
     state: str = "starting"
-    stats: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # none until its setup is done: it is starting
+    busy_s: float = 0.0  # how long its current step had run, as of its last heartbeat
 
 
 @dataclass
@@ -62,20 +64,31 @@ class StageProcess:
         self.members = {name: Member() for name in member_names(self.spec.name)}
 
     def begin(self) -> None:
-        """A fresh start: every member starting, given ``stall_s`` from now to heartbeat."""
+        """A fresh start: every member starting, nothing reported yet."""
         self.started = time.monotonic()
         for member in self.members.values():
-            member.state, member.last_heartbeat = "starting", self.started
+            member.state, member.last_heartbeat, member.stats, member.busy_s = "starting", self.started, {}, 0.0
 
     @property
     def heard(self) -> bool:
-        """Running, and every member has heartbeated since it started."""
-        return self.process is not None and all(m.last_heartbeat > self.started for m in self.members.values())
+        """Running, and every member has set up and reported since it started."""
+        return self.process is not None and all(
+            m.stats and m.last_heartbeat > self.started for m in self.members.values()
+        )
 
-    @property
-    def silent_s(self) -> float:
-        """Since the least recent heartbeat of a member."""
-        return time.monotonic() - min(member.last_heartbeat for member in self.members.values())
+    def hung(self, config: SupervisorConfig) -> str | None:
+        """Why this process is judged hung, or None: a member not set up within ``start_grace_s`` of the
+        start, silent for ``stall_s`` (the whole process stopped: its heartbeat thread too), or in one
+        step for ``step_timeout_s``. A slow step or a slow start heartbeats all along, and is left be."""
+        now = time.monotonic()
+        for name, member in self.members.items():
+            if not member.stats and now - self.started > config.start_grace_s:
+                return f"{name} not started after {now - self.started:.1f} s"
+            if member.stats and now - member.last_heartbeat > config.stall_s:
+                return f"no heartbeat for {now - member.last_heartbeat:.1f} s"
+            if member.busy_s > config.step_timeout_s:
+                return f"{name} in one step for {member.busy_s:.1f} s"
+        return None
 
 
 @dataclass
@@ -185,6 +198,7 @@ class Supervisor:
                     "pid": stage.process.pid if stage.process else None,
                     "restarts": stage.restarts,
                     "heartbeat_age_s": round(now - member.last_heartbeat, 1),
+                    "busy_s": member.busy_s,
                     "stats": member.stats,
                 }
                 for stage in self.stages.values()
@@ -208,7 +222,8 @@ class Supervisor:
             if stage and stage.process and stage.process.pid == beat.pid:
                 member = stage.members[beat.stage]
                 member.last_heartbeat = time.monotonic()
-                member.state, member.stats = beat.state, beat.stats
+                member.state, member.busy_s = beat.state, beat.busy_s
+                member.stats = beat.stats or member.stats  # none while it sets up
 
     def _watch(self) -> None:
         now = time.monotonic()
@@ -220,8 +235,8 @@ class Supervisor:
             code = stage.process.poll()
             if code is not None:
                 self._schedule_restart(stage, f"exited with code {code}")
-            elif stage.silent_s > self.config.stall_s:
-                log.warning("%s stalled: no heartbeat for %.1f s; killing it", stage.spec.name, stage.silent_s)
+            elif why := stage.hung(self.config):
+                log.warning("%s stalled: %s; killing it", stage.spec.name, why)
                 self._stop_processes([stage], grace_s=2.0)
                 self._schedule_restart(stage, "stalled")
         if not self.ready and all(stage.heard for stage in self.stages.values()):

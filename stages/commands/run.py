@@ -141,6 +141,8 @@ def supervisor_config(settings: Settings, config: Path | None) -> SupervisorConf
         settings.runtime_dir,
         config.resolve() if config else None,
         stall_s=settings.pipeline.stall_s,
+        step_timeout_s=settings.pipeline.step_timeout_s,
+        start_grace_s=settings.pipeline.start_grace_s,
         on_ready=announce,
         control=settings.control_endpoint,
         control_keys=settings.control_keys,

@@ -36,7 +36,24 @@ class PipelineSettings(BaseModel, extra="forbid"):
     offline_window: int = Field(4, ge=1, description="frames of an offline stream in flight at once")
     max_frame_pixels: int = Field(1920 * 1080, ge=64 * 64, description="larger frames are downscaled at capture")
     publish_hwm: int = Field(1000, ge=1, description="messages queued per subscriber; a slow one loses the excess")
-    stall_s: float = Field(15.0, gt=0, description="a stage silent this long is restarted")
+    stall_s: float = Field(
+        15.0,
+        gt=0,
+        description="a stage whose process sends no heartbeat this long (hung whole, or stopped) is restarted; "
+        "heartbeats come from a thread of their own, so a long batch or a slow start does not silence them",
+    )
+    step_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="a stage that heartbeats but has been in one step of its work this long (a batch, a read) "
+        "is judged hung and restarted: a slow step on a loaded server is not",
+    )
+    start_grace_s: float = Field(
+        300.0,
+        gt=0,
+        description="how long a stage may take to start (its interpreter, imports and setup, such as loading "
+        "the model on a busy CPU) before it is judged hung and restarted",
+    )
     fork_server: bool = Field(
         True,
         description="fork the per-camera stages from one process that imported their code once (shared pages: "
