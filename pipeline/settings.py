@@ -7,6 +7,8 @@ Errors come back as one ``ConfigError`` line naming the file, the field and the 
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +56,10 @@ def load_settings(schema: type[Schema], path: Path | None) -> Schema:
             values = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except OSError as error:  # a service user the file was not made readable for, a folder, a bad disk
+            raise ConfigError(f"{path}: cannot read it as user {_user()} ({error.strerror})") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: not valid TOML ({error})") from None
     try:
@@ -63,3 +69,11 @@ def load_settings(schema: type[Schema], path: Path | None) -> Schema:
         field = ".".join(str(part) for part in first["loc"]) or "(top level)"
         more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
         raise ConfigError(f"{origin}: {field}: {first['msg']}{more}") from None
+
+
+def _user() -> str:
+    """Who this process reads files as: the name systemd's ``User=`` gave it, else the numeric id."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())

@@ -1,3 +1,5 @@
+import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,20 @@ def test_bad_config_is_one_line_naming_the_field(tmp_path: Path, text: str, mess
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(Schema, tmp_path / "absent.toml")
+
+
+def test_a_config_that_cannot_be_read_is_one_line_naming_it_and_the_user(tmp_path: Path) -> None:
+    """A folder where the file should be; and, where the tests do not run as root (root reads any
+    file), a file the user may not read, as after installing it root:root 0640 for a service user."""
+    unreadable = [tmp_path / "folder.toml"]
+    unreadable[0].mkdir()
+    if os.geteuid() != 0:
+        unreadable.append(tmp_path / "root-only.toml")
+        unreadable[1].write_text("[detector]\n")
+        unreadable[1].chmod(0)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    for path in unreadable:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(Schema, path)
+        assert str(caught.value).startswith(f"{path}: cannot read it as user {user} (")
+        assert "\n" not in str(caught.value)
