@@ -9,10 +9,12 @@ the source's own packets for recording without re-encoding.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
+from itertools import count
+from math import gcd
 from pathlib import Path
 
 import av
@@ -34,6 +36,109 @@ def yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
 # codecs MPEG-TS carries that a recording can copy, with the filter that turns MP4's length-prefixed
 # units (avcC/hvcC extradata) into the Annex B start-code form TS needs, parameter sets in band
 COPYABLE = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
+
+
+GRID_RATE = 120  # recorded frames are timed in steps of 1/120 s: a rate FFmpeg counts as standard
+GRID_TICKS = 750  # a step in MPEG's 90 kHz: over the 180 ticks under which FFmpeg ignores a gcd of intervals
+
+
+class FrameTimes:
+    """Timestamps of one file's frames, strictly increasing as FFmpeg reads them, whatever the times
+    asked for (equal, jittering, stepping back).
+
+    Why more than ``max(t, last + 1)``: FFmpeg guesses a file's frame rate from the intervals of the
+    frames it reads first (``avformat_find_stream_info``: 90 kHz over the gcd of all but the first
+    three, or with fewer than 16 the standard rate they all fit) and, transcoding (``ffmpeg -f null``),
+    retimes every frame to it: two frames closer than its guess become one instant, "non
+    monotonically increasing dts". So every frame here lies on a grid of 1/``GRID_RATE`` s, at least
+    a step after the one before, and the second interval is coprime with the first, the fifth with
+    the fourth (that frame moved by a step or so where they are not, earlier rather than later, so
+    that a clip ending at its time still holds it): either way FFmpeg finds the intervals' gcd a
+    step and guesses ``GRID_RATE``, as the H.264 stream declares (FFmpeg's guess where it has too
+    few intervals), and no two frames share an instant of it.
+
+    >>> times = FrameTimes()  # 10 fps, 12 steps apart, and a frame twice
+    >>> [times.place(t)[1] // GRID_TICKS for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.6)]
+    [0, 12, 23, 36, 48, 59, 72, 73]
+    """
+
+    COPRIME = (2, 5)  # the intervals made coprime with the one before: FFmpeg's gcd leaves out the first three
+
+    def __init__(self) -> None:
+        self.last: int | None = None  # step of the last frame's decoding
+        self.own_s: float | None = None  # the last frame's own decode time, seconds
+        self.interval = 0  # the last interval, steps
+        self.intervals = 0
+
+    def _steps(self, decode_s: float) -> tuple[int, int]:
+        """The step of a frame decoded at ``decode_s``, and the step it goes to."""
+        own = round(decode_s * GRID_RATE)
+        if self.last is None:
+            return own, own
+        step = max(own, self.last + 1)
+        return own, self._coprime_near(step) if self.intervals + 1 in self.COPRIME else step
+
+    def _coprime_near(self, step: int) -> int:
+        """The step nearest ``step`` (the earlier of two as near) after the last one whose interval
+        from it is coprime with the one before: at worst the very next step, an interval of one."""
+        last = self.last or 0
+        nearest_first = (candidate for distance in count() for candidate in (step - distance, step + distance))
+        return next(c for c in nearest_first if c > last and gcd(self.interval, c - last) == 1)
+
+    def lateness_s(self, decode_s: float) -> float:
+        """How much later than ``decode_s`` a frame decoded then would be placed (0: on time; under 0:
+        a step or so earlier, for the gcd)."""
+        own, step = self._steps(decode_s)
+        return (step - own) / GRID_RATE
+
+    def place(self, shown_s: float, decode_s: float | None = None) -> tuple[int, int]:
+        """(pts, dts) in 90 kHz ticks of a frame shown at ``shown_s`` and decoded at ``decode_s``
+        (the same, without B-frames); a frame moved keeps its reordering delay."""
+        decode_s = shown_s if decode_s is None else decode_s
+        own, step = self._steps(decode_s)
+        if self.last is not None:
+            self.interval, self.intervals = step - self.last, self.intervals + 1
+        self.last, self.own_s = step, decode_s
+        shown = max(round(shown_s * GRID_RATE) + step - own, step)
+        return shown * GRID_TICKS, step * GRID_TICKS
+
+
+# two ticks a frame: the H.264 stream's parameter sets declare GRID_RATE
+DECLARE_GRID_RATE = f"h264_metadata=tick_rate={2 * GRID_RATE}"
+
+
+class DeclaredRate:
+    """An H.264 stream's keyframes rewritten so that their parameter sets declare ``GRID_RATE``:
+    FFmpeg takes a declared rate over the one the timestamps show where it is lower
+    (``av_guess_frame_rate``), and frames come closer than a camera's or x264's declared interval
+    (jitter, bursts). Timing only: the pictures are the same, bit for bit. HEVC passes as it is
+    (FFmpeg does not take its declared rate so, and decodes an open GOP's leading pictures out of
+    order once hevc_metadata has rewritten them), and so do parameter sets the filter cannot read."""
+
+    def __init__(self, stream: av.VideoStream, codec: str, name: str) -> None:
+        self.stream, self.name = stream, name  # name: the file, for the log
+        self.rewrite = codec == "h264"  # until the filter fails
+        self.filter: BitStreamFilterContext | None = None
+
+    def packets(self, packets: Iterable[av.Packet]) -> list[av.Packet]:
+        """``packets``, their keyframes rewritten (and bound for the stream)."""
+        out: list[av.Packet] = []
+        for packet in packets:
+            out += self._declared(packet) if packet.is_keyframe and self.rewrite else [packet]
+        return out
+
+    def _declared(self, packet: av.Packet) -> list[av.Packet]:
+        kept = av.Packet(bytes(packet))  # the filter takes the packet's data, even where it fails
+        kept.pts, kept.dts, kept.time_base, kept.is_keyframe = packet.pts, packet.dts, packet.time_base, True
+        try:  # made at the first keyframe: an encoder's stream has its parameters once it has encoded
+            self.filter = self.filter or BitStreamFilterContext(DECLARE_GRID_RATE, self.stream)
+            out = self.filter.filter(packet)
+        except av.error.FFmpegError as error:
+            log.warning("%s: parameter sets kept as they came (%s)", self.name, error)
+            self.rewrite, out = False, [kept]
+        for each in out:
+            each.stream = self.stream
+        return out
 
 
 @dataclass(frozen=True)

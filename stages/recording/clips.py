@@ -27,12 +27,13 @@ from pathlib import Path
 
 import av
 
+from stages.media.video import FrameTimes
 from stages.recording.paths import SEGMENTS_OF_A_STREAM, partial, sidecar
 from stages.recording.retention import mtime
 
 log = logging.getLogger(__name__)
 
-CLIP_TIME_BASE = Fraction(1, 90000)
+CLIP_TIME_BASE = Fraction(1, 90000)  # FrameTimes' ticks
 
 
 @dataclass(frozen=True)
@@ -114,18 +115,17 @@ class _ClipWriter:
         self.stream.time_base = CLIP_TIME_BASE
         self.size = (template.codec_context.width, template.codec_context.height)
         self.origin, self.last_pts, self.frames = origin, -1, 0
-        self.last_dts = -(2**62)
+        self.times = FrameTimes()  # segments' clocks need not meet: where one ends, the next may overlap
 
     def write(self, clock: float, packet: av.Packet) -> None:
         """The packet shown at ``clock``; a copied camera's B-frames keep their decode order (the
         recorder's own x264 makes none: zerolatency)."""
-        pts = round((clock - self.origin) / CLIP_TIME_BASE)
-        reorder = 0 if packet.dts is None else round((packet.pts - packet.dts) * packet.time_base / CLIP_TIME_BASE)
-        dts = max(pts - reorder, self.last_dts + 1)
+        reorder_s = 0.0 if packet.dts is None else float((packet.pts - packet.dts) * packet.time_base)
+        pts, dts = self.times.place(clock - self.origin, clock - self.origin - reorder_s)
         packet.stream, packet.time_base = self.stream, CLIP_TIME_BASE
-        packet.pts, packet.dts = max(pts, dts), dts
+        packet.pts, packet.dts = pts, dts
         self.container.mux(packet)
-        self.last_dts, self.last_pts, self.frames = dts, max(self.last_pts, packet.pts), self.frames + 1
+        self.last_pts, self.frames = max(self.last_pts, pts), self.frames + 1
 
     def finish(self) -> Clip:
         self.container.close()  # faststart: the index moves to the front here

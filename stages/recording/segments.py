@@ -16,6 +16,10 @@ A full disk never leaves half a frame or half a line: a write that fails is cut 
 last frame boundary in both files, the segment is closed there (its encoder cannot go on without
 the lost frame) and ``DiskFullError`` tells the caller, who makes room and goes on in a new segment.
 
+Every frame's timestamps are ``FrameTimes``' (and its H.264 declares their rate, ``DeclaredRate``):
+strictly increasing as FFmpeg reads them back, whatever times capture gave (equal, jittering, in
+bursts, stepping back), so that a segment transcodes cleanly (``ffmpeg -i SEGMENT -f null -``).
+
 What is kept, and for how long, is ``retention``'s; where files go, ``paths``'s.
 """
 
@@ -27,7 +31,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,7 @@ import av
 import numpy as np
 
 from pipeline.messages import EncodedPacket
-from stages.media.video import yuv420p_frame
+from stages.media.video import DeclaredRate, FrameTimes, yuv420p_frame
 from stages.recording.paths import segment_path, stream_folder
 from stages.recording.paths import sidecar as sidecar_of
 
@@ -47,6 +51,7 @@ ENCODER = "libx264"
 ENCODE_THREADS = 2
 MAX_GAP_S = 5.0  # a longer silence (a camera outage) ends the segment instead of freezing across it
 JITTER_S = 0.5  # a copied camera's timestamps stepping back less than this are its jitter, not a restart
+LATE_S = 1.0  # a frame to be placed this much after its own time (its clock stepped back) starts a new segment
 AHEAD_S = 1.0  # a detected frame is placed in a copied segment at most this far past its last packet
 
 
@@ -105,9 +110,10 @@ class Segment:
     container: Any
     stream: Any
     sidecar: _FrameSink
+    declare: DeclaredRate  # what goes into the stream: its H.264 declaring the rate its times have (FrameTimes)
     last_pts: int = -1
     codec: str = ENCODER  # encoded here; else the source's codec (h264, hevc: the wire allows no other), copied
-    last_dts: int = -(2**62)  # copied: decode order may start before the first keyframe's pts (B-frames)
+    times: FrameTimes = field(default_factory=FrameTimes)  # where each frame goes, in 90 kHz ticks
 
     @property
     def copied(self) -> bool:
@@ -143,17 +149,18 @@ class SegmentRecorder:
             segment.copied
             or not 0 <= timeline_s - segment.started < self.segment_s
             or timeline_s - segment.started - segment.last_pts * float(TIME_BASE) > MAX_GAP_S
+            or segment.times.lateness_s(timeline_s - segment.started) > LATE_S
             or (width, height) != (segment.width, segment.height)
         ):
             self._end()
             segment = None
         if segment is None:
             segment = self.segment = self._open(timeline_s, captured, width, height)
-        pts = max(int((timeline_s - segment.started) / TIME_BASE), segment.last_pts + 1)
+        pts, _ = segment.times.place(timeline_s - segment.started)
         frame = yuv420p_frame(image[:height, :width])
         frame.pts, frame.time_base = pts, TIME_BASE
         line = {"pts_s": round(pts * float(TIME_BASE), 4), **record}
-        self._mux(segment, lambda: segment.stream.encode(frame), line, "frame")
+        self._mux(segment, lambda: segment.declare.packets(segment.stream.encode(frame)), line, "frame")
         segment.last_pts = pts
 
     def _mux(self, segment: Segment, packets: Callable[[], Any], line: dict | None, what: str) -> None:
@@ -196,7 +203,7 @@ class SegmentRecorder:
         segment = self.segment
         if segment is not None:
             since_start = decode_s - segment.started
-            last_s = segment.last_dts * float(TIME_BASE) if segment.last_pts >= 0 else since_start
+            last_s = since_start if segment.times.own_s is None else segment.times.own_s
             new_picture = packet.keyframe and (packet.codec, packet.width, packet.height) != (
                 segment.codec,
                 segment.width,
@@ -220,13 +227,13 @@ class SegmentRecorder:
             # where the clips find its time, and that its frames are the camera's, not drawn on
             first = {"pts_s": 0.0, "captured": packet.captured, "clock": clock, "copied": True}
             segment.sidecar.write((json.dumps(first) + "\n").encode())
-        dts = max(round((decode_s - segment.started) / float(TIME_BASE)), segment.last_dts + 1)
-        pts = max(round((shown_s - segment.started) / float(TIME_BASE)), dts)
+        pts, dts = segment.times.place(shown_s - segment.started, decode_s - segment.started)
         copy = av.Packet(packet.data)
         copy.pts, copy.dts, copy.time_base, copy.is_keyframe = pts, dts, TIME_BASE, packet.keyframe
         copy.stream = segment.stream
-        self._mux(segment, lambda: copy, None, "packet")  # the first line, written at its start, goes with it
-        segment.last_dts, segment.last_pts = dts, max(pts, segment.last_pts)
+        # the first line, written at its start, goes with it
+        self._mux(segment, lambda: segment.declare.packets([copy]), None, "packet")
+        segment.last_pts = max(pts, segment.last_pts)
         return True
 
     def note(self, timeline_s: float, record: dict[str, Any]) -> None:
@@ -273,7 +280,9 @@ class SegmentRecorder:
             stream = container.add_mux_stream(codec, width=width, height=height)
             stream.time_base = TIME_BASE
             log.info("%s: recording %s (the camera's %s, copied)", self.stream_id, path, codec)
-            return Segment(path, timeline_s, width, height, sink, container, stream, sidecar, codec=codec)
+            declare = DeclaredRate(stream, codec, str(path))
+            return Segment(path, timeline_s, width, height, sink, container, stream, sidecar, declare, codec=codec)
+        # x264's rate control takes a frame to last 1/rate: the declared rate is rewritten (DeclaredRate)
         stream = container.add_stream(ENCODER, rate=Fraction(self.fps_hint).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = TIME_BASE  # no rounding of close timestamps
@@ -283,7 +292,9 @@ class SegmentRecorder:
         # 16-core server's 64 cameras 24 threads and their buffers
         stream.codec_context.thread_count = ENCODE_THREADS
         log.info("%s: recording %s", self.stream_id, path)
-        return Segment(path, timeline_s, width, height, sink, container, stream, sidecar)
+        return Segment(
+            path, timeline_s, width, height, sink, container, stream, sidecar, DeclaredRate(stream, "h264", str(path))
+        )
 
     @property
     def copying(self) -> bool:
@@ -319,7 +330,7 @@ class SegmentRecorder:
             return
         if not segment.copied:
             try:
-                segment.container.mux(segment.stream.encode(None))
+                segment.container.mux(segment.declare.packets(segment.stream.encode(None)))
                 segment.sink.commit()
             except OSError as error:
                 segment.sink.rollback()

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from pipeline.messages import EncodedPacket
 from pipeline.web import Request
 from stages.capture.stage import packet_message
 from stages.config import Settings, StreamSettings
-from stages.media.video import VideoReader
+from stages.media.video import GRID_RATE, VideoReader
 from stages.recording.clips import cut_clip
 from stages.recording.eventstore import EventStore
 from stages.recording.paths import clip_path
@@ -97,8 +98,11 @@ def test_a_clip_of_a_copied_camera_keeps_its_b_frames_in_order(tmp_path: Path) -
     assert frames(clip.path) == list(range(20, 73)), "from the keyframe at 2.0 s to the last frame before 7.2 s"
     assert clip.start == T0 + 2.0
     with av.open(str(clip.path)) as container:
-        shown = [round(float(f.pts * f.time_base), 3) for f in container.decode(video=0)]
-    assert shown == [round(i / FPS, 3) for i in range(53)], "each frame at its own time"
+        shown = [float(f.pts * f.time_base) for f in container.decode(video=0)]
+    # each frame at its own time, but for a step (1/120 s) or so that a few are moved, for FFmpeg's guess
+    # of the frame rate (FrameTimes)
+    assert shown == pytest.approx([i / FPS for i in range(53)], abs=2.5 / GRID_RATE)
+    assert shown == sorted(set(shown)), "in order"
 
 
 def annexb_units(data: bytes) -> list[bytes]:
