@@ -4,7 +4,7 @@ makes the plan) and the supervisor's configuration, built by ``vestwatch run`` f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.endpoints import Endpoint
@@ -22,12 +22,15 @@ class StageSpec:
 @dataclass(frozen=True)
 class Plan:
     """What a config asks for: the stages (with a fingerprint of the settings each depends on),
-    the stream ids and the base overrides. ``reload`` diffs the running stages against it."""
+    the stream ids and the base overrides. ``reload`` diffs the running stages against it, and the
+    settings the daemon itself read at start (``held``), which no restart of a stage applies."""
 
     specs: list[StageSpec]
     fingerprints: dict[str, str]  # process name -> its settings, serialised; a change restarts the process
     streams: list[str]
     overrides: dict[str, dict]
+    held: dict[str, str] = field(default_factory=dict)  # setting -> its value, serialised, as the daemon holds it
+    fixed: frozenset[str] = frozenset()  # of those, the daemon's sockets: a reload that changes one is refused
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from pipeline.control import ControlService
 from pipeline.endpoints import Endpoint
 from pipeline.forkserver import ForkedProcess, die_with_parent
 from pipeline.messages import Heartbeat, MessageError
-from pipeline.plan import StageSpec, SupervisorConfig
+from pipeline.plan import Plan, StageSpec, SupervisorConfig
 from pipeline.publish import PublishProxy
 from pipeline.security import secure_server, start_authenticator
 from pipeline.stage import member_names
@@ -122,11 +122,12 @@ class Supervisor:
         self.heartbeat_endpoint = Endpoint("pull", True, f"ipc://{config.runtime_dir}/supervisor.ipc")
         self.bus_endpoint = Endpoint("pub", True, f"ipc://{config.runtime_dir}/bus.ipc")
         self.streams = list(config.streams or [])  # changed by reload
-        plan = config.plan
-        self.fingerprints: dict[str, str] = plan().fingerprints if plan else {}
+        plan = config.plan() if config.plan else None
+        self.fingerprints: dict[str, str] = plan.fingerprints if plan else {}
+        self.held: dict[str, str] = plan.held if plan else {}  # what this process read at start
         self.reload_requested = False
         self.control = ControlService(
-            config.settable or {}, lambda: self.streams, self.status, self.reload if plan else None
+            config.settable or {}, lambda: self.streams, self.status, self.reload if config.plan else None
         )
         self.started = time.monotonic()
         self.stopping = False
@@ -259,9 +260,12 @@ class Supervisor:
                 stage.process.wait()
 
     def reload(self) -> dict:
-        """Apply a re-read config: start added stages, stop removed ones, restart changed ones."""
+        """Apply a re-read config: start added stages, stop removed ones, restart changed ones. What the
+        daemon itself read at start waits for its restart (named by every reload until then); a change
+        to its sockets refuses the reload."""
         try:
             plan = self.config.plan()
+            waiting = self._held_changes(plan)
         except ValueError as error:  # a bad config keeps the running one
             log.error("reload refused, keeping the running config: %s", error)
             raise
@@ -283,13 +287,21 @@ class Supervisor:
         self.process_of = self._members()
         self.fingerprints, self.streams = plan.fingerprints, plan.streams
         self.control.reset(plan.overrides)
-        summary = {
-            "added": added,
-            "removed": [s.spec.name for s in removed],
-            "restarted": [s.spec.name for s in changed],
-        }
+        restarted, gone = [s.spec.name for s in changed], [s.spec.name for s in removed]
+        summary = {"added": added, "removed": gone, "restarted": restarted, "after_restart": waiting}
         log.info("reloaded: %s", summary)
+        if waiting:
+            log.warning("reload: %s changed; the daemon applies that when it restarts", ", ".join(waiting))
         return summary
+
+    def _held_changes(self, plan: Plan) -> list[str]:
+        """The settings the daemon read at start that ``plan`` changes; ValueError for one of its sockets,
+        which the restarted stages would look for where the daemon is not."""
+        changed = sorted(name for name, value in plan.held.items() if self.held.get(name, value) != value)
+        moved = [name for name in changed if name in plan.fixed]
+        if moved:
+            raise ValueError(f"{', '.join(moved)} changed: the daemon's own sockets move only when it restarts")
+        return changed
 
     def request_reload(self, *_: object) -> None:
         self.reload_requested = True

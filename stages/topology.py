@@ -11,10 +11,14 @@ Offline captures take their credit from the stream stage's det.<stream> messages
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import zmq
+from pydantic_core import to_jsonable_python
 from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline.endpoints import Endpoint
@@ -22,7 +26,7 @@ from pipeline.forkserver import ForkServer
 from pipeline.plan import Plan, StageSpec
 from pipeline.security import secure_client, secure_server, start_authenticator
 from pipeline.stage import member_names
-from stages.config import Settings
+from stages.config import Settings, StreamSettings
 
 
 def capture_ring(runtime_dir: Path, stream: str) -> Path:
@@ -45,6 +49,7 @@ def live_frame(runtime_dir: Path, stream: str) -> Path:
 
 # copied packets queued between capture and the stream stage (each end): 10 s of a 30 fps camera, a few MiB
 PACKET_HWM = 300
+INFERENCE_QUEUE_BATCHES = 4  # inference's input queue holds this many batches of frames
 
 
 def record_input(runtime_dir: Path, stream: str) -> Endpoint:
@@ -135,31 +140,84 @@ def stage_specs(settings: Settings) -> list[StageSpec]:
     return [spec for spec in specs if spec.kind in settings.pipeline.stages]
 
 
-def plan(settings: Settings) -> Plan:
-    """The stages a config asks for, each fingerprinted by the settings it reads at start.
+@dataclass(frozen=True)
+class Reads:
+    """What a stage kind reads of the config when it starts: a reload restarts a stage when one of these
+    changed, and only then. One declaration per kind, so that the rule cannot drift from a list kept by hand
+    (``tests/stages/test_topology.py`` checks it against what each stage really reads at start)."""
 
-    Thresholds are left out of inference's fingerprint: a reload applies them live, as
-    overrides, instead of restarting the device owner.
-    """
-    common = settings.model_dump(mode="json", include={"runtime_dir", "publish", "publish_keys", "pipeline"})
-    detector = settings.detector.model_dump(mode="json", exclude={"conf", "iou"})
-    fingerprints = {}
-    for spec in stage_specs(settings):
-        kind, name = spec.kind, spec.name
-        if kind in ("capture", "stream"):
-            # what runs after inference is none of capture's business: editing a zone keeps the camera
-            after = {"zones", "processors", "sinks"} if kind == "capture" else set()
-            streams = [settings.stream(instance(member)).model_dump(mode="json", exclude=after) for member in
-                       member_names(name)]  # fmt: skip
-            extra = settings.model_dump(mode="json", include={"recordings_dir", "recording", "events"})
-            extra["plugin_sections"] = settings.plugin_sections()
-            fingerprints[name] = json.dumps([common, streams, extra if kind == "stream" else None], sort_keys=True)
-        elif kind in ("preprocess", "inference"):
-            fingerprints[name] = json.dumps([common, detector], sort_keys=True)
-        else:
-            raise ValueError(f"{name}: no fingerprint for stage kind {kind!r}: say what a restart of it depends on")
+    settings: frozenset[str]  # top-level fields, or a part of one (``recording.video``)
+    stream: frozenset[str] = frozenset()  # of each of its own streams: fields, or properties (``records``)
+    live: frozenset[str] = frozenset()  # parts of ``settings`` a reload sends as overrides, without a restart
+    plugin_sections: bool = False  # the sections of its streams' own processors and sinks (``[tally]``)
+
+
+LINKS = frozenset({"runtime_dir", "pipeline"})  # every stage's sockets, rings and queue bounds
+SUBSCRIBER = frozenset({"publish", "publish_keys"})  # a stage that reads this host's publish socket
+LETTERBOX = frozenset({"detector.img_size", "detector.device", "detector.weights"})  # letterbox_in_inference
+READS = {
+    "capture": Reads(
+        LINKS | SUBSCRIBER | {"recording.video"},  # offline credit; the camera's own packets
+        # not its stream's place in the list, which picks its preprocess worker: a kept capture keeps its
+        # worker, which only balances the load
+        frozenset({"id", "url", "realtime", "loop", "fps", "detect_fps", "records"}),
+    ),
+    "preprocess": Reads(LINKS | LETTERBOX),
+    "inference": Reads(LINKS | {"publish", "detector"}, live=frozenset({"detector.conf", "detector.iou"})),
+    "stream": Reads(
+        LINKS | SUBSCRIBER | {"site", "events", "recordings_dir", "recording", "webhooks", "mqtt"}
+        | {"http", "http_url", "http_tls_cert"},  # the links in events (Settings.link)
+        frozenset(StreamSettings.model_fields),
+        plugin_sections=True,
+    ),
+}  # fmt: skip
+
+# What the daemon process itself reads, once, at start (its sockets, the supervisor's clock, the HTTP server
+# and the review page): a reload cannot apply a change to these. It refuses a change to the sockets by which
+# the stages reach the daemon (DAEMON_SOCKETS), and names the others as waiting for a restart.
+DAEMON_SOCKETS = frozenset({"runtime_dir", "publish", "publish_keys", "control", "control_keys"})
+DAEMON_READS = DAEMON_SOCKETS | {
+    "http", "http_password_hash", "http_tls_cert", "http_tls_key", "http_url", "recordings_dir",
+    "pipeline.stall_s", "pipeline.step_timeout_s", "pipeline.start_grace_s", "pipeline.publish_hwm",
+    "pipeline.fork_server",
+}  # fmt: skip
+
+
+def picked(dumped: dict[str, Any], paths: Iterable[str], live: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The parts of a config dumped as JSON at ``paths`` (``recording.video``), less the ``live`` ones."""
+    found = {}
+    for path in sorted(paths):
+        value: Any = dumped
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None  # a section that is off ([mqtt]) is None
+        if isinstance(value, dict):
+            value = {key: v for key, v in value.items() if f"{path}.{key}" not in live}
+        found[path] = value
+    return found
+
+
+def fingerprint(settings: Settings, dumped: dict[str, Any], spec: StageSpec) -> str:
+    """What ``spec``'s process reads of ``settings`` at start, serialised: its ``READS``, of its streams."""
+    reads = READS.get(spec.kind)
+    if reads is None:
+        raise ValueError(f"{spec.name}: no READS for stage kind {spec.kind!r}: say what a restart of it depends on")
+    per_stream = reads.stream or reads.plugin_sections
+    streams = [settings.stream(instance(member)) for member in member_names(spec.name)] if per_stream else []
+    own = [{field: to_jsonable_python(getattr(s, field)) for field in sorted(reads.stream)} for s in streams]
+    sections = settings.plugin_sections() if reads.plugin_sections else {}
+    plugins = [{name: sections[name] for name in [*s.processors, *s.sinks] if name in sections} for s in streams]
+    return json.dumps([picked(dumped, reads.settings, reads.live), own, plugins], sort_keys=True)
+
+
+def plan(settings: Settings) -> Plan:
+    """The stages a config asks for, each fingerprinted by what its kind ``READS``; the thresholds, which
+    a reload applies live as overrides instead of restarting the device owner; what the daemon holds."""
+    dumped = settings.model_dump(mode="json")
+    specs = stage_specs(settings)
+    fingerprints = {spec.name: fingerprint(settings, dumped, spec) for spec in specs}
     overrides = {"*": {"conf": settings.detector.conf, "iou": settings.detector.iou}}
-    return Plan(stage_specs(settings), fingerprints, [s.id for s in settings.streams], overrides)
+    held = {path: json.dumps(value, sort_keys=True) for path, value in picked(dumped, DAEMON_READS).items()}
+    return Plan(specs, fingerprints, [s.id for s in settings.streams], overrides, held, DAEMON_SOCKETS)
 
 
 def instance(name: str) -> str:
