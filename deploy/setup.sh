@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up vestwatch on a fresh Debian/Ubuntu machine: system packages, a venv in .venv, the package.
 #   deploy/setup.sh          what the daemon needs
-#   deploy/setup.sh --dev    plus what the tests need (GStreamer RTSP server, pytest, ruff)
+#   deploy/setup.sh --dev    plus what the tests need (GStreamer RTSP server, Mosquitto, promtool, pytest, ruff)
 # Offline, from a bundle made by deploy/bundle.sh: no network, no apt, no pip index.
 #   deploy/setup.sh --offline DIR
 #       DIR: the bundle, or the folder of its split parts (checked against PARTS.sha256, then joined
@@ -118,7 +118,8 @@ if $dev; then
     packages+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
                gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
                chromium  # a real browser for the live-view test
-               mosquitto)  # a real MQTT broker for the MQTT sink's tests (started by them, not as a service)
+               mosquitto  # a real MQTT broker for the MQTT sink's tests (started by them, not as a service)
+               prometheus)  # for its promtool, which lints /metrics in the tests (the server itself goes unused)
 fi
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

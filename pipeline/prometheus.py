@@ -20,6 +20,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS_MS = [25, 50, 100, 250, 500, 1000, 2500, 5000]  # upper bounds of the latency histograms
+# the same in seconds, as exported: Prometheus names and values are in base units (``promtool check metrics``)
+LATENCY_BUCKETS_S = [bound / 1000 for bound in LATENCY_BUCKETS_MS]
 FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
 
 

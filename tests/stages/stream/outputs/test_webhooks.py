@@ -82,6 +82,7 @@ def test_an_event_reaches_a_receiver_that_fails_twice_first(receiver) -> None:
     assert authorization == "Bearer t0ken" and server.attempts == 3
     assert sink.stats == WebhookStats(sent=1, failed=0, overflowed=0, retried=2)
     figures = {"webhook_sent": 1, "webhook_retried": 2, "webhook_failed": 0, "webhook_overflowed": 0}
+    figures["webhook_queued"] = 0  # new in #23: what waits for the receiver
     assert plugin_figures(sink.prefix, sink.stats) == figures, "ctl status names them as before"
 
 
@@ -91,9 +92,13 @@ def test_out_of_retries_and_overflow_are_counted(receiver) -> None:
     sink = WebhookSink(StreamSettings(id="gate", url="demo"), [target])
     for _ in range(6):  # the first is being tried; the queue holds 2 of the other 5
         sink.events(event())
+    with sink.posters[0].counting:  # a consistent copy: the poster's thread counts under this lock
+        stats = dataclasses.replace(sink.stats)
+    assert stats.queued >= 1 and stats.queued + stats.sent + stats.failed + stats.overflowed == 6, stats
     sink.close()
     stats = sink.stats
     assert stats.sent == 0 and stats.overflowed >= 3 and stats.failed >= 1
+    assert stats.queued == 0 and stats.failed + stats.overflowed == 6, "each phase counted once, none left waiting"
 
 
 def test_no_sink_for_a_stream_no_webhook_takes() -> None:
