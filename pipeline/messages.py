@@ -12,6 +12,7 @@ removing or changing one bumps ``v``.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar, get_type_hints
@@ -39,6 +40,10 @@ class WireMessage:
 
     def encode(self) -> bytes:
         return msgpack.packb({"v": SCHEMA_VERSION, "type": self.TYPE, **asdict(self)}, use_bin_type=True)
+
+    def to_json(self) -> bytes:
+        """The map ``encode`` packs, as JSON: what webhooks POST and MQTT publishes (no bytes fields)."""
+        return json.dumps({"v": SCHEMA_VERSION, "type": self.TYPE, **asdict(self)}).encode()
 
     @classmethod
     def decode(cls: type[Message], payload: bytes) -> Message:
@@ -122,9 +127,24 @@ class FrameRef(WireMessage):
     pts: float | None
     realtime: bool
     drops: int = 0  # capture-side drops since the previous ref
+    record: bool = True  # to the stream stage: to be recorded; False: only kept for its results' sake
 
     def problem(self) -> str | None:
         return first_problem(seq=self.seq >= 1, slot=self.slot >= 0, drops=self.drops >= 0)
+
+
+@dataclass
+class SourceStatus(WireMessage):
+    """Capture -> stream stage, once a second and at each change: how the source is doing, so that
+    the stage that speaks for the stream can say when it is not watched (``stages.stream.health``)."""
+
+    TYPE: ClassVar[str] = "source_status"
+    stream: str
+    state: str  # connecting, connected, reconnecting, ended
+    reason: str = ""  # why the source was lost, while reconnecting
+    frame_age_s: float | None = None  # since the source's last frame; None: none yet
+    fps_in: float = 0.0
+    paused: bool = False
 
 
 @dataclass

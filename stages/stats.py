@@ -65,12 +65,17 @@ class StreamStats(StageStats):
     (``PluginStats``, merged into the heartbeat by ``plugins_report``)."""
 
     missed: int = 0  # captured frames overwritten in the ring before this stage copied them
+    unseen: int = 0  # inferred frames whose picture was gone when their results came (no snapshot)
     events: int = 0  # violations started
     plugin_errors: int = 0  # processor or sink calls that raised (logged, the stage went on)
     recent_events: list[dict[str, Any]] = field(default_factory=list)
     detection_age_s: float | None = None  # since inference's latest results, as of the heartbeat
     recorded_age_s: float | None = None
     recording: bool = False
+    camera: str = "down"  # watching | degraded | down (stages.stream.health)
+    camera_reason: str = "starting"
+    camera_since: float = 0.0  # Unix time
+    camera_intended: bool = False  # down by the operator's or the source's doing
     # what its plug-ins find wrong (the recordings' disk, say), for /healthz; and their numeric figures
     # as [name, kind, help, value], for /metrics (``plugins_report``)
     problems: list[str] = field(default_factory=list)

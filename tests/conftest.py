@@ -152,10 +152,13 @@ def rtsp_server(gst_rtsp: None) -> Iterator[Callable[..., RtspServer]]:
 
 @pytest.fixture
 def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]]:
-    """``daemon(streams, **sections)``: writes a config under tmp_path and starts ``vestwatch run``."""
+    """``daemon(streams, **sections)``: writes a config under tmp_path and starts ``vestwatch run``; a
+    section is a top-level value (str), a table (dict) or an array of tables (a list of dicts: webhooks)."""
     started: list[Daemon] = []
 
-    def start(streams: list[dict], publish_port: int | None = None, home: str = "", **sections: dict | str) -> Daemon:
+    def start(
+        streams: list[dict], publish_port: int | None = None, home: str = "", **sections: dict | str | list
+    ) -> Daemon:
         """``home`` keeps a second daemon's files (config, runtime dir, recordings) apart from the first's."""
         port, http = publish_port or free_port(), f"127.0.0.1:{free_port()}"
         folder = tmp_path / home
@@ -168,10 +171,12 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
         }
         top.update({key: value for key, value in sections.items() if isinstance(value, str)})
         lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
+        arrays = {key: value for key, value in sections.items() if isinstance(value, list)}
         sections = {key: value for key, value in sections.items() if isinstance(value, dict)}
-        for stream in streams:
-            lines.append("[[streams]]")
-            lines += [f"{key} = {toml_value(value)}" for key, value in stream.items()]
+        for name, tables in [("streams", streams), *arrays.items()]:
+            for table in tables:
+                lines.append(f"[[{name}]]")
+                lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
         defaults = {
             "detector": {"weights": str(tiny_weights), "img_size": 320, "device": "cpu", "conf": 0.3},
             "pipeline": {"preprocess_workers": 1, "max_batch": 4, "stall_s": 20},

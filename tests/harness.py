@@ -184,13 +184,19 @@ class Daemon:
 
 
 def collect(
-    endpoint: str, until: Callable[[dict[str, list[dict]]], bool], timeout: float, topics: tuple[str, ...] = ("det.",)
+    endpoint: str,
+    until: Callable[[dict[str, list[dict]]], bool],
+    timeout: float,
+    topics: tuple[str, ...] = ("det.",),
+    types: tuple[str, ...] = ("det", "event"),
 ) -> dict[str, list[dict]]:
-    """Messages per stream until ``until(messages)`` holds; TimeoutError with a summary if it never does."""
+    """Messages per stream until ``until(messages)`` holds; TimeoutError with a summary if it never does.
+    Only messages of ``types``: ``event.<stream>`` also carries ``camera`` ones (ask for them)."""
     messages: dict[str, list[dict]] = {}
     deadline = time.monotonic() + timeout
     for _, message in subscribe(endpoint, topics, timeout_s=timeout):
-        messages.setdefault(message["stream"], []).append(message)
+        if message["type"] in types:
+            messages.setdefault(message["stream"], []).append(message)
         if until(messages):
             return messages
         if time.monotonic() > deadline:

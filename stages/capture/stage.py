@@ -5,11 +5,13 @@ dropped and counted. Offline sources (``realtime = false``) wait for credit: at
 most ``offline_window`` frames in flight, a frame counting as done when its
 ``det.<stream>`` message is published. A lost source is reopened with backoff,
 forever; the state (connecting, connected, reconnecting, ended) goes out with the
-heartbeats.
+heartbeats, and to the stream stage (``SourceStatus``, once a second and at each change), which
+says for the stream whether it is watched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -21,7 +23,7 @@ import zmq
 
 from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing
-from pipeline.messages import ControlState, EncodedPacket, FrameRef
+from pipeline.messages import ControlState, EncodedPacket, FrameRef, SourceStatus
 from pipeline.queues import send_or_drop
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
@@ -37,6 +39,8 @@ from stages.topology import PACKET_HWM, capture_ring, instance, open_detections,
 log = logging.getLogger(__name__)
 
 CREDIT_TIMEOUT_S = 10.0  # an offline frame lost in a crashed stage must not stall its stream forever
+STATUS_EVERY_S = 1.0  # how often the stream stage hears how the source is doing
+LOSS_LOG_EVERY_S = 300.0  # a source lost the same way again and again is said once, then this often
 
 
 def packet_message(stream: str, packet: CopiedPacket, codec: VideoCodec, captured: float) -> EncodedPacket:
@@ -89,6 +93,9 @@ class CaptureStage(Stage):
         self.copying = False  # the feed's own packets go to be recorded, not the frames
         self.need_keyframe = True  # copying: a packet was lost (or none sent yet); wait for a keyframe
         self.last_frame: float | None = None
+        self.lost_because = ""  # the last reason the source was lost, until it opens again
+        self.loss_logged: tuple[str, float, int] = ("", 0.0, 0)  # (reason, monotonic, repeats not logged since)
+        self.status_sent: tuple[float, tuple] = (0.0, ())  # (monotonic, what it said)
         self.sent_times: list[float] = []
         self.stats = CaptureStats(live=self.realtime)
 
@@ -113,12 +120,14 @@ class CaptureStage(Stage):
         # one worker per stream keeps its frames in order all the way to its tracker
         worker = [s.id for s in self.settings.streams].index(self.stream.id) % p.preprocess_workers
         self.refs.connect(preprocess_input(self.settings.runtime_dir, worker).address)
-        self.record_out = None  # every frame (or packet) goes to the stream stage too, if it records here
+        # the stream stage hears the source's status, and every frame (or packet) if it records here
+        self.to_stream = self.record_out = None
         self.copy_packets = self.settings.copies_packets(self.stream)
-        if self.stream.records and "stream" in p.stages:
+        if "stream" in p.stages:
             hwm = PACKET_HWM if self.copy_packets else max(2, p.ring_slots // 2)
             record = record_input(self.settings.runtime_dir, self.stream.id)
-            self.record_out = record.peer("push").open(self.context, hwm=hwm)
+            self.to_stream = record.peer("push").open(self.context, hwm=hwm)
+            self.record_out = self.to_stream if self.stream.records else None
         self.credits = None
         if not self.realtime:
             self.credits = open_detections(self.settings, self.context, self.stream.id)
@@ -147,6 +156,8 @@ class CaptureStage(Stage):
         self.pace = None
         self.state = "connected"
         self.failures = 0
+        self.lost_because = ""
+        self.loss_logged = ("", 0.0, 0)  # a loss after this is said at once
         log.info("%s: opened %s", self.stream.id, redact(self.stream.url))
 
     def _close_feed(self) -> None:
@@ -163,7 +174,15 @@ class CaptureStage(Stage):
         self.stats.reconnects += 1
         self.retry_at = time.monotonic() + delay
         self.state = "reconnecting"
-        log.warning("%s: %s; retrying in %.1f s", self.stream.id, why, delay)
+        self.lost_because = why
+        said, at, unlogged = self.loss_logged
+        now = time.monotonic()
+        if why == said and now - at < LOSS_LOG_EVERY_S:
+            self.loss_logged = (said, at, unlogged + 1)
+            return
+        again = f" (lost so {unlogged} more times since it was last said)" if unlogged else ""
+        log.warning("%s: %s; retrying in %.1f s%s", self.stream.id, why, delay, again)
+        self.loss_logged = (why, now, 0)
 
     def _ended(self) -> None:
         self._close_feed()
@@ -174,7 +193,22 @@ class CaptureStage(Stage):
             self.state = "ended"
             log.info("%s: end of %s after %d frames", self.stream.id, redact(self.stream.url), self.stats.frames)
 
+    def _send_status(self) -> None:
+        """Tell the stream stage how the source is doing: at once when that changed, else once a second."""
+        if self.to_stream is None:
+            return
+        said = (self.state, self.lost_because, self.paused)
+        now = time.monotonic()
+        if said == self.status_sent[1] and now - self.status_sent[0] < STATUS_EVERY_S:
+            return
+        age = None if self.last_frame is None else round(now - self.last_frame, 2)
+        status = SourceStatus(self.stream.id, self.state, self.lost_because, age, self.stats.fps_in, self.paused)
+        with contextlib.suppress(zmq.Again):  # the stage is far behind or gone: it judges by silence then
+            self.to_stream.send(status.encode(), zmq.NOBLOCK)
+        self.status_sent = (now, said)
+
     def step(self) -> None:
+        self._send_status()
         if self.state == "ended":
             time.sleep(0.2)
             return
@@ -232,6 +266,7 @@ class CaptureStage(Stage):
                 self.awaiting.clear()
                 self.last_credit_time = time.monotonic()
             self.beat()
+            self._send_status()
         return not self.stopping
 
     def _send_packets(self, frame: FeedFrame) -> None:
@@ -269,9 +304,10 @@ class CaptureStage(Stage):
         self.seq += 1
         captured = time.time()
         slot = self.ring.write(self.seq, image, frame.pts, captured)
-        ref = FrameRef(self.stream.id, self.seq, slot, captured, frame.pts, self.realtime, self.pending_drops)
+        record = self.record_out is not None and not self.copying  # recorded whether or not inference sees it
+        ref = FrameRef(self.stream.id, self.seq, slot, captured, frame.pts, self.realtime, self.pending_drops, record)
         payload = ref.encode()
-        if self.record_out is not None and not self.copying:  # recorded whether or not inference sees it
+        if record:
             self._to_record(payload)
         if not detect:
             self.stats.recorded_only += 1
@@ -280,6 +316,8 @@ class CaptureStage(Stage):
             self.pending_drops += 1
             self.stats.dropped += 1
             return
+        if not record and self.to_stream is not None:  # the stream stage keeps it for its results (a snapshot)
+            send_or_drop(self.to_stream, payload, self.realtime, self)
         self.pending_drops = 0
         if not self.realtime:
             self.awaiting.append(self.seq)

@@ -43,6 +43,12 @@ def this_host() -> str:
     return socket.getfqdn()
 
 
+def default_site() -> str:
+    """The host's short name, in the letters a site name may have (``Site-Server.local`` -> ``site-server``)."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", socket.gethostname().split(".")[0].lower()).strip("-")
+    return name[:64] or "vestwatch"
+
+
 def default_runtime_dir() -> Path:
     """systemd's RuntimeDirectory, else /run/vestwatch when writable (root), else the user's private
     runtime dir ($XDG_RUNTIME_DIR), else /tmp/vestwatch-<uid> (checked for owner and mode at start)."""
@@ -58,6 +64,12 @@ def default_runtime_dir() -> Path:
 class Settings(EnvOverridesFile):
     """All of ``config.toml``; ``VESTWATCH_<SECTION>__<KEY>`` variables override it."""
 
+    site: str = Field(
+        default_factory=lambda: default_site(),
+        pattern=r"^[a-z0-9_-]{1,64}$",
+        description="this install's name, in MQTT client ids, topics and Home Assistant devices, so that two sites "
+        "on one broker never collide; default: the host's name",
+    )
     recordings_dir: Path = Field(
         Path("recordings"), description="each stream's recordings, snapshots and clips, and the events database"
     )

@@ -54,6 +54,24 @@ class PipelineSettings(BaseModel, extra="forbid"):
         description="how long a stage may take to start (its interpreter, imports and setup, such as loading "
         "the model on a busy CPU) before it is judged hung and restarted",
     )
+    down_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="a camera with no frame, or no detections, this long is down: not watched (its Home Assistant "
+        "entities unavailable, camera_down sent, /healthz 503); a source that is reconnecting is down at once",
+    )
+    max_latency_ms: float = Field(
+        2000.0,
+        gt=0,
+        description="capture-to-result latency (median over a few seconds) above which a camera is degraded: "
+        "watched late, /healthz 503 naming it",
+    )
+    min_detect_fps: float = Field(
+        0.5,
+        gt=0,
+        description="the detection rate a camera is owed (or its detect_fps, when lower); under it the camera "
+        "is degraded",
+    )
     fork_server: bool = Field(
         True,
         description="fork the per-camera stages from one process that imported their code once (shared pages: "

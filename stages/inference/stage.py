@@ -31,7 +31,7 @@ from stages.config import Settings
 from stages.detector.detector import Letterboxed, Thresholds, detector_from_settings
 from stages.detector.letterbox import letterbox_shape, letterbox_tensor
 from stages.stats import InferenceStats, StreamFigures
-from stages.topology import letterbox_in_inference, open_inference_link
+from stages.topology import INFERENCE_QUEUE_BATCHES, letterbox_in_inference, open_inference_link
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class InferenceStage(Stage):
         if fixed and fixed != (size, size):
             raise ValueError(f"the model takes {fixed[0]}x{fixed[1]} input: set detector.img_size to match")
         self.inbox, self.authenticator = open_inference_link(
-            self.settings, "pull", self.context, self.settings.pipeline.max_batch * 4
+            self.settings, "pull", self.context, self.settings.pipeline.max_batch * INFERENCE_QUEUE_BATCHES
         )
         self.publisher = self.open_publisher()
         self.stats.model, self.stats.device = self.settings.detector.weights.name, str(self.detector.device)

@@ -54,6 +54,21 @@ delivering); ``stopped``: the daemon stopped or reloaded the stream while the ev
 written once that much more has been recorded, so the file (and the URL) appear about
 ``clip_post_s`` after the ``end`` message; the URL answers 404 until then.
 
+``event.<stream>`` also carries a ``camera`` message (``type`` camera) when the camera's state
+changes (``stages.stream.health``): whether it is watched, so that "no violation" is never read
+from a camera nobody watches:
+
+| field | type | meaning |
+|---|---|---|
+| stream | str | stream id |
+| site | str | the install's ``site`` name |
+| event | str | ``camera_down``, ``camera_degraded`` or ``camera_up`` (watched again, or at last) |
+| state | str | ``down`` (not watched), ``degraded`` (watched late or thinly) or ``watching`` |
+| previous | str | the state before |
+| reason | str | why it is not watching (empty while it is) |
+| since | float | when the state began, Unix seconds |
+| intended | bool | down by the operator's or the source's doing (paused, a file's end), not a fault |
+
 ``inferred.<stream>`` (inference's raw boxes for the stream stage) also passes the publish
 endpoint; it is internal and may change without a version bump.
 
@@ -63,7 +78,6 @@ removing or changing one bumps ``v``. Version 2 added people and the event lifec
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, TypedDict
@@ -71,8 +85,9 @@ from typing import Any, ClassVar, TypedDict
 import numpy as np
 
 from pipeline.detections import Detections, class_name
-from pipeline.messages import SCHEMA_VERSION, FrameBoxes, InferredMessage, WireMessage, box_fields, first_problem
+from pipeline.messages import FrameBoxes, InferredMessage, WireMessage, box_fields, first_problem
 from stages.stream.analysis import FrameAnalysis, Violation
+from stages.stream.health import CameraHealth
 
 
 def analysis_of(inferred: InferredMessage, clock: float | None = None) -> FrameAnalysis:
@@ -188,6 +203,27 @@ class EventMessage(WireMessage):
             **{**NO_EVIDENCE, **evidence},
         )
 
-    def to_json(self) -> bytes:
-        """The message as webhooks POST it and MQTT publishes it: the map ``encode`` packs, as JSON."""
-        return json.dumps({"v": SCHEMA_VERSION, "type": self.TYPE, **asdict(self)}).encode()
+
+CAMERA_EVENTS = {"down": "camera_down", "degraded": "camera_degraded", "watching": "camera_up"}
+
+
+@dataclass(frozen=True)
+class CameraMessage(WireMessage):
+    """Published on ``event.<stream>`` and sent to the sinks when a camera's state changes; see the
+    module docstring. Webhooks POST it as they do events, MQTT keeps it as the camera's state."""
+
+    TYPE: ClassVar[str] = "camera"
+    stream: str
+    site: str
+    event: str
+    state: str
+    previous: str
+    reason: str
+    since: float
+    intended: bool
+
+    @classmethod
+    def of(cls, stream: str, site: str, health: CameraHealth, previous: str) -> CameraMessage:
+        """The message for a camera now in ``health``, before in ``previous`` (empty: at start)."""
+        event = CAMERA_EVENTS[health.state]
+        return cls(stream, site, event, health.state, previous, health.reason, health.since, health.intended)

@@ -11,11 +11,9 @@ of this stage. It calls only the hooks ``Processor`` and ``Sink`` declare (``sta
 Recording does not depend on inference keeping up: capture sends this stage a reference to
 every frame of a recorded stream, which is handed to the ``every_frame`` sinks with its own
 results when they come (an offline stream waits for them: it is lossless), else, live, after at
-most ``RECORD_DELAY_S`` with the latest earlier ones. A live frame waiting here stays in the
-ring, read when it is recorded, unless capture (the newest seq in the ring) comes within half a
-ring of overwriting it: then it is copied out (a 1080p30 camera would otherwise hold about ten
-6 MiB copies here). A frame already overwritten in the ring (this stage fell behind) is counted
-as missed.
+most ``RECORD_DELAY_S`` with the latest earlier ones. Where those frames' pixels are, and those of
+the frames awaiting results (an event's snapshot is made from its frame), is ``FrameKeeper``'s.
+The stage also judges whether the camera is watched (``stages.stream.health``) and says so.
 """
 
 from __future__ import annotations
@@ -23,9 +21,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +31,26 @@ import zmq
 
 from pipeline.detections import Detections
 from pipeline.endpoints import Endpoint
-from pipeline.frames import RingReaders
-from pipeline.messages import EncodedPacket, FrameRef, InferredMessage, topic
+from pipeline.messages import EncodedPacket, FrameRef, InferredMessage, SourceStatus, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.config import Settings
 from stages.stats import StreamStats, plugins_report
 from stages.stream import plugins
 from stages.stream.analysis import FrameAnalysis, Violation
-from stages.stream.messages import NO_EVIDENCE, DetectionMessage, EventMessage, Evidence, analysis_of
+from stages.stream.health import CameraHealth, HealthJudge
+from stages.stream.keeper import FrameKeeper, Kept
+from stages.stream.messages import (
+    NO_EVIDENCE,
+    CameraMessage,
+    DetectionMessage,
+    EventMessage,
+    Evidence,
+    analysis_of,
+)
 from stages.stream.outputs.base import Sink
 from stages.stream.processors.base import Processor
-from stages.topology import PACKET_HWM, capture_ring, instance, open_inferred, record_input
+from stages.topology import INFERENCE_QUEUE_BATCHES, PACKET_HWM, capture_ring, instance, open_inferred, record_input
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +58,9 @@ RECORD_DELAY_S = 0.3  # a live frame waits this long at most for its own results
 OFFLINE_WAIT_S = 10.0  # an offline frame whose results were lost in a crash is recorded without them
 RECENT_EVENTS = 5
 PLUGIN_LOG_EVERY_S = 60.0
+HEALTH_EVERY_S = 0.5  # how often the camera's state is judged
+HEALTH_LOG_EVERY_S = 300.0  # a camera not watched is said again this often (a change at once)
 NO_DETECTIONS = Detections(np.zeros((0, 4)), [], [])  # a frame recorded before any results came
-
-
-@dataclass
-class Waiting:
-    """A captured frame waiting to be recorded: in the ring, or copied out once endangered."""
-
-    ref: FrameRef
-    arrived: float  # monotonic
-    image: np.ndarray | None = None
-    lost: bool = False  # overwritten before it could be copied (counted as missed)
 
 
 class StreamStage(Stage):
@@ -71,13 +68,11 @@ class StreamStage(Stage):
         super().__init__(name, heartbeat)
         self.settings = load_settings(Settings, config)
         self.stream = self.settings.stream(instance(name))
-        self.ring = RingReaders()  # the one capture ring of this stream, once its capture created it
-        self.ring_path = capture_ring(self.settings.runtime_dir, self.stream.id)
         self.stats = StreamStats(recording=self.stream.records)
-        self.pending: deque[Waiting] = deque()  # frames to record, oldest first
-        # a waiting frame this many behind capture's newest is copied out; capture overwrites it at
-        # ring_slots behind, so the stage may be this slow between two looks (before each recording)
-        self.rescue_behind = self.settings.pipeline.ring_slots - max(2, self.settings.pipeline.ring_slots // 2)
+        ring = capture_ring(self.settings.runtime_dir, self.stream.id)
+        pipeline = self.settings.pipeline
+        in_flight = pipeline.ring_slots + INFERENCE_QUEUE_BATCHES * pipeline.max_batch  # capture's, inference's queues
+        self.keeper = FrameKeeper(ring, pipeline.ring_slots, in_flight, self.stats, self.reject)
         self.analysed: OrderedDict[int, FrameAnalysis] = OrderedDict()  # seq -> results, newest last
         # enough for every frame that can be waiting here (refs queue up to the ring's size twice over)
         self.analysed_kept = 2 * self.settings.pipeline.ring_slots + 64
@@ -94,6 +89,10 @@ class StreamStage(Stage):
         self.frame_sinks: list[Sink] = []
         self.result_sinks: list[Sink] = []
         self.publisher: zmq.Socket | None = None
+        self.inferred: zmq.Socket | None = None
+        self.frames_in: zmq.Socket | None = None
+        self.health = HealthJudge(self.settings.pipeline, self.stream.is_realtime, self.stream.detect_fps)
+        self.health_judged = self.health_logged = 0.0  # monotonic
 
     def report(self) -> dict[str, Any]:
         """The stage's own figures, then each plug-in's as ``<prefix>_<field>``."""
@@ -122,25 +121,28 @@ class StreamStage(Stage):
         self.inferred = open_inferred(self.settings, self.context, self.stream.id)
         self.poller = zmq.Poller()
         self.poller.register(self.inferred, zmq.POLLIN)
-        self.frames_in = None
-        if self.stream.records:  # capture sends every frame or packet (the same rule decides there)
-            hwm = PACKET_HWM if self.settings.copies_packets(self.stream) else self.settings.pipeline.ring_slots
-            self.frames_in = record_input(self.settings.runtime_dir, self.stream.id).open(self.context, hwm=hwm)
-            self.poller.register(self.frames_in, zmq.POLLIN)
+        # capture sends the source's status, and every frame or packet if recorded (the same rule decides there)
+        hwm = PACKET_HWM if self.settings.copies_packets(self.stream) else self.settings.pipeline.ring_slots
+        self.frames_in = record_input(self.settings.runtime_dir, self.stream.id).open(self.context, hwm=hwm)
+        self.poller.register(self.frames_in, zmq.POLLIN)
         self.publisher = self.open_publisher()
+        self._camera_changed(self.health.current, previous="")
 
     def teardown(self) -> None:
-        while self.pending:  # what waited for results is recorded with what there is
-            self._record_waiting(self.pending.popleft())
+        while self.keeper.pending:  # what waited for results is recorded with what there is
+            self._record_kept(self.keeper.pending.popleft())
         if self.publisher is not None:  # subscribers learn that open events end here, not hang open
             analysis = self._idle_analysis()
             for processor in self.processors:
                 analysis.violations += processor.end_all(analysis.clock, "stopped")
             self._events_out(None, analysis, published=None)
             self.publisher.close(linger=500)
+        for socket in (self.inferred, self.frames_in):
+            if socket is not None:
+                socket.close(linger=0)
         for plugin in [*self.processors, *self.sinks]:
             plugin.close()
-        self.ring.close()
+        self.keeper.close()
 
     def step(self) -> None:
         for sink in self.sinks:
@@ -150,21 +152,26 @@ class StreamStage(Stage):
         if idle and now - self.last_expired >= 1.0:
             self._expire()
         self.poller.poll(100)
-        if self.frames_in is not None:
-            for message in self.drain(self.frames_in, (FrameRef, EncodedPacket)):
-                if isinstance(message, EncodedPacket):
-                    self._record_packet(message)
-                else:
-                    self._take(message)
+        for message in self.drain(self.frames_in, (FrameRef, EncodedPacket, SourceStatus)):
+            if message.stream != self.stream.id:
+                self.reject(message.TYPE, ValueError(f"stream {message.stream!r} on {self.stream.id}'s link"))
+            elif isinstance(message, EncodedPacket):
+                self._record_packet(message)
+            elif isinstance(message, SourceStatus):
+                self.health.heard(message)
+            else:
+                self.keeper.take(message)
         for message in self.drain(self.inferred, InferredMessage, topics=True):
             if self._valid(message):
                 self._analyse(message)
         self._record_ready()
+        if now - self.health_judged >= HEALTH_EVERY_S:
+            self._judge_camera()
 
     def _valid(self, message: InferredMessage) -> bool:
         if message.stream != self.stream.id:  # the subscription is a prefix: cam1 also matches cam10
             return False
-        if not self.ring.has_slot(self.ring_path, message.source_slot):
+        if not self.keeper.has_slot(message.source_slot):
             self.reject(message.TYPE, ValueError(f"source_slot {message.source_slot} is not in the capture ring"))
             return False
         return True
@@ -172,9 +179,9 @@ class StreamStage(Stage):
     def _analyse(self, message: InferredMessage) -> None:
         """Processors, the inferred-frame sinks, then what subscribers read."""
         self.last_inferred = time.monotonic()
+        self.health.inferred(message.captured)
         analysis = analysis_of(message, self._clock(message))
-        frame = self.ring.read(self.ring_path, message.source_slot, message.seq)
-        image = frame.image if frame is not None else self._pending_image(message.seq)
+        image = self.keeper.image(message.source_slot, message.seq)
         for processor in self.processors:
             self._guarded(processor, processor.handle, image, analysis)
         self.analysed[message.seq] = analysis
@@ -223,6 +230,33 @@ class StreamStage(Stage):
             self._guarded(sink, add, sink)
         return EventMessage.from_violation(analysis, violation, box, evidence)
 
+    def _judge_camera(self) -> None:
+        """Whether the camera is watched: a change goes out at once, a camera not watched is said again
+        every ``HEALTH_LOG_EVERY_S``."""
+        previous = self.health.current
+        self.health_judged = now = time.monotonic()
+        changed = self.health.judge()
+        current = self.health.current
+        if changed is not None:
+            self._camera_changed(changed, previous.state)
+        elif current.state != "watching" and not current.starting and now - self.health_logged >= HEALTH_LOG_EVERY_S:
+            self.health_logged = now
+            log.warning("%s: still %s: %s", self.stream.id, current.state, current.reason)
+        self.stats.camera, self.stats.camera_reason = current.state, current.reason
+        self.stats.camera_since, self.stats.camera_intended = current.since, current.intended
+
+    def _camera_changed(self, health: CameraHealth, previous: str) -> None:
+        """A new state of the camera: logged, to every sink, on ``event.<stream>``."""
+        self.health_logged = time.monotonic()
+        if previous:
+            quiet = health.state == "watching" or health.intended
+            log.log(logging.INFO if quiet else logging.WARNING, "%s: camera %s%s", self.stream.id, health.state,
+                    f": {health.reason}" if health.reason else "")  # fmt: skip
+        message = CameraMessage.of(self.stream.id, self.settings.site, health, previous)
+        for sink in self.sinks:
+            self._guarded(sink, sink.camera, message)
+        self.publisher.send_multipart([topic("event", self.stream.id), message.encode()])
+
     def _expire(self) -> None:
         """No results for ``lost_s`` (camera or inference down, a file at its end): the processors see
         an empty frame, once a second, so that the people they were following are lost in time."""
@@ -266,9 +300,6 @@ class StreamStage(Stage):
             self.file_anchor = captured - pts
         return pts + self.file_anchor if self.file_anchor is not None else captured
 
-    def _pending_image(self, seq: int) -> np.ndarray | None:
-        return next((waiting.image for waiting in self.pending if waiting.ref.seq == seq), None)
-
     def _remember(self, event: EventMessage) -> None:
         self.stats.events += event.phase == "start"
         recent = {k: getattr(event, k) for k in ("event_id", "phase", "track_id", "zone", "missing", "started")}
@@ -301,65 +332,25 @@ class StreamStage(Stage):
         for sink in self.frame_sinks:
             self._guarded(sink, record, sink)
 
-    def _take(self, ref: FrameRef) -> None:
-        """A captured frame to record; a live one stays in the ring until recorded or endangered."""
-        if not self.ring.has_slot(self.ring_path, ref.slot):
-            self.reject(ref.TYPE, ValueError(f"slot {ref.slot} is not in the capture ring"))
-            return
-        waiting = Waiting(ref, time.monotonic())
-        if not ref.realtime:  # a file decodes ahead of this stage at its own speed: copy at once, lose nothing
-            waiting.image = self._copy(ref)
-            if waiting.image is None:
-                return
-        self.pending.append(waiting)
-        self._rescue()
-
-    def _rescue(self) -> None:
-        """Copy out of the ring the waiting frames capture is about to overwrite."""
-        if not self.pending:
-            return
-        newest = max(self.ring.newest_seq(self.ring_path), self.pending[-1].ref.seq)
-        for waiting in self.pending:
-            if newest - waiting.ref.seq < self.rescue_behind:
-                return  # the rest are newer
-            if waiting.image is None and not waiting.lost:
-                waiting.image = self._copy(waiting.ref)
-                waiting.lost = waiting.image is None
-
-    def _copy(self, ref: FrameRef) -> np.ndarray | None:
-        """The frame copied out of the ring; None, counted as missed, if it was overwritten (this
-        stage fell behind) or the ref was malformed."""
-        try:
-            frame = self.ring.read(self.ring_path, ref.slot, ref.seq)
-        except ValueError as error:  # a slot the ring lacks, once the ring is there to tell
-            self.reject(ref.TYPE, error)
-            return None
-        if frame is None:
-            self.stats.missed += 1
-            return None
-        return frame.image
-
     def _record_ready(self) -> None:
         """Record the waiting frames, oldest first, whose results are known or who waited long enough;
         first, and before each recording (x264 at 1080p takes time), copy out what capture nears."""
         newest = next(reversed(self.analysed), -1)
-        self._rescue()
-        while self.pending:
-            waiting = self.pending[0]
-            ref = waiting.ref
+        pending = self.keeper.pending
+        self.keeper.rescue()
+        while pending:
+            ref = pending[0].ref
             if ref.seq not in self.analysed and newest < ref.seq:
                 patience = RECORD_DELAY_S if ref.realtime else OFFLINE_WAIT_S
-                if time.monotonic() - waiting.arrived < patience:
+                if time.monotonic() - pending[0].arrived < patience:
                     return
-            self._record_waiting(self.pending.popleft())
-            self._rescue()
+            self._record_kept(pending.popleft())
+            self.keeper.rescue()
 
-    def _record_waiting(self, waiting: Waiting) -> None:
-        if waiting.lost:
-            return
-        image = self._copy(waiting.ref) if waiting.image is None else waiting.image
+    def _record_kept(self, kept: Kept) -> None:
+        image = self.keeper.recordable(kept)
         if image is not None:
-            self._record(waiting.ref, image)
+            self._record(kept.ref, image)
 
     def _record(self, ref: FrameRef, image: np.ndarray) -> None:
         """Hand a captured frame to the every-frame sinks with its own results or the latest earlier ones."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_MS, Exposition
+from pipeline.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S, Exposition
 from stages.stats import (
     CaptureStats,
     InferenceStats,
@@ -19,8 +19,9 @@ from stages.stats import (
 from stages.topology import live_frame
 
 REVIEW_PAGE = Path(__file__).with_name("review.html")
+CAMERA_STATES = ("watching", "degraded", "down")
 
-FRAME_SILENCE_S = 10.0  # a live stream without a frame this long makes the daemon unhealthy
+FRAME_SILENCE_S = 10.0  # a recorded stream without a frame recorded this long makes the daemon unhealthy
 
 
 def _age(reported: float | None, stage: dict[str, Any]) -> float | None:
@@ -34,50 +35,33 @@ def _stats(name: str, stage: dict[str, Any]) -> Any:
 
 
 def health(status: dict[str, Any], stall_s: float) -> tuple[int, str, bytes]:
-    """200 only when every stage runs and reports, every stream has delivered frames (a live one
-    within ``FRAME_SILENCE_S``), detections follow them, and what is to be recorded is; else 503
-    with one reason per problem. A daemon that just started is unhealthy until its first frames."""
+    """200 only when every stage runs and reports, every camera is watched (``stages.stream.health``:
+    not down, not degraded; paused by the operator or a file at its end aside) and what is to be
+    recorded is; else 503 with one reason per problem. A daemon that just started is unhealthy until
+    its cameras are watched."""
     problems = []
-    stages = status["stages"]
-    for name, stage in stages.items():
+    for name, stage in status["stages"].items():
         if stage["pid"] is None or stage["heartbeat_age_s"] > stall_s:
             problems.append(f"{name}: {stage['state']}, no heartbeat for {stage['heartbeat_age_s']} s")
         elif not stage["stats"]:
             problems.append(f"{name}: {stage['state']}, not reporting yet")
-        elif isinstance(stats := _stats(name, stage), CaptureStats):
-            problems += _stream_problems(name, stage, stats, stages)
-        elif isinstance(stats, StreamStats):  # the recordings' disk, say
-            problems += [f"{name}: {problem}" for problem in stats.problems]
+        elif isinstance(stats := _stats(name, stage), StreamStats):
+            problems += _camera_problems(name, stage, stats)
+            problems += [f"{name}: {problem}" for problem in stats.problems]  # the recordings' disk, say
     body = json.dumps({"healthy": not problems, "problems": problems, "uptime_s": status["uptime_s"]})
     return (200 if not problems else 503), "application/json", body.encode()
 
 
-def _stream_problems(name: str, capture: dict[str, Any], stats: CaptureStats, stages: dict[str, Any]) -> list[str]:
-    """What is wrong with one stream, seen from its capture stage and its stream stage."""
-    state = capture["state"]
-    frame_age = _age(stats.frame_age_s, capture)
-    if state == "reconnecting" and not stats.live:
-        return [f"{name}: its file cannot be read (retrying)"]
-    if stats.paused:
-        return []  # silent by request
-    if frame_age is None:
-        return [] if state == "ended" and stats.frames else [f"{name}: no frame yet ({state})"]
-    if not stats.live:
-        return []  # a file runs at its own pace and ends
-    if frame_age > FRAME_SILENCE_S:
-        return [f"{name}: no frame for {frame_age} s ({state})"]
-    stream_name = name.replace("capture.", "stream.", 1)
-    stage = stages.get(stream_name)
-    if stage is None or not stage["stats"]:
-        return []
-    after = _stats(stream_name, stage)
-    detected = _age(after.detection_age_s, stage)
-    if detected is None or detected > FRAME_SILENCE_S:
-        silence = detected if detected is not None else "ever"
-        return [f"{name}: frames arrive but no detections for {silence} s (is inference running?)"]
-    recorded = _age(after.recorded_age_s, stage)
-    if after.recording and (recorded is None or recorded > FRAME_SILENCE_S):
-        return [f"{name}: detections arrive but nothing recorded for {recorded or 'ever'} s"]
+def _camera_problems(name: str, stage: dict[str, Any], stats: StreamStats) -> list[str]:
+    """What is wrong with one camera, as its stream stage judged it."""
+    camera = name.partition(".")[2]
+    if stats.camera_intended:
+        return []  # paused by request, or a file that ran to its end
+    if stats.camera != "watching":
+        return [f"camera {camera} {stats.camera}: {stats.camera_reason}"]
+    recorded = _age(stats.recorded_age_s, stage)
+    if stats.recording and (recorded is None or recorded > FRAME_SILENCE_S):
+        return [f"camera {camera}: detections arrive but nothing recorded for {recorded or 'ever'} s"]
     return []
 
 
@@ -123,11 +107,11 @@ def _inference_metrics(out: Exposition, stats: InferenceStats) -> None:
         stats.batch_size_sum,
     )
     out.add(
-        "vestwatch_inference_milliseconds_total",
+        "vestwatch_inference_seconds_total",
         "counter",
-        "Forward-pass time over all batches, milliseconds",
+        "Forward-pass time over all batches, seconds",
         {},
-        stats.inference_ms_sum,
+        stats.inference_ms_sum / 1000,
     )
     for stream, figures in stats.streams.items():
         labels = {"stream": stream}
@@ -148,12 +132,12 @@ def _inference_metrics(out: Exposition, stats: InferenceStats) -> None:
                     count,
                 )
         out.histogram(
-            "vestwatch_latency_ms",
-            "Capture to inference result latency, milliseconds",
+            "vestwatch_latency_seconds",
+            "Capture to inference result latency, seconds",
             labels,
-            LATENCY_BUCKETS_MS,
+            LATENCY_BUCKETS_S,
             figures.latency_buckets,
-            figures.latency_sum_ms,
+            figures.latency_sum_ms / 1000,
         )
 
 
@@ -168,6 +152,16 @@ def _stream_metrics(out: Exposition, labels: dict[str, str], stats: StreamStats)
         "Processor or sink calls that failed (logged; the stage went on)",
         labels,
         stats.plugin_errors,
+    )
+    for state in CAMERA_STATES:  # one series per state, 1 for the camera's: alert on state="down"
+        help_text = "1 for the camera's state (stages.stream.health): watching, degraded or down"
+        out.add("vestwatch_camera_state", "gauge", help_text, {**labels, "state": state}, int(stats.camera == state))
+    out.add(
+        "vestwatch_frames_unseen_total",
+        "counter",
+        "Inferred frames whose picture was gone when their results came: no snapshot could be made",
+        labels,
+        stats.unseen,
     )
     out.add(
         "vestwatch_record_missed_total",

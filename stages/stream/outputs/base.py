@@ -20,7 +20,10 @@ that end what was open. Beside the frames:
 - ``every_frame`` sinks (the recorder) get every captured frame through ``handle``, drawn with its
   own results or, for a frame inference skipped, the latest earlier ones; and, for a stream whose
   camera's own packets are recorded, each packet through ``handle_packet``;
-- ``tick()`` about ten times a second, frames or not; ``recorded_at()`` at each heartbeat.
+- ``tick()`` about ten times a second, frames or not; ``recorded_at()`` at each heartbeat;
+- ``camera(message)`` when the camera's state changes (watched, degraded, down: ``stages.stream.health``),
+  and once at start with its first state (``previous`` empty), so that an output never says "no
+  violation" for a camera nobody watches.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 
 from pipeline.messages import EncodedPacket
 from stages.stream.analysis import FrameAnalysis, Violation
-from stages.stream.messages import EventMessage, Evidence
+from stages.stream.messages import CameraMessage, EventMessage, Evidence
 from stages.stream.plugins import Plugin
 
 
@@ -51,6 +54,9 @@ class Sink(Plugin):
 
     def events(self, events: tuple[EventMessage, ...]) -> None:
         """The violation phases of a frame, as ``event.<stream>`` publishes them. Default: nothing."""
+
+    def camera(self, message: CameraMessage) -> None:
+        """The camera's state changed (or, ``previous`` empty, its first state at start). Default: nothing."""
 
     def tick(self) -> None:
         """Called about ten times a second, frames or not: timed work (retention, due clips). Default: nothing."""

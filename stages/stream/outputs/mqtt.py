@@ -1,17 +1,24 @@
 """The ``mqtt`` sink: a stream's violations, states and counts on an MQTT broker, for Home Assistant.
 
-Topics, under ``<topic_prefix>/<stream>/``:
+Topics, under ``<topic_prefix>/<site>/<stream>/`` (``site``: the install's name, so that two sites
+on one broker never collide):
 
 - ``events``: each violation phase as JSON (the ``event.<stream>`` fields), QoS 1;
 - ``violation`` and ``<zone>/violation``: ``ON`` while a violation is open there, else ``OFF`` (retained);
 - ``people`` and ``without_vest``: how many people are in view, and how many of them without a vest (retained);
 - ``snapshot``: the JPEG of the latest violation (retained);
-- ``availability``: ``online``, or ``offline`` (also the broker's last will for us).
+- ``availability``: ``online``, or ``offline`` (also the broker's last will for us);
+- ``watched``: ``online`` while the camera is watched (``watching`` or ``degraded``), ``offline`` while it
+  is down (retained); ``camera``: its state as the ``camera`` message (JSON, retained); ``problem``: ``ON``
+  while it is not ``watching``.
 
 With ``discovery``, Home Assistant finds a device per stream with binary sensors (stream and
-zones), count sensors and an image entity. The broker may be down at start or restart at any
-time: paho reconnects by itself and holds QoS 1 messages until then, up to ``queue`` (what
-does not fit is counted); on every connection the discovery configs and states are sent again.
+zones), count sensors and an image entity, all unavailable while the camera is down (their
+availability is the connection's and ``watched``: a camera nobody watches never reads "Safe"),
+and a ``problem`` binary sensor that stays available to say so, the reason in its attributes.
+The broker may be down at start or restart at any time: paho reconnects by itself and holds QoS 1
+messages until then, up to ``queue`` (what does not fit is counted); on every connection the
+discovery configs and states are sent again.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +36,7 @@ import paho.mqtt.client as paho
 from stages.config import MqttSettings, Settings, StreamSettings
 from stages.stats import PluginStats, counter, gauge
 from stages.stream.analysis import FrameAnalysis
-from stages.stream.messages import EventMessage
+from stages.stream.messages import CameraMessage, EventMessage
 from stages.stream.outputs.base import Sink
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,7 @@ class MqttStats(PluginStats):
     published: int = counter("vestwatch_mqtt_published_total", "MQTT messages the broker acknowledged")
     overflowed: int = counter("vestwatch_mqtt_overflowed_total", "MQTT messages not queued: the broker away too long")
     connected: bool = gauge("vestwatch_mqtt_connected", "1 while connected to the MQTT broker", False)
+    queued: int = gauge("vestwatch_mqtt_queued", "MQTT messages held for the broker, not yet acknowledged")
 
 
 class MqttSink(Sink):
@@ -51,22 +60,26 @@ class MqttSink(Sink):
     @classmethod
     def create(cls, settings: Settings, stream: StreamSettings) -> MqttSink | None:
         """Entry point ``mqtt``: none without an ``[mqtt]`` section."""
-        return cls(settings.mqtt, stream) if settings.mqtt else None
+        return cls(settings.mqtt, stream, settings.site) if settings.mqtt else None
 
-    def __init__(self, settings: MqttSettings, stream: StreamSettings) -> None:
+    def __init__(self, settings: MqttSettings, stream: StreamSettings, site: str) -> None:
         super().__init__()
-        self.settings, self.stream = settings, stream
-        self.base = f"{settings.topic_prefix}/{stream.id}"
+        self.settings, self.stream, self.site = settings, stream, site
+        self.base = f"{settings.topic_prefix}/{site}/{stream.id}"
+        self.camera_state: CameraMessage | None = None  # none yet: the stage announces one at start
+        self.closing = False
+        self.sending_states = threading.Lock()
         self.zones = [zone.name for zone in stream.zones]
         self.open: dict[str, set[str]] = {zone: set() for zone in self.zones}  # zone -> open event ids
         self.counts = {"people": -1, "without_vest": -1}
+        self.counting = threading.Lock()  # _send runs on the stage's thread and on paho's, _published on paho's
         self.client = self._client()
         # only now: a broker that answers at once has on_connect publish through self.client
         self.client.connect_async(settings.host, settings.port, keepalive=30)
         self.client.loop_start()
 
     def _client(self) -> paho.Client:
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"vestwatch-{self.stream.id}")
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"vestwatch-{self.site}-{self.stream.id}")
         if self.settings.username:
             client.username_pw_set(self.settings.username, self.settings.password)
         if self.settings.tls:
@@ -92,24 +105,38 @@ class MqttSink(Sink):
         self._send_states()
 
     def _disconnected(self, client: paho.Client, *args: object) -> None:
-        if self.stats.connected:
+        if self.stats.connected and not self.closing:
             log.warning("%s: MQTT broker %s gone; holding up to %d messages", self.stream.id, self.settings.host,
                         self.settings.queue)  # fmt: skip
         self.stats.connected = False
 
     def _published(self, *args: object) -> None:
-        self.stats.published += 1
+        with self.counting:
+            self.stats.published += 1
+            self.stats.queued -= 1
 
     def _send(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
+        with self.counting:  # first: its acknowledgement may come before publish() returns
+            self.stats.queued += 1
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-            self.stats.overflowed += 1
+            with self.counting:
+                self.stats.queued -= 1
+                self.stats.overflowed += 1
 
     def _send_states(self) -> None:
-        on = any(self.open.values())
-        self._send(f"{self.base}/violation", "ON" if on else "OFF", retain=True)
-        for zone, events in self.open.items():
-            self._send(f"{self.base}/{zone}/violation", "ON" if events else "OFF", retain=True)
+        """The retained states, whole: from the stage's thread and from paho's on a connection, one at
+        a time, so that the last sent is the latest."""
+        with self.sending_states:
+            camera = self.camera_state
+            if camera is not None:
+                self._send(f"{self.base}/camera", camera.to_json(), retain=True)
+                self._send(f"{self.base}/watched", "offline" if camera.state == "down" else "online", retain=True)
+                self._send(f"{self.base}/problem", "OFF" if camera.state == "watching" else "ON", retain=True)
+            on = any(self.open.values())
+            self._send(f"{self.base}/violation", "ON" if on else "OFF", retain=True)
+            for zone, events in list(self.open.items()):
+                self._send(f"{self.base}/{zone}/violation", "ON" if events else "OFF", retain=True)
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         if analysis.seq:  # a frame of the stream, not the stage's idle tick
@@ -118,6 +145,10 @@ class MqttSink(Sink):
                 if count != self.counts[name]:
                     self.counts[name] = count
                     self._send(f"{self.base}/{name}", str(count), retain=True)
+
+    def camera(self, message: CameraMessage) -> None:
+        self.camera_state = message
+        self._send_states()
 
     def events(self, events: tuple[EventMessage, ...]) -> None:
         changed = False
@@ -138,10 +169,16 @@ class MqttSink(Sink):
 
     def _discovery(self) -> dict[str, dict]:
         """Home Assistant MQTT discovery: one device per stream."""
-        prefix, node = self.settings.discovery_prefix, f"vestwatch_{self.stream.id}"
-        common = {
-            "availability_topic": f"{self.base}/availability",
-            "device": {"identifiers": [node], "name": f"vestwatch {self.stream.id}", "manufacturer": "vestwatch"},
+        prefix, node = self.settings.discovery_prefix, f"vestwatch_{self.site}_{self.stream.id}"
+        connection = {"topic": f"{self.base}/availability"}
+        common = {  # unavailable while the broker lost us or while the camera is down
+            "availability": [connection, {"topic": f"{self.base}/watched"}],
+            "availability_mode": "all",
+            "device": {
+                "identifiers": [node],
+                "name": f"vestwatch {self.site} {self.stream.id}",
+                "manufacturer": "vestwatch",
+            },
         }
         configs = {
             f"{prefix}/binary_sensor/{node}/violation/config": {
@@ -159,20 +196,29 @@ class MqttSink(Sink):
                 "content_type": "image/jpeg",
             },
         }
+        problem = {  # available whenever we are connected: it is what says that the camera is down
+            "name": "Camera problem",
+            "state_topic": f"{self.base}/problem",
+            "json_attributes_topic": f"{self.base}/camera",
+            "availability": [connection],
+        }
+        configs[f"{prefix}/binary_sensor/{node}/problem/config"] = problem
         for zone in self.zones:
             configs[f"{prefix}/binary_sensor/{node}/{zone}_violation/config"] = {
                 "name": f"PPE violation in {zone}",
                 "state_topic": f"{self.base}/{zone}/violation",
             }
         for topic, config in configs.items():
-            config.update(common, unique_id=f"{node}_{topic.split('/')[-2]}")
+            config.update({**common, **config}, unique_id=f"{node}_{topic.split('/')[-2]}")
             if "/binary_sensor/" in topic:
-                config.update(payload_on="ON", payload_off="OFF", device_class="safety")
+                config.update(payload_on="ON", payload_off="OFF")
+                config.setdefault("device_class", "problem" if config is problem else "safety")
             if "/sensor/" in topic:
                 config.update(state_class="measurement")
         return configs
 
     def close(self) -> None:
+        self.closing = True  # a clean stop is no "broker gone"
         self._send(f"{self.base}/availability", "offline", retain=True)
         self.client.disconnect()
         self.client.loop_stop()

@@ -1,4 +1,5 @@
-"""The ``webhooks`` sink: each violation phase POSTed as JSON to the configured URLs.
+"""The ``webhooks`` sink: each violation phase POSTed as JSON to the configured URLs, and each change of
+the camera's state (``camera_down``, ``camera_degraded``, ``camera_up``: a ``camera`` message).
 
 A receiver that is down or slow must neither stall the stream nor lose what it can still get:
 each URL has a bounded queue drained by its own thread, a failed POST (connection error,
@@ -17,8 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from stages.config import Settings, StreamSettings, WebhookSettings
-from stages.stats import PluginStats, counter
-from stages.stream.messages import EventMessage
+from stages.stats import PluginStats, counter, gauge
+from stages.stream.messages import CameraMessage, EventMessage
 from stages.stream.outputs.base import Sink
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ class WebhookStats(PluginStats):
     retried: int = counter("vestwatch_webhook_retried_total", "Webhook POSTs tried again")
     failed: int = counter("vestwatch_webhook_failed_total", "Event phases a webhook gave up on, out of retries")
     overflowed: int = counter("vestwatch_webhook_overflowed_total", "Event phases pushed out of a full webhook queue")
+    queued: int = gauge(
+        "vestwatch_webhook_queued", "Event phases waiting for a webhook receiver, those being tried included"
+    )
 
 
 class WebhookPoster:
@@ -54,6 +58,9 @@ class WebhookPoster:
                 self.queue.popleft()
                 with self.counting:
                     self.stats.overflowed += 1
+            else:
+                with self.counting:
+                    self.stats.queued += 1
             self.queue.append(body)
             self.ready.notify()
 
@@ -74,6 +81,7 @@ class WebhookPoster:
             if error is None:
                 with self.counting:
                     self.stats.sent += 1
+                    self.stats.queued -= 1
                 return
             if attempt == self.target.retries or self.closing:
                 break
@@ -83,6 +91,7 @@ class WebhookPoster:
             delay *= 2
         with self.counting:
             self.stats.failed += 1
+            self.stats.queued -= 1
         log.warning("webhook %s: gave up on an event (%s)", self.target.url, error)
 
     def _post(self, body: bytes) -> str | None:
@@ -123,11 +132,17 @@ class WebhookSink(Sink):
         counting = threading.Lock()  # the posters' threads count into one WebhookStats
         self.posters = [WebhookPoster(target, self.stats, counting) for target in targets]
 
+    def _to_all(self, body: bytes) -> None:
+        for poster in self.posters:
+            poster.put(body)
+
     def events(self, events: tuple[EventMessage, ...]) -> None:
         for event in events:
-            body = event.to_json()
-            for poster in self.posters:
-                poster.put(body)
+            self._to_all(event.to_json())
+
+    def camera(self, message: CameraMessage) -> None:
+        if message.previous:  # a change; not the state a camera starts in
+            self._to_all(message.to_json())
 
     def close(self) -> None:
         for poster in self.posters:

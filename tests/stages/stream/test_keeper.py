@@ -1,4 +1,5 @@
-"""Frames waiting to be recorded stay in the capture ring until capture is about to overwrite them."""
+"""Frames a stream stage still needs (to record, or for their results) stay in the capture ring until
+capture is about to overwrite them, then are copied out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 
 from pipeline.frames import FrameRing
 from pipeline.messages import FrameRef
+from stages.stats import StreamStats
 from stages.stream.analysis import FrameAnalysis
+from stages.stream.keeper import FrameKeeper
 from stages.stream.outputs.base import Sink
 from stages.stream.stage import StreamStage
 from stages.topology import capture_ring
@@ -46,25 +49,45 @@ def test_frames_are_copied_only_when_capture_closes_in(tmp_path: Path) -> None:
 
     def capture(seq: int) -> None:
         slot = ring.write(seq, picture(seq), None, float(seq))
-        stage._take(FrameRef("demo", seq, slot, float(seq), None, True))
+        stage.keeper.take(FrameRef("demo", seq, slot, float(seq), None, True))
 
     for seq in range(1, 4):
         capture(seq)
-    assert [w.image is None for w in stage.pending] == [True] * 3, "no copy while far from being overwritten"
+    assert [w.image is None for w in stage.keeper.pending] == [True] * 3, "no copy while far from being overwritten"
     for seq in range(4, 8):  # capture goes on before this stage drains their refs: the ring tells
         ring.write(seq, picture(seq), None, float(seq))
     stage._record_ready()  # nothing is due (no results yet), but 1-3 are 4 behind capture now
-    assert [w.image is not None for w in stage.pending] == [True] * 3, "1-3 copied at 4 behind"
+    assert [w.image is not None for w in stage.keeper.pending] == [True] * 3, "1-3 copied at 4 behind"
     for seq in range(4, 8):
-        stage._take(FrameRef("demo", seq, seq % SLOTS, float(seq), None, True))
-    assert [w.image is not None for w in stage.pending] == [True] * 3 + [False] * 4
+        stage.keeper.take(FrameRef("demo", seq, seq % SLOTS, float(seq), None, True))
+    assert [w.image is not None for w in stage.keeper.pending] == [True] * 3 + [False] * 4
     for seq in range(8, 13):  # overwrites the slots of 1-4: 4 was still in the ring only, and is lost
         ring.write(seq, picture(seq), None, float(seq))
     for seq in range(8, 13):
-        stage._take(FrameRef("demo", seq, seq % SLOTS, float(seq), None, True))
-    while stage.pending:
-        stage._record_waiting(stage.pending.popleft())
+        stage.keeper.take(FrameRef("demo", seq, seq % SLOTS, float(seq), None, True))
+    while stage.keeper.pending:
+        stage._record_kept(stage.keeper.pending.popleft())
     recorded = {seq: int(image[0, 0, 0]) for seq, image in collector.frames}
     assert recorded == {seq: seq for seq in range(1, 13) if seq != 4}, "each frame its own pixels"
     assert stage.stats.missed == 1
     ring.close()
+
+
+def test_a_frame_awaiting_results_keeps_its_picture_beyond_the_ring(tmp_path: Path) -> None:
+    """Results later than a ring's worth of frames (an overloaded inference) still find their frame:
+    the snapshot of an event is made from the frame its start was decided on."""
+    stats = StreamStats()
+    rejected: list[Exception] = []
+    keeper = FrameKeeper(tmp_path / "ring", SLOTS, SLOTS, stats, lambda kind, error: rejected.append(error))
+    ring = FrameRing.create(tmp_path / "ring", SLOTS, (4, 6, 3))
+    for seq in range(1, 3 * SLOTS):  # detected frames, not recorded here; inference returns nothing yet
+        slot = ring.write(seq, picture(seq), None, float(seq))
+        keeper.take(FrameRef("demo", seq, slot, float(seq), None, True, record=False))
+    assert keeper.image(5 % SLOTS, 5) is None, "5 was let go: more frames awaited than can be in flight"
+    late = 2 * SLOTS  # overwritten in the ring long ago
+    image = keeper.image(late % SLOTS, late)
+    assert image is not None and int(image[0, 0, 0]) == late, "its own pixels, copied before capture overwrote them"
+    assert all(k.ref.seq > late for k in keeper.awaiting), "results come in order: earlier frames let go"
+    assert stats.unseen == 1 and stats.missed == 0 and not rejected
+    ring.close()
+    keeper.close()

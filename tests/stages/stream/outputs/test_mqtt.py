@@ -14,12 +14,14 @@ import pytest
 from pipeline.detections import Detections
 from stages.config import MqttSettings, StreamSettings, ZoneSettings
 from stages.stream.analysis import FrameAnalysis, Person, Violation
-from stages.stream.messages import EventMessage
+from stages.stream.health import CameraHealth
+from stages.stream.messages import CameraMessage, EventMessage
 from stages.stream.outputs.mqtt import MqttSink
 from tests.harness import MOSQUITTO, Mosquitto
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto not installed (deploy/setup.sh --dev)")
 
+SITE = "site-a"
 STREAM = StreamSettings(id="gate", url="demo", zones=[ZoneSettings(name="scaffold", require=["vest"])])
 
 
@@ -57,7 +59,7 @@ class Watcher:
         before it went away comes again (a receiver tells them apart by event id and phase)."""
         phases = {}
         for message in self.messages:
-            if message.topic == "vestwatch/gate/events":
+            if message.topic == "vestwatch/site-a/gate/events":
                 event = json.loads(message.payload)
                 phases.setdefault((event["event_id"], event["phase"], event["seq"]), event)
         return list(phases.values())
@@ -94,32 +96,35 @@ def send(sink: MqttSink, seq: int, name: str, snapshot: str | None = None, peopl
 
 def test_events_states_counts_and_discovery_reach_a_subscriber(broker, tmp_path) -> None:
     watcher = Watcher(broker.port)
-    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM)
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM, SITE)
     snapshot = tmp_path / "snap.jpg"
     snapshot.write_bytes(b"\xff\xd8 a jpeg")
     send(sink, 1, "start", snapshot=str(snapshot), people=2)
-    watcher.wait_for(lambda ms: any(m.topic == "vestwatch/gate/violation" and m.payload == b"ON" for m in ms))
+    watcher.wait_for(lambda ms: any(m.topic == "vestwatch/site-a/gate/violation" and m.payload == b"ON" for m in ms))
     send(sink, 2, "end", people=1)
     watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start", "end"])
-    watcher.wait_for(lambda ms: watcher.last("vestwatch/gate/scaffold/violation") == b"OFF")
-    assert watcher.last("vestwatch/gate/violation") == b"OFF"
-    assert watcher.last("vestwatch/gate/people") == b"1" and watcher.last("vestwatch/gate/without_vest") == b"1"
-    assert watcher.last("vestwatch/gate/snapshot") == b"\xff\xd8 a jpeg"
-    assert watcher.last("vestwatch/gate/availability") == b"online"
+    watcher.wait_for(lambda ms: watcher.last("vestwatch/site-a/gate/scaffold/violation") == b"OFF")
+    assert watcher.last("vestwatch/site-a/gate/violation") == b"OFF"
+    assert (
+        watcher.last("vestwatch/site-a/gate/people") == b"1"
+        and watcher.last("vestwatch/site-a/gate/without_vest") == b"1"
+    )
+    assert watcher.last("vestwatch/site-a/gate/snapshot") == b"\xff\xd8 a jpeg"
+    assert watcher.last("vestwatch/site-a/gate/availability") == b"online"
     start = watcher.events()[0]
     assert start["event_id"] == "gate-1-1-scaffold" and start["missing"] == ["vest"] and start["zone"] == "scaffold"
-    config = json.loads(watcher.last("homeassistant/binary_sensor/vestwatch_gate/scaffold_violation/config"))
-    assert config["state_topic"] == "vestwatch/gate/scaffold/violation" and config["payload_on"] == "ON"
-    assert json.loads(watcher.last("homeassistant/image/vestwatch_gate/snapshot/config"))["image_topic"]
+    config = json.loads(watcher.last("homeassistant/binary_sensor/vestwatch_site-a_gate/scaffold_violation/config"))
+    assert config["state_topic"] == "vestwatch/site-a/gate/scaffold/violation" and config["payload_on"] == "ON"
+    assert json.loads(watcher.last("homeassistant/image/vestwatch_site-a_gate/snapshot/config"))["image_topic"]
     sink.close()
-    watcher.wait_for(lambda ms: watcher.last("vestwatch/gate/availability") == b"offline")
+    watcher.wait_for(lambda ms: watcher.last("vestwatch/site-a/gate/availability") == b"offline")
     watcher.close()
 
 
 def test_a_broker_down_at_start_and_restarted_mid_run_loses_no_event(broker) -> None:
     watcher = Watcher(broker.port)  # a persistent session: the broker keeps its messages while it is away
     broker.stop()
-    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM)
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM, SITE)
     send(sink, 1, "start")  # the broker is down: held by the client
     broker.start()
     watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start"])
@@ -129,14 +134,64 @@ def test_a_broker_down_at_start_and_restarted_mid_run_loses_no_event(broker) -> 
     broker.start()
     watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start", "update", "end"])
     assert sink.stats.overflowed == 0
+    deadline = time.monotonic() + 10
+    while sink.stats.queued and time.monotonic() < deadline:  # paho acknowledges on its thread, with no hook of ours
+        time.sleep(0.05)
+    assert sink.stats.queued == 0 and sink.stats.published >= 3, "held while away, then acknowledged"
     sink.close()
     watcher.close()
 
 
 def test_what_does_not_fit_while_the_broker_is_away_is_counted(broker) -> None:
     broker.stop()
-    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, queue=3), STREAM)
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, queue=3), STREAM, SITE)
     for seq in range(1, 7):
         send(sink, seq, "update")
     assert sink.stats.overflowed >= 3 and not sink.stats.connected
+    assert sink.stats.queued == 3, "the queue is full and none of it acknowledged"
     sink.close()
+
+
+def test_a_camera_that_is_down_makes_its_entities_unavailable_and_its_problem_on(broker) -> None:
+    """Home Assistant reads availability: while the camera is down its violation sensor and counts are
+    unavailable (never "Safe"), and the problem sensor, available, says why."""
+    watcher = Watcher(broker.port)
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM, SITE)
+    base = "vestwatch/site-a/gate"
+    sink.camera(CameraMessage.of("gate", SITE, CameraHealth("watching", "", 1.0), ""))
+    watcher.wait_for(lambda ms: watcher.last(f"{base}/problem") == b"OFF")  # sent after watched
+    assert watcher.last(f"{base}/watched") == b"online"
+    down = CameraHealth("down", "source lost, reconnecting: connection refused", 2.0)
+    sink.camera(CameraMessage.of("gate", SITE, down, "watching"))
+    watcher.wait_for(lambda ms: watcher.last(f"{base}/problem") == b"ON")
+    assert watcher.last(f"{base}/watched") == b"offline"
+    state = json.loads(watcher.last(f"{base}/camera"))
+    assert state["event"] == "camera_down" and "connection refused" in state["reason"]
+    violation = json.loads(watcher.last("homeassistant/binary_sensor/vestwatch_site-a_gate/violation/config"))
+    assert {"topic": f"{base}/watched"} in violation["availability"] and violation["availability_mode"] == "all"
+    problem = json.loads(watcher.last("homeassistant/binary_sensor/vestwatch_site-a_gate/problem/config"))
+    assert problem["availability"] == [{"topic": f"{base}/availability"}], "the problem sensor must stay available"
+    assert problem["device_class"] == "problem" and problem["json_attributes_topic"] == f"{base}/camera"
+    sink.close()
+    watcher.close()
+
+
+def test_two_sites_with_the_same_camera_id_share_a_broker(broker) -> None:
+    """Client ids, topics and discovery ids carry the site: neither install kicks the other off."""
+    watcher = Watcher(broker.port)
+    sinks = [MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM, site) for site in ("north", "south")]
+    for seq in range(1, 4):  # a few rounds while both stay connected
+        for sink in sinks:
+            send(sink, seq, "update")
+    for site in ("north", "south"):
+        watcher.wait_for(lambda ms, site=site: sum(m.topic == f"vestwatch/{site}/gate/events" for m in ms) >= 3)
+
+    def devices(messages: list[paho.MQTTMessage]) -> set[str]:
+        return {json.loads(m.payload)["device"]["identifiers"][0] for m in messages if m.topic.endswith("/config")}
+
+    watcher.wait_for(lambda ms: devices(ms) == {"vestwatch_north_gate", "vestwatch_south_gate"})
+    offline = [m.topic for m in watcher.messages if m.topic.endswith("/availability") and m.payload == b"offline"]
+    assert offline == [], "an install was kicked off the broker"
+    for sink in sinks:
+        sink.close()
+    watcher.close()
