@@ -179,7 +179,8 @@ def daemon(tmp_path: Path, tiny_weights: Path) -> Iterator[Callable[..., Daemon]
                 lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
         defaults = {
             "detector": {"weights": str(tiny_weights), "img_size": 320, "device": "cpu", "conf": 0.3},
-            "pipeline": {"preprocess_workers": 1, "max_batch": 4, "stall_s": 20},
+            # a latency bound for a 2-core box that runs the suite beside the daemon (tests of it set their own)
+            "pipeline": {"preprocess_workers": 1, "max_batch": 4, "stall_s": 20, "max_latency_ms": 10000},
             "recording": {"segment_s": 4},
         }
         for name in defaults.keys() | sections.keys():

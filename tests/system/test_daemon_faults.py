@@ -188,7 +188,7 @@ def test_bad_packets_for_a_copied_recording_are_dropped_and_counted(daemon, make
     code, _ = vestwatch.stop()
     assert code == 0
     text = vestwatch.output.text()
-    assert "dropped a malformed frame/packet message" in text and "a packet the muxer refused" in text
+    assert "dropped a malformed frame/packet/source_status message" in text and "a packet the muxer refused" in text
     assert "exited with code" not in text
     for segment in sorted((vestwatch.recordings / "cam").rglob("*.ts")):
         stream, problems = probe_video(segment)
