@@ -13,6 +13,9 @@ the slot was overwritten, which is a counted drop, never a wrong frame.
 >>> slot = ring.write(seq=1, image=frame, pts=0.0, captured=time.time())
 >>> FrameRing.open(path).read(slot, seq=1)   # SlotFrame or None
 
+A reader that must not lose a frame (the recorder) tells the writer how far it has taken them out
+of the ring with a ``RingCursor``: the writer waits before it overwrites a frame past the cursor.
+
 Between hosts no ring is shared: ``pack_pixels`` puts the frame itself in the message.
 """
 
@@ -145,6 +148,59 @@ def _open_regular(path: Path, flags: int) -> int:
         os.close(fd)
         raise OSError(f"{path}: not a regular file")
     return fd
+
+
+CURSOR = struct.Struct("<Q")
+
+
+class RingCursor:
+    """How far one reader has taken a ring's frames: a seq in a file beside the ring, written by the
+    reader and read by the writer, so that the writer knows without a message (and at once) which of
+    its slots it may overwrite. A cursor whose reader has not created it yet reads as None."""
+
+    def __init__(self, path: Path) -> None:
+        """The writer's view of the cursor at ``path``; the reader makes its own with ``create``."""
+        self.path = path
+        self.buffer: mmap.mmap | None = None
+
+    @classmethod
+    def create(cls, path: Path, seq: int) -> RingCursor:
+        """The reader's cursor, taken over after a restart and set to ``seq``."""
+        cursor = cls(path)
+        if path.is_symlink():
+            path.unlink()
+        fd = _open_regular(path, os.O_RDWR | os.O_CREAT)
+        try:
+            if os.fstat(fd).st_size != CURSOR.size:
+                os.ftruncate(fd, CURSOR.size)
+            cursor.buffer = mmap.mmap(fd, CURSOR.size)
+        finally:
+            os.close(fd)
+        cursor.set(seq)
+        return cursor
+
+    def set(self, seq: int) -> None:
+        CURSOR.pack_into(self.buffer, 0, seq)
+
+    def get(self) -> int | None:
+        """The reader's seq; None while it has no cursor (it is not running, or not yet)."""
+        if self.buffer is None:
+            try:
+                fd = _open_regular(self.path, os.O_RDONLY)
+            except OSError:
+                return None
+            try:
+                if os.fstat(fd).st_size < CURSOR.size:
+                    return None
+                self.buffer = mmap.mmap(fd, CURSOR.size, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)
+        return CURSOR.unpack_from(self.buffer, 0)[0]
+
+    def close(self) -> None:
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer = None
 
 
 class RingReaders:

@@ -17,6 +17,7 @@ class CaptureStats(StageStats):
     frames: int = 0  # sent on to preprocess
     dropped: int = 0  # live frames no preprocess worker could take
     record_dropped: int = 0  # live frames the stream stage could not take for recording
+    record_wait_s: float = 0.0  # waited for the stream stage to secure frames to record (its credit)
     recorded_only: int = 0  # over detect_fps: recorded (its frame, or its packets copied), not detected
     corrupt: int = 0  # undecodable packets
     reconnects: int = 0
@@ -66,6 +67,7 @@ class StreamStats(StageStats):
 
     missed: int = 0  # captured frames overwritten in the ring before this stage copied them
     unseen: int = 0  # inferred frames whose picture was gone when their results came (no snapshot)
+    record_behind: int = 0  # times a ring's worth of frames waited to be recorded, holding capture back
     events: int = 0  # violations started
     plugin_errors: int = 0  # processor or sink calls that raised (logged, the stage went on)
     recent_events: list[dict[str, Any]] = field(default_factory=list)

@@ -26,11 +26,16 @@ from pipeline.forkserver import ForkServer
 from pipeline.plan import Plan, StageSpec
 from pipeline.security import secure_client, secure_server, start_authenticator
 from pipeline.stage import member_names
-from stages.config import Settings, StreamSettings
+from stages.config import PipelineSettings, Settings, StreamSettings
 
 
 def capture_ring(runtime_dir: Path, stream: str) -> Path:
     return runtime_dir / f"ring-capture-{stream}"
+
+
+def record_cursor(runtime_dir: Path, stream: str) -> Path:
+    """How far the stream stage has secured the capture ring's frames to record (capture's credit)."""
+    return runtime_dir / f"ring-capture-{stream}.recorded"
 
 
 def preprocess_ring(runtime_dir: Path, worker: int) -> Path:
@@ -50,6 +55,23 @@ def live_frame(runtime_dir: Path, stream: str) -> Path:
 # copied packets queued between capture and the stream stage (each end): 10 s of a 30 fps camera, a few MiB
 PACKET_HWM = 300
 INFERENCE_QUEUE_BATCHES = 4  # inference's input queue holds this many batches of frames
+PREPROCESS_OUT_BATCHES = 2  # and preprocess's queue to it this many
+
+
+def refs_queued(pipeline: PipelineSettings) -> int:
+    """The frame refs capture may queue to preprocess: half a ring, so that preprocess reads a
+    queued frame before capture overwrites it."""
+    return max(2, pipeline.ring_slots // 2)
+
+
+def frames_in_flight(pipeline: PipelineSettings) -> int:
+    """The most frames of one stream on their way from capture to results, every queue full (an
+    inference stopped for seconds): the refs capture queues and preprocess holds, the frames
+    preprocess queues to inference and inference holds, and the batch being run. The stream stage
+    keeps this many awaiting their results (copied out only once capture nears them), so that a
+    late result still finds the picture its event's snapshot is made from."""
+    batches = PREPROCESS_OUT_BATCHES + INFERENCE_QUEUE_BATCHES + 1
+    return refs_queued(pipeline) + pipeline.ring_slots + batches * pipeline.max_batch + 2  # +1 per stream queue
 
 
 def record_input(runtime_dir: Path, stream: str) -> Endpoint:

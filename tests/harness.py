@@ -235,6 +235,17 @@ def probe_video(path: Path) -> tuple[dict, str]:
     return streams[0], problems
 
 
+def recorded_seqs(folder: Path) -> list[int]:
+    """The captured frames a stream's recordings hold, by seq, in order; checks that each segment
+    decodes to as many frames as its sidecar has lines."""
+    seqs: list[int] = []
+    for segment in sorted(folder.rglob("*.ts")):
+        lines = [json.loads(line) for line in segment.with_suffix(".jsonl").read_text().splitlines()]
+        assert len(lines) == int(probe_video(segment)[0]["nb_read_frames"]), f"{segment}: sidecar and video differ"
+        seqs += [line["seq"] for line in lines]
+    return seqs
+
+
 def wait_status(daemon: Daemon, predicate: Callable[[dict], bool], timeout: float = 60) -> float:
     """Poll ``vestwatch ctl status`` until the daemon reports what ``predicate`` wants; returns that moment."""
     deadline = time.monotonic() + timeout

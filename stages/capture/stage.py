@@ -3,7 +3,10 @@
 Live sources never wait: if the preprocess workers' queues are full the frame is
 dropped and counted. Offline sources (``realtime = false``) wait for credit: at
 most ``offline_window`` frames in flight, a frame counting as done when its
-``det.<stream>`` message is published. A lost source is reopened with backoff,
+``det.<stream>`` message is published. A frame to record is never overwritten in the ring before
+the stream stage has secured it (its record credit, the ring's ``RingCursor``): offline capture
+waits for that as long as it takes, live capture for ``RECORD_WAIT_S`` (the stage descheduled on a
+loaded box), then goes on, and the frame is counted missed there. A lost source is reopened with backoff,
 forever; the state (connecting, connected, reconnecting, ended) goes out with the
 heartbeats, and to the stream stage (``SourceStatus``, once a second and at each change), which
 says for the stream whether it is watched.
@@ -22,7 +25,7 @@ import cv2
 import zmq
 
 from pipeline.endpoints import Endpoint
-from pipeline.frames import FrameRing
+from pipeline.frames import FrameRing, RingCursor
 from pipeline.messages import ControlState, EncodedPacket, FrameRef, SourceStatus
 from pipeline.queues import send_or_drop
 from pipeline.settings import load_settings
@@ -34,11 +37,21 @@ from stages.config import Settings
 from stages.media.video import CopiedPacket, VideoCodec
 from stages.stats import CaptureStats
 from stages.stream.messages import DetectionMessage
-from stages.topology import PACKET_HWM, capture_ring, instance, open_detections, preprocess_input, record_input
+from stages.topology import (
+    PACKET_HWM,
+    capture_ring,
+    instance,
+    open_detections,
+    preprocess_input,
+    record_cursor,
+    record_input,
+    refs_queued,
+)
 
 log = logging.getLogger(__name__)
 
 CREDIT_TIMEOUT_S = 10.0  # an offline frame lost in a crashed stage must not stall its stream forever
+RECORD_WAIT_S = 2.0  # a live frame to record waits this long at most for the stream stage to secure it
 STATUS_EVERY_S = 1.0  # how often the stream stage hears how the source is doing
 LOSS_LOG_EVERY_S = 300.0  # a source lost the same way again and again is said once, then this often
 
@@ -97,6 +110,8 @@ class CaptureStage(Stage):
         self.loss_logged: tuple[str, float, int] = ("", 0.0, 0)  # (reason, monotonic, repeats not logged since)
         self.status_sent: tuple[float, tuple] = (0.0, ())  # (monotonic, what it said)
         self.sent_times: list[float] = []
+        self.unrecorded: deque[int] = deque()  # seqs in the ring to record, maybe not yet secured
+        self.recorder_stuck_at: int | None = None  # the cursor of a recorder that did not move: not waited for
         self.stats = CaptureStats(live=self.realtime)
 
     def report(self) -> dict:
@@ -115,7 +130,7 @@ class CaptureStage(Stage):
             capture_ring(self.settings.runtime_dir, self.stream.id), p.ring_slots, (p.max_frame_pixels, 1, 3)
         )
         self.refs = self.context.socket(zmq.PUSH)
-        self.refs.setsockopt(zmq.SNDHWM, max(2, p.ring_slots // 2))
+        self.refs.setsockopt(zmq.SNDHWM, refs_queued(p))
         self.refs.setsockopt(zmq.LINGER, 0)
         # one worker per stream keeps its frames in order all the way to its tracker
         worker = [s.id for s in self.settings.streams].index(self.stream.id) % p.preprocess_workers
@@ -124,10 +139,11 @@ class CaptureStage(Stage):
         self.to_stream = self.record_out = None
         self.copy_packets = self.settings.copies_packets(self.stream)
         if "stream" in p.stages:
-            hwm = PACKET_HWM if self.copy_packets else max(2, p.ring_slots // 2)
+            hwm = PACKET_HWM if self.copy_packets else p.ring_slots  # a ring's worth waits for credit
             record = record_input(self.settings.runtime_dir, self.stream.id)
             self.to_stream = record.peer("push").open(self.context, hwm=hwm)
             self.record_out = self.to_stream if self.stream.records else None
+        self.record_cursor = RingCursor(record_cursor(self.settings.runtime_dir, self.stream.id))
         self.credits = None
         if not self.realtime:
             self.credits = open_detections(self.settings, self.context, self.stream.id)
@@ -136,6 +152,7 @@ class CaptureStage(Stage):
     def teardown(self) -> None:
         self._close_feed()
         self.ring.close()
+        self.record_cursor.close()
 
     def _open(self) -> None:
         if time.monotonic() < self.retry_at:
@@ -269,6 +286,32 @@ class CaptureStage(Stage):
             self._send_status()
         return not self.stopping
 
+    def _await_recorder(self, seq: int) -> None:
+        """Record's credit: before frame ``seq`` overwrites one still to record, wait until the stream
+        stage has secured it (recorded or copied out). A recorder that does not move within the bound
+        (stopped, restarting) is not waited for again until it moves: capture goes on meanwhile."""
+        overwritten = seq - self.ring.slots
+        if not self.unrecorded or self.unrecorded[0] > overwritten:
+            return
+        started = time.monotonic()
+        deadline = started + (RECORD_WAIT_S if self.realtime else CREDIT_TIMEOUT_S)
+        while not self.stopping and (secured := self.record_cursor.get()) is not None and secured < overwritten:
+            if secured == self.recorder_stuck_at:
+                break
+            if time.monotonic() > deadline:
+                log.warning("%s: the recorder secured no frame for %.0f s; going on without it",
+                            self.stream.id, deadline - started)  # fmt: skip
+                self.recorder_stuck_at = secured
+                break
+            time.sleep(0.005)  # a shared-memory cursor: nothing to poll on
+            self.beat()
+            self._send_status()
+        else:
+            self.recorder_stuck_at = None
+        self.stats.record_wait_s = round(self.stats.record_wait_s + time.monotonic() - started, 3)
+        while self.unrecorded and self.unrecorded[0] <= overwritten:
+            self.unrecorded.popleft()
+
     def _send_packets(self, frame: FeedFrame) -> None:
         """The source's packets that came with this frame, to be recorded as they are: whatever the
         rate, every one (a copied stream cannot skip frames). A live packet the stream stage has no
@@ -302,13 +345,14 @@ class CaptureStage(Stage):
             scale = (max_pixels / (image.shape[0] * image.shape[1])) ** 0.5
             image = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)))
         self.seq += 1
+        self._await_recorder(self.seq)
         captured = time.time()
         slot = self.ring.write(self.seq, image, frame.pts, captured)
         record = self.record_out is not None and not self.copying  # recorded whether or not inference sees it
         ref = FrameRef(self.stream.id, self.seq, slot, captured, frame.pts, self.realtime, self.pending_drops, record)
         payload = ref.encode()
-        if record:
-            self._to_record(payload)
+        if record and self._to_record(payload):
+            self.unrecorded.append(self.seq)
         if not detect:
             self.stats.recorded_only += 1
             return

@@ -24,6 +24,7 @@ from stages.config import Settings
 from stages.detector.letterbox import letterbox, letterbox_geometry
 from stages.stats import PreprocessStats
 from stages.topology import (
+    PREPROCESS_OUT_BATCHES,
     capture_ring,
     crosses_hosts,
     inference_link,
@@ -52,7 +53,7 @@ class PreprocessStage(Stage):
     def setup(self) -> None:
         p, runtime = self.settings.pipeline, self.settings.runtime_dir
         self.inbox = preprocess_input(runtime, self.worker).open(self.context, hwm=p.ring_slots)
-        self.outbox, _ = open_inference_link(self.settings, "push", self.context, p.max_batch * 2)
+        self.outbox, _ = open_inference_link(self.settings, "push", self.context, p.max_batch * PREPROCESS_OUT_BATCHES)
         self.ring_path = preprocess_ring(runtime, self.worker)
         self.ring: FrameRing | None = None  # None: inference may be on another host, frames travel inline
         self.on_device = letterbox_in_inference(self.settings)  # inference reads the capture rings itself

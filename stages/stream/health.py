@@ -7,9 +7,10 @@ for a camera nobody watches, so the state goes everywhere an operator looks (MQT
   frame, or no word from capture, for ``pipeline.down_after_s``), or its frames come but no
   detections have for that long (inference gone or starved);
 - ``degraded``: watched, but late or thinly: the median capture-to-result latency over the last
-  ``WINDOW_S`` above ``pipeline.max_latency_ms``, or fewer detections a second than the camera is
-  owed (``pipeline.min_detect_fps``, or its ``detect_fps`` or frame rate when lower) over
-  ``RATE_WINDOW_S``;
+  ``WINDOW_S`` above ``pipeline.max_latency_ms`` (the server is overloaded), fewer detections a
+  second than the camera is owed (``pipeline.min_detect_fps``, or its ``detect_fps`` or frame rate
+  when lower) over ``RATE_WINDOW_S``, or, in that window, captured frames the recording missed or
+  a recording so far behind the camera that capture was held back;
 - ``watching``: otherwise.
 
 A camera starts ``down`` ("starting") and is given ``down_after_s`` to become watched before that
@@ -57,6 +58,7 @@ class HealthJudge:
         self.heard_at = now
         self.results: deque[tuple[float, float]] = deque()  # (monotonic, latency s) over RATE_WINDOW_S
         self.last_result: float | None = None
+        self.recording: deque[tuple[float, int, int]] = deque()  # (monotonic, missed so far, behind so far)
         self.current = CameraHealth("down", STARTING, time.time())
 
     def heard(self, status: SourceStatus) -> None:
@@ -68,10 +70,15 @@ class HealthJudge:
         now = self.last_result = time.monotonic()
         self.results.append((now, max(0.0, time.time() - captured)))
 
-    def judge(self) -> CameraHealth | None:
-        """The camera's state now: a new ``CameraHealth`` when its state changed, else None (the
-        current one's reason is kept up to date in ``current`` either way)."""
-        state, reason, intended = self._assess(time.monotonic())
+    def judge(self, missed: int = 0, behind: int = 0) -> CameraHealth | None:
+        """The camera's state now, given the frames its recording has missed so far and the times it
+        held capture back: a new ``CameraHealth`` when its state changed, else None (the current
+        one's reason is kept up to date in ``current`` either way)."""
+        now = time.monotonic()
+        self.recording.append((now, missed, behind))
+        while now - self.recording[0][0] > RATE_WINDOW_S:
+            self.recording.popleft()
+        state, reason, intended = self._assess(now)
         changed = state != self.current.state or (self.current.starting and reason != STARTING)
         since = time.time() if changed else self.current.since
         self.current = CameraHealth(state, reason, since, intended)
@@ -109,10 +116,22 @@ class HealthJudge:
 
     def _degraded(self, now: float) -> tuple[str, str, bool]:
         recent = [latency for at, latency in self.results if now - at <= WINDOW_S]
+        if self.results and not recent:  # results further apart than the window: the last one tells
+            recent = [self.results[-1][1]]
         if recent:
             latency = statistics.median(recent)
             if latency > self.max_latency_s:
-                return "degraded", f"latency {latency:.1f} s, over max_latency_ms {self.max_latency_s * 1e3:.0f}", False
+                bound = f"max_latency_ms {self.max_latency_s * 1e3:.0f}"
+                return "degraded", f"overloaded: latency {latency:.1f} s, over {bound}", False
+        (_, missed_then, behind_then), (_, missed, behind) = self.recording[0], self.recording[-1]
+        if missed > missed_then:
+            return (
+                "degraded",
+                f"overloaded: the recording missed {missed - missed_then} frames in {RATE_WINDOW_S:.0f} s",
+                False,
+            )
+        if behind > behind_then:
+            return "degraded", "overloaded: the recording fell behind the camera, holding capture back", False
         if self.live and self.status is not None and now - self.started > RATE_WINDOW_S:
             owed = min(self.floor_fps, self.status.fps_in)
             rate = len(self.results) / RATE_WINDOW_S

@@ -8,6 +8,11 @@ it: then it is copied out. So a latency longer than the ring (an overloaded or s
 costs copies of the few frames in flight, never a snapshot without its picture; a 1080p30 camera
 recorded without delays costs no copies at all. A frame already overwritten before it could be
 copied (the stage itself fell behind) is counted: ``missed`` for recording, ``unseen`` for results.
+
+Recording is lossless by credit: ``secured`` is the seq up to which every frame to record is out of
+danger (recorded, or copied out), which the stage hands capture through the ring's cursor; capture
+waits before it overwrites a frame past it. Copies are bounded (``copies_max``): a stage that stays
+slower than its camera makes capture wait, not its own memory grow, and counts it (``record_behind``).
 """
 
 from __future__ import annotations
@@ -55,9 +60,16 @@ class FrameKeeper:
         # a frame this many behind capture's newest is copied out; capture overwrites it at ring_slots
         # behind, so the stage may be this slow between two looks (before each recording)
         self.rescue_behind = ring_slots - max(2, ring_slots // 2)
+        self.copies_max = ring_slots  # frames to record held out of the ring at most
+        self.newest_record = 0  # the newest seq taken to record
+        self.capped = False  # a ring's worth of copies held: capture is held back
 
     def has_slot(self, slot: int) -> bool:
         return self.ring.has_slot(self.ring_path, slot)
+
+    def newest_seq(self) -> int:
+        """How far capture has written the ring (0: not at all yet)."""
+        return self.ring.newest_seq(self.ring_path)
 
     def take(self, ref: FrameRef) -> None:
         """A frame capture wrote: to record (``ref.record``), else to keep until its results come."""
@@ -65,6 +77,8 @@ class FrameKeeper:
             self.reject(ref.TYPE, ValueError(f"slot {ref.slot} is not in the capture ring"))
             return
         kept = Kept(ref, time.monotonic())
+        if ref.record:
+            self.newest_record = max(self.newest_record, ref.seq)
         if ref.record and not ref.realtime:  # a file decodes ahead at its own speed: copy at once, lose nothing
             kept.image = self.copy(ref)
             if kept.image is None:
@@ -73,6 +87,14 @@ class FrameKeeper:
         while len(self.awaiting) > self.awaiting_max:
             self.awaiting.popleft()
         self.rescue()
+
+    def await_results(self, kept: Kept) -> None:
+        """A frame recorded before its results came (a live one waits ``RECORD_DELAY_S`` at most):
+        kept for them, as a frame sent only for detection is; a frame never detected is let go with
+        the next results."""
+        self.awaiting.append(kept)
+        while len(self.awaiting) > self.awaiting_max:
+            self.awaiting.popleft()
 
     def image(self, slot: int, seq: int) -> np.ndarray | None:
         """Frame ``seq``'s pixels, from the ring or a copy; None when neither has it (counted as unseen).
@@ -87,17 +109,29 @@ class FrameKeeper:
 
     def rescue(self) -> None:
         """Copy out of the ring the frames capture is about to overwrite."""
-        newest = self.ring.newest_seq(self.ring_path)
+        newest = self.newest_seq()
         for queue in (self.pending, self.awaiting):
             if queue:
                 newest = max(newest, queue[-1].ref.seq)
+        copies, capped = sum(kept.image is not None for kept in self.pending), False
         for queue in (self.pending, self.awaiting):
             for kept in queue:
                 if newest - kept.ref.seq < self.rescue_behind:
                     break  # the rest are newer
                 if kept.image is None and not kept.lost:
+                    if queue is self.pending and copies >= self.copies_max:
+                        capped = True  # capture waits for this one
+                        break
                     kept.image = self.copy(kept.ref, count=queue is self.pending)
                     kept.lost = kept.image is None
+                    copies += queue is self.pending and not kept.lost
+        self.stats.record_behind += capped and not self.capped
+        self.capped = capped
+
+    def secured(self) -> int:
+        """The seq up to which no frame to record needs the ring any more: capture's credit."""
+        in_ring = next((k.ref.seq for k in self.pending if k.image is None and not k.lost), None)
+        return self.newest_record if in_ring is None else in_ring - 1
 
     def copy(self, ref: FrameRef, count: bool = True) -> np.ndarray | None:
         """The frame copied out of the ring; None, counted as missed, if it was overwritten (this

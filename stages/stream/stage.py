@@ -12,7 +12,8 @@ Recording does not depend on inference keeping up: capture sends this stage a re
 every frame of a recorded stream, which is handed to the ``every_frame`` sinks with its own
 results when they come (an offline stream waits for them: it is lossless), else, live, after at
 most ``RECORD_DELAY_S`` with the latest earlier ones. Where those frames' pixels are, and those of
-the frames awaiting results (an event's snapshot is made from its frame), is ``FrameKeeper``'s.
+the frames awaiting results (an event's snapshot is made from its frame), is ``FrameKeeper``'s; how
+far the stage has secured them goes back to capture on the ring's cursor, capture's record credit.
 The stage also judges whether the camera is watched (``stages.stream.health``) and says so.
 """
 
@@ -31,6 +32,7 @@ import zmq
 
 from pipeline.detections import Detections
 from pipeline.endpoints import Endpoint
+from pipeline.frames import RingCursor
 from pipeline.messages import EncodedPacket, FrameRef, InferredMessage, SourceStatus, topic
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
@@ -50,7 +52,15 @@ from stages.stream.messages import (
 )
 from stages.stream.outputs.base import Sink
 from stages.stream.processors.base import Processor
-from stages.topology import INFERENCE_QUEUE_BATCHES, PACKET_HWM, capture_ring, instance, open_inferred, record_input
+from stages.topology import (
+    PACKET_HWM,
+    capture_ring,
+    frames_in_flight,
+    instance,
+    open_inferred,
+    record_cursor,
+    record_input,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +71,7 @@ PLUGIN_LOG_EVERY_S = 60.0
 HEALTH_EVERY_S = 0.5  # how often the camera's state is judged
 HEALTH_LOG_EVERY_S = 300.0  # a camera not watched is said again this often (a change at once)
 NO_DETECTIONS = Detections(np.zeros((0, 4)), [], [])  # a frame recorded before any results came
+RELEASED = 2**63  # the cursor of a stage that stopped: capture waits for nothing
 
 
 class StreamStage(Stage):
@@ -71,8 +82,7 @@ class StreamStage(Stage):
         self.stats = StreamStats(recording=self.stream.records)
         ring = capture_ring(self.settings.runtime_dir, self.stream.id)
         pipeline = self.settings.pipeline
-        in_flight = pipeline.ring_slots + INFERENCE_QUEUE_BATCHES * pipeline.max_batch  # capture's, inference's queues
-        self.keeper = FrameKeeper(ring, pipeline.ring_slots, in_flight, self.stats, self.reject)
+        self.keeper = FrameKeeper(ring, pipeline.ring_slots, frames_in_flight(pipeline), self.stats, self.reject)
         self.analysed: OrderedDict[int, FrameAnalysis] = OrderedDict()  # seq -> results, newest last
         # enough for every frame that can be waiting here (refs queue up to the ring's size twice over)
         self.analysed_kept = 2 * self.settings.pipeline.ring_slots + 64
@@ -91,6 +101,7 @@ class StreamStage(Stage):
         self.publisher: zmq.Socket | None = None
         self.inferred: zmq.Socket | None = None
         self.frames_in: zmq.Socket | None = None
+        self.cursor: RingCursor | None = None
         self.health = HealthJudge(self.settings.pipeline, self.stream.is_realtime, self.stream.detect_fps)
         self.health_judged = self.health_logged = 0.0  # monotonic
 
@@ -125,6 +136,10 @@ class StreamStage(Stage):
         hwm = PACKET_HWM if self.settings.copies_packets(self.stream) else self.settings.pipeline.ring_slots
         self.frames_in = record_input(self.settings.runtime_dir, self.stream.id).open(self.context, hwm=hwm)
         self.poller.register(self.frames_in, zmq.POLLIN)
+        # what a stage before this one had not secured is gone with it: capture waits only from here on
+        self.cursor = RingCursor.create(
+            record_cursor(self.settings.runtime_dir, self.stream.id), self.keeper.newest_seq()
+        )
         self.publisher = self.open_publisher()
         self._camera_changed(self.health.current, previous="")
 
@@ -143,6 +158,9 @@ class StreamStage(Stage):
         for plugin in [*self.processors, *self.sinks]:
             plugin.close()
         self.keeper.close()
+        if self.cursor is not None:
+            self.cursor.set(RELEASED)
+            self.cursor.close()
 
     def step(self) -> None:
         for sink in self.sinks:
@@ -165,6 +183,7 @@ class StreamStage(Stage):
             if self._valid(message):
                 self._analyse(message)
         self._record_ready()
+        self.cursor.set(self.keeper.secured())
         if now - self.health_judged >= HEALTH_EVERY_S:
             self._judge_camera()
 
@@ -235,7 +254,7 @@ class StreamStage(Stage):
         every ``HEALTH_LOG_EVERY_S``."""
         previous = self.health.current
         self.health_judged = now = time.monotonic()
-        changed = self.health.judge()
+        changed = self.health.judge(self.stats.missed, self.stats.record_behind)
         current = self.health.current
         if changed is not None:
             self._camera_changed(changed, previous.state)
@@ -346,11 +365,14 @@ class StreamStage(Stage):
                     return
             self._record_kept(pending.popleft())
             self.keeper.rescue()
+            self.cursor.set(self.keeper.secured())  # capture may be waiting for this one
 
     def _record_kept(self, kept: Kept) -> None:
         image = self.keeper.recordable(kept)
         if image is not None:
             self._record(kept.ref, image)
+            if kept.ref.seq not in self.analysed and kept.ref.realtime:
+                self.keeper.await_results(kept)
 
     def _record(self, ref: FrameRef, image: np.ndarray) -> None:
         """Hand a captured frame to the every-frame sinks with its own results or the latest earlier ones."""

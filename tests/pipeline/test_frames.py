@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.frames import FrameRing, RingReaders, pack_pixels, unpack_pixels
+from pipeline.frames import FrameRing, RingCursor, RingReaders, pack_pixels, unpack_pixels
 
 
 def frame(value: int, shape: tuple[int, int] = (48, 64)) -> np.ndarray:
@@ -93,3 +93,17 @@ def test_inline_pixels_round_trip_raw_exactly_and_jpeg_closely() -> None:
 def test_bad_inline_pixels_are_named(data: bytes, form: str, shape: list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         unpack_pixels(data, form, shape)
+
+
+def test_a_ring_cursor_tells_the_writer_how_far_its_reader_has_got(tmp_path: Path) -> None:
+    writer_side = RingCursor(tmp_path / "ring.recorded")
+    assert writer_side.get() is None, "no reader yet: nothing to wait for"
+    reader = RingCursor.create(tmp_path / "ring.recorded", 5)
+    assert writer_side.get() == 5
+    reader.set(9)
+    assert writer_side.get() == 9, "seen at once, through the shared mapping"
+    reader.close()
+    restarted = RingCursor.create(tmp_path / "ring.recorded", 3)  # a reader that started again takes it over
+    assert writer_side.get() == 3
+    restarted.close()
+    writer_side.close()

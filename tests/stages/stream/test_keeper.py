@@ -91,3 +91,32 @@ def test_a_frame_awaiting_results_keeps_its_picture_beyond_the_ring(tmp_path: Pa
     assert stats.unseen == 1 and stats.missed == 0 and not rejected
     ring.close()
     keeper.close()
+
+
+def test_capture_gets_credit_for_what_is_secured_and_no_more_copies_than_a_ring(tmp_path: Path) -> None:
+    """``secured`` is capture's record credit: up to it, every frame to record is out of the ring's
+    danger. A stage that stays behind copies at most a ring's worth, then holds capture back."""
+    stats = StreamStats()
+    keeper = FrameKeeper(tmp_path / "ring", SLOTS, SLOTS, stats, lambda kind, error: None)
+    ring = FrameRing.create(tmp_path / "ring", SLOTS, (4, 6, 3))
+    for seq in range(1, SLOTS + 1):
+        slot = ring.write(seq, picture(seq), None, float(seq))
+        keeper.take(FrameRef("demo", seq, slot, float(seq), None, True))
+    copied = [k.ref.seq for k in keeper.pending if k.image is not None]
+    assert copied and copied == list(range(1, len(copied) + 1)), "the oldest copied as capture closed in"
+    assert keeper.secured() == len(copied), "secured up to the first frame still only in the ring"
+    for seq in range(SLOTS + 1, 4 * SLOTS):  # capture took its credit: overwrites only what is secured
+        if seq - SLOTS > keeper.secured():
+            break
+        slot = ring.write(seq, picture(seq), None, float(seq))
+        keeper.take(FrameRef("demo", seq, slot, float(seq), None, True))
+    held = sum(k.image is not None for k in keeper.pending)
+    assert held == SLOTS, f"{held} frames held out of the ring, a ring's worth at most"
+    assert stats.missed == 0, "nothing overwritten before it was secured"
+    assert stats.record_behind == 1, "capture held back: counted once"
+    keeper.pending.popleft()  # one recorded: room for one more copy, and one more frame of credit
+    before = keeper.secured()
+    keeper.rescue()
+    assert keeper.secured() == before + 1
+    ring.close()
+    keeper.close()
