@@ -66,6 +66,14 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def big_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random full YOLOv7 (8x tiny's work per frame): a model too big for a 2-core CPU's cameras."""
+    path = tmp_path_factory.mktemp("weights") / "big.safetensors"
+    save_weights(make_model("yolov7"), path, half=True)
+    return path
+
+
+@pytest.fixture(scope="session")
 def ffmpeg() -> str:
     found = shutil.which("ffmpeg")
     if not found:

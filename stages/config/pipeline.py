@@ -72,6 +72,14 @@ class PipelineSettings(BaseModel, extra="forbid"):
         description="the detection rate a camera is owed (or its detect_fps, when lower); under it the camera "
         "is degraded",
     )
+    inference_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="the CPU priority inference gives up (Unix nice): on a server short of cores, capture and "
+        "recording keep up first and the detection rate is what gives (fairly across cameras; a camera under "
+        "min_detect_fps is degraded), never a recorded frame; 0: inference competes equally",
+    )
     fork_server: bool = Field(
         True,
         description="fork the per-camera stages from one process that imported their code once (shared pages: "

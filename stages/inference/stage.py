@@ -2,15 +2,18 @@
 
 It takes what is ready across all streams, up to ``max_batch``, waiting at most
 ``max_wait_ms`` after the first frame (Triton-style), one frame per stream per round
-so that streams are served fairly; live streams keep only their newest frame. Each
-frame's boxes go to the stream's own stage (internal topic ``inferred.<stream>``) with
-the drops since the stream's previous message; that stage publishes ``det.<stream>``.
+so that streams are served fairly; live streams keep only their newest frame. It runs at a
+lower CPU priority (``pipeline.inference_nice``): where cores are short, detection is what gives,
+never the recording. Each frame's boxes go to the stream's own stage (internal topic
+``inferred.<stream>``) with the drops since the stream's previous message; that stage publishes
+``det.<stream>``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections import defaultdict, deque
 from pathlib import Path
@@ -77,6 +80,9 @@ class InferenceStage(Stage):
         entry.conf, entry.iou = self.thresholds(stream).conf, self.thresholds(stream).iou
 
     def setup(self) -> None:
+        # before the model: its CPU threads, made from here on, inherit the lower priority (the
+        # heartbeat thread, already running, keeps the stage's own)
+        os.nice(self.settings.pipeline.inference_nice)
         self.detector = detector_from_settings(self.settings.detector)
         self.on_device = letterbox_in_inference(self.settings)  # raw frames from the capture rings
         fixed = self.detector.backend.fixed_shape

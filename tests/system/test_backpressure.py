@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+import time
 
-from tests.harness import collect
+from tests.harness import collect, recorded_seqs, vestwatch, wait_status
+from tests.stages.web.test_observe import healthz_until
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -35,3 +38,43 @@ def test_live_overload_drops_frames_and_keeps_latency_bounded(daemon, rtsp_serve
     first, last = statistics.median(latencies[:third]), statistics.median(latencies[-third:])
     assert last < first * 1.5 + 200, f"latency grows: median {first:.0f} ms -> {last:.0f} ms"
     assert p99 < 3000
+
+
+OVERLOAD_S = 120  # how long the server is watched while overloaded
+
+
+def test_an_overloaded_inference_is_shed_fairly_said_and_never_restarted(daemon, make_video, big_weights) -> None:
+    """A model far too big for the CPU: every batch takes longer than ``stall_s``. The supervisor
+    leaves it be (heartbeats flow during a batch, saying how long it has run), each camera gets its
+    fair share of detections, every camera is said to be degraded, overloaded, on /healthz, and the
+    recording loses no frame (inference yields the CPU to it: ``pipeline.inference_nice``)."""
+    streams = [
+        {"id": f"cam{i}", "url": str(make_video(f"cam{i}.mp4", seconds=3, fps=10)), "loop": True, "realtime": True}
+        for i in range(3)
+    ]
+    running = daemon(
+        streams,
+        detector={"weights": str(big_weights), "img_size": 640},
+        pipeline={"stall_s": 2, "max_latency_ms": 2000, "min_detect_fps": 0.1},
+    )
+    running.wait_ready()
+    collect(running.endpoint, lambda m: all(m.get(s["id"]) for s in streams), timeout=300)  # the model is up
+    wait_status(running, lambda status: status["stages"]["inference"]["busy_s"] > 2, timeout=120)  # said mid-batch
+    end = time.monotonic() + OVERLOAD_S
+    detected = collect(running.endpoint, lambda m: time.monotonic() > end, timeout=OVERLOAD_S + 60)
+    report = healthz_until(f"http://{running.http}", lambda code: code == 503, saying="camera cam")
+    status = json.loads(vestwatch("ctl", "status", "-c", running.config).stdout)
+    assert running.stop()[0] == 0
+
+    inference = status["stages"]["inference"]
+    batch_s = inference["stats"]["inference_ms_sum"] / inference["stats"]["batches"] / 1e3
+    counts = {s["id"]: len(detected.get(s["id"], [])) for s in streams}
+    print(f"\nfull YOLOv7 on CPU: {batch_s:.1f} s a batch, detections in {OVERLOAD_S} s: {counts}")
+    assert batch_s > 2, "the premise: a batch longer than stall_s"
+    assert inference["restarts"] == 0 and "stalled" not in running.output.text()
+    assert min(counts.values()) > 0 and max(counts.values()) <= 2 * min(counts.values()), "shed fairly"
+    overloaded = [p for p in report["problems"] if "degraded: overloaded: " in p]
+    assert {p.split()[1] for p in overloaded} == set(counts), report
+    for stream in streams:
+        seqs = recorded_seqs(running.recordings / stream["id"])
+        assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"{stream['id']}: every captured frame is recorded"

@@ -13,7 +13,6 @@ import msgpack
 import zmq
 
 from pipeline.messages import EncodedPacket
-from tests.conftest import SHIPPED
 from tests.harness import RtspServer, collect, probe_video, wait_status
 
 
@@ -200,7 +199,8 @@ def test_subscriber_that_never_reads_does_not_grow_memory(daemon, make_video) ->
     vestwatch = daemon(
         [{"id": "cam", "url": str(clip), "loop": True, "realtime": True}],
         detector={"conf": 0.001, "max_det": 1000},  # many boxes: large messages
-        pipeline={"publish_hwm": 20},
+        # inference as fast as it goes: the recorder drawing 1000 boxes a frame would otherwise come first
+        pipeline={"publish_hwm": 20, "inference_nice": 0},
     )
     vestwatch.wait_ready()
     proxy = vestwatch.process.pid  # the supervisor runs the publish proxy, where a subscriber's queue lives
@@ -231,24 +231,6 @@ def unread_bytes(messages: dict[str, list[dict]]) -> int:
 
 def message_bytes(message: dict) -> int:
     return len(msgpack.packb(message))
-
-
-def test_a_batch_longer_than_stall_s_is_slow_not_hung(daemon, make_video) -> None:
-    """The shipped model at img 2560 on this CPU takes seconds a batch, longer than stall_s: the
-    inference stage heartbeats through each from its own thread, saying how long it has run, and is
-    never restarted; both streams keep getting detections."""
-    clip = make_video("clip.mp4", seconds=2, fps=10)
-    streams = [{"id": s, "url": str(clip), "loop": True, "realtime": True, "record": False} for s in ("a", "b")]
-    vestwatch = daemon(streams, detector={**SHIPPED, "img_size": 2560}, pipeline={"stall_s": 3.5})
-    vestwatch.wait_ready()
-    wait_status(vestwatch, lambda status: status["stages"]["inference"]["busy_s"] > 3.5, timeout=120)
-    messages = collect(vestwatch.endpoint, lambda m: len(m.get("a", [])) >= 3 and len(m.get("b", [])) >= 3, 180)
-    assert all(m["inference_ms"] > 1000 for stream in messages.values() for m in stream), "seconds a batch"
-    status: dict = {}
-    wait_status(vestwatch, lambda reported: status.update(reported) or True)
-    assert status["stages"]["inference"]["restarts"] == 0
-    assert not [line for line in vestwatch.output.lines if "stalled" in line]
-    assert vestwatch.stop()[0] == 0
 
 
 def test_hung_stage_is_killed_and_restarted(daemon, make_video) -> None:
