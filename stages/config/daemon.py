@@ -65,7 +65,7 @@ class Settings(EnvOverridesFile):
     """All of ``config.toml``; ``VESTWATCH_<SECTION>__<KEY>`` variables override it."""
 
     site: str = Field(
-        default_factory=lambda: default_site(),
+        default_factory=default_site,
         pattern=r"^[a-z0-9_-]{1,64}$",
         description="this install's name, in MQTT client ids, topics and Home Assistant devices, so that two sites "
         "on one broker never collide; default: the host's name",
@@ -73,7 +73,11 @@ class Settings(EnvOverridesFile):
     recordings_dir: Path = Field(
         Path("recordings"), description="each stream's recordings, snapshots and clips, and the events database"
     )
-    runtime_dir: Path = Field(default_factory=default_runtime_dir, description="sockets and frame rings (tmpfs)")
+    runtime_dir: Path = Field(
+        default_factory=default_runtime_dir,
+        description="sockets and frame rings (tmpfs); default: systemd's RuntimeDirectory, /run/vestwatch as "
+        "root, else $XDG_RUNTIME_DIR/vestwatch or /tmp/vestwatch-<uid>",
+    )
     publish: EndpointOf("pub") = Field("pub+bind:tcp://127.0.0.1:5560", description="where det.<stream> messages go")
     control: EndpointOf("rep") | None = Field(
         None, description="vestwatch ctl's; default rep+bind:ipc://<runtime_dir>/control.ipc"

@@ -29,7 +29,7 @@ class MqttSettings(BaseModel, extra="forbid"):
     tls: bool = Field(False, description="with the system's CAs, or ca_file")
     ca_file: Path | None = Field(None, description="the CA certificates (PEM) that check the broker's, with tls")
     topic_prefix: str = Field(
-        "vestwatch", pattern=r"^[^#+]+$", description="topics are <topic_prefix>/<stream>/...; no MQTT wildcards"
+        "vestwatch", pattern=r"^[^#+]+$", description="topics are <topic_prefix>/<site>/<stream>/...; no MQTT wildcards"
     )
     discovery: bool = Field(True, description="Home Assistant MQTT discovery")
     discovery_prefix: str = Field("homeassistant", description="where Home Assistant looks for discovery topics")
