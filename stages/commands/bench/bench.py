@@ -211,9 +211,15 @@ def run_cameras(count: int, args: Any, clip: Path, ceilings: Ceilings) -> Run:
                 daemon.wait(10)
             if cameras:
                 cameras.close()
-    return summarise(
-        count, seconds, counters(before), counters(after), usage, sampler, latencies.values, args, ceilings
-    )
+    run = summarise(count, seconds, counters(before), counters(after), usage, sampler, latencies.values, args, ceilings)
+    run.restarts = restarts(after) - restarts(before)
+    run.holds = run.holds and run.restarts == 0
+    return run
+
+
+def restarts(snapshot: dict[str, Any]) -> int:
+    """Stage processes the supervisor has restarted so far, all stages."""
+    return sum(stage["restarts"] for stage in snapshot["stages"].values())
 
 
 def summarise(

@@ -37,9 +37,9 @@ def describe(args: Any, ceilings: Ceilings) -> str:
 
 
 TABLE_HEAD = (
-    "| cameras | frames in/s per camera | detections/s | dropped | not recorded | p50 ms | p99 ms | vs ceiling "
-    "| CPU % daemon (machine) | RSS MiB | GPU % | holds | limiting |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    "| cameras | frames in/s per camera | detections/s | per camera min-max | dropped | not recorded | p50 ms "
+    "| p99 ms | vs ceiling | CPU % daemon (machine) | RSS MiB | GPU % | restarts | holds | limiting |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
 )
 
 
@@ -48,11 +48,12 @@ def row(run: Run, args: Any) -> str:
     rss = sum(u.rss_mib for u in run.processes.values())
     gpu = "" if run.gpu_util_percent is None else f"{run.gpu_util_percent:.0f}"
     captured = run.frames_in if args.no_record else run.recorded + run.record_dropped
+    fewest, most = run.detections_per_camera
     return (
         f"| {run.cameras} | {captured / run.seconds / run.cameras:.1f} | {run.processed / run.seconds:.1f} "
-        f"| {100 * run.drop_fraction:.2f} % | {100 * run.record_drop_fraction:.2f} % | {run.latency_p50_ms:.0f} "
-        f"| {run.latency_p99_ms:.0f} | {run.pipeline_vs_ceiling:.2f} | {cpu:.0f} ({run.machine_cpu_percent:.0f}) "
-        f"| {rss:.0f} | {gpu} "
+        f"| {fewest:.1f}-{most:.1f} | {100 * run.drop_fraction:.2f} % | {100 * run.record_drop_fraction:.2f} % "
+        f"| {run.latency_p50_ms:.0f} | {run.latency_p99_ms:.0f} | {run.pipeline_vs_ceiling:.2f} "
+        f"| {cpu:.0f} ({run.machine_cpu_percent:.0f}) | {rss:.0f} | {gpu} | {run.restarts} "
         f"| {'yes' if run.holds else 'no'} | {run.limiting} |"
     )
 

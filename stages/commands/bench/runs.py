@@ -29,6 +29,7 @@ class Run:
     holds: bool
     pipeline_vs_ceiling: float  # detections/s over min(decode-only, inference-only)
     drops: dict[str, int] = field(default_factory=dict)  # by the stage that dropped
+    restarts: int = 0  # stage processes the supervisor restarted during the window
 
     machine_cpu_percent: float = 0.0  # all cores, every process of the machine (cameras included)
 
@@ -37,6 +38,12 @@ class Run:
         """Frames offered to detection that gave no detections (drop counters of several stages may
         count one frame twice), less one frame per camera that may be in flight at the window's end."""
         return max(0.0, self.frames_in - self.processed - self.cameras) / max(self.frames_in, 1)
+
+    @property
+    def detections_per_camera(self) -> tuple[float, float]:
+        """The fewest and the most detections a second one camera got: how fairly load was shed."""
+        rates = [camera["processed"] / self.seconds for camera in self.per_camera.values()] or [0.0]
+        return min(rates), max(rates)
 
     @property
     def record_drop_fraction(self) -> float:
