@@ -106,6 +106,7 @@ class CaptureStage(Stage):
         self.copying = False  # the feed's own packets go to be recorded, not the frames
         self.need_keyframe = True  # copying: a packet was lost (or none sent yet); wait for a keyframe
         self.last_frame: float | None = None
+        self.frames_since_open = 0
         self.lost_because = ""  # the last reason the source was lost, until it opens again
         self.loss_logged: tuple[str, float, int] = ("", 0.0, 0)  # (reason, monotonic, repeats not logged since)
         self.status_sent: tuple[float, tuple] = (0.0, ())  # (monotonic, what it said)
@@ -172,9 +173,8 @@ class CaptureStage(Stage):
         self.from_file = self.feed.from_file
         self.pace = None
         self.state = "connected"
-        self.failures = 0
+        self.frames_since_open = 0
         self.lost_because = ""
-        self.loss_logged = ("", 0.0, 0)  # a loss after this is said at once
         log.info("%s: opened %s", self.stream.id, redact(self.stream.url))
 
     def _close_feed(self) -> None:
@@ -202,8 +202,12 @@ class CaptureStage(Stage):
         self.loss_logged = (why, now, 0)
 
     def _ended(self) -> None:
+        reopen = self.loop or (self.realtime and not self.from_file)
+        if reopen and not self.frames_since_open:  # reopened at once, it would end at once again, for ever
+            self._lost("it ended before its first decodable frame")
+            return
         self._close_feed()
-        if self.loop or (self.realtime and not self.from_file):
+        if reopen:
             self.retry_at = 0.0  # a live stream that ends is reopened at once; a looping file restarts
             self.state = "connected" if self.loop and self.from_file else "connecting"
         else:
@@ -243,6 +247,9 @@ class CaptureStage(Stage):
         except FeedError as error:
             self._lost(str(error))
             return
+        if not self.frames_since_open:  # it works: its next failure is retried soon, and said at once
+            self.failures, self.loss_logged = 0, ("", 0.0, 0)
+        self.frames_since_open += 1
         if self.realtime and self.from_file:
             self._wait_for_pts(frame.pts)
         if self.paused:  # live: keep the connection, process nothing
