@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS events (
     segment TEXT,
     offset_s REAL,
     clip TEXT,
-    acknowledged REAL              -- when, Unix seconds; NULL: not yet
+    acknowledged REAL,             -- when, Unix seconds; NULL: not yet
+    last_seen REAL                 -- an open event's person last seen (the stream's clock): where a crash ends it
 );
 CREATE INDEX IF NOT EXISTS events_by_start ON events (started);
 CREATE INDEX IF NOT EXISTS events_by_stream_day ON events (stream, day);
@@ -68,6 +69,9 @@ class EventStore:
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed event
         self.connection.executescript(SCHEMA)
+        columns = {row["name"] for row in self.connection.execute("PRAGMA table_info(events)")}
+        if "last_seen" not in columns:  # a database from before it was kept
+            self.connection.execute("ALTER TABLE events ADD COLUMN last_seen REAL")
 
     def record(self, event: dict[str, Any]) -> None:
         """One phase of an event (an ``event.<stream>`` message's fields)."""
@@ -115,17 +119,25 @@ class EventStore:
             )
         return cursor.rowcount == 1
 
-    def interrupt(self, stream: str) -> list[str]:
+    def seen(self, stream: str, clock: float) -> None:
+        """A stream's open events are still open at ``clock``: a crash after this ends them no earlier."""
+        with self.lock:
+            self.connection.execute(
+                "UPDATE events SET last_seen = ? WHERE stream = ? AND phase != 'end'", [clock, stream]
+            )
+
+    def interrupt(self, stream: str) -> list[dict[str, Any]]:
         """End a stream's events left open (its stage crashed or was killed): reason ``interrupted``,
-        ``ended`` their last known duration after their start."""
+        ``ended`` when they were last known open (their last update, or later when last seen). Returns
+        them as ended."""
         with self.lock:
             open_ = "FROM events WHERE stream = ? AND phase != 'end'"
-            rows = self.connection.execute(f"SELECT event_id {open_}", [stream]).fetchall()
-            # ended as far as it was known: its last update's duration after its start
-            self.connection.execute(f"UPDATE events SET phase = 'end', reason = 'interrupted', ended = started + "
-                                    f"COALESCE(duration_s, 0) WHERE event_id IN (SELECT event_id {open_})",
-                                    [stream])  # fmt: skip
-        return [row["event_id"] for row in rows]
+            ids = [row["event_id"] for row in self.connection.execute(f"SELECT event_id {open_}", [stream])]
+            self.connection.execute(f"UPDATE events SET phase = 'end', reason = 'interrupted', "
+                                    f"ended = max(started + coalesce(duration_s, 0), coalesce(last_seen, 0)), "
+                                    f"duration_s = max(coalesce(duration_s, 0), coalesce(last_seen, 0) - started) "
+                                    f"WHERE event_id IN (SELECT event_id {open_})", [stream])  # fmt: skip
+        return [event for event_id in ids if (event := self.event(event_id)) is not None]
 
     def promise_clip(self, event_id: str, path: str) -> None:
         """Where the event's clip is (or will be, once cut); an empty path: it never will be."""

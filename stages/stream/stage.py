@@ -40,6 +40,7 @@ from stages.config import Settings
 from stages.stats import StreamStats, plugins_report
 from stages.stream import plugins
 from stages.stream.analysis import FrameAnalysis, Violation
+from stages.stream.clock import StreamClock
 from stages.stream.health import CameraHealth, HealthJudge
 from stages.stream.keeper import FrameKeeper, Kept
 from stages.stream.messages import (
@@ -86,11 +87,9 @@ class StreamStage(Stage):
         self.analysed: OrderedDict[int, FrameAnalysis] = OrderedDict()  # seq -> results, newest last
         # enough for every frame that can be waiting here (refs queue up to the ring's size twice over)
         self.analysed_kept = 2 * self.settings.pipeline.ring_slots + 64
-        self.last_inferred: float | None = None  # monotonic time of this stream's latest results
-        self.file_anchor: float | None = None  # capture time minus pts, for a file's clock
+        self.clock = StreamClock(self.stream.is_realtime)
         self.plugin_errors_logged: dict[str, float] = {}  # plug-in -> monotonic time last logged
         self.last_expired = 0.0  # monotonic time the processors last saw an empty frame
-        self.last_clock = 0.0
         # by setup; empty until then (a stage that failed to set up tears down what it got)
         self.loaded_processors: plugins.Loaded[Processor] = plugins.Loaded([], [])
         self.loaded_sinks: plugins.Loaded[Sink] = plugins.Loaded([], [])
@@ -104,11 +103,13 @@ class StreamStage(Stage):
         self.cursor: RingCursor | None = None
         self.health = HealthJudge(self.settings.pipeline, self.stream.is_realtime, self.stream.detect_fps)
         self.health_judged = self.health_logged = 0.0  # monotonic
+        self.left_open_ended = False  # the events a crash left open, ended for every output after the first tick
 
     def report(self) -> dict[str, Any]:
         """The stage's own figures, then each plug-in's as ``<prefix>_<field>``."""
         now = time.monotonic()
-        self.stats.detection_age_s = None if self.last_inferred is None else round(now - self.last_inferred, 2)
+        last = self.clock.last_result_at
+        self.stats.detection_age_s = None if last is None else round(now - last, 2)
         recorded = [at for sink in self.sinks if (at := sink.recorded_at()) is not None]
         self.stats.recorded_age_s = round(now - max(recorded), 2) if recorded else None
         return {
@@ -165,8 +166,11 @@ class StreamStage(Stage):
     def step(self) -> None:
         for sink in self.sinks:
             self._guarded(sink, sink.tick)
+        if not self.left_open_ended:
+            self._end_left_open()
         now = time.monotonic()
-        idle = self.last_inferred is not None and now - self.last_inferred >= self.settings.events.lost_s
+        last = self.clock.last_result_at
+        idle = last is not None and now - last >= self.settings.events.lost_s
         if idle and now - self.last_expired >= 1.0:
             self._expire()
         self.poller.poll(100)
@@ -197,9 +201,8 @@ class StreamStage(Stage):
 
     def _analyse(self, message: InferredMessage) -> None:
         """Processors, the inferred-frame sinks, then what subscribers read."""
-        self.last_inferred = time.monotonic()
         self.health.inferred(message.captured)
-        analysis = analysis_of(message, self._clock(message))
+        analysis = analysis_of(message, self.clock.of_result(message.captured, message.pts))
         image = self.keeper.image(message.source_slot, message.seq)
         for processor in self.processors:
             self._guarded(processor, processor.handle, image, analysis)
@@ -249,6 +252,22 @@ class StreamStage(Stage):
             self._guarded(sink, add, sink)
         return EventMessage.from_violation(analysis, violation, box, evidence)
 
+    def _end_left_open(self) -> None:
+        """Once: the ``end`` phases of the events a crash of this stage left open (the event log ended
+        them in its store), to every sink and on ``event.<stream>``, so that no MQTT or webhook receiver
+        keeps one open for ever."""
+        self.left_open_ended = True
+        ended: list[EventMessage] = []
+        for sink in self.sinks:
+            self._guarded(sink, lambda s=sink: ended.extend(s.left_open()))
+        if not ended:
+            return
+        for sink in self.sinks:
+            self._guarded(sink, sink.events, tuple(ended))
+        for event in ended:
+            self.publisher.send_multipart([topic("event", self.stream.id), event.encode()])
+            self._remember(event)
+
     def _judge_camera(self) -> None:
         """Whether the camera is watched: a change goes out at once, a camera not watched is said again
         every ``HEALTH_LOG_EVERY_S``."""
@@ -285,16 +304,9 @@ class StreamStage(Stage):
         self._events_out(None, analysis, published=None)
         self.last_expired = time.monotonic()
 
-    def _idle_clock(self) -> float:
-        """The stream's clock now: the last result's plus the time since it came."""
-        if self.last_inferred is None:
-            return time.time()
-        return self.last_clock + time.monotonic() - self.last_inferred
-
     def _idle_analysis(self) -> FrameAnalysis:
-        """A frame with nothing on it at ``_idle_clock``; seq 0: no frame of the stream."""
-        clock = self._idle_clock()
-        return FrameAnalysis(self.stream.id, 0, time.time(), None, 1, 1, NO_DETECTIONS, [], clock=clock)
+        """A frame with nothing on it at the stream's time now; seq 0: no frame of the stream."""
+        return FrameAnalysis(self.stream.id, 0, time.time(), None, 1, 1, NO_DETECTIONS, [], clock=self.clock.now())
 
     def _guarded(self, plugin: object, call: Callable[..., None], *args: object) -> None:
         """A failing plug-in is counted and logged (once a minute), never fatal: the others go on."""
@@ -306,18 +318,6 @@ class StreamStage(Stage):
             if time.monotonic() - self.plugin_errors_logged.get(name, -PLUGIN_LOG_EVERY_S) >= PLUGIN_LOG_EVERY_S:
                 self.plugin_errors_logged[name] = time.monotonic()
                 log.exception("%s: %s failed (%s); going on", self.stream.id, name, error)
-
-    def _clock(self, message: InferredMessage) -> float:
-        """Capture time live; a file's own timeline, anchored at the capture time of its first frame here."""
-        self.last_clock = self._clock_of(message.captured, message.pts, anchor=True)
-        return self.last_clock
-
-    def _clock_of(self, captured: float, pts: float | None, anchor: bool = False) -> float:
-        if self.stream.is_realtime or pts is None:
-            return captured
-        if anchor and (self.file_anchor is None or pts + self.file_anchor < self.last_clock - 1.0):  # started over
-            self.file_anchor = captured - pts
-        return pts + self.file_anchor if self.file_anchor is not None else captured
 
     def _remember(self, event: EventMessage) -> None:
         self.stats.events += event.phase == "start"
@@ -338,9 +338,7 @@ class StreamStage(Stage):
 
     def _record_packet(self, packet: EncodedPacket) -> None:
         """One of the camera's own packets, recorded as it came, on the stream's event clock."""
-        clock = self._clock_of(packet.captured, packet.pts_s)
-        if clock < self.last_clock - 1.0:  # a file started over; its new run's results re-anchor the clock
-            clock = packet.captured
+        clock = self.clock.of_packet(packet.captured, packet.pts_s)
 
         def record(sink: Sink) -> None:
             try:
@@ -383,7 +381,7 @@ class StreamStage(Stage):
             analysis = FrameAnalysis(self.stream.id, ref.seq, ref.captured, ref.pts, width, height, NO_DETECTIONS, [])
         else:
             analysis = dataclasses.replace(earlier, seq=ref.seq, captured=ref.captured, pts=ref.pts, violations=[])
-        analysis.clock = self._clock_of(ref.captured, ref.pts)
+        analysis.clock = self.clock.of(ref.captured, ref.pts)
         analysis.inferred_seq = earlier.seq if earlier else None
         for sink in self.frame_sinks:
             self._guarded(sink, sink.handle, image, analysis)

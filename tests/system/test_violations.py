@@ -9,14 +9,18 @@ reported lost before the file ends (an offline stream stops at its last frame).
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from pipeline.subscriber import subscribe
 from tests import clips
 from tests.clips import FPS, Walker
+from tests.conftest import SHIPPED
 from tests.harness import Daemon
 from tests.violations import EVENTS, Listener, start_daemon
 
@@ -164,3 +168,34 @@ def test_an_event_open_when_the_file_ends_is_ended_lost(play) -> None:
     assert events and events[0]["phase"] == "start" and events[-1]["phase"] == "end", summary(events)
     assert events[-1]["reason"] == "lost" and len(by_event(events)) == 1, summary(events)
     assert 2.6 <= events[-1]["duration_s"] <= 3.0, "ended when last seen: the clip's last frame (2.9 s)"
+
+
+def test_an_event_open_when_its_stage_is_killed_ends_interrupted_for_subscribers(daemon, tmp_path: Path) -> None:
+    """kill -9 of ``stream.<id>`` while a worker's event is open: its store row is ended, and the
+    restarted stage publishes the ``end`` (reason ``interrupted``) that MQTT and webhook receivers
+    would otherwise wait for for ever, lasting until the worker was last seen, not its last update."""
+    standing = Walker(clips.NO_VEST_JACKET, (320, FLOOR), (320, FLOOR), 0, 99)
+    clip = clips.write_clip(tmp_path / "standing.mp4", [standing], 100)
+    running = daemon(
+        [{"id": "yard", "url": str(clip), "realtime": True, "loop": True}],
+        detector=SHIPPED,
+        events={"dwell_s": 0.5, "update_s": 60},  # no update while it is open: only the start's duration
+    )
+    running.wait_ready()
+    messages = subscribe(running.endpoint, ("det.yard", "event.yard"), timeout_s=120)
+    start = None
+    for _, message in messages:
+        if start is None and message["type"] == "event" and message["phase"] == "start":
+            start = message
+        if start is not None and message["type"] == "det" and message["captured"] > start["started"] + 3:
+            break  # open 3 s, seen by the stage, said by no phase
+    assert start is not None
+    os.kill(running.stage_pid("stream.yard"), signal.SIGKILL)
+    end = next(
+        m for _, m in messages if m["type"] == "event" and m["event_id"] == start["event_id"] and m["phase"] == "end"
+    )
+    assert end["reason"] == "interrupted" and end["box"] == []
+    assert end["duration_s"] >= 2.5 > start["duration_s"], "as long as it was seen open (to within a second)"
+    assert end["snapshot"] == start["snapshot"] and end["snapshot_url"]
+    assert f"{start['event_id']} was open when the stage last stopped" in running.output.text()
+    assert running.stop()[0] == 0

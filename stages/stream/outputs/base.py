@@ -55,6 +55,12 @@ class Sink(Plugin):
     def events(self, events: tuple[EventMessage, ...]) -> None:
         """The violation phases of a frame, as ``event.<stream>`` publishes them. Default: nothing."""
 
+    def left_open(self) -> tuple[EventMessage, ...]:
+        """Asked once, after the sinks' first ``tick``: the ``end`` phases of events a crash of this
+        stage left open (ended ``interrupted``), which the stage then gives every sink's ``events`` and
+        publishes, so that no receiver keeps them open for ever. Default: none."""
+        return ()
+
     def camera(self, message: CameraMessage) -> None:
         """The camera's state changed (or, ``previous`` empty, its first state at start). Default: nothing."""
 

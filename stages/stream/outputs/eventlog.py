@@ -1,4 +1,5 @@
-"""The ``eventlog`` sink: each event phase into the event store the review page reads."""
+"""The ``eventlog`` sink: each event phase into the event store the review page reads; the events a
+crash of the stage left open ended ``interrupted`` when it starts again, for every other output too."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import sqlite3
 import time
 from dataclasses import asdict
 
+import numpy as np
+
 from stages.config import Settings, StreamSettings
 from stages.recording.eventstore import EventStore
-from stages.stream.messages import EventMessage
+from stages.stream.analysis import FrameAnalysis
+from stages.stream.messages import NO_EVIDENCE, EventMessage
 from stages.stream.outputs.base import Sink
+from stages.web.review import event_file
 
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 60.0  # old events are looked for once a minute
+SEEN_EVERY_S = 1.0  # how often the store hears that open events are still open (where a crash ends them)
 
 
 class EventLogSink(Sink):
@@ -28,7 +34,9 @@ class EventLogSink(Sink):
     def __init__(self, settings: Settings, stream: StreamSettings) -> None:
         super().__init__()
         self.settings, self.stream = settings, stream
-        self.last_retention = 0.0
+        self.last_retention = self.last_seen = 0.0
+        self.open: set[str] = set()  # this stage's events not ended yet
+        self.interrupted: list[dict] = []  # ended by this start, to be ended for the other outputs too
         self.store: EventStore | None = None
         self._open()
 
@@ -38,19 +46,49 @@ class EventLogSink(Sink):
             store = None
             try:
                 store = EventStore(self.settings.events_db)
-                interrupted = store.interrupt(self.stream.id)
+                self.interrupted = store.interrupt(self.stream.id)
             except sqlite3.Error as error:
                 if store is not None:
                     store.close()
                 log.warning("%s: events database not open (%s); events still go out", self.stream.id, error)
                 return None
             self.store = store
-            for event_id in interrupted:  # this stage would never end them otherwise
-                log.info("%s: %s was open when the stage last stopped; ended 'interrupted'", self.stream.id, event_id)
+            for event in self.interrupted:  # this stage would never end them otherwise
+                log.info("%s: %s was open when the stage last stopped; ended 'interrupted'", self.stream.id,
+                         event["event_id"])  # fmt: skip
         return self.store
+
+    def left_open(self) -> tuple[EventMessage, ...]:
+        """The ``end`` of each event this start ended ``interrupted``, as the store has it now (the
+        clips sink has promised its clip by the first tick)."""
+        ended = []
+        for found in self.interrupted:
+            event = (self.store.event(found["event_id"]) if self.store else None) or found
+            evidence = {key: event.get(key) for key in NO_EVIDENCE}
+            for name, key in (("snapshot.jpg", "snapshot"), ("clip.mp4", "clip")):
+                if evidence[key]:
+                    evidence[f"{key}_url"] = self.settings.link(event_file(event["event_id"], name))
+                else:
+                    evidence[key] = None  # a clip that cannot be cut is stored as ""
+            fields = ("event_id", "phase", "track_id", "zone", "missing", "started", "ended", "duration_s", "reason")
+            ended.append(EventMessage(stream=self.stream.id, seq=0, captured=event["ended"], box=[],
+                                      **{key: event[key] for key in fields}, **evidence))  # fmt: skip
+        self.interrupted = []
+        return tuple(ended)
+
+    def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
+        """While events are open, the store hears so once a second: a crash ends them when last seen."""
+        if self.open and self.store is not None and time.monotonic() - self.last_seen >= SEEN_EVERY_S:
+            self.last_seen = time.monotonic()
+            with contextlib.suppress(sqlite3.Error):  # a full disk: their last phase's time it is
+                self.store.seen(self.stream.id, analysis.clock)
 
     def events(self, events: tuple[EventMessage, ...]) -> None:
         for event in events:
+            if event.phase == "end":
+                self.open.discard(event.event_id)
+            else:
+                self.open.add(event.event_id)
             store = self._open()
             try:
                 if store is not None:

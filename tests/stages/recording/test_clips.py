@@ -186,9 +186,26 @@ def test_events_left_open_by_a_crash_are_ended_interrupted(tmp_path: Path) -> No
     store = EventStore(tmp_path / "events.sqlite3")
     store.record(event("update"))
     store.record({**event("start"), "event_id": "gate-1", "stream": "gate"})
-    assert store.interrupt("cam") == ["cam-1-7-site"] and store.interrupt("cam") == []
+    assert [e["event_id"] for e in store.interrupt("cam")] == ["cam-1-7-site"] and store.interrupt("cam") == []
     assert store.event("cam-1-7-site")["reason"] == "interrupted"
     assert store.event("gate-1")["phase"] == "start", "another stream's stage still owns its events"
+
+
+def test_an_event_a_crash_left_open_ends_for_every_output_when_its_person_was_last_seen(tmp_path: Path) -> None:
+    """Its last update said 2 s, but the stage saw it open until 9 s: the end says 9 s, and goes out."""
+    settings = Settings(recordings_dir=tmp_path / "rec", runtime_dir=tmp_path / "run", http_url="https://site:8080")
+    store = EventStore(settings.events_db)
+    store.record(event("start", snapshot="/r/start.jpg"))
+    store.seen("cam", T0 + 9)
+    store.close()
+    log = EventLogSink(settings, StreamSettings(id="cam", url="demo"))  # the stage started again
+    (ended,) = log.left_open()
+    assert (ended.event_id, ended.phase, ended.reason) == ("cam-1-7-site", "end", "interrupted")
+    assert ended.ended == T0 + 9 and ended.duration_s == 9.0, "when it was last seen open, not its last update"
+    assert ended.snapshot == "/r/start.jpg" and ended.snapshot_url.startswith("https://site:8080/api/events/")
+    assert ended.clip is None and log.left_open() == (), "once"
+    assert log.store.event("cam-1-7-site")["duration_s"] == 9.0
+    log.close()
 
 
 def test_the_api_lists_a_viewers_day_and_refuses_bad_numbers(tmp_path: Path) -> None:
