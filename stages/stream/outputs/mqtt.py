@@ -18,7 +18,9 @@ availability is the connection's and ``watched``: a camera nobody watches never 
 and a ``problem`` binary sensor that stays available to say so, the reason in its attributes.
 The broker may be down at start or restart at any time: paho reconnects by itself and holds QoS 1
 messages until then, up to ``queue`` (what does not fit is counted); on every connection the
-discovery configs and states are sent again.
+discovery configs and states are sent again. ``published`` counts what the broker acknowledged
+(PUBACK), not what was handed to paho. Connecting, losing the connection and each way it fails
+(unreachable, TLS, refused) are logged, the same failure again at most every ``FAILURE_LOG_EVERY_S``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +44,8 @@ from stages.stream.messages import CameraMessage, EventMessage
 from stages.stream.outputs.base import Sink
 
 log = logging.getLogger(__name__)
+
+FAILURE_LOG_EVERY_S = 300.0  # the same connection failure again and again is said once, then this often
 
 
 @dataclass
@@ -73,41 +79,76 @@ class MqttSink(Sink):
         self.open: dict[str, set[str]] = {zone: set() for zone in self.zones}  # zone -> open event ids
         self.counts = {"people": -1, "without_vest": -1}
         self.counting = threading.Lock()  # _send runs on the stage's thread and on paho's, _published on paho's
+        self.failure_logged = ("", 0.0, 0)  # the failure last said, when, and how often since, unsaid
+        self.said_connected = False  # a connection is said when the log last said otherwise
         self.client = self._client()
-        # only now: a broker that answers at once has on_connect publish through self.client
-        self.client.connect_async(settings.host, settings.port, keepalive=30)
-        self.client.loop_start()
+        if self._secure():
+            # only now: a broker that answers at once has on_connect publish through self.client
+            self.client.connect_async(settings.host, settings.port, keepalive=30)
+            self.client.loop_start()
 
     def _client(self) -> paho.Client:
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"vestwatch-{self.site}-{self.stream.id}")
         if self.settings.username:
             client.username_pw_set(self.settings.username, self.settings.password)
-        if self.settings.tls:
-            client.tls_set(ca_certs=str(self.settings.ca_file) if self.settings.ca_file else None)
         client.will_set(f"{self.base}/availability", "offline", qos=1, retain=True)
         client.max_queued_messages_set(self.settings.queue)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._connected
+        client.on_connect_fail = self._connect_failed
         client.on_disconnect = self._disconnected
         client.on_publish = self._published
         return client
 
+    def _secure(self) -> bool:
+        """TLS as configured; False when it cannot start (the CA file deleted or made unreadable since the
+        settings were checked): the sink then never connects, in clear least of all, and holds its messages
+        up to ``queue`` and counts the rest, but it raises nothing: the stream records on."""
+        if not self.settings.tls:
+            return True
+        try:
+            self.client.tls_set(ca_certs=str(self.settings.ca_file) if self.settings.ca_file else None)
+        except OSError as error:  # ssl.SSLError too
+            self._failed(f"TLS cannot start ({error}); not connecting")
+            return False
+        return True
+
+    def _failed(self, why: str) -> None:
+        """Say why the broker is out of reach: at once, then the same again at most every
+        ``FAILURE_LOG_EVERY_S`` with how often since (paho retries up to every 30 s)."""
+        said, at, unsaid = self.failure_logged
+        now = time.monotonic()
+        if why == said and now - at < FAILURE_LOG_EVERY_S:
+            self.failure_logged = (said, at, unsaid + 1)
+            return
+        again = f" ({unsaid} more times since it was last said)" if unsaid else ""
+        log.warning("%s: MQTT broker %s:%d: %s%s", self.stream.id, self.settings.host, self.settings.port, why, again)
+        self.failure_logged = (why, now, 0)
+        self.said_connected = False
+
+    def _connect_failed(self, client: paho.Client, userdata: object) -> None:
+        """Unreachable, or TLS failed: paho calls this while it handles the error, so that is the reason."""
+        self._failed(f"cannot connect ({sys.exc_info()[1] or 'no reason given'}); retrying")
+
     def _connected(self, client: paho.Client, userdata: object, flags: object, reason: object, props: object) -> None:
         if getattr(reason, "is_failure", False):
-            log.warning("%s: MQTT broker %s refused us: %s", self.stream.id, self.settings.host, reason)
+            self._failed(f"refused us ({reason}); retrying")
             return
         self.stats.connected = True
-        log.info("%s: connected to the MQTT broker %s:%d", self.stream.id, self.settings.host, self.settings.port)
+        if not self.said_connected:
+            log.info("%s: connected to the MQTT broker %s:%d", self.stream.id, self.settings.host, self.settings.port)
+            self.said_connected = True
         if self.settings.discovery:
             for topic, config in self._discovery().items():
                 self._send(topic, json.dumps(config), retain=True)
         self._send(f"{self.base}/availability", "online", retain=True)
         self._send_states()
 
-    def _disconnected(self, client: paho.Client, *args: object) -> None:
+    def _disconnected(
+        self, client: paho.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
         if self.stats.connected and not self.closing:
-            log.warning("%s: MQTT broker %s gone; holding up to %d messages", self.stream.id, self.settings.host,
-                        self.settings.queue)  # fmt: skip
+            self._failed(f"connection lost ({reason}); holding up to {self.settings.queue} messages")
         self.stats.connected = False
 
     def _published(self, *args: object) -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,8 +22,9 @@ from stages.config import MqttSettings, StreamSettings, ZoneSettings
 from stages.stream.analysis import FrameAnalysis, Person, Violation
 from stages.stream.health import CameraHealth
 from stages.stream.messages import CameraMessage, EventMessage
+from stages.stream.outputs import mqtt
 from stages.stream.outputs.mqtt import MqttSink
-from tests.harness import MOSQUITTO, Mosquitto
+from tests.harness import MOSQUITTO, Mosquitto, free_port
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto not installed (deploy/setup.sh --dev)")
 
@@ -70,6 +77,69 @@ class Watcher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class Calls:
+    """Counts the calls of one of the sink's paho callbacks as they run on paho's thread, for a test to
+    wait on them rather than on time."""
+
+    def __init__(self, client: paho.Client, name: str) -> None:
+        self.count = 0
+        self.changed = threading.Condition()
+        inner = getattr(client, name)
+
+        def called(*args: object) -> None:
+            inner(*args)
+            with self.changed:
+                self.count += 1
+                self.changed.notify_all()
+
+        setattr(client, name, called)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
+        with self.changed:
+            assert self.changed.wait_for(predicate, timeout), f"timed out after {self.count} calls"
+
+
+def said(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == mqtt.log.name and r.levelno == level]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl makes the test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@contextlib.contextmanager
+def tls_server(cert: Path, key: Path) -> Iterator[int]:
+    """A TLS listener that shows ``cert`` and speaks no MQTT: enough for a client to check the certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener shut
+            while True:
+                connection, _ = listener.accept()
+                with contextlib.suppress(OSError), connection:  # the client refuses the certificate
+                    context.wrap_socket(connection, server_side=True).close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        listener.close()
 
 
 @pytest.fixture
@@ -125,6 +195,7 @@ def test_a_broker_down_at_start_and_restarted_mid_run_loses_no_event(broker) -> 
     watcher = Watcher(broker.port)  # a persistent session: the broker keeps its messages while it is away
     broker.stop()
     sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM, SITE)
+    acks = Calls(sink.client, "on_publish")  # the broker is down: none can come before
     send(sink, 1, "start")  # the broker is down: held by the client
     broker.start()
     watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start"])
@@ -134,17 +205,14 @@ def test_a_broker_down_at_start_and_restarted_mid_run_loses_no_event(broker) -> 
     broker.start()
     watcher.wait_for(lambda ms: [e["phase"] for e in watcher.events()] == ["start", "update", "end"])
     assert sink.stats.overflowed == 0
-    deadline = time.monotonic() + 10
-    while sink.stats.queued and time.monotonic() < deadline:  # paho acknowledges on its thread, with no hook of ours
-        time.sleep(0.05)
-    assert sink.stats.queued == 0 and sink.stats.published >= 3, "held while away, then acknowledged"
+    acks.wait_for(lambda: sink.stats.queued == 0)
+    assert sink.stats.published >= 3, "held while away, then acknowledged"
     sink.close()
     watcher.close()
 
 
-def test_what_does_not_fit_while_the_broker_is_away_is_counted(broker) -> None:
-    broker.stop()
-    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port, queue=3), STREAM, SITE)
+def test_what_does_not_fit_while_the_broker_is_away_is_counted() -> None:
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=free_port(), queue=3), STREAM, SITE)  # nothing listens
     for seq in range(1, 7):
         send(sink, seq, "update")
     assert sink.stats.overflowed >= 3 and not sink.stats.connected
@@ -195,3 +263,82 @@ def test_two_sites_with_the_same_camera_id_share_a_broker(broker) -> None:
     for sink in sinks:
         sink.close()
     watcher.close()
+
+
+def test_published_counts_only_what_the_broker_acknowledged(tmp_path) -> None:
+    """Held while the broker is down is not published: only its PUBACK makes a message count."""
+    broker = Mosquitto(tmp_path / "broker")  # its port, nothing on it yet
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM, SITE)
+    acks = Calls(sink.client, "on_publish")
+    sink.client.reconnect_delay_set(0.05, 0.1)  # to see the broker soon after it starts
+    for seq in range(1, 4):
+        send(sink, seq, "update")
+    held = sink.stats.queued
+    assert held >= 3 and sink.stats.published == 0, "handed to paho is not published"
+    broker.start()
+    try:
+        acks.wait_for(lambda: sink.stats.queued == 0)
+        assert sink.stats.published > held and acks.count == sink.stats.published, "each counted on its PUBACK"
+        sink.close()
+    finally:
+        broker.stop()
+
+
+def test_a_ca_file_gone_after_validation_leaves_the_sink_unconnected_without_raising(
+    certificate, tmp_path, caplog
+) -> None:
+    """The stream stage's setup must not fail on the sink: it logs, holds what fits and counts the rest."""
+    ca_file = tmp_path / "ca.pem"
+    shutil.copy(certificate[0], ca_file)
+    port = free_port()
+    settings = MqttSettings(host="127.0.0.1", port=port, tls=True, ca_file=ca_file, queue=3)
+    ca_file.unlink()
+    caplog.set_level(logging.INFO, logger=mqtt.log.name)
+    sink = MqttSink(settings, STREAM, SITE)
+    warnings = said(caplog, logging.WARNING)
+    assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0] and "TLS cannot start" in warnings[0]
+    for seq in range(1, 4):
+        send(sink, seq, "update")
+    assert not sink.stats.connected and sink.stats.queued == 3 and sink.stats.overflowed >= 3
+    sink.close()
+
+
+def test_a_broker_out_of_reach_is_said_once_and_its_coming_back_once(tmp_path, caplog) -> None:
+    """Nothing listens: one warning naming the broker, not one per retry; then Mosquitto starts there."""
+    caplog.set_level(logging.INFO, logger=mqtt.log.name)
+    broker = Mosquitto(tmp_path / "broker")  # its port, nothing on it yet
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM, SITE)
+    tries, connections = Calls(sink.client, "on_connect_fail"), Calls(sink.client, "on_connect")
+    sink.client.reconnect_delay_set(0.05, 0.1)  # retries come quickly: the log must not follow them
+    tries.wait_for(lambda: tries.count >= 3)
+    warnings = said(caplog, logging.WARNING)
+    assert len(warnings) == 1, warnings
+    assert f"127.0.0.1:{broker.port}" in warnings[0] and "Connection refused" in warnings[0]
+    broker.start()
+    try:
+        connections.wait_for(lambda: connections.count >= 1)
+        assert said(caplog, logging.WARNING) == warnings
+        assert said(caplog, logging.INFO) == [f"gate: connected to the MQTT broker 127.0.0.1:{broker.port}"]
+        sink.close()
+    finally:
+        broker.stop()
+
+
+def test_tls_with_the_wrong_ca_is_said(certificate, tmp_path, caplog) -> None:
+    """The broker's certificate is not signed by ca_file: said once, with the TLS reason, not just
+    ``mqtt_connected: false``."""
+    caplog.set_level(logging.INFO, logger=mqtt.log.name)
+    other_ca = tmp_path / "other.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", "/CN=other CA", "-keyout", str(tmp_path / "other.key"), "-out", str(other_ca)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with tls_server(*certificate) as port:
+        sink = MqttSink(MqttSettings(host="127.0.0.1", port=port, tls=True, ca_file=other_ca), STREAM, SITE)
+        tries = Calls(sink.client, "on_connect_fail")
+        sink.client.reconnect_delay_set(0.05, 0.1)
+        tries.wait_for(lambda: tries.count >= 2)
+        sink.close()
+    warnings = said(caplog, logging.WARNING)
+    assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0] and "certificate verify failed" in warnings[0]
