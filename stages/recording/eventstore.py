@@ -9,12 +9,16 @@ keeps the first snapshot (the start's, where the person is seen without their PP
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -58,13 +62,33 @@ COLUMNS = ("stream", "zone", "track_id", "phase", "started", "ended", "duration_
 COLUMNS += ("snapshot", "segment", "offset_s", "clip")
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path`` now (device, inode); None: none."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class EventStore:
-    """One connection, shared by the HTTP server's threads under a lock."""
+    """One connection, shared by the HTTP server's threads under a lock.
+
+    Every use first checks that the file at ``path`` is still the one opened: a database deleted while
+    open would otherwise be read and written unseen, and gone with the last process that holds it. One
+    removed is written anew from what this connection still reads (no event lost); one replaced (by
+    another process's connection that wrote it anew, or a backup put back) is taken, with the events it
+    lacks of this connection's added. Either is said in one line and counted in ``renewed``."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)  # the recordings folder, on a first start
+        self.path = path
         self.lock = threading.Lock()
-        self.connection = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self.renewed = 0
+        self._connect()
+
+    def _connect(self) -> None:
+        self.connection = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
         self.connection.row_factory = sqlite3.Row
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed event
@@ -72,6 +96,42 @@ class EventStore:
         columns = {row["name"] for row in self.connection.execute("PRAGMA table_info(events)")}
         if "last_seen" not in columns:  # a database from before it was kept
             self.connection.execute("ALTER TABLE events ADD COLUMN last_seen REAL")
+        self.identity = _identity(self.path)
+
+    def _current(self) -> sqlite3.Connection:
+        """The connection to the database at ``path`` now (under ``lock``)."""
+        if _identity(self.path) == self.identity:
+            return self.connection
+        mine = self.connection.execute("SELECT * FROM events").fetchall()
+        replaced = self.path.exists()
+        log.warning("events database %s was %s while open; %s with the %d events this process still reads",
+                    self.path, "replaced" if replaced else "removed", "taking the new one" if replaced
+                    else "writing it anew", len(mine))  # fmt: skip
+        if not replaced:
+            self._write_anew()
+        self.connection.close()
+        self._connect()
+        if replaced and mine:  # another process's connection wrote it anew, or a backup was put back
+            columns = ", ".join(mine[0].keys())
+            marks = ", ".join("?" * len(mine[0].keys()))
+            self.connection.executemany(f"INSERT OR IGNORE INTO events ({columns}) VALUES ({marks})", mine)
+        self.renewed += 1
+        return self.connection
+
+    def _write_anew(self) -> None:
+        """The removed database written again at ``path`` from this connection's view of it."""
+        restored = self.path.with_name(self.path.name + ".restoring")
+        target = sqlite3.connect(restored)
+        try:
+            self.connection.backup(target)
+        finally:
+            target.close()
+        try:
+            for stale in ("-wal", "-shm"):  # the removed database's: never to be replayed into the new one
+                self.path.with_name(self.path.name + stale).unlink(missing_ok=True)
+            os.replace(restored, self.path)
+        except OSError as error:  # the callers handle the database's own errors
+            raise sqlite3.OperationalError(f"cannot write {self.path} anew: {error}") from error
 
     def record(self, event: dict[str, Any]) -> None:
         """One phase of an event (an ``event.<stream>`` message's fields)."""
@@ -80,7 +140,7 @@ class EventStore:
             missing=json.dumps(event["missing"]), day=datetime.fromtimestamp(event["started"]).strftime("%Y-%m-%d")
         )
         with self.lock:
-            self.connection.execute(UPSERT, row)
+            self._current().execute(UPSERT, row)
 
     def events(
         self,
@@ -102,19 +162,19 @@ class EventStore:
             if value is not None and value != "":
                 query, args = f"{query} AND {condition}", [*args, value]
         with self.lock:
-            rows = self.connection.execute(query + " ORDER BY started DESC LIMIT ?", [*args, limit]).fetchall()
+            rows = self._current().execute(query + " ORDER BY started DESC LIMIT ?", [*args, limit]).fetchall()
         return [_event(row) for row in rows]
 
     def event(self, event_id: str) -> dict[str, Any] | None:
         with self.lock:
-            row = self.connection.execute("SELECT * FROM events WHERE event_id = ?", [event_id]).fetchone()
+            row = self._current().execute("SELECT * FROM events WHERE event_id = ?", [event_id]).fetchone()
         return _event(row) if row else None
 
     def acknowledge(self, event_id: str, when: float | None = None) -> bool:
         """Mark an event seen; False when there is no such event. The first acknowledgement's time stays."""
         when = time.time() if when is None else when
         with self.lock:
-            cursor = self.connection.execute(
+            cursor = self._current().execute(
                 "UPDATE events SET acknowledged = coalesce(acknowledged, ?) WHERE event_id = ?", [when, event_id]
             )
         return cursor.rowcount == 1
@@ -122,7 +182,7 @@ class EventStore:
     def seen(self, stream: str, clock: float) -> None:
         """A stream's open events are still open at ``clock``: a crash after this ends them no earlier."""
         with self.lock:
-            self.connection.execute(
+            self._current().execute(
                 "UPDATE events SET last_seen = ? WHERE stream = ? AND phase != 'end'", [clock, stream]
             )
 
@@ -132,8 +192,8 @@ class EventStore:
         them as ended."""
         with self.lock:
             open_ = "FROM events WHERE stream = ? AND phase != 'end'"
-            ids = [row["event_id"] for row in self.connection.execute(f"SELECT event_id {open_}", [stream])]
-            self.connection.execute(f"UPDATE events SET phase = 'end', reason = 'interrupted', "
+            ids = [row["event_id"] for row in self._current().execute(f"SELECT event_id {open_}", [stream])]
+            self._current().execute(f"UPDATE events SET phase = 'end', reason = 'interrupted', "
                                     f"ended = max(started + coalesce(duration_s, 0), coalesce(last_seen, 0)), "
                                     f"duration_s = max(coalesce(duration_s, 0), coalesce(last_seen, 0) - started) "
                                     f"WHERE event_id IN (SELECT event_id {open_})", [stream])  # fmt: skip
@@ -142,12 +202,12 @@ class EventStore:
     def promise_clip(self, event_id: str, path: str) -> None:
         """Where the event's clip is (or will be, once cut); an empty path: it never will be."""
         with self.lock:
-            self.connection.execute("UPDATE events SET clip = ? WHERE event_id = ?", [path, event_id])
+            self._current().execute("UPDATE events SET clip = ? WHERE event_id = ?", [path, event_id])
 
     def forget(self, stream: str, before: float) -> int:
         """Retention: drop a stream's events that started before ``before``."""
         with self.lock:
-            cursor = self.connection.execute("DELETE FROM events WHERE stream = ? AND started < ?", [stream, before])
+            cursor = self._current().execute("DELETE FROM events WHERE stream = ? AND started < ?", [stream, before])
         return cursor.rowcount
 
     def close(self) -> None:

@@ -7,12 +7,13 @@ import contextlib
 import logging
 import sqlite3
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from stages.config import Settings, StreamSettings
 from stages.recording.eventstore import EventStore
+from stages.stats import PluginStats, counter
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.messages import NO_EVIDENCE, EventMessage
 from stages.stream.outputs.base import Sink
@@ -21,7 +22,24 @@ from stages.web.review import event_file
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 60.0  # old events are looked for once a minute
+RENEWED_SHOWN_S = 600.0  # a database removed or replaced under the daemon is a /healthz problem this long
 SEEN_EVERY_S = 1.0  # how often the store hears that open events are still open (where a crash ends them)
+
+
+@dataclass
+class EventLogStats(PluginStats):
+    """Unprefixed: ``database_renewed`` in ``ctl status``."""
+
+    database_renewed: int = counter(
+        "vestwatch_events_database_renewed_total", "Times the events database was found removed or replaced while open"
+    )
+    database_renewed_at: float | None = None  # Unix time it last was
+
+    def problem(self) -> str | None:
+        if self.database_renewed_at is None or time.time() - self.database_renewed_at > RENEWED_SHOWN_S:
+            return None
+        when = time.strftime("%H:%M:%S", time.localtime(self.database_renewed_at))
+        return f"events database removed or replaced while open, at {when}: see the log"
 
 
 class EventLogSink(Sink):
@@ -30,6 +48,9 @@ class EventLogSink(Sink):
     The database may not be writable for a while (a full disk, until the recorder makes room): the
     events still go out to subscribers, MQTT and webhooks, a line says what was not logged, and the
     store is tried again with the next phase (which carries the whole event)."""
+
+    stats_type = EventLogStats
+    stats: EventLogStats
 
     def __init__(self, settings: Settings, stream: StreamSettings) -> None:
         super().__init__()
@@ -95,6 +116,8 @@ class EventLogSink(Sink):
                     store.record(asdict(event))
             except sqlite3.Error as error:
                 log.warning("%s: %s %s not logged (%s)", self.stream.id, event.event_id, event.phase, error)
+            if store is not None and store.renewed != self.stats.database_renewed:
+                self.stats.database_renewed, self.stats.database_renewed_at = store.renewed, time.time()
 
     def tick(self) -> None:
         if self.store is not None and time.monotonic() - self.last_retention >= RETENTION_EVERY_S:

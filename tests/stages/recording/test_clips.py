@@ -19,6 +19,7 @@ from stages.recording.clips import cut_clip
 from stages.recording.eventstore import EventStore
 from stages.recording.paths import clip_path
 from stages.recording.segments import SegmentRecorder
+from stages.stream.messages import EventMessage
 from stages.stream.outputs.clips import ClipSink
 from stages.stream.outputs.eventlog import EventLogSink
 from stages.web.review import ReviewApi
@@ -205,6 +206,39 @@ def test_an_event_a_crash_left_open_ends_for_every_output_when_its_person_was_la
     assert ended.snapshot == "/r/start.jpg" and ended.snapshot_url.startswith("https://site:8080/api/events/")
     assert ended.clip is None and log.left_open() == (), "once"
     assert log.store.event("cam-1-7-site")["duration_s"] == 9.0
+    log.close()
+
+
+def test_a_database_removed_while_open_is_written_anew_with_every_event(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleted under the daemon (its -wal and -shm left behind), the history would live on only in the
+    processes that hold it open, and go with them: the next use writes it anew, said in one line; the
+    HTTP server's connection and the stream stage's end up on the one new file."""
+    settings = Settings(recordings_dir=tmp_path / "rec", runtime_dir=tmp_path / "run")
+    log = EventLogSink(settings, StreamSettings(id="cam", url="demo"))
+    page = EventStore(settings.events_db)  # the review page's
+    log.store.record(event("start"))
+    log.store.record({**event("start"), "event_id": "cam-2-8-site"})
+    settings.events_db.unlink()
+    assert {e["event_id"] for e in page.events()} == {"cam-1-7-site", "cam-2-8-site"}, "read from the new file"
+    assert settings.events_db.is_file(), "written anew by the first use that found it gone"
+    log.store.record({**event("start"), "event_id": "cam-3-9-site", "started": T0 + 1})
+    fresh = EventStore(settings.events_db)
+    assert {e["event_id"] for e in fresh.events()} == {"cam-1-7-site", "cam-2-8-site", "cam-3-9-site"}
+    assert {e["event_id"] for e in page.events()} == {"cam-1-7-site", "cam-2-8-site", "cam-3-9-site"}
+    assert [r.getMessage() for r in caplog.records if "removed while open" in r.getMessage()] == [
+        f"events database {settings.events_db} was removed while open; writing it anew with the 2 events this "
+        "process still reads"
+    ]
+    assert log.store.renewed == 1 and page.renewed == 1, "one wrote it anew, the other took the new one"
+    log.events(())  # the sink's figures follow its store at its next phase
+    start = EventMessage("cam", "cam-4-1-site", "start", 1, "site", ["vest"], T0, None, 1.0, None, 1, T0, [],
+                         *[None] * 6)  # fmt: skip
+    log.events((start,))
+    assert log.stats.database_renewed == 1 and "removed or replaced while open" in log.stats.problem()
+    for store in (fresh, page):
+        store.close()
     log.close()
 
 
