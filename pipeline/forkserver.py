@@ -9,6 +9,11 @@ shared copy-on-write, and a camera costs the memory of its own work.
 
 The inference stage is not forked: it is one process, and CUDA must not be initialised in a
 parent that forks.
+
+Every stage it forks holds a copy of multiprocessing's "alive" pipe to it, so the fork server,
+which stops when that pipe closes, would outlive a supervisor killed with SIGKILL for as long as
+its stages do, and they (``pipeline.worker.end_with``) as long as it does. So it ends with the
+supervisor on its own (``pipeline.forkserver_frozen``), and its stages end with it.
 """
 
 from __future__ import annotations
@@ -25,14 +30,7 @@ from pipeline import worker
 from pipeline.stage import member_names
 
 PR_SET_NAME = 15
-PR_SET_PDEATHSIG = 1
 M_ARENA_MAX = -8  # glibc mallopt
-
-
-def die_with_parent() -> None:
-    """Child side of fork: get SIGTERM if the parent dies, even by SIGKILL (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ForkedProcess:
@@ -68,6 +66,7 @@ class ForkServer:
         self.context.set_forkserver_preload([*preload, "pipeline.forkserver_frozen"])
 
     def spawn(self, kind: str, name: str, env: dict[str, str]) -> ForkedProcess:
+        os.environ["VWSTAGE_SUPERVISOR"] = str(os.getpid())  # the fork server this starts, if any, ends with us
         # daemon: a supervisor that ends for any reason never waits on its stages at exit
         process = self.context.Process(target=_run_stage, args=(kind, name, env), name=name, daemon=True)
         process.start()
@@ -75,11 +74,12 @@ class ForkServer:
 
 
 def _run_stage(kind: str, name: str, env: dict[str, str]) -> None:
-    """In the forked child: the supervisor's environment for this stage, death with the fork
-    server (which dies with the supervisor), then the stage as ``pipeline.worker`` runs it."""
+    """In the forked child: the supervisor's environment for this stage, its end with the fork
+    server (which ends with the supervisor), then the stage as ``pipeline.worker`` runs it."""
+    server = int(os.environ["VWSTAGE_FORK_SERVER"])  # its pid, which it set: getppid() once it is gone
     os.environ.clear()
     os.environ.update(env, VWSTAGE_TRIM="1")  # and what they free goes back to the system once a second
-    die_with_parent()
+    worker.end_with(server)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_NAME, name.encode()[:15])  # ps and top show the stage, not the fork server

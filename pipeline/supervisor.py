@@ -5,7 +5,8 @@ for ``step_timeout_s``, or not set up within ``start_grace_s``), is restarted wi
 exponential backoff; the others are never touched. A process may run several stages of
 one kind (``capture.cam1+cam2``, see ``pipeline.stage.run_together``): each member
 heartbeats and is reported under its own name, and they are restarted together. SIGTERM stops every stage (they
-close their files) and exits 0 within ``stop_grace_s``; stragglers are killed. Under
+close their files) and exits 0 within ``stop_grace_s``; stragglers are killed. A supervisor
+that dies, even by SIGKILL, takes its stages along (``pipeline.worker.end_with``). Under
 systemd it reports READY once every stage has set up and reported, and pings WATCHDOG
 while it runs.
 """
@@ -28,7 +29,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from pipeline import systemd
 from pipeline.control import ControlService
 from pipeline.endpoints import Endpoint
-from pipeline.forkserver import ForkedProcess, die_with_parent
+from pipeline.forkserver import ForkedProcess
 from pipeline.messages import Heartbeat, MessageError
 from pipeline.plan import Plan, StageSpec, SupervisorConfig
 from pipeline.publish import PublishProxy
@@ -145,6 +146,9 @@ class Supervisor:
             "VWSTAGE_HEARTBEAT": self.heartbeat_endpoint.peer("push").text,
             "VWSTAGE_BUS": self.bus_endpoint.peer("sub").text,
             "VWSTAGE_CONFIG": str(self.config.config_file) if self.config.config_file else "",
+            "VWSTAGE_RUNTIME_DIR": str(self.config.runtime_dir),  # a stage holds it: pipeline.rundir.hold
+            "VWSTAGE_SUPERVISOR": str(os.getpid()),  # a stage ends with it, if it is its parent
+            "VWSTAGE_STOP_GRACE_S": str(self.config.stop_grace_s),  # an orphan's, too, before it is killed
         }
         env.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
         if self.config.publish is not None:
@@ -161,7 +165,6 @@ class Supervisor:
             stage.process = subprocess.Popen(
                 [sys.executable, "-m", "pipeline.worker", stage.spec.kind, stage.spec.name],
                 env=env,
-                preexec_fn=die_with_parent,
             )
         stage.begin()
         log.info("started %s (pid %d)", stage.spec.name, stage.process.pid)
