@@ -29,6 +29,6 @@ class RecordingSettings(BaseModel, extra="forbid"):
     min_free_mb: int = Field(
         1000,
         ge=0,
-        description="below this much free space on the recordings' disk the oldest segments of any stream are "
-        "deleted to keep recording (checked every second and whenever a write fails)",
+        description="below this much free space on the recordings' disk the oldest segments, event clips and "
+        "snapshots of any stream are deleted to keep recording (checked every second and whenever a write fails)",
     )

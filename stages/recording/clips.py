@@ -133,6 +133,7 @@ class _ClipWriter:
         return Clip(self.out, self.origin, round(float(self.last_pts * CLIP_TIME_BASE), 3), self.frames)
 
     def abandon(self) -> None:
+        """Close what may still be open and remove the partial file: a failed cut leaves nothing."""
         with contextlib.suppress(OSError, av.error.FFmpegError):
             self.container.close()
         self.partial.unlink(missing_ok=True)
@@ -180,12 +181,12 @@ def cut_clip(stream_root: Path, start: float, end: float, out: Path) -> Clip | N
                             writer.write(at, held)
                         continue
                     writer.write(clock, packet)
+        if writer is None:
+            return None
+        clip = writer.finish()  # a full disk may only show here: the muxer reports a failed write at the end
     except BaseException:
         if writer is not None:
             writer.abandon()
         raise
-    if writer is None:
-        return None
-    clip = writer.finish()
     _write_overlay(clip, read, end)
     return clip

@@ -12,13 +12,14 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.messages import EncodedPacket
 from stages.config import Settings, StreamSettings
 from stages.recording.paths import stream_folder
-from stages.recording.retention import apply_retention, make_room
+from stages.recording.retention import apply_retention, make_room, remove_partials
 from stages.recording.segments import DiskFullError, SegmentRecorder
 from stages.stats import PluginStats, counter, gauge
 from stages.stream.analysis import FrameAnalysis, Violation
@@ -28,7 +29,7 @@ from stages.stream.outputs.overlay import draw
 
 log = logging.getLogger(__name__)
 
-RETENTION_EVERY_S = 60.0
+RETENTION_EVERY_S = 60.0  # by age, whether frames come or not; the budget also as each segment closes
 FREE_SPACE_EVERY_S = 1.0
 
 
@@ -62,7 +63,8 @@ class RecorderStats(PluginStats):
 class RecorderSink(Sink):
     """Segments with their detections' sidecar: annotated frames (``handle``), or the camera's own
     packets (``handle_packet``) with a line per detected frame (``note``); tells events where the
-    recording holds them (``evidence``); keeps the disk above its floor and within retention."""
+    recording holds them (``evidence``); keeps the disk above its floor and the stream within retention
+    (its budget as each segment closes), and clears the partial clips a stop left behind."""
 
     every_frame = True
     stats_type = RecorderStats
@@ -80,7 +82,11 @@ class RecorderSink(Sink):
         self.recorder = SegmentRecorder(
             settings.recordings_dir, stream.id, recording.segment_s, recording.crf, stream.fps or 25.0, recording.preset
         )
+        self.root = stream_folder(settings.recordings_dir, stream.id)
+        for path in remove_partials(self.root):  # before this stage's clips sink cuts any
+            log.info("%s: deleted %s, a clip a stop left unfinished", stream.id, path)
         self.last_retention = 0.0
+        self.retained_at_close = 0  # recorder.segments_closed when retention last ran
         self.last_space_check = 0.0
         self.last_recorded: float | None = None  # monotonic
 
@@ -151,28 +157,40 @@ class RecorderSink(Sink):
             self.last_recorded = time.monotonic()
             self.stats.frames += 1
         self.stats.bytes, self.stats.segments = self.recorder.bytes_written, self.recorder.segments_closed
+        if self.recorder.segments_closed != self.retained_at_close:  # a minute is long at some bitrates
+            self._retain()
 
     def tick(self) -> None:
         """Free space every second, retention every minute, whether frames come or not."""
         if time.monotonic() - self.last_space_check >= FREE_SPACE_EVERY_S:
             self._keep_free_space()
         if time.monotonic() - self.last_retention >= RETENTION_EVERY_S:
-            self.last_retention = time.monotonic()
-            recording = self.settings.recording
-            root = stream_folder(self.settings.recordings_dir, self.stream.id)
-            for path in apply_retention(root, recording.max_age_days * 86400, recording.max_bytes):
-                log.info("%s: retention deleted %s", self.stream.id, path)
+            self._retain()
+
+    @property
+    def writing(self) -> Path | None:
+        """The segment being written: no retention deletes it, whatever its mtime or name says."""
+        return self.recorder.segment.path if self.recorder.segment else None
+
+    def _retain(self) -> None:
+        """The stream's recordings, clips and snapshots within ``max_age_days`` and ``max_bytes``."""
+        self.last_retention, self.retained_at_close = time.monotonic(), self.recorder.segments_closed
+        recording = self.settings.recording
+        max_age_s = recording.max_age_days * 86400
+        for path in apply_retention(self.root, max_age_s, recording.max_bytes, writing=self.writing):
+            log.info("%s: retention deleted %s", self.stream.id, path)
 
     def _keep_free_space(self, at_least_one: bool = False) -> None:
-        """Hold the recordings' disk above ``recording.min_free_mb`` by deleting the oldest segments of
-        any stream; after a failed write, room for at least one more segment's worth is made."""
+        """Hold the recordings' disk above ``recording.min_free_mb`` by deleting the oldest segments, event
+        clips and snapshots of any stream; after a failed write, room for at least one more segment's worth
+        is made."""
         self.last_space_check = time.monotonic()
         recordings = self.settings.recordings_dir
         floor = self.settings.recording.min_free_mb * 2**20
         try:
             if at_least_one:
                 floor = max(floor, shutil.disk_usage(recordings).free + 1)
-            free, deleted = make_room(recordings, floor)
+            free, deleted = make_room(recordings, floor, self.writing)
         except OSError as error:  # the disk is gone (unmounted?): say so, keep running
             log.warning("%s: recordings disk: %s", self.stream.id, error)
             self.stats.disk_free_bytes, self.stats.disk_low = None, True
