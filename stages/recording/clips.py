@@ -104,6 +104,11 @@ def _segments_between(stream_root: Path, start: float, end: float) -> list[tuple
     return sorted(found)
 
 
+def holds_span(stream_root: Path, start: float, end: float) -> bool:
+    """Whether the stream's segments may hold frames between ``start`` and ``end``: a clip may be promised."""
+    return bool(_segments_between(stream_root, start, end))
+
+
 class _ClipWriter:
     """The MP4 being written: packets copied in, timed from its first frame, renamed into place at the end."""
 

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS events (
     offset_s REAL,
     clip TEXT,
     acknowledged REAL,             -- when, Unix seconds; NULL: not yet
-    last_seen REAL                 -- an open event's person last seen (the stream's clock): where a crash ends it
+    last_seen REAL,                -- an open event's person last seen (the stream's clock): where a crash ends it
+    clip_partial TEXT              -- JSON [from, to]: the span a clip covers when the recording lacked some
 );
 CREATE INDEX IF NOT EXISTS events_by_start ON events (started);
 CREATE INDEX IF NOT EXISTS events_by_stream_day ON events (stream, day);
@@ -58,6 +59,7 @@ ON CONFLICT (event_id) DO UPDATE SET
     clip = coalesce(excluded.clip, events.clip)
 """
 
+ADDED_COLUMNS = {"last_seen": "REAL", "clip_partial": "TEXT"}
 COLUMNS = ("stream", "zone", "track_id", "phase", "started", "ended", "duration_s", "reason")
 COLUMNS += ("snapshot", "segment", "offset_s", "clip")
 
@@ -94,8 +96,9 @@ class EventStore:
         self.connection.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed event
         self.connection.executescript(SCHEMA)
         columns = {row["name"] for row in self.connection.execute("PRAGMA table_info(events)")}
-        if "last_seen" not in columns:  # a database from before it was kept
-            self.connection.execute("ALTER TABLE events ADD COLUMN last_seen REAL")
+        for column, kind in ADDED_COLUMNS.items():  # a database from before they were kept
+            if column not in columns:
+                self.connection.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
         self.identity = _identity(self.path)
 
     def _current(self) -> sqlite3.Connection:
@@ -204,6 +207,13 @@ class EventStore:
         with self.lock:
             self._current().execute("UPDATE events SET clip = ? WHERE event_id = ?", [path, event_id])
 
+    def clip_partial(self, event_id: str, covered: tuple[float, float]) -> None:
+        """The event's clip covers only ``covered`` (clock from, to) of its span: the recording lacked the rest."""
+        with self.lock:
+            self._current().execute(
+                "UPDATE events SET clip_partial = ? WHERE event_id = ?", [json.dumps(list(covered)), event_id]
+            )
+
     def forget(self, stream: str, before: float) -> int:
         """Retention: drop a stream's events that started before ``before``."""
         with self.lock:
@@ -217,4 +227,5 @@ class EventStore:
 def _event(row: sqlite3.Row) -> dict[str, Any]:
     event = dict(row)
     event["missing"] = json.loads(event["missing"])
+    event["clip_partial"] = json.loads(event["clip_partial"]) if event.get("clip_partial") else None
     return event

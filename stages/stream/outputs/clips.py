@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.config import Settings, StreamSettings
-from stages.recording.clips import cut_clip
+from stages.recording.clips import cut_clip, holds_span
 from stages.recording.eventstore import EventStore
 from stages.recording.paths import clip_path, stream_folder
 from stages.stats import PluginStats, counter
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 CLIP_GRACE_S = 10.0  # no results this long (camera or inference down, a file's end): due clips are cut anyway
 CLOSE_WAIT_S = 3.0  # a stopping stage waits this long for clips being cut; the rest are not written
+PARTIAL_SLACK_S = 1.0  # a clip may start at the keyframe before, and end a frame short: still whole
 NO_CLIP = ""  # an event's clip that cannot be cut (its recording is gone): neither promised nor tried again
 
 
@@ -39,6 +40,9 @@ class ClipStats(PluginStats):
     clips_failed: int = counter(
         "vestwatch_clips_failed_total", "Event clips not written: no recording of the event, or it could not be cut"
     )
+    clips_partial: int = counter(
+        "vestwatch_clips_partial_total", "Event clips written from part of their span: the recording lacked the rest"
+    )
 
 
 @dataclass
@@ -46,7 +50,8 @@ class _DueClip:
     path: Path
     start: float  # event clock
     end: float
-    left_by: str | None = None  # the event, for a clip a stop left uncut
+    event_id: str
+    left_by_stop: bool = False  # a clip a stop left uncut: not tried again after this
 
 
 class ClipSink(Sink):
@@ -100,19 +105,26 @@ class ClipSink(Sink):
         if uncut:
             log.info("%s: cutting %d clip(s) a stop or crash left uncut", self.stream_id, len(uncut))
         for e in uncut:
-            self.work.put(self._due(Path(e["clip"]), e["started"], e["ended"], e["event_id"]))
+            self.work.put(self._due(Path(e["clip"]), e["started"], e["ended"], e["event_id"], left_by_stop=True))
 
-    def _due(self, path: Path, started: float, ended: float, left_by: str | None = None) -> _DueClip:
+    def _due(self, path: Path, started: float, ended: float, event_id: str, left_by_stop: bool = False) -> _DueClip:
         events = self.settings.events
         start = started - events.clip_pre_s
-        return _DueClip(path, start, min(ended + events.clip_post_s, start + events.clip_max_s), left_by)
+        end = min(ended + events.clip_post_s, start + events.clip_max_s)
+        return _DueClip(path, start, end, event_id, left_by_stop)
 
     def evidence(self, frame: np.ndarray | None, analysis: FrameAnalysis, violation: Violation) -> Evidence:
-        """An ``end`` carries its clip, to be cut once ``clip_post_s`` more is recorded."""
+        """An ``end`` carries its clip, to be cut once ``clip_post_s`` more is recorded; none when the
+        recording of the event is gone already (retention or a full disk took it): promised, it never came."""
         if violation.phase != "end" or violation.ended is None:
             return {}
         path = clip_path(self.root, violation.event_id, violation.started)
-        self.due.append(self._due(path, violation.started, violation.ended))
+        due = self._due(path, violation.started, violation.ended, violation.event_id)
+        if not holds_span(self.root, due.start, due.end):
+            log.warning("%s: no recording of %s left to cut a clip from", self.stream_id, violation.event_id)
+            self.stats.clips_failed += 1
+            return {}
+        self.due.append(due)
         return {"clip": str(path.resolve()), "clip_url": self.settings.link(event_file(violation.event_id, "clip.mp4"))}
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
@@ -135,19 +147,34 @@ class ClipSink(Sink):
         while (due := self.work.get()) is not None:
             try:
                 clip = cut_clip(self.root, due.start, due.end, due.path)
+                give_up = clip is None or due.left_by_stop  # no recording of it, or its second try
                 if clip is None:
                     log.warning("%s: no recording of this event to cut a clip from", due.path.name)
             except Exception as error:  # PyAV raises many types; one bad clip must not stop the next
                 log.warning("%s: clip not written (%s: %s)", due.path.name, type(error).__name__, error)
-                clip = None
+                clip, give_up = None, due.left_by_stop
             if clip is None:
                 self.stats.clips_failed += 1
-                if due.left_by and self.store:  # its second failure, or its recording is gone: not tried again
-                    with contextlib.suppress(sqlite3.Error):
-                        self.store.promise_clip(due.left_by, NO_CLIP)
-            else:
-                log.info("clip %s: %.1f s", clip.path, clip.duration_s)
-                self.stats.clips += 1
+                if give_up:  # no longer promised, nor tried at every start
+                    self._tell_store(lambda store, event=due.event_id: store.promise_clip(event, NO_CLIP))
+                continue
+            log.info("clip %s: %.1f s", clip.path, clip.duration_s)
+            self.stats.clips += 1
+            covered = (clip.start, clip.start + clip.duration_s)
+            if covered[0] > due.start + PARTIAL_SLACK_S or covered[1] < due.end - PARTIAL_SLACK_S:
+                self.stats.clips_partial += 1
+                log.warning("clip %s holds %.1f of the event's %.1f s: the recording lacks the rest", clip.path.name,
+                            covered[1] - covered[0], due.end - due.start)  # fmt: skip
+                self._tell_store(lambda store, event=due.event_id, span=covered: store.clip_partial(event, span))
+
+    def _tell_store(self, change: Callable[[EventStore], None]) -> None:
+        """A change to the event's row, from the cutting thread; the store opened once it exists."""
+        if self.store is None and self.settings.events_db.is_file():
+            with contextlib.suppress(sqlite3.Error):
+                self.store = EventStore(self.settings.events_db)
+        if self.store is not None:
+            with contextlib.suppress(sqlite3.Error):
+                change(self.store)
 
     def close(self) -> None:
         """What is due goes out now, cut from what is recorded, as long as the stop allows."""

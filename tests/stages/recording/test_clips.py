@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 
+from pipeline.detections import Detections
 from pipeline.messages import EncodedPacket
 from pipeline.web import Request
 from stages.capture.stage import packet_message
@@ -19,6 +20,7 @@ from stages.recording.clips import cut_clip
 from stages.recording.eventstore import EventStore
 from stages.recording.paths import clip_path
 from stages.recording.segments import SegmentRecorder
+from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.messages import EventMessage
 from stages.stream.outputs.clips import ClipSink
 from stages.stream.outputs.eventlog import EventLogSink
@@ -296,3 +298,29 @@ def test_clips_a_stop_or_crash_left_uncut_are_cut_when_the_stage_starts_again(tm
     crashed = reopened.event("crashed")
     assert crashed["reason"] == "interrupted" and crashed["ended"] == T0 + 5.5, "as far as it was known"
     assert frames(Path(crashed["clip"]))[-1] == 65, "to its last known moment, and clip_post_s after"
+
+
+def test_a_clip_is_promised_only_where_its_recording_is_and_said_partial_where_it_lacks_some(tmp_path: Path) -> None:
+    """The recording holds T0..T0+8. An event whose recording retention took already gets no clip (a
+    promised one would never come); one that began before the recording gets the part there is,
+    marked with the span it covers, for the API and the page."""
+    settings = Settings(
+        recordings_dir=tmp_path / "rec", runtime_dir=tmp_path / "run", events={"clip_pre_s": 1, "clip_post_s": 1}
+    )
+    record(settings.recordings_dir, seconds=8)
+    stream = StreamSettings(id="cam", url="demo")
+    log, sink = EventLogSink(settings, stream), ClipSink(settings, stream)
+    frame = FrameAnalysis("cam", 1, T0, None, 320, 240, Detections(np.zeros((0, 4)), [], []), [])
+    gone = Violation("gone", "end", 2, "site", ["vest"], T0 - 100, T0 - 95, 5.0, "left")  # before what is kept
+    early = Violation("early", "end", 1, "site", ["vest"], T0 - 4, T0 + 3, 7.0, "left")
+    assert sink.evidence(None, frame, gone) == {} and sink.stats.clips_failed == 1
+    evidence = sink.evidence(None, frame, early)
+    log.events(tuple(EventMessage.from_violation(frame, v, [], e) for v, e in ((gone, {}), (early, evidence))))
+    sink.close()  # cuts what is due
+    assert sink.stats.clips == 1 and sink.stats.clips_partial == 1
+    covered = log.store.event("early")["clip_partial"]
+    assert covered[0] == pytest.approx(T0) and covered[1] == pytest.approx(T0 + 4, abs=0.2), "T0 to T0+3+1"
+    assert log.store.event("gone")["clip"] is None and log.store.event("early")["clip"] == evidence["clip"]
+    listed = ReviewApi(settings).store.events()
+    assert {e["event_id"]: e["clip_partial"] for e in listed} == {"early": covered, "gone": None}
+    log.close()
