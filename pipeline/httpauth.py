@@ -1,10 +1,11 @@
 """Who may read the HTTP pages: one secret, stored only as a salted PBKDF2 hash in the config.
 
 A browser sends it as the password of HTTP Basic authentication (any user name); a script may
-send it as ``Authorization: Bearer <secret>``. ``vestwatch http-password`` prints the hash.
+send it as ``Authorization: Bearer <secret>``. ``vestwatch http-password`` prints the hash. A client
+address that sent ``FREE_FAILURES`` wrong secrets must wait before it may try again (``BackoffError``).
 
 >>> stored = hash_secret("correct horse", iterations=1000)
->>> Guard(stored).allows("Bearer correct horse"), Guard(stored).allows("Bearer wrong")
+>>> Guard(stored).allows("Bearer correct horse", "10.0.0.7"), Guard(stored).allows("Bearer wrong", "10.0.0.7")
 (True, False)
 """
 
@@ -14,11 +15,21 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import os
 import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 
 SCHEME = "pbkdf2_sha256"
 ITERATIONS = 600_000  # OWASP's figure for PBKDF2-SHA256 (2023)
+
+FREE_FAILURES = 5  # wrong secrets a client address may send before it must wait
+FIRST_WAIT_S = 1.0  # after the free ones; doubled by each further failure
+MAX_WAIT_S = 300.0
+FORGET_S = 600.0  # a client quiet this long since its last failure starts afresh
+MAX_CLIENTS = 4096  # addresses remembered; a flood of them evicts the least recent
 
 
 def hash_secret(secret: str, iterations: int = ITERATIONS) -> str:
@@ -42,31 +53,100 @@ def check_stored(stored: str) -> str:
     return stored
 
 
+class BackoffError(Exception):
+    """Refused without a check: the client sent too many wrong secrets, or too many at once."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"too many wrong secrets from this address: try again in {math.ceil(wait_s)} s")
+        self.wait_s = wait_s
+
+
+@dataclass
+class _Failures:
+    """One client address's wrong secrets."""
+
+    count: int = 0
+    last: float = 0.0  # when the latest came
+    until: float = 0.0  # refused unchecked until then
+    checking: int = 0  # its secrets being hashed now
+
+
 class Guard:
     """Checks an ``Authorization`` header against the stored hash. PBKDF2 is slow on purpose (a
     fraction of a second), and the live page asks several times a second, so a secret that
-    passed is remembered (as its SHA-256) for the life of the process."""
+    passed is remembered (as its SHA-256) for the life of the process. Without a limit that
+    slowness is all that stops guessing, and a burst of guesses takes every core, so each client
+    address gets ``FREE_FAILURES`` wrong secrets, then waits ``FIRST_WAIT_S``, doubled by each
+    further failure up to ``MAX_WAIT_S``; a secret that passes starts it afresh."""
 
-    def __init__(self, stored: str) -> None:
+    def __init__(self, stored: str, max_clients: int = MAX_CLIENTS) -> None:
         _, iterations, salt, digest = check_stored(stored).split("$")
         self.iterations, self.salt, self.digest = int(iterations), base64.b64decode(salt), base64.b64decode(digest)
         self.passed: set[bytes] = set()
+        self.failures: OrderedDict[str, _Failures] = OrderedDict()  # least recent first
+        self.max_clients = max_clients
         self.lock = threading.Lock()
 
-    def allows(self, authorization: str | None) -> bool:
+    def allows(self, authorization: str | None, client: str) -> bool:
+        """Whether ``authorization`` holds the secret; BackoffError, unchecked, while ``client`` (its
+        address) must wait. No secret at all (a browser's first request) is no guess."""
         secret = _secret(authorization or "")
         if secret is None:
             return False
         fingerprint = hashlib.sha256(secret.encode()).digest()
+        if self._admit(client, fingerprint):
+            return True
+        passed = False
+        try:
+            derived = hashlib.pbkdf2_hmac("sha256", secret.encode(), self.salt, self.iterations)
+            passed = hmac.compare_digest(derived, self.digest)
+        finally:
+            self._settle(client, fingerprint, passed)
+        return passed
+
+    def _admit(self, client: str, fingerprint: bytes) -> bool:
+        """True for a secret that passed before; else counts a check of ``client``'s as running. Refuses
+        a client that must wait, also while its running checks could use up its free failures: a burst
+        of concurrent guesses would otherwise all be hashed before the first failed."""
+        now = time.monotonic()
         with self.lock:
+            failures = self.failures.get(client)
+            if failures and failures.until > now:
+                raise BackoffError(failures.until - now)
             if fingerprint in self.passed:
+                if failures:
+                    failures.count, failures.until = 0, 0.0
                 return True
-        derived = hashlib.pbkdf2_hmac("sha256", secret.encode(), self.salt, self.iterations)
-        if not hmac.compare_digest(derived, self.digest):
+            if failures is None or (not failures.checking and now - failures.last > FORGET_S):
+                failures = self.failures[client] = _Failures()
+            if failures.checking >= max(FREE_FAILURES - failures.count, 1):
+                raise BackoffError(FIRST_WAIT_S)
+            failures.checking += 1
+            self._touch(client)
             return False
+
+    def _settle(self, client: str, fingerprint: bytes, passed: bool) -> None:
+        """``client``'s check is done: a pass starts it afresh, a failure counts and may start or double its wait."""
+        now = time.monotonic()
         with self.lock:
-            self.passed.add(fingerprint)
-        return True
+            failures = self.failures.setdefault(client, _Failures())  # gone if evicted meanwhile
+            failures.checking = max(failures.checking - 1, 0)
+            self._touch(client)
+            if passed:
+                self.passed.add(fingerprint)
+                failures.count, failures.until = 0, 0.0
+                return
+            failures.count += 1
+            failures.last = now
+            if failures.count >= FREE_FAILURES:
+                doublings = min(failures.count - FREE_FAILURES, 16)
+                failures.until = max(failures.until, now + min(FIRST_WAIT_S * 2**doublings, MAX_WAIT_S))
+
+    def _touch(self, client: str) -> None:
+        """``client`` is the most recent; the least recent beyond ``max_clients`` are forgotten."""
+        self.failures.move_to_end(client)
+        while len(self.failures) > self.max_clients:
+            self.failures.popitem(last=False)
 
 
 def _secret(authorization: str) -> str | None:

@@ -5,12 +5,18 @@
 
 A route's key is a path for GET, or ``POST <path>``; one ending in ``/`` serves every path under
 it. The route gets the ``Request`` (path, query, body). A ``Range: bytes=`` request for a 200
-answer gets the part asked for (206), which browsers need to play and seek video. With a
-``guard`` every route but the ``open`` ones (``/healthz``, for probes) answers 401 without the
-secret; with ``tls`` (certificate and key files) the server speaks HTTPS only. A client
-gets ``TIMEOUT_S`` in all to send its request and read the answer, and at most ``MAX_CONNECTIONS`` are
-served at once (the rest are closed at once), so idle or half-open connections cannot pile up
-threads in the supervisor.
+answer gets the part asked for (206), which browsers need to play and seek video; a number in
+``Range`` or ``Content-Length`` that is not 1 to 18 ASCII digits gets 400. With a ``guard`` every
+route but the ``open`` ones (``/healthz``, for probes) answers 401 without the secret, and 429
+(``Retry-After``) to an address that sent too many wrong ones; with ``tls`` (certificate and key
+files) the server speaks HTTPS only.
+
+A client gets ``REQUEST_S`` in all to send its request line and headers, then ``TIMEOUT_S`` to be
+answered (more while the answer moves), and at most ``MAX_CONNECTIONS`` are served at once, so idle
+or half-open connections cannot pile up threads in the supervisor. When all are taken a newcomer
+displaces the oldest connection still sending its request, of the address with the most such, so
+that a flood of slow requests (slowloris) costs its sender its own connections while a probe or a
+person still gets in; it is closed at once only when every connection is being answered.
 """
 
 from __future__ import annotations
@@ -18,24 +24,31 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import re
 import socket
 import ssl
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pipeline.httpauth import Guard
+from pipeline.httpauth import BackoffError, Guard
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_S = 10.0
+REQUEST_S = 3.0  # to send the request line and headers, in all: a slow sender gets no more
+TIMEOUT_S = 10.0  # then to be answered, renewed while the answer moves
 MAX_CONNECTIONS = 32
+DISPLACE_WAIT_S = 1.0  # for a displaced connection's thread to end and free its slot
 MAX_BODY = 64 * 1024  # a POST's body; the API takes small JSON only
+NUMBER = re.compile(r"[0-9]{1,18}")  # int() would take '٣', and fail on '²' or 5000 digits: no answer at all
+RANGE = re.compile(r"bytes=([^,-]*)-([^,]*)")  # one range; several, or another unit, are ignored
+CHALLENGE = 'Basic realm="vestwatch", charset="UTF-8"'  # a browser asks for the secret
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class Request:
 
 
 Reply = tuple[int, str, bytes | Path]  # status, content type, body (a file is streamed, by ranges)
+Answer = tuple[int, str, bytes | Path, dict[str, str]]  # a reply and the headers it adds
 CHUNK = 256 * 1024
 Route = Callable[[Request], Reply]
 
@@ -62,41 +76,68 @@ class Site:
     hosts: frozenset[str] | None  # without a guard, the only ``Host`` names answered
 
 
+@dataclass
+class Connection:
+    client: str  # the address it comes from
+    deadline: float  # when the server hangs up on it
+    receiving: bool = True  # its request line and headers not all in yet: a newcomer may displace it
+
+
 class BoundedHTTPServer(ThreadingHTTPServer):
     """A thread per connection, up to ``MAX_CONNECTIONS``; client hang-ups are not errors."""
 
     daemon_threads = True
+    request_queue_size = 128  # a burst of connections waits to be accepted, not for the client's SYN resend
 
     def __init__(self, address: tuple[str, int], site: Site) -> None:
         self.site = site
         super().__init__(address, RouteHandler)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.deadlines: dict[socket.socket, float] = {}  # open connections and when they must end
+        self.connections: dict[socket.socket, Connection] = {}  # the open ones, oldest first
         self.lock = threading.Lock()
         threading.Thread(target=self._reap, name="http-reaper", daemon=True).start()
 
-    def process_request(self, request: socket.socket, client_address: object) -> None:
-        if not self.slots.acquire(blocking=False):
-            log.debug("HTTP: %d connections open, closing one from %s", MAX_CONNECTIONS, client_address)
+    def process_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+        if not self.slots.acquire(blocking=False) and not (
+            self._displace() and self.slots.acquire(timeout=DISPLACE_WAIT_S)
+        ):
+            log.debug("HTTP: %d connections being answered, closing one from %s", MAX_CONNECTIONS, client_address)
             self.shutdown_request(request)
             return
         with self.lock:
-            self.deadlines[request] = time.monotonic() + TIMEOUT_S
+            self.connections[request] = Connection(client_address[0], time.monotonic() + REQUEST_S)
         super().process_request(request, client_address)
 
-    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+    def process_request_thread(self, request: socket.socket, client_address: tuple[str, int]) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             with self.lock:
-                self.deadlines.pop(request, None)
+                self.connections.pop(request, None)
             self.slots.release()
 
-    def extend(self, request: socket.socket) -> None:
-        """A connection that is moving data gets ``TIMEOUT_S`` more."""
+    def _displace(self) -> bool:
+        """Hang up on the oldest connection still sending its request, of the address with the most
+        such (its thread then ends and frees a slot); False if every connection is being answered."""
         with self.lock:
-            if request in self.deadlines:
-                self.deadlines[request] = time.monotonic() + TIMEOUT_S
+            receiving = [(request, c.client) for request, c in self.connections.items() if c.receiving]
+            if not receiving:
+                return False
+            busiest = Counter(client for _, client in receiving).most_common(1)[0][0]
+            victim = next(request for request, client in receiving if client == busiest)
+            del self.connections[victim]
+        log.debug("HTTP: %d connections open, displacing one from %s", MAX_CONNECTIONS, busiest)
+        with contextlib.suppress(OSError):
+            victim.shutdown(socket.SHUT_RDWR)
+        return True
+
+    def extend(self, request: socket.socket) -> bool:
+        """A connection whose request is in, or that is moving data, gets ``TIMEOUT_S`` more, and no
+        newcomer displaces it; False if it was hung up on (its request may be cut short)."""
+        with self.lock:
+            if connection := self.connections.get(request):
+                connection.deadline, connection.receiving = time.monotonic() + TIMEOUT_S, False
+            return connection is not None
 
     def _reap(self) -> None:
         """Hang up on connections past their deadline: a client trickling its request a byte at a
@@ -105,7 +146,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             time.sleep(1.0)
             now = time.monotonic()
             with self.lock:
-                late = [request for request, deadline in self.deadlines.items() if deadline < now]
+                late = [request for request, connection in self.connections.items() if connection.deadline < now]
+                for request in late:
+                    del self.connections[request]
             for request in late:
                 with contextlib.suppress(OSError):
                     request.shutdown(socket.SHUT_RDWR)
@@ -122,14 +165,33 @@ def _route(routes: dict[str, Route], key: str) -> Route | None:
     return routes[max(prefixes, key=len)] if prefixes else None
 
 
-def _part(size: int, header: str | None) -> tuple[int, int, int, str | None]:
-    """What a ``Range: bytes=a-b`` header asks of ``size`` bytes: (status, first, count, Content-Range);
-    an unreadable or backwards range is ignored (the whole body, RFC 9110)."""
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip())
+def _number(text: str, header: str) -> int:
+    """``text``, a byte count or position from ``header``; ValueError unless it is 1 to 18 ASCII digits."""
+    if not NUMBER.fullmatch(text):
+        raise ValueError(f"{header}: {text[:20]!r} is not a number of bytes")
+    return int(text)
+
+
+def _range(header: str | None) -> tuple[int | None, int | None] | None:
+    """The first and last byte a ``Range: bytes=a-b`` header asks for (either may be missing); None without
+    one, or for several ranges or another unit (the whole body, RFC 9110); ValueError for a malformed number."""
+    match = RANGE.fullmatch((header or "").strip())
     if not match or match.groups() == ("", ""):
-        return 200, 0, size, None
+        return None
     first, last = match.groups()
-    start, end = (int(first), min(int(last or size - 1), size - 1)) if first else (max(size - int(last), 0), size - 1)
+    return (_number(first, "Range") if first else None), (_number(last, "Range") if last else None)
+
+
+def _part(size: int, wanted: tuple[int | None, int | None] | None) -> tuple[int, int, int, str | None]:
+    """What ``wanted`` (``_range``) is of ``size`` bytes: (status, first, count, Content-Range); a
+    backwards range is ignored (the whole body, RFC 9110)."""
+    if wanted is None:
+        return 200, 0, size, None
+    first, last = wanted
+    if first is None:  # the last ``last`` bytes
+        start, end = max(size - (last or 0), 0), size - 1
+    else:
+        start, end = first, size - 1 if last is None else min(last, size - 1)
     if start > end and start < size:
         return 200, 0, size, None
     if start >= size:
@@ -156,36 +218,52 @@ class RouteHandler(BaseHTTPRequestHandler):
         self._answer("POST")
 
     def _answer(self, method: str) -> None:
-        status, content_type, body = self._reply(method)
-        self._send(status, content_type, body, self.headers.get("Range") if method == "GET" else None)
+        if not self.server.extend(self.request):  # hung up on: its headers only ended at the cut
+            return
+        status, content_type, body, headers = self._reply(method)
+        self._send(status, content_type, body, headers, self.headers.get("Range") if method == "GET" else None)
 
-    def _reply(self, method: str) -> Reply:
-        """The route's answer, unless the host, the secret, the path or the body's length refuses it."""
+    def _reply(self, method: str) -> Answer:
+        """The route's answer, unless the host, the secret, a malformed number, the path or the body's
+        length refuses it."""
         site = self.server.site
         url = urllib.parse.urlsplit(self.path)
         path = url.path
         route = _route(site.routes, path if method == "GET" else f"{method} {path}")
-        length = self.headers.get("Content-Length") or "0"
         host = _host(self.headers.get("Host"))  # browsers always send it; a bare HTTP/1.0 probe may not
         if not site.guard and site.hosts and host and host not in site.hosts:
-            return 421, "text/plain", b"this server does not answer for that host\n"
-        if site.guard and path not in site.open_paths and not site.guard.allows(self.headers.get("Authorization")):
-            return 401, "text/plain", b"authentication required\n"
+            return 421, "text/plain", b"this server does not answer for that host\n", {}
+        if site.guard and path not in site.open_paths:
+            try:
+                allowed = site.guard.allows(self.headers.get("Authorization"), self.client_address[0])
+            except BackoffError as refusal:
+                return 429, "text/plain", f"{refusal}\n".encode(), {"Retry-After": str(math.ceil(refusal.wait_s))}
+            if not allowed:
+                return 401, "text/plain", b"authentication required\n", {"WWW-Authenticate": CHALLENGE}
+        try:
+            length = _number(self.headers.get("Content-Length") or "0", "Content-Length")
+            _range(self.headers.get("Range"))  # only read here; _send takes the part it asks for
+        except ValueError as error:
+            return 400, "text/plain", f"{error}\n".encode(), {}
         if route is None:
-            return 404, "text/plain", b"not found\n"
-        if not length.isdigit() or int(length) > MAX_BODY:
-            return 413, "text/plain", b"request body missing a length or too large\n"
+            return 404, "text/plain", b"not found\n", {}
+        if length > MAX_BODY:
+            return 413, "text/plain", b"request body too large\n", {}
         query = dict(urllib.parse.parse_qsl(url.query))
-        posted = self.rfile.read(int(length)) if int(length) else b""
+        posted = self.rfile.read(length) if length else b""
+        if len(posted) < length:  # the client hung up, or was hung up on: no request to act on
+            return 400, "text/plain", b"request body cut short\n", {}
         request = Request(method, path, query, posted, self.headers.get("Content-Type", ""))
         try:
             status, content_type, body = route(request)
         except Exception as error:  # a broken page must not take the server down
             log.exception("HTTP %s failed", self.path)
-            return 500, "text/plain", f"{type(error).__name__}\n".encode()
-        return status, content_type, body
+            return 500, "text/plain", f"{type(error).__name__}\n".encode(), {}
+        return status, content_type, body, {}
 
-    def _send(self, status: int, content_type: str, body: bytes | Path, ranges: str | None) -> None:
+    def _send(
+        self, status: int, content_type: str, body: bytes | Path, headers: dict[str, str], ranges: str | None
+    ) -> None:
         """The answer; a file is read from disk by chunks (a clip may be hundreds of MB), each one
         giving the connection more time, so that a slow link still gets it all."""
         try:
@@ -196,10 +274,10 @@ class RouteHandler(BaseHTTPRequestHandler):
             size = source.seek(0, io.SEEK_END)
             first, count, content_range = 0, size, None
             if status == 200 and ranges:
-                status, first, count, content_range = _part(size, ranges)
+                status, first, count, content_range = _part(size, _range(ranges))
             self.send_response(status)
-            if status == 401:
-                self.send_header("WWW-Authenticate", 'Basic realm="vestwatch", charset="UTF-8"')
+            for name, value in headers.items():
+                self.send_header(name, value)
             if content_range:
                 self.send_header("Content-Range", content_range)
             self.send_header("Accept-Ranges", "bytes")

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
+import selectors
 import shutil
 import socket
 import ssl
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from pipeline.httpauth import Guard, hash_secret
-from pipeline.web import Request, serve
+from pipeline.httpauth import FREE_FAILURES, Guard, hash_secret
+from pipeline.web import MAX_CONNECTIONS, REQUEST_S, Request, serve
 from stages.config import Settings
 from tests.harness import free_port
 
@@ -38,6 +44,29 @@ def get(url: str, authorization: str | None = None, context: ssl.SSLContext | No
 
 def basic(password: str) -> str:
     return "Basic " + base64.b64encode(f"officer:{password}".encode()).decode()
+
+
+def get_from(source: str, address: str, path: str, authorization: str) -> int:
+    """The status a client at ``source`` (any 127.x.y.z is this machine) gets."""
+    host, _, port = address.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers={"Authorization": authorization})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def raw(address: str, request: bytes) -> bytes:
+    """The start of the answer to bytes sent as they are (b"" for none), the client done sending."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)
+        try:
+            return connection.recv(64)
+        except ConnectionResetError:
+            return b""
 
 
 def test_every_page_but_healthz_needs_the_secret() -> None:
@@ -138,5 +167,129 @@ def test_without_a_password_only_its_own_host_names_are_answered() -> None:
         with socket.create_connection(("127.0.0.1", int(address.rpartition(":")[2])), timeout=10) as probe:
             probe.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")  # a bare probe without Host (no browser)
             assert probe.recv(64).startswith(b"HTTP/1.0 200")
+    finally:
+        server.shutdown()
+
+
+def test_wrong_secrets_back_off_per_address_without_being_hashed() -> None:
+    """A burst of guesses: only the free ones are hashed (401), the rest refused unchecked (429) until
+    the back-off passes, even the right secret; /healthz and other addresses are unaffected."""
+    address = f"127.0.0.1:{free_port()}"
+    server = serve(address, ROUTES, guard=Guard(hash_secret(SECRET, iterations=1000)))
+    guesses = 24
+    start = threading.Barrier(guesses)
+
+    def guess(number: int) -> tuple[int, dict]:
+        start.wait()
+        return get(f"http://{address}/", basic(f"guess {number}"))
+
+    try:
+        with ThreadPoolExecutor(guesses) as pool:
+            answers = list(pool.map(guess, range(guesses)))
+        statuses = [status for status, _ in answers]
+        assert statuses.count(401) == FREE_FAILURES and statuses.count(429) == guesses - FREE_FAILURES, statuses
+        waits = [int(headers["Retry-After"]) for status, headers in answers if status == 429]
+        assert min(waits) >= 1
+
+        status, headers = get(f"http://{address}/", basic(SECRET))
+        assert status == 429, "the right secret is not checked either while the address backs off"
+        assert get(f"http://{address}/healthz")[0] == 200
+        assert get_from("127.0.0.2", address, "/", basic(SECRET)) == 200, "another address gets in"
+
+        time.sleep(int(headers["Retry-After"]))  # the back-off itself: no event to wait for
+        assert get(f"http://{address}/", basic(SECRET))[0] == 200
+        statuses = [get(f"http://{address}/", basic("wrong"))[0] for _ in range(FREE_FAILURES + 1)]
+        assert statuses == [401] * FREE_FAILURES + [429], "a success starts the count afresh"
+    finally:
+        server.shutdown()
+
+
+def test_the_table_of_failing_addresses_is_bounded() -> None:
+    """A flood of addresses evicts the least recent one's failures instead of growing the table."""
+    guard = Guard(hash_secret(SECRET, iterations=1000), max_clients=2)
+    for client in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        assert not any(guard.allows("Bearer wrong", client) for _ in range(FREE_FAILURES))
+    assert list(guard.failures) == ["10.0.0.2", "10.0.0.3"]
+    assert guard.allows(f"Bearer {SECRET}", "10.0.0.1")  # forgotten: checked, not refused
+
+
+def test_a_flood_of_slow_requests_leaves_healthz_and_people_answered() -> None:
+    """Slowloris from the very address of the probe and the user: every slot held by a request that
+    never ends, more of them coming; the probe and the user still get in, at once."""
+    address = f"127.0.0.1:{free_port()}"
+    server = serve(address, ROUTES, guard=Guard(hash_secret(SECRET, iterations=1000)))
+    threads = threading.active_count()
+    slow: list[socket.socket] = []
+    try:
+        with selectors.DefaultSelector() as still_open:
+            for _ in range(4 * MAX_CONNECTIONS):
+                connection = socket.create_connection(("127.0.0.1", int(address.rpartition(":")[2])), timeout=10)
+                slow.append(connection)
+                connection.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and never the rest
+                still_open.register(connection, selectors.EVENT_READ)
+                while len(still_open.get_map()) > MAX_CONNECTIONS:  # the server took it: one of them must go
+                    hung_up = still_open.select(timeout=10)
+                    assert hung_up, "the server neither took nor refused a slow connection"
+                    for key, _ in hung_up:
+                        with contextlib.suppress(ConnectionResetError):
+                            assert not key.fileobj.recv(64), "a request that never ended was answered"
+                        still_open.unregister(key.fileobj)
+        started = time.monotonic()
+        assert get(f"http://{address}/healthz")[0] == 200
+        assert get(f"http://{address}/", basic(SECRET))[0] == 200
+        assert time.monotonic() - started < REQUEST_S, "answered at once, not once the slow ones timed out"
+        assert threading.active_count() <= threads + MAX_CONNECTIONS
+    finally:
+        for connection in slow:
+            connection.close()
+        server.shutdown()
+
+
+def test_a_request_trickled_a_byte_at_a_time_is_cut_off_after_request_s() -> None:
+    """The request line and headers get ``REQUEST_S`` in all, not per byte."""
+    address = f"127.0.0.1:{free_port()}"
+    server = serve(address, ROUTES)
+    try:
+        with socket.create_connection(("127.0.0.1", int(address.rpartition(":")[2])), timeout=10) as connection:
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+            connection.settimeout(0.5)
+            started = time.monotonic()
+            while time.monotonic() - started < REQUEST_S + 3:
+                try:
+                    if not connection.recv(64):
+                        break  # hung up on
+                except TimeoutError:
+                    connection.sendall(b"x")  # a byte every half second, never the end
+                except ConnectionResetError:
+                    break
+            assert time.monotonic() - started < REQUEST_S + 2  # the reaper looks every second
+    finally:
+        server.shutdown()
+
+
+def test_malformed_numbers_get_400() -> None:
+    """Numbers int() chokes on, or that it would take although they are not ASCII digits, get an answer."""
+    seen: list[Request] = []
+
+    def remember(request: Request) -> tuple[int, str, bytes]:
+        seen.append(request)
+        return 200, "text/plain", b"ok"
+
+    address = f"127.0.0.1:{free_port()}"
+    server = serve(address, {"/clip.mp4": lambda request: (200, "video/mp4", bytes(100)), "POST /api/": remember})
+    huge = b"9" * 5000
+    try:
+        for request in (
+            b"GET /clip.mp4 HTTP/1.0\r\nRange: bytes=" + huge + b"-\r\n\r\n",
+            b"GET /clip.mp4 HTTP/1.0\r\nRange: bytes=0-" + huge + b"\r\n\r\n",
+            "GET /clip.mp4 HTTP/1.0\r\nRange: bytes=\u00b2-\r\n\r\n".encode("latin-1"),  # superscript two
+            b"POST /api/x HTTP/1.0\r\nContent-Length: " + huge + b"\r\n\r\n{}",
+            "POST /api/x HTTP/1.0\r\nContent-Length: \u00b2\r\n\r\n{}".encode("latin-1"),
+            "POST /api/x HTTP/1.0\r\nContent-Length: \u0663\r\n\r\n{}".encode(),  # Arabic-Indic three
+        ):
+            assert raw(address, request).startswith(b"HTTP/1.0 400"), request[:60]
+        cut_short = raw(address, b"POST /api/x HTTP/1.0\r\nContent-Length: 10\r\n\r\n{}")
+        assert cut_short.startswith(b"HTTP/1.0 400") and not seen, "a body cut short is no request"
+        assert raw(address, b"GET /clip.mp4 HTTP/1.0\r\nRange: bytes=90-\r\n\r\n").startswith(b"HTTP/1.0 206")
     finally:
         server.shutdown()
