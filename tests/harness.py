@@ -13,11 +13,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import numpy as np
+import pytest
 
 from pipeline.detections import Detections
 from pipeline.subscriber import subscribe
@@ -276,3 +277,34 @@ def assert_same_boxes_as_detect(published: list[dict], clip: Path, weights: Path
         )
         mine = Detections(np.array(message["boxes"]), np.array(message["scores"]), np.array(message["classes"]))
         assert_same_boxes(theirs, mine, conf)
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size_mb: int) -> Iterator[Path]:
+    """A ``size_mb`` MB filesystem (tmpfs) at ``folder``, to fill; skips where mounting one is not allowed
+    (it needs root, as CI and the development machine have)."""
+    folder.mkdir(exist_ok=True)
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(folder)],
+                                 capture_output=True)  # fmt: skip
+    except OSError:  # no mount command
+        pytest.skip("cannot mount a small tmpfs here")
+    if mounted.returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def self_signed(folder: Path, subject: str) -> tuple[Path, Path]:
+    """A certificate for ``subject`` (EC P-256, valid a day) and its key, made by openssl; skips without it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl makes the test certificate")
+    cert, key = folder / f"{subject}.pem", folder / f"{subject}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", f"/CN={subject}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

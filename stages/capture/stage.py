@@ -28,6 +28,7 @@ from pipeline.endpoints import Endpoint
 from pipeline.frames import FrameRing, RingCursor
 from pipeline.messages import ControlState, EncodedPacket, FrameRef, SourceStatus
 from pipeline.queues import send_or_drop
+from pipeline.repeats import RepeatedFailure
 from pipeline.settings import load_settings
 from pipeline.stage import Stage
 from stages.capture.sources.feeds import Feed, FeedError, FeedFrame, open_feed
@@ -108,7 +109,7 @@ class CaptureStage(Stage):
         self.last_frame: float | None = None
         self.frames_since_open = 0
         self.lost_because = ""  # the last reason the source was lost, until it opens again
-        self.loss_logged: tuple[str, float, int] = ("", 0.0, 0)  # (reason, monotonic, repeats not logged since)
+        self.loss_said = RepeatedFailure(LOSS_LOG_EVERY_S)
         self.status_sent: tuple[float, tuple] = (0.0, ())  # (monotonic, what it said)
         self.sent_times: list[float] = []
         self.unrecorded: deque[int] = deque()  # seqs in the ring to record, maybe not yet secured
@@ -192,14 +193,9 @@ class CaptureStage(Stage):
         self.retry_at = time.monotonic() + delay
         self.state = "reconnecting"
         self.lost_because = why
-        said, at, unlogged = self.loss_logged
-        now = time.monotonic()
-        if why == said and now - at < LOSS_LOG_EVERY_S:
-            self.loss_logged = (said, at, unlogged + 1)
-            return
-        again = f" (lost so {unlogged} more times since it was last said)" if unlogged else ""
-        log.warning("%s: %s; retrying in %.1f s%s", self.stream.id, why, delay, again)
-        self.loss_logged = (why, now, 0)
+        again = self.loss_said.again(why)
+        if again is not None:
+            log.warning("%s: %s; retrying in %.1f s%s", self.stream.id, why, delay, again)
 
     def _ended(self) -> None:
         reopen = self.loop or (self.realtime and not self.from_file)
@@ -248,7 +244,8 @@ class CaptureStage(Stage):
             self._lost(str(error))
             return
         if not self.frames_since_open:  # it works: its next failure is retried soon, and said at once
-            self.failures, self.loss_logged = 0, ("", 0.0, 0)
+            self.failures = 0
+            self.loss_said.reset()
         self.frames_since_open += 1
         if self.realtime and self.from_file:
             self._wait_for_pts(frame.pts)

@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,16 @@ from stages.config import Settings, StreamSettings
 from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.messages import EventMessage
 from stages.stream.outputs.eventlog import EventLogSink
-from tests.harness import collect, free_port, probe_video, recorded_seqs, rss_mib, vestwatch, wait_status
+from tests.harness import (
+    collect,
+    free_port,
+    probe_video,
+    recorded_seqs,
+    rss_mib,
+    small_tmpfs,
+    vestwatch,
+    wait_status,
+)
 
 
 def stage_pids(daemon) -> dict[str, int]:
@@ -252,15 +260,9 @@ def test_a_planted_symlink_never_becomes_a_frame_ring(tmp_path) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MB filesystem (tmpfs) with 3 MB left free; needs root, as CI and this machine have."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_tmpfs(tmp_path / "disk", 16) as disk:
         (disk / "filler").write_bytes(b"\0" * (shutil.disk_usage(disk).free - 3 * 2**20))
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 @pytest.mark.parametrize("min_free_mb", [1, 0], ids=["floor", "write-fails"])

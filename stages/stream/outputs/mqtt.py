@@ -30,13 +30,13 @@ import json
 import logging
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as paho
 
+from pipeline.repeats import RepeatedFailure
 from stages.config import MqttSettings, Settings, StreamSettings
 from stages.stats import PluginStats, counter, gauge
 from stages.stream.analysis import FrameAnalysis
@@ -79,7 +79,7 @@ class MqttSink(Sink):
         self.open: dict[str, set[str]] = {zone: set() for zone in self.zones}  # zone -> open event ids
         self.counts = {"people": -1, "without_vest": -1}
         self.counting = threading.Lock()  # _send runs on the stage's thread and on paho's, _published on paho's
-        self.failure_logged = ("", 0.0, 0)  # the failure last said, when, and how often since, unsaid
+        self.failure_said = RepeatedFailure(FAILURE_LOG_EVERY_S)
         self.said_connected = False  # a connection is said when the log last said otherwise
         self.client = self._client()
         if self._secure():
@@ -116,14 +116,10 @@ class MqttSink(Sink):
     def _failed(self, why: str) -> None:
         """Say why the broker is out of reach: at once, then the same again at most every
         ``FAILURE_LOG_EVERY_S`` with how often since (paho retries up to every 30 s)."""
-        said, at, unsaid = self.failure_logged
-        now = time.monotonic()
-        if why == said and now - at < FAILURE_LOG_EVERY_S:
-            self.failure_logged = (said, at, unsaid + 1)
+        again = self.failure_said.again(why)
+        if again is None:
             return
-        again = f" ({unsaid} more times since it was last said)" if unsaid else ""
         log.warning("%s: MQTT broker %s:%d: %s%s", self.stream.id, self.settings.host, self.settings.port, why, again)
-        self.failure_logged = (why, now, 0)
         self.said_connected = False
 
     def _connect_failed(self, client: paho.Client, userdata: object) -> None:

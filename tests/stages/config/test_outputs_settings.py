@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 
 from pipeline.settings import ConfigError, load_settings
 from stages.config import MqttSettings, Settings, WebhookSettings
+from tests.harness import self_signed
 
 BAD_PREFIXES = {
     "empty": "",
@@ -30,16 +30,7 @@ BAD_PREFIXES = {
 
 @pytest.fixture(scope="module")
 def ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl makes the test certificate")
-    folder = tmp_path_factory.mktemp("ca")
-    cert, key = folder / "ca.pem", folder / "ca.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "1", "-subj", "/CN=test CA", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert
+    return self_signed(tmp_path_factory.mktemp("ca"), "test-ca")[0]
 
 
 def test_the_defaults_and_ordinary_values_pass(ca_file: Path) -> None:

@@ -29,7 +29,7 @@ from stages.recording.retention import make_room
 from stages.recording.segments import LATE_S, SegmentRecorder
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.outputs.recorder import RecorderSink
-from tests.harness import probe_video
+from tests.harness import probe_video, small_tmpfs
 
 T0 = 1_800_000_000.0
 KINDS = ["duplicates", "jitter", "bursts", "steps back", "loop"]
@@ -161,19 +161,9 @@ def test_a_clip_across_segments_whose_clocks_overlap_reads_back_in_order(ffmpeg:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 15 MB filesystem (tmpfs), as in the issue; mounting one needs root."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=15m", "tmpfs", str(disk)], capture_output=True)
-    except OSError:  # no mount command
-        pytest.skip("cannot mount a small tmpfs here")
-    if mounted.returncode:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    """A 15 MB filesystem (tmpfs), as in the issue."""
+    with small_tmpfs(tmp_path / "disk", 15) as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def event(seq: int) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from stages.recording.retention import apply_retention, make_room
 from stages.recording.segments import SegmentRecorder
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.outputs.recorder import RecorderSink
+from tests.harness import small_tmpfs
 
 T0 = 1_800_000_000.0
 
@@ -48,19 +48,9 @@ def stream_bytes(root: Path) -> int:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB filesystem (tmpfs) to fill; mounting one needs root."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True)
-    except OSError:  # no mount command
-        pytest.skip("cannot mount a small tmpfs here")
-    if mounted.returncode:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    """A 4 MB filesystem (tmpfs) to fill."""
+    with small_tmpfs(tmp_path / "disk", 4) as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_the_budget_holds_as_each_segment_closes_not_a_minute_later(tmp_path: Path) -> None:

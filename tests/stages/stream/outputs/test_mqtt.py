@@ -8,7 +8,6 @@ import logging
 import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from stages.stream.health import CameraHealth
 from stages.stream.messages import CameraMessage, EventMessage
 from stages.stream.outputs import mqtt
 from stages.stream.outputs.mqtt import MqttSink
-from tests.harness import MOSQUITTO, Mosquitto, free_port
+from tests.harness import MOSQUITTO, Mosquitto, free_port, self_signed
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto not installed (deploy/setup.sh --dev)")
 
@@ -108,16 +107,7 @@ def said(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for localhost and its key."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl makes the test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"), "localhost")
 
 
 @contextlib.contextmanager
@@ -328,12 +318,7 @@ def test_tls_with_the_wrong_ca_is_said(certificate, tmp_path, caplog) -> None:
     """The broker's certificate is not signed by ca_file: said once, with the TLS reason, not just
     ``mqtt_connected: false``."""
     caplog.set_level(logging.INFO, logger=mqtt.log.name)
-    other_ca = tmp_path / "other.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "1", "-subj", "/CN=other CA", "-keyout", str(tmp_path / "other.key"), "-out", str(other_ca)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    other_ca, _ = self_signed(tmp_path, "other-ca")
     with tls_server(*certificate) as port:
         sink = MqttSink(MqttSettings(host="127.0.0.1", port=port, tls=True, ca_file=other_ca), STREAM, SITE)
         tries = Calls(sink.client, "on_connect_fail")
