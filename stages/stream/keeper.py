@@ -83,15 +83,16 @@ class FrameKeeper:
             kept.image = self.copy(ref)
             if kept.image is None:
                 return
-        (self.pending if ref.record else self.awaiting).append(kept)
-        while len(self.awaiting) > self.awaiting_max:
-            self.awaiting.popleft()
+        if ref.record:
+            self.pending.append(kept)
+        else:
+            self.await_results(kept)
         self.rescue()
 
     def await_results(self, kept: Kept) -> None:
-        """A frame recorded before its results came (a live one waits ``RECORD_DELAY_S`` at most):
-        kept for them, as a frame sent only for detection is; a frame never detected is let go with
-        the next results."""
+        """A frame sent only for detection, or one recorded before its results came (a live one waits
+        ``RECORD_DELAY_S`` at most): kept for them, at most as many as the queues to inference hold; a
+        frame never detected is let go with the next results."""
         self.awaiting.append(kept)
         while len(self.awaiting) > self.awaiting_max:
             self.awaiting.popleft()
