@@ -9,10 +9,11 @@ costs copies of the few frames in flight, never a snapshot without its picture; 
 recorded without delays costs no copies at all. A frame already overwritten before it could be
 copied (the stage itself fell behind) is counted: ``missed`` for recording, ``unseen`` for results.
 
-Recording is lossless by credit: ``secured`` is the seq up to which every frame to record is out of
-danger (recorded, or copied out), which the stage hands capture through the ring's cursor; capture
-waits before it overwrites a frame past it. Copies are bounded (``copies_max``): a stage that stays
-slower than its camera makes capture wait, not its own memory grow, and counts it (``record_behind``).
+Recording is lossless by credit: ``secured`` is the seq up to which every frame to record, and every
+recorded one still awaiting its results, is out of danger (recorded and let go, or copied out), which
+the stage hands capture through the ring's cursor; capture waits before it overwrites a frame past it.
+Copies to record are bounded (``copies_max``): a stage that stays slower than its camera makes capture
+wait, not its own memory grow, and counts it (``record_behind``).
 """
 
 from __future__ import annotations
@@ -130,9 +131,14 @@ class FrameKeeper:
         self.capped = capped
 
     def secured(self) -> int:
-        """The seq up to which no frame to record needs the ring any more: capture's credit."""
-        in_ring = next((k.ref.seq for k in self.pending if k.image is None and not k.lost), None)
-        return self.newest_record if in_ring is None else in_ring - 1
+        """The seq up to which no frame this stage still needs, to record or for its results (a frame
+        recorded before they came), needs the ring any more: capture's credit."""
+        in_ring = [
+            next((k.ref.seq for k in queue if k.image is None and not k.lost), None)
+            for queue in (self.pending, self.awaiting)
+        ]
+        oldest = min((seq for seq in in_ring if seq is not None), default=None)
+        return self.newest_record if oldest is None else oldest - 1
 
     def copy(self, ref: FrameRef, count: bool = True) -> np.ndarray | None:
         """The frame copied out of the ring; None, counted as missed, if it was overwritten (this

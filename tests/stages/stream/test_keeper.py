@@ -120,3 +120,19 @@ def test_capture_gets_credit_for_what_is_secured_and_no_more_copies_than_a_ring(
     assert keeper.secured() == before + 1
     ring.close()
     keeper.close()
+
+
+def test_a_recorded_frame_awaiting_its_results_holds_capture_s_credit(tmp_path: Path) -> None:
+    """Recorded before its results came, it still needs the ring (its event's snapshot): capture gets no
+    credit past it until it is copied out, so a stage descheduled on a loaded box finds it there."""
+    keeper = FrameKeeper(tmp_path / "ring", SLOTS, SLOTS, StreamStats(), lambda kind, error: None)
+    ring = FrameRing.create(tmp_path / "ring", SLOTS, (4, 6, 3))
+    for seq in (1, 2):
+        keeper.take(FrameRef("demo", seq, ring.write(seq, picture(seq), None, float(seq)), float(seq), None, True))
+    keeper.await_results(keeper.pending.popleft())  # recorded from the ring, no results yet
+    assert keeper.secured() == 0, "frame 1 is still only in the ring"
+    for seq in range(3, SLOTS):
+        keeper.take(FrameRef("demo", seq, ring.write(seq, picture(seq), None, float(seq)), float(seq), None, True))
+    assert keeper.awaiting[0].image is not None and keeper.secured() >= 1, "copied out as capture neared it"
+    ring.close()
+    keeper.close()
