@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 CLIP_GRACE_S = 10.0  # no results this long (camera or inference down, a file's end): due clips are cut anyway
 CLOSE_WAIT_S = 3.0  # a stopping stage waits this long for clips being cut; the rest are not written
+# after each clip the thread rests this many times as long as the cut took: many events ending at once
+# (a crowd leaving) must not take the stage's time (and the GIL) from recording, which capture waits for
+CUT_REST = 3.0
 PARTIAL_SLACK_S = 1.0  # a clip may start at the keyframe before, and end a frame short: still whole
 NO_CLIP = ""  # an event's clip that cannot be cut (its recording is gone): neither promised nor tried again
 
@@ -79,6 +82,7 @@ class ClipSink(Sink):
         self.stream_id = stream.id
         self.store: EventStore | None = None
         self.recovered = False  # on the first tick: the event log has ended what a crash left open by then
+        self.closing = threading.Event()  # no more rests: what is due is cut while the stop allows
         self.thread = threading.Thread(target=self._cut, name=f"clips {stream.id}", daemon=True)
         self.thread.start()
 
@@ -145,27 +149,32 @@ class ClipSink(Sink):
 
     def _cut(self) -> None:
         while (due := self.work.get()) is not None:
-            try:
-                clip = cut_clip(self.root, due.start, due.end, due.path)
-                give_up = clip is None or due.left_by_stop  # no recording of it, or its second try
-                if clip is None:
-                    log.warning("%s: no recording of this event to cut a clip from", due.path.name)
-            except Exception as error:  # PyAV raises many types; one bad clip must not stop the next
-                log.warning("%s: clip not written (%s: %s)", due.path.name, type(error).__name__, error)
-                clip, give_up = None, due.left_by_stop
+            began = time.monotonic()
+            self._cut_one(due)
+            self.closing.wait(CUT_REST * (time.monotonic() - began))
+
+    def _cut_one(self, due: _DueClip) -> None:
+        try:
+            clip = cut_clip(self.root, due.start, due.end, due.path)
+            give_up = clip is None or due.left_by_stop  # no recording of it, or its second try
             if clip is None:
-                self.stats.clips_failed += 1
-                if give_up:  # no longer promised, nor tried at every start
-                    self._tell_store(lambda store, event=due.event_id: store.promise_clip(event, NO_CLIP))
-                continue
-            log.info("clip %s: %.1f s", clip.path, clip.duration_s)
-            self.stats.clips += 1
-            covered = (clip.start, clip.start + clip.duration_s)
-            if covered[0] > due.start + PARTIAL_SLACK_S or covered[1] < due.end - PARTIAL_SLACK_S:
-                self.stats.clips_partial += 1
-                log.warning("clip %s holds %.1f of the event's %.1f s: the recording lacks the rest", clip.path.name,
-                            covered[1] - covered[0], due.end - due.start)  # fmt: skip
-                self._tell_store(lambda store, event=due.event_id, span=covered: store.clip_partial(event, span))
+                log.warning("%s: no recording of this event to cut a clip from", due.path.name)
+        except Exception as error:  # PyAV raises many types; one bad clip must not stop the next
+            log.warning("%s: clip not written (%s: %s)", due.path.name, type(error).__name__, error)
+            clip, give_up = None, due.left_by_stop
+        if clip is None:
+            self.stats.clips_failed += 1
+            if give_up:  # no longer promised, nor tried at every start
+                self._tell_store(lambda store, event=due.event_id: store.promise_clip(event, NO_CLIP))
+            return
+        log.info("clip %s: %.1f s", clip.path, clip.duration_s)
+        self.stats.clips += 1
+        covered = (clip.start, clip.start + clip.duration_s)
+        if covered[0] > due.start + PARTIAL_SLACK_S or covered[1] < due.end - PARTIAL_SLACK_S:
+            self.stats.clips_partial += 1
+            log.warning("clip %s holds %.1f of the event's %.1f s: the recording lacks the rest", clip.path.name,
+                        covered[1] - covered[0], due.end - due.start)  # fmt: skip
+            self._tell_store(lambda store, event=due.event_id, span=covered: store.clip_partial(event, span))
 
     def _tell_store(self, change: Callable[[EventStore], None]) -> None:
         """A change to the event's row, from the cutting thread; the store opened once it exists."""
@@ -179,6 +188,7 @@ class ClipSink(Sink):
     def close(self) -> None:
         """What is due goes out now, cut from what is recorded, as long as the stop allows."""
         self._hand_over(lambda due: True)
+        self.closing.set()
         self.work.put(None)
         self.thread.join(timeout=CLOSE_WAIT_S)
         if self.store is not None and not self.thread.is_alive():
