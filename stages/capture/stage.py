@@ -4,9 +4,10 @@ Live sources never wait: if the preprocess workers' queues are full the frame is
 dropped and counted. Offline sources (``realtime = false``) wait for credit: at
 most ``offline_window`` frames in flight, a frame counting as done when its
 ``det.<stream>`` message is published. A frame to record is never overwritten in the ring before
-the stream stage has secured it (its record credit, the ring's ``RingCursor``): offline capture
-waits for that as long as it takes, live capture for ``RECORD_WAIT_S`` (the stage descheduled on a
-loaded box), then goes on, and the frame is counted missed there. A lost source is reopened with backoff,
+the stream stage has secured it (its record credit, the ring's ``RingCursor``): capture waits for
+that as long as the stage keeps securing frames (a slow one, on a loaded box), and for one that
+secures none, offline for ``CREDIT_TIMEOUT_S``, live for ``RECORD_WAIT_S`` (the stage descheduled or
+stopped), then goes on, and the frame is counted missed there. A lost source is reopened with backoff,
 forever; the state (connecting, connected, reconnecting, ended) goes out with the
 heartbeats, and to the stream stage (``SourceStatus``, once a second and at each change), which
 says for the stream whether it is watched.
@@ -52,7 +53,7 @@ from stages.topology import (
 log = logging.getLogger(__name__)
 
 CREDIT_TIMEOUT_S = 10.0  # an offline frame lost in a crashed stage must not stall its stream forever
-RECORD_WAIT_S = 2.0  # a live frame to record waits this long at most for the stream stage to secure it
+RECORD_WAIT_S = 2.0  # a live frame to record waits this long for a stream stage that secures no frame
 STATUS_EVERY_S = 1.0  # how often the stream stage hears how the source is doing
 LOSS_LOG_EVERY_S = 300.0  # a source lost the same way again and again is said once, then this often
 
@@ -292,19 +293,23 @@ class CaptureStage(Stage):
 
     def _await_recorder(self, seq: int) -> None:
         """Record's credit: before frame ``seq`` overwrites one still to record, wait until the stream
-        stage has secured it (recorded or copied out). A recorder that does not move within the bound
-        (stopped, restarting) is not waited for again until it moves: capture goes on meanwhile."""
+        stage has secured it (recorded or copied out), as long as it keeps securing frames. A recorder
+        that does not move within the bound (stopped, restarting) is not waited for again until it
+        moves: capture goes on meanwhile."""
         overwritten = seq - self.ring.slots
         if not self.unrecorded or self.unrecorded[0] > overwritten:
             return
-        started = time.monotonic()
-        deadline = started + (RECORD_WAIT_S if self.realtime else CREDIT_TIMEOUT_S)
+        started = moved = time.monotonic()
+        patience = RECORD_WAIT_S if self.realtime else CREDIT_TIMEOUT_S
+        seen: int | None = None
         while not self.stopping and (secured := self.record_cursor.get()) is not None and secured < overwritten:
             if secured == self.recorder_stuck_at:
                 break
-            if time.monotonic() > deadline:
+            if secured != seen:  # a slow recorder, not a stuck one: waited for while it moves
+                seen, moved = secured, time.monotonic()
+            if time.monotonic() - moved > patience:
                 log.warning("%s: the recorder secured no frame for %.0f s; going on without it",
-                            self.stream.id, deadline - started)  # fmt: skip
+                            self.stream.id, patience)  # fmt: skip
                 self.recorder_stuck_at = secured
                 break
             time.sleep(0.005)  # a shared-memory cursor: nothing to poll on
