@@ -68,6 +68,7 @@ class StreamStats(StageStats):
     missed: int = 0  # captured frames overwritten in the ring before this stage copied them
     unseen: int = 0  # inferred frames whose picture was gone when their results came (no snapshot)
     record_behind: int = 0  # times a ring's worth of frames waited to be recorded, holding capture back
+    annotation_shed: bool = False  # live frames recorded undrawn: the recording fell behind (stages.stream.shedding)
     events: int = 0  # violations started
     plugin_errors: int = 0  # processor or sink calls that raised (logged, the stage went on)
     recent_events: list[dict[str, Any]] = field(default_factory=list)

@@ -10,9 +10,10 @@ frame's ``clock`` (the stream's event clock: capture time live, a file's own tim
 at its start), so clips line up with events' ``started`` and ``ended`` across restarts.
 
 Layout: ``<recordings>/<stream>/<YYYY-MM-DD of the start>/clips/<event_id>.mp4``; a clip is
-written to a ``.partial`` file and renamed, so a reader never sees half of one. A clip of copied
-segments (the camera's own video, nothing drawn on it) gets ``<event_id>.jsonl`` beside it: the
-people on each detected frame, ``t`` seconds into the clip, for the review page to draw.
+written to a ``.partial`` file and renamed, so a reader never sees half of one. A clip with frames
+that have nothing drawn on them (copied segments, the camera's own video; frames recorded undrawn
+while annotation was shed) gets ``<event_id>.jsonl`` beside it: the people on each such frame, ``t``
+seconds into the clip, for the review page to draw.
 """
 
 from __future__ import annotations
@@ -56,22 +57,23 @@ def _first_clock(segment: Path) -> float | None:
     return clock - first.get("pts_s", 0.0) if isinstance(clock, (int, float)) else None
 
 
-def _detections(segment: Path) -> tuple[bool, list[dict]]:
-    """Whether a segment holds the camera's own frames (copied), and its detected frames' lines."""
+def _undrawn(segment: Path) -> list[dict]:
+    """The lines of a segment's frames that have no boxes drawn on them: every detected frame of a
+    copied segment (the camera's own video), the frames an annotated one recorded undrawn (shed)."""
     try:
         lines = [json.loads(line) for line in sidecar(segment).read_text().splitlines()]
     except (OSError, ValueError):
-        return False, []
-    return bool(lines and lines[0].get("copied")), [line for line in lines if "seq" in line and "pts_s" in line]
+        return []
+    copied = bool(lines and lines[0].get("copied"))
+    return [line for line in lines if "seq" in line and "pts_s" in line and (copied or line.get("annotated") is False)]
 
 
 def _write_overlay(clip: Clip, segments: list[tuple[float, Path]], end: float) -> None:
-    """The people of the copied segments' detected frames within the clip, timed from its start as
-    its packets are: the segment's first clock plus the frame's place in it."""
+    """The people of the clip's frames that have none drawn on them, timed from its start as its
+    packets are: the segment's first clock plus the frame's place in it."""
     lines = []
     for origin, segment in segments:
-        copied, detected = _detections(segment)
-        for line in detected if copied else []:
+        for line in _undrawn(segment):
             at = origin + line["pts_s"]
             if clip.start <= at <= end:
                 size = {"width": line["width"], "height": line["height"]} if "width" in line else {}

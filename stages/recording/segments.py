@@ -113,6 +113,7 @@ class Segment:
     declare: DeclaredRate  # what goes into the stream: its H.264 declaring the rate its times have (FrameTimes)
     last_pts: int = -1
     codec: str = ENCODER  # encoded here; else the source's codec (h264, hevc: the wire allows no other), copied
+    preset: str = ""  # x264's, encoded here
     times: FrameTimes = field(default_factory=FrameTimes)  # where each frame goes, in 90 kHz ticks
 
     @property
@@ -141,7 +142,7 @@ class SegmentRecorder:
 
         ``timeline_s`` places the frame in time: capture time for live streams, the
         source's own timestamps for files; a jump back (a looped file) or a gap of more than
-        ``MAX_GAP_S`` (a reconnect) starts a new segment.
+        ``MAX_GAP_S`` (a reconnect) starts a new segment, as does a new ``preset`` (annotation shed).
         """
         height, width = image.shape[0] - image.shape[0] % 2, image.shape[1] - image.shape[1] % 2
         segment = self.segment
@@ -151,6 +152,7 @@ class SegmentRecorder:
             or timeline_s - segment.started - segment.last_pts * float(TIME_BASE) > MAX_GAP_S
             or segment.times.lateness_s(timeline_s - segment.started) > LATE_S
             or (width, height) != (segment.width, segment.height)
+            or segment.preset != self.preset
         ):
             self._end()
             segment = None
@@ -292,9 +294,8 @@ class SegmentRecorder:
         # 16-core server's 64 cameras 24 threads and their buffers
         stream.codec_context.thread_count = ENCODE_THREADS
         log.info("%s: recording %s", self.stream_id, path)
-        return Segment(
-            path, timeline_s, width, height, sink, container, stream, sidecar, DeclaredRate(stream, "h264", str(path))
-        )
+        declare = DeclaredRate(stream, "h264", str(path))
+        return Segment(path, timeline_s, width, height, sink, container, stream, sidecar, declare, preset=self.preset)
 
     @property
     def copying(self) -> bool:

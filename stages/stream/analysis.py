@@ -65,6 +65,7 @@ class FrameAnalysis:
     # at its first frame's capture time, so a file played faster or slower than real time gives
     # the same events. Defaults to ``captured``.
     clock: float | None = None
+    annotated: bool = True  # False: recorded undrawn, the CPU short (``stages.stream.shedding``)
 
     def __post_init__(self) -> None:
         if self.clock is None:

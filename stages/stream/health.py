@@ -10,7 +10,8 @@ for a camera nobody watches, so the state goes everywhere an operator looks (MQT
   ``WINDOW_S`` above ``pipeline.max_latency_ms`` (the server is overloaded), fewer detections a
   second than the camera is owed (``pipeline.min_detect_fps``, or its ``detect_fps`` or frame rate
   when lower) over ``RATE_WINDOW_S``, or, in that window, captured frames the recording missed or
-  a recording so far behind the camera that capture was held back;
+  a recording so far behind the camera that capture was held back, or one recording its frames
+  undrawn to keep up (``stages.stream.shedding``);
 - ``watching``: otherwise.
 
 A camera starts ``down`` ("starting") and is given ``down_after_s`` to become watched before that
@@ -59,6 +60,7 @@ class HealthJudge:
         self.results: deque[tuple[float, float]] = deque()  # (monotonic, latency s) over RATE_WINDOW_S
         self.last_result: float | None = None
         self.recording: deque[tuple[float, int, int]] = deque()  # (monotonic, missed so far, behind so far)
+        self.shedding = False  # frames recorded undrawn
         self.current = CameraHealth("down", STARTING, time.time())
 
     def heard(self, status: SourceStatus) -> None:
@@ -70,12 +72,13 @@ class HealthJudge:
         now = self.last_result = time.monotonic()
         self.results.append((now, max(0.0, time.time() - captured)))
 
-    def judge(self, missed: int = 0, behind: int = 0) -> CameraHealth | None:
-        """The camera's state now, given the frames its recording has missed so far and the times it
-        held capture back: a new ``CameraHealth`` when its state changed, else None (the current
-        one's reason is kept up to date in ``current`` either way)."""
+    def judge(self, missed: int = 0, behind: int = 0, shedding: bool = False) -> CameraHealth | None:
+        """The camera's state now, given the frames its recording has missed so far, the times it
+        held capture back and whether it records frames undrawn: a new ``CameraHealth`` when its
+        state changed, else None (the current one's reason is kept up to date in ``current`` either way)."""
         now = time.monotonic()
         self.recording.append((now, missed, behind))
+        self.shedding = shedding
         while now - self.recording[0][0] > RATE_WINDOW_S:
             self.recording.popleft()
         state, reason, intended = self._assess(now)
@@ -132,6 +135,8 @@ class HealthJudge:
             )
         if behind > behind_then:
             return "degraded", "overloaded: the recording fell behind the camera, holding capture back", False
+        if self.shedding:
+            return "degraded", "overloaded: frames recorded without boxes drawn, to keep up with the camera", False
         if self.live and self.status is not None and now - self.started > RATE_WINDOW_S:
             owed = min(self.floor_fps, self.status.fps_in)
             rate = len(self.results) / RATE_WINDOW_S

@@ -53,6 +53,7 @@ from stages.stream.messages import (
 )
 from stages.stream.outputs.base import Sink
 from stages.stream.processors.base import Processor
+from stages.stream.shedding import AnnotationShedding
 from stages.topology import (
     PACKET_HWM,
     capture_ring,
@@ -102,6 +103,7 @@ class StreamStage(Stage):
         self.frames_in: zmq.Socket | None = None
         self.cursor: RingCursor | None = None
         self.health = HealthJudge(self.settings.pipeline, self.stream.is_realtime, self.stream.detect_fps)
+        self.shedding = AnnotationShedding(self.stream.id, RECORD_DELAY_S, self.stats)
         self.health_judged = self.health_logged = 0.0  # monotonic
         self.left_open_ended = False  # the events a crash left open, ended for every output after the first tick
 
@@ -273,7 +275,7 @@ class StreamStage(Stage):
         every ``HEALTH_LOG_EVERY_S``."""
         previous = self.health.current
         self.health_judged = now = time.monotonic()
-        changed = self.health.judge(self.stats.missed, self.stats.record_behind)
+        changed = self.health.judge(self.stats.missed, self.stats.record_behind, self.stats.annotation_shed)
         current = self.health.current
         if changed is not None:
             self._camera_changed(changed, previous.state)
@@ -383,6 +385,8 @@ class StreamStage(Stage):
             analysis = dataclasses.replace(earlier, seq=ref.seq, captured=ref.captured, pts=ref.pts, violations=[])
         analysis.clock = self.clock.of(ref.captured, ref.pts)
         analysis.inferred_seq = earlier.seq if earlier else None
+        self.shedding.recorded(ref, holding_capture=self.keeper.capped)
+        analysis.annotated = not self.shedding.active
         for sink in self.frame_sinks:
             self._guarded(sink, sink.handle, image, analysis)
 

@@ -1,8 +1,10 @@
 """The ``recorder`` sink: every captured frame of a stream into segments with their detections' sidecar.
 
 It is the one ``every_frame`` sink: it gets every captured frame, drawn with its own results or,
-for a frame inference skipped, the latest earlier ones; or, for a camera whose own packets are
-recorded (``recording.video = "camera"``), each packet, with a line per detected frame beside them.
+for a frame inference skipped, the latest earlier ones (undrawn while the stage sheds annotation to
+keep up, in segments encoded with x264's fastest preset: ``stages.stream.shedding``); or, for a
+camera whose own packets are recorded (``recording.video = "camera"``), each packet, with a line
+per detected frame beside them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 60.0  # by age, whether frames come or not; the budget also as each segment closes
 FREE_SPACE_EVERY_S = 1.0
+SHED_PRESET = "ultrafast"  # x264's cheapest, while annotation is shed
 
 
 @dataclass
@@ -38,6 +41,7 @@ class RecorderStats(PluginStats):
     """Unprefixed (``frames``, ``bytes``, ``disk_low``...), as before plug-ins had prefixes."""
 
     frames: int = counter("vestwatch_recorded_frames_total", "Frames recorded")  # annotated frames, or copied packets
+    undrawn: int = counter("vestwatch_recorded_undrawn_frames_total", "Frames recorded without their boxes drawn")
     # copied packets left out: no segment to add them to until a keyframe
     awaiting_keyframe: int = counter(
         "vestwatch_record_awaiting_keyframe_total", "Copied packets not recorded for want of a keyframe to start with"
@@ -115,6 +119,7 @@ class RecorderSink(Sink):
             "height": analysis.height,
             "clock": analysis.clock,  # the events' clock, by which clips are cut
             "detections_of": analysis.inferred_seq,  # this frame's seq when it was inferred
+            "annotated": analysis.annotated,  # False: the boxes are not drawn on this frame
             "counts": analysis.detections.counts(analysis.names),
             "detections": analysis.detections.records(analysis.names),
             "people": [
@@ -124,9 +129,13 @@ class RecorderSink(Sink):
         }
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
-        if frame is not None:
-            drawn, line = draw(frame, analysis, self.stream), self._line(analysis)
-            self._written(lambda: self.recorder.write(drawn, self.timeline(analysis), analysis.captured, line))
+        if frame is None:
+            return
+        # a new preset starts a new segment
+        self.recorder.preset = self.settings.recording.preset if analysis.annotated else SHED_PRESET
+        drawn, line = draw(frame, analysis, self.stream) if analysis.annotated else frame, self._line(analysis)
+        self.stats.undrawn += not analysis.annotated
+        self._written(lambda: self.recorder.write(drawn, self.timeline(analysis), analysis.captured, line))
 
     def handle_packet(self, packet: EncodedPacket, clock: float) -> None:
         """One of the camera's packets, copied; ``clock`` the stream's event clock for it."""

@@ -35,3 +35,10 @@ def test_a_recording_that_misses_frames_or_holds_capture_back_is_a_problem() -> 
     judge = watched_camera()
     changed = judge.judge(missed=0, behind=1)
     assert changed is not None and "holding capture back" in changed.reason
+
+
+def test_frames_recorded_undrawn_to_keep_up_are_said() -> None:
+    judge = watched_camera()
+    changed = judge.judge(shedding=True)
+    assert changed is not None and changed.state == "degraded" and "without boxes drawn" in changed.reason
+    assert judge.judge(shedding=False) is not None and judge.current.state == "watching"
