@@ -58,7 +58,6 @@ class Overlay:
     people: list[Person] = field(default_factory=list)
     required: dict[int, list[str]] = field(default_factory=dict)  # track id -> PPE its zones require
     zones: list[tuple[str, np.ndarray]] = field(default_factory=list)  # name, polygon in pixels
-    highlight: int | None = None  # track id drawn thick, for an event's snapshot
     caption: str = ""  # bottom line: camera and time
 
 
@@ -176,6 +175,15 @@ def badge(person: Person, required: Sequence[str]) -> tuple[str, tuple[int, int,
     return f"#{person.track_id} ok", BADGE_COLOURS["ok"]
 
 
+def highlight(annotated: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """A copy of an annotated frame with one person's box drawn thick, in a colour no class has: an
+    event's snapshot, without drawing a crowded frame again for each event that starts on it."""
+    out = annotated.copy()
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    cv2.rectangle(out, (x1, y1), (x2, y2), HIGHLIGHT_COLOUR, _Pen(out.shape[:2]).line * 4, cv2.LINE_AA)
+    return out
+
+
 def _draw_overlay(out: np.ndarray, pen: _Pen, overlay: Overlay) -> None:
     for name, polygon in overlay.zones:
         points = polygon.astype(np.int32).reshape(-1, 1, 2)
@@ -185,6 +193,5 @@ def _draw_overlay(out: np.ndarray, pen: _Pen, overlay: Overlay) -> None:
     for person in overlay.people:
         text, colour = badge(person, overlay.required.get(person.track_id, []))
         x1, y1, x2, y2 = (int(round(v)) for v in person.box)
-        thick = pen.line * 4 if person.track_id == overlay.highlight else pen.line
-        cv2.rectangle(out, (x1, y1), (x2, y2), HIGHLIGHT_COLOUR if thick > pen.line else colour, thick, cv2.LINE_AA)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, pen.line, cv2.LINE_AA)
         pen.label(out, (x1, y1, x2, y2), text, colour)

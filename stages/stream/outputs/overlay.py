@@ -12,10 +12,8 @@ from stages.stream.analysis import FrameAnalysis
 from stages.stream.processors.zones import zones_for
 
 
-def draw(
-    image: np.ndarray, analysis: FrameAnalysis, stream: StreamSettings, highlight: int | None = None
-) -> np.ndarray:
-    """Boxes, zones, people with their id and badge, camera and time; ``highlight`` one person."""
+def draw(image: np.ndarray, analysis: FrameAnalysis, stream: StreamSettings) -> np.ndarray:
+    """Boxes, zones, people with their id and badge, camera and time."""
     height, width = image.shape[:2]
     zones = zones_for(stream, width, height)
     required = {
@@ -26,7 +24,6 @@ def draw(
         people=analysis.people,
         required=required,
         zones=[(zone.name, zone.polygon_pixels(width, height)) for zone in zones if zone.settings.polygon],
-        highlight=highlight,
         caption=f"{stream.id}  {datetime.fromtimestamp(analysis.clock).astimezone():%Y-%m-%d %H:%M:%S %z}",
     )
     return annotate(image, analysis.detections, analysis.names, overlay)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from stages.config import Settings, StreamSettings
+from stages.media.annotate import highlight
 from stages.recording.paths import snapshot_path, stream_folder
 from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.messages import Evidence
@@ -24,6 +25,7 @@ class SnapshotSink(Sink):
         super().__init__()
         self.root = stream_folder(settings.recordings_dir, stream.id)
         self.settings, self.stream = settings, stream
+        self.drawn: tuple[int, np.ndarray] | None = None  # (seq, frame drawn) for the events of one frame
 
     def evidence(self, frame: np.ndarray | None, analysis: FrameAnalysis, violation: Violation) -> Evidence:
         found: Evidence = {"snapshot_url": self.settings.link(event_file(violation.event_id, "snapshot.jpg"))}
@@ -32,6 +34,15 @@ class SnapshotSink(Sink):
         path = snapshot_path(self.root, violation.event_id, violation.phase, analysis.clock)
         with contextlib.suppress(OSError):  # a full disk: the event goes out without its picture
             path.parent.mkdir(parents=True, exist_ok=True)
-            if cv2.imwrite(str(path), draw(frame, analysis, self.stream, highlight=violation.track_id)):
+            person = next((p for p in analysis.people if p.track_id == violation.track_id), None)
+            picture = self._drawn(frame, analysis)
+            if cv2.imwrite(str(path), highlight(picture, person.box) if person else picture):
                 found["snapshot"] = str(path.resolve())
         return found
+
+    def _drawn(self, frame: np.ndarray, analysis: FrameAnalysis) -> np.ndarray:
+        """The frame drawn once for every event it starts or ends: a crowd on a busy server must not
+        cost the recording a drawing per person (the recorder, in the same loop, is waited for)."""
+        if self.drawn is None or self.drawn[0] != analysis.seq:
+            self.drawn = (analysis.seq, draw(frame, analysis, self.stream))
+        return self.drawn[1]
