@@ -128,6 +128,7 @@ class FrameRef(WireMessage):
     realtime: bool
     drops: int = 0  # capture-side drops since the previous ref
     record: bool = True  # to the stream stage: to be recorded; False: only kept for its results' sake
+    detected: bool = True  # to the stream stage: sent for detection too (results may come); False: recorded only
 
     def problem(self) -> str | None:
         return first_problem(seq=self.seq >= 1, slot=self.slot >= 0, drops=self.drops >= 0)

@@ -16,6 +16,7 @@ says for the stream whether it is watched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -360,16 +361,19 @@ class CaptureStage(Stage):
         record = self.record_out is not None and not self.copying  # recorded whether or not inference sees it
         ref = FrameRef(self.stream.id, self.seq, slot, captured, frame.pts, self.realtime, self.pending_drops, record)
         payload = ref.encode()
-        if record and self._to_record(payload):
+        # live and every worker behind: it goes, to be recorded only
+        detected = detect and send_or_drop(self.refs, payload, self.realtime, self)
+        # the stream stage keeps a detected frame for its results (a snapshot), and only those
+        if record and self._to_record(payload if detected else dataclasses.replace(ref, detected=False).encode()):
             self.unrecorded.append(self.seq)
         if not detect:
             self.stats.recorded_only += 1
             return
-        if not send_or_drop(self.refs, payload, self.realtime, self):  # live and every worker is behind: it goes
+        if not detected:
             self.pending_drops += 1
             self.stats.dropped += 1
             return
-        if not record and self.to_stream is not None:  # the stream stage keeps it for its results (a snapshot)
+        if not record and self.to_stream is not None:
             send_or_drop(self.to_stream, payload, self.realtime, self)
         self.pending_drops = 0
         if not self.realtime:

@@ -91,9 +91,10 @@ class FrameKeeper:
         self.rescue()
 
     def await_results(self, kept: Kept) -> None:
-        """A frame sent only for detection, or one recorded before its results came (a live one waits
-        ``RECORD_DELAY_S`` at most): kept for them, at most as many as the queues to inference hold; a
-        frame never detected is let go with the next results."""
+        """A frame sent only for detection, or a detected one recorded before its results came (a live
+        one waits ``RECORD_DELAY_S`` at most): kept for them, at most as many as the queues to inference
+        hold (frames capture recorded only, never sent, are not kept); one inference dropped is let go
+        with the next results."""
         self.awaiting.append(kept)
         while len(self.awaiting) > self.awaiting_max:
             self.awaiting.popleft()

@@ -371,7 +371,7 @@ class StreamStage(Stage):
         image = self.keeper.recordable(kept)
         if image is not None:
             self._record(kept.ref, image)
-            if kept.ref.seq not in self.analysed and kept.ref.realtime:
+            if kept.ref.seq not in self.analysed and kept.ref.realtime and kept.ref.detected:
                 self.keeper.await_results(kept)
 
     def _record(self, ref: FrameRef, image: np.ndarray) -> None:
