@@ -20,7 +20,7 @@ from stages.stats import StreamStats
 log = logging.getLogger(__name__)
 
 BEHIND_S = 0.5  # a live frame recorded this long after its time to be: the recording is behind
-RECOVER_S = 30.0  # caught up this long: frames are drawn again
+RECOVER_S = 60.0  # caught up this long: frames are drawn again (each change starts a segment)
 
 
 class AnnotationShedding:
