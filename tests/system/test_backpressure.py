@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import time
@@ -44,20 +45,23 @@ OVERLOAD_S = 120  # how long the server is watched while overloaded
 
 
 def test_an_overloaded_inference_is_shed_fairly_said_and_never_restarted(daemon, make_video, big_weights) -> None:
-    """A model far too big for the CPU: every batch takes longer than ``stall_s``. The supervisor
+    """A model too big for the CPU: every batch takes longer than ``stall_s``. The supervisor
     leaves it be (heartbeats flow during a batch, saying how long it has run), each camera gets its
     fair share of detections, every camera is said to be degraded, overloaded, on /healthz, and the
-    recording loses no frame (inference yields the CPU to it: ``pipeline.inference_nice``)."""
+    recording loses no frame (inference yields the CPU to it: ``pipeline.inference_nice``; a stream
+    stage left behind sheds its drawing). It passes with both cores spun by other work too."""
     streams = [
         {"id": f"cam{i}", "url": str(make_video(f"cam{i}.mp4", seconds=3, fps=10)), "loop": True, "realtime": True}
         for i in range(3)
     ]
     running = daemon(
         streams,
-        detector={"weights": str(big_weights), "img_size": 640},
-        # down_after_s: with 6 s batches a camera may wait 11 s for a result on a loaded box; it is then
-        # said down, not degraded, which is loud too but not what this test reads
-        pipeline={"stall_s": 2, "max_latency_ms": 2000, "min_detect_fps": 0.1, "down_after_s": 30},
+        # 480: batches of about 3.5 s here, and five times that with both cores spun by other work
+        # (inference is niced): still enough batches in OVERLOAD_S to judge fairness
+        detector={"weights": str(big_weights), "img_size": 480},
+        # down_after_s: a camera may then wait 30 s for a result; it would be said down, not degraded,
+        # which is loud too but not what this test reads
+        pipeline={"stall_s": 2, "max_latency_ms": 2000, "min_detect_fps": 0.1, "down_after_s": 45},
     )
     running.wait_ready()
     collect(running.endpoint, lambda m: all(m.get(s["id"]) for s in streams), timeout=300)  # the model is up
@@ -73,10 +77,13 @@ def test_an_overloaded_inference_is_shed_fairly_said_and_never_restarted(daemon,
     counts = {s["id"]: len(detected.get(s["id"], [])) for s in streams}
     print(f"\nfull YOLOv7 on CPU: {batch_s:.1f} s a batch, detections in {OVERLOAD_S} s: {counts}")
     assert batch_s > 2, "the premise: a batch longer than stall_s"
-    assert inference["restarts"] == 0 and "stalled" not in running.output.text()
+    said = [line for line in running.output.text().splitlines() if "WARNING" in line or "ERROR" in line]
+    assert inference["restarts"] == 0 and "stalled" not in running.output.text(), said[-20:]
     assert min(counts.values()) > 0 and max(counts.values()) <= 2 * min(counts.values()), "shed fairly"
     overloaded = [p for p in report["problems"] if "degraded: overloaded: " in p]
     assert {p.split()[1] for p in overloaded} == set(counts), report
     for stream in streams:
         seqs = recorded_seqs(running.recordings / stream["id"])
-        assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"{stream['id']}: every captured frame is recorded"
+        gaps = [(a, b) for a, b in itertools.pairwise(seqs) if b != a + 1]
+        why = {name: stage["stats"] for name, stage in status["stages"].items() if stream["id"] in name}
+        assert not gaps, f"{stream['id']}: every captured frame is recorded; gaps {gaps}, {why}, said {said[-20:]}"
