@@ -56,9 +56,9 @@ def test_an_overloaded_inference_is_shed_fairly_said_and_never_restarted(daemon,
     ]
     running = daemon(
         streams,
-        # 480: batches of about 3.5 s here, and five times that with both cores spun by other work
+        # 608: batches of about 3 s here, and three times that with both cores spun by other work
         # (inference is niced): still enough batches in OVERLOAD_S to judge fairness
-        detector={"weights": str(big_weights), "img_size": 480},
+        detector={"weights": str(big_weights), "img_size": 608},
         # down_after_s: a camera may then wait 30 s for a result; it would be said down, not degraded,
         # which is loud too but not what this test reads
         pipeline={"stall_s": 2, "max_latency_ms": 2000, "min_detect_fps": 0.1, "down_after_s": 45},
