@@ -158,6 +158,7 @@ def counters(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
             | {stage: n for stage, n in figures.dropped.items() if stage != "capture"},
             "recorded": recorder.frames,
             "record_dropped": capture.record_dropped + missed,
+            "undrawn": recorder.undrawn,
         }
     return found
 
@@ -234,12 +235,13 @@ def summarise(
     ceilings: Ceilings,
 ) -> Run:
     per_camera, drops = {}, {}
+    counted = ("in", "processed", "recorded", "record_dropped", "undrawn")
     for camera, now in after.items():
-        then = before.get(camera, {"in": 0, "processed": 0, "drops": {}, "recorded": 0, "record_dropped": 0})
+        then = before.get(camera, {"drops": {}} | dict.fromkeys(counted, 0))
         dropped = {stage: n - then["drops"].get(stage, 0) for stage, n in now["drops"].items()}
         for stage, n in dropped.items():
             drops[stage] = drops.get(stage, 0) + n
-        per_camera[camera] = {key: now[key] - then[key] for key in ("in", "processed", "recorded", "record_dropped")}
+        per_camera[camera] = {key: now[key] - then[key] for key in counted}
         per_camera[camera]["dropped"] = sum(dropped.values())
     total = {key: sum(c[key] for c in per_camera.values()) for key in next(iter(per_camera.values()), {})}
     latencies = sorted(latencies) or [float("nan")]
@@ -260,6 +262,7 @@ def summarise(
         dropped=total.get("dropped", 0),
         recorded=total.get("recorded", 0),
         record_dropped=total.get("record_dropped", 0),
+        undrawn=total.get("undrawn", 0),
         latency_p50_ms=round(latencies[len(latencies) // 2], 1),
         latency_p99_ms=round(p99, 1),
         per_camera=per_camera,

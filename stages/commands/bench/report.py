@@ -37,9 +37,9 @@ def describe(args: Any, ceilings: Ceilings) -> str:
 
 
 TABLE_HEAD = (
-    "| cameras | frames in/s per camera | detections/s | per camera min-max | dropped | not recorded | p50 ms "
-    "| p99 ms | vs ceiling | CPU % daemon (machine) | RSS MiB | GPU % | restarts | holds | limiting |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    "| cameras | frames in/s per camera | detections/s | per camera min-max | dropped | not recorded | undrawn "
+    "| p50 ms | p99 ms | vs ceiling | CPU % daemon (machine) | RSS MiB | GPU % | restarts | holds | limiting |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
 )
 
 
@@ -52,6 +52,7 @@ def row(run: Run, args: Any) -> str:
     return (
         f"| {run.cameras} | {captured / run.seconds / run.cameras:.1f} | {run.processed / run.seconds:.1f} "
         f"| {fewest:.1f}-{most:.1f} | {100 * run.drop_fraction:.2f} % | {100 * run.record_drop_fraction:.2f} % "
+        f"| {100 * run.undrawn / max(run.recorded, 1):.0f} % "
         f"| {run.latency_p50_ms:.0f} | {run.latency_p99_ms:.0f} | {run.pipeline_vs_ceiling:.2f} "
         f"| {cpu:.0f} ({run.machine_cpu_percent:.0f}) | {rss:.0f} | {gpu} | {run.restarts} "
         f"| {'yes' if run.holds else 'no'} | {run.limiting} |"

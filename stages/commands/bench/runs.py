@@ -30,6 +30,7 @@ class Run:
     pipeline_vs_ceiling: float  # detections/s over min(decode-only, inference-only)
     drops: dict[str, int] = field(default_factory=dict)  # by the stage that dropped
     restarts: int = 0  # stage processes the supervisor restarted during the window
+    undrawn: int = 0  # recorded without boxes drawn: annotation shed (stages.stream.shedding)
 
     machine_cpu_percent: float = 0.0  # all cores, every process of the machine (cameras included)
 
