@@ -21,7 +21,7 @@ import msgpack
 
 from pipeline.detections import Detections
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_CLASSES = 1000  # class ids in a det message are below this
 
 

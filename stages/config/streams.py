@@ -50,6 +50,9 @@ class ZoneSettings(BaseModel, extra="forbid"):
     require: list[Literal["vest", "hardhat"]] = Field(
         default_factory=lambda: ["vest"], min_length=1, description="what a person standing in the zone must wear"
     )
+    dwell_s: float | None = Field(
+        None, ge=0, description="missing an item here this long opens (or joins) a violation; default events.dwell_s"
+    )
 
     @model_validator(mode="after")
     def _fractions_within_the_frame(self) -> ZoneSettings:

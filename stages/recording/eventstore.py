@@ -2,8 +2,9 @@
 
 One SQLite file beside the recordings (``<recordings>/events.sqlite3``), in WAL mode: each
 stream stage writes its own events (one row per event, updated by each phase), the HTTP
-server reads them and records acknowledgements, all at once and across restarts. A row
-keeps the first snapshot (the start's, where the person is seen without their PPE).
+server reads them and records acknowledgements and verdicts (``confirmed`` or ``false_alarm``: the
+reviewer's word, kept for retraining), all at once and across restarts. A row keeps the first
+snapshot (the start's, where the person is seen without their PPE).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY,
     stream TEXT NOT NULL,
     day TEXT NOT NULL,             -- local date of the start, YYYY-MM-DD, for the day filter
-    zone TEXT NOT NULL,
+    zones TEXT NOT NULL,           -- JSON list: the zones that counted against the person, latest
     track_id INTEGER NOT NULL,
     missing TEXT NOT NULL,         -- JSON list
     phase TEXT NOT NULL,           -- the latest: start, update or end
@@ -39,19 +41,23 @@ CREATE TABLE IF NOT EXISTS events (
     clip TEXT,
     acknowledged REAL,             -- when, Unix seconds; NULL: not yet
     last_seen REAL,                -- an open event's person last seen (the stream's clock): where a crash ends it
-    clip_partial TEXT              -- JSON [from, to]: the span a clip covers when the recording lacked some
+    clip_partial TEXT,             -- JSON [from, to]: the span a clip covers when the recording lacked some
+    require TEXT,                  -- JSON list: what those zones require
+    verdict TEXT,                  -- the reviewer's: confirmed or false_alarm; NULL: none yet
+    verdict_at REAL
 );
 CREATE INDEX IF NOT EXISTS events_by_start ON events (started);
 CREATE INDEX IF NOT EXISTS events_by_stream_day ON events (stream, day);
 """
 
 UPSERT = """
-INSERT INTO events (event_id, stream, day, zone, track_id, missing, phase, started, ended, duration_s,
+INSERT INTO events (event_id, stream, day, zones, require, track_id, missing, phase, started, ended, duration_s,
                     reason, snapshot, segment, offset_s, clip)
-VALUES (:event_id, :stream, :day, :zone, :track_id, :missing, :phase, :started, :ended, :duration_s,
+VALUES (:event_id, :stream, :day, :zones, :require, :track_id, :missing, :phase, :started, :ended, :duration_s,
         :reason, :snapshot, :segment, :offset_s, :clip)
 ON CONFLICT (event_id) DO UPDATE SET
-    missing = excluded.missing, phase = excluded.phase, ended = excluded.ended,
+    zones = excluded.zones, require = excluded.require, missing = excluded.missing,
+    phase = excluded.phase, ended = excluded.ended,
     duration_s = excluded.duration_s, reason = excluded.reason,
     snapshot = coalesce(events.snapshot, excluded.snapshot),
     segment = coalesce(events.segment, excluded.segment),
@@ -59,9 +65,52 @@ ON CONFLICT (event_id) DO UPDATE SET
     clip = coalesce(excluded.clip, events.clip)
 """
 
-ADDED_COLUMNS = {"last_seen": "REAL", "clip_partial": "TEXT"}
-COLUMNS = ("stream", "zone", "track_id", "phase", "started", "ended", "duration_s", "reason")
+ADDED_COLUMNS = {"last_seen": "REAL", "clip_partial": "TEXT", "require": "TEXT"}
+ADDED_COLUMNS |= {"verdict": "TEXT", "verdict_at": "REAL"}
+COLUMNS = ("stream", "track_id", "phase", "started", "ended", "duration_s", "reason")
 COLUMNS += ("snapshot", "segment", "offset_s", "clip")
+LISTS = ("zones", "require", "missing")  # stored as JSON
+VERDICTS = ("confirmed", "false_alarm")
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a listing holds; None: any. ``day`` is the server's date (YYYY-MM-DD), ``since`` and
+    ``until`` bound the start in unix seconds (a day of a viewer in another time zone); ``zone`` and
+    ``missing`` match one of the event's; ``verdict`` ``none`` is the events without one yet."""
+
+    stream: str | None = None
+    day: str | None = None
+    since: float | None = None
+    until: float | None = None
+    zone: str | None = None
+    missing: str | None = None
+    acknowledged: bool | None = None
+    verdict: str | None = None
+    open: bool | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The SQL condition and its arguments (zone and item names hold no quotes: the settings say so)."""
+        conditions: list[tuple[str, Any]] = [
+            ("stream = ?", self.stream),
+            ("day = ?", self.day),
+            ("started >= ?", self.since),
+            ("started < ?", self.until),
+            ("instr(zones, ?) > 0", None if self.zone is None else json.dumps(self.zone)),
+            ("instr(missing, ?) > 0", None if self.missing is None else json.dumps(self.missing)),
+        ]
+        clause, args = "1", []
+        for condition, value in conditions:
+            if value is not None and value != "":
+                clause, args = f"{clause} AND {condition}", [*args, value]
+        if self.acknowledged is not None:
+            clause += " AND acknowledged IS NOT NULL" if self.acknowledged else " AND acknowledged IS NULL"
+        if self.verdict is not None:
+            clause += " AND verdict IS NULL" if self.verdict == "none" else " AND verdict = ?"
+            args += [] if self.verdict == "none" else [self.verdict]
+        if self.open is not None:
+            clause += " AND phase != 'end'" if self.open else " AND phase = 'end'"
+        return clause, args
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -96,6 +145,9 @@ class EventStore:
         self.connection.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed event
         self.connection.executescript(SCHEMA)
         columns = {row["name"] for row in self.connection.execute("PRAGMA table_info(events)")}
+        if "zone" in columns:  # a database from before one event per person: its zone, a list of one
+            self.connection.execute("ALTER TABLE events RENAME COLUMN zone TO zones")
+            self.connection.execute("""UPDATE events SET zones = '["' || zones || '"]' WHERE zones NOT LIKE '[%'""")
         for column, kind in ADDED_COLUMNS.items():  # a database from before they were kept
             if column not in columns:
                 self.connection.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
@@ -139,34 +191,24 @@ class EventStore:
     def record(self, event: dict[str, Any]) -> None:
         """One phase of an event (an ``event.<stream>`` message's fields)."""
         row = {key: event.get(key) for key in ("event_id", *COLUMNS)}
-        row.update(
-            missing=json.dumps(event["missing"]), day=datetime.fromtimestamp(event["started"]).strftime("%Y-%m-%d")
-        )
+        row.update({key: json.dumps(event.get(key) or []) for key in LISTS})
+        row["day"] = datetime.fromtimestamp(event["started"]).strftime("%Y-%m-%d")
         with self.lock:
             self._current().execute(UPSERT, row)
 
-    def events(
-        self,
-        stream: str | None = None,
-        day: str | None = None,
-        limit: int = 200,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """Newest first, optionally of one stream, one day of the server's (YYYY-MM-DD), and started
-        in [since, until) (unix seconds: a day of the viewer's, who may be in another time zone)."""
-        query, args = "SELECT * FROM events WHERE 1", []
-        for condition, value in (
-            ("stream = ?", stream),
-            ("day = ?", day),
-            ("started >= ?", since),
-            ("started < ?", until),
-        ):
-            if value is not None and value != "":
-                query, args = f"{query} AND {condition}", [*args, value]
+    def events(self, which: EventFilter = EventFilter(), limit: int = 200, offset: int = 0) -> list[dict[str, Any]]:
+        """The events ``which`` holds, newest first, ``limit`` of them from the ``offset``-th."""
+        clause, args = which.where()
+        query = f"SELECT * FROM events WHERE {clause} ORDER BY started DESC, event_id LIMIT ? OFFSET ?"
         with self.lock:
-            rows = self._current().execute(query + " ORDER BY started DESC LIMIT ?", [*args, limit]).fetchall()
+            rows = self._current().execute(query, [*args, limit, offset]).fetchall()
         return [_event(row) for row in rows]
+
+    def count(self, which: EventFilter = EventFilter()) -> int:
+        """How many events ``which`` holds."""
+        clause, args = which.where()
+        with self.lock:
+            return self._current().execute(f"SELECT count(*) FROM events WHERE {clause}", args).fetchone()[0]
 
     def event(self, event_id: str) -> dict[str, Any] | None:
         with self.lock:
@@ -175,10 +217,38 @@ class EventStore:
 
     def acknowledge(self, event_id: str, when: float | None = None) -> bool:
         """Mark an event seen; False when there is no such event. The first acknowledgement's time stays."""
+        return self.acknowledge_all([event_id], when) == 1
+
+    def acknowledge_all(self, event_ids: list[str], when: float | None = None) -> int:
+        """Mark events seen (the first acknowledgement's time stays); how many of them there were."""
+        when = time.time() if when is None else when
+        with self.lock:
+            cursor = self._current().executemany(
+                "UPDATE events SET acknowledged = coalesce(acknowledged, ?) WHERE event_id = ?",
+                [(when, event_id) for event_id in event_ids],
+            )
+        return cursor.rowcount
+
+    def acknowledge_stream(self, stream: str, when: float | None = None) -> int:
+        """Mark every event of a stream not yet seen, open ones included (Home Assistant's button)."""
         when = time.time() if when is None else when
         with self.lock:
             cursor = self._current().execute(
-                "UPDATE events SET acknowledged = coalesce(acknowledged, ?) WHERE event_id = ?", [when, event_id]
+                "UPDATE events SET acknowledged = ? WHERE stream = ? AND acknowledged IS NULL", [when, stream]
+            )
+        return cursor.rowcount
+
+    def judge(self, event_id: str, verdict: str | None, when: float | None = None) -> bool:
+        """The reviewer's verdict (one of ``VERDICTS``, or None to take it back); a verdict also
+        acknowledges. False when there is no such event."""
+        if verdict is not None and verdict not in VERDICTS:
+            raise ValueError(f"verdict {verdict!r} is none of {', '.join(VERDICTS)}")
+        when = time.time() if when is None else when
+        with self.lock:
+            cursor = self._current().execute(
+                "UPDATE events SET verdict = ?, verdict_at = ?, acknowledged = coalesce(acknowledged, ?) "
+                "WHERE event_id = ?",
+                [verdict, when if verdict else None, when, event_id],
             )
         return cursor.rowcount == 1
 
@@ -226,6 +296,6 @@ class EventStore:
 
 def _event(row: sqlite3.Row) -> dict[str, Any]:
     event = dict(row)
-    event["missing"] = json.loads(event["missing"])
+    event.update({key: json.loads(event[key] or "[]") for key in LISTS})
     event["clip_partial"] = json.loads(event["clip_partial"]) if event.get("clip_partial") else None
     return event

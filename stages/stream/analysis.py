@@ -33,15 +33,16 @@ class Person:
 
 @dataclass
 class Violation:
-    """One phase of a violation's life: a person in a zone without what the zone requires, as the
+    """One phase of a violation's life: a person without what the zones they stand in require, as the
     processors found it; the stage adds the person's box and the sinks' evidence (snapshot, clip,
     recording) when it makes the phase's ``EventMessage``."""
 
     event_id: str
     phase: Phase
     track_id: int
-    zone: str
-    missing: list[str]
+    zones: list[str]  # the zones that count against the person (missing something there for their dwell)
+    require: list[str]  # what those zones require, together
+    missing: list[str]  # what the person is seen without, of that
     started: float  # capture time the person was first seen missing it, Unix seconds
     ended: float | None  # for ``end``
     duration_s: float

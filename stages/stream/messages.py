@@ -1,6 +1,6 @@
 """What subscribers read, built on ``pipeline.messages.WireMessage``: the ``det.<stream>`` and
 ``event.<stream>`` topics, each a two-frame ZeroMQ message, the topic (UTF-8) then a msgpack map.
-Every map has ``v`` (the schema version, now 2) and ``type``. Fields of a ``det`` message (one per inferred frame):
+Every map has ``v`` (the schema version, now 3) and ``type``. Fields of a ``det`` message (one per inferred frame):
 
 | field | type | meaning |
 |---|---|---|
@@ -25,21 +25,23 @@ A person: ``track_id`` (int, stable while the person stays in view), ``box``, ``
 frames), ``zones`` (names of the zones the bottom centre of the box is in) and
 ``torso_only`` (true when a vest/no_vest box stands for a person the model saw no box of).
 
-An ``event`` message is one phase of one violation: a person in a zone without the PPE
-the zone requires, for at least ``events.dwell_s``:
+An ``event`` message is one phase of one violation: a person without the PPE that the zones they
+stand in require, for at least a zone's ``dwell_s`` (default ``events.dwell_s``). A person has one
+violation at a time however many zones they stand in:
 
 | field | type | meaning |
 |---|---|---|
 | stream | str | stream id |
 | event_id | str | the same for every phase of one violation |
-| phase | str | ``start``, ``update`` (every ``events.update_s``, and when ``missing`` changes) or ``end`` |
+| phase | str | ``start``, ``update`` (every ``events.update_s``, and when ``zones`` or ``missing`` change) or ``end`` |
 | track_id | int | the person |
-| zone | str | the zone's name |
-| missing | [str] | required items the person is seen without (``vest``, ``hardhat``) |
+| zones | [str] | the zones that count against the person: missing something there for its dwell |
+| require | [str] | what those zones require, together (``vest``, ``hardhat``) |
+| missing | [str] | what of that the person is seen without |
 | started | float | when the person was first seen without them, Unix seconds (2) |
 | ended | float or nil | set on ``end`` |
 | duration_s | float | so far, or in all on ``end`` |
-| reason | str or nil | on ``end``: ``left`` (out of the zone for ``lost_s``), ``complied``, ``lost`` (1) |
+| reason | str or nil | on ``end``: ``left`` (out of every such zone for ``lost_s``), ``complied``, ``lost`` (1) |
 | seq, captured | int, float | the frame of this phase |
 | box | [x1, y1, x2, y2] | the person on that frame (empty once they are lost) |
 | snapshot | str or nil | annotated JPEG of that frame, the person highlighted (start and end; none when lost) |
@@ -73,7 +75,8 @@ from a camera nobody watches:
 endpoint; it is internal and may change without a version bump.
 
 Unknown fields are ignored by readers, so fields can be added without a version bump;
-removing or changing one bumps ``v``. Version 2 added people and the event lifecycle.
+removing or changing one bumps ``v``. Version 2 added people and the event lifecycle; version 3
+made an event one per person (``zones`` and ``require`` for the one ``zone``).
 """
 
 from __future__ import annotations
@@ -172,7 +175,8 @@ class EventMessage(WireMessage):
     event_id: str
     phase: str
     track_id: int
-    zone: str
+    zones: list[str]
+    require: list[str]
     missing: list[str]
     started: float
     ended: float | None

@@ -323,7 +323,7 @@ class StreamStage(Stage):
 
     def _remember(self, event: EventMessage) -> None:
         self.stats.events += event.phase == "start"
-        recent = {k: getattr(event, k) for k in ("event_id", "phase", "track_id", "zone", "missing", "started")}
+        recent = {k: getattr(event, k) for k in ("event_id", "phase", "track_id", "zones", "missing", "started")}
         recent.update(duration_s=round(event.duration_s, 1), snapshot=event.snapshot, segment=event.segment)
         self.stats.recent_events = [*self.stats.recent_events[-(RECENT_EVENTS - 1) :], recent]
         log.info(
@@ -332,7 +332,7 @@ class StreamStage(Stage):
             event.event_id,
             event.phase,
             event.track_id,
-            event.zone,
+            "+".join(event.zones),
             "+".join(event.missing),
             event.duration_s,
             f": {event.reason}" if event.reason else "",

@@ -1,12 +1,17 @@
 """The review API behind the page at ``/``: every stream's events from the event store, each
 one's snapshot and clip, and acknowledgements.
 
-- ``GET /api/events?stream=&day=YYYY-MM-DD&since=&until=&limit=``: newest first; ``day`` is the
-  server's date, ``since``/``until`` unix seconds (the page sends its viewer's local day so)
+- ``GET /api/events?stream=&zone=&missing=&acknowledged=&verdict=&open=&day=&since=&until=&limit=&offset=``:
+  ``{"total", "offset", "limit", "events"}``, the events newest first; ``day`` is the server's date
+  (YYYY-MM-DD), ``since``/``until`` unix seconds (the page sends its viewer's local day so),
+  ``acknowledged`` and ``open`` ``yes`` or ``no``, ``verdict`` ``confirmed``, ``false_alarm`` or ``none``
 - ``GET /api/events/<id>``, ``/api/events/<id>/snapshot.jpg``, ``/api/events/<id>/clip.mp4``,
   ``/api/events/<id>/people.jsonl`` (a clip of the camera's own video: the people to draw over it,
   a line per detected frame, ``t`` seconds into the clip)
 - ``POST /api/events/<id>/ack`` with a JSON body (``{}``): acknowledged, kept across restarts
+- ``POST /api/events/ack`` with ``{"ids": [...]}``: those acknowledged; ``{"acknowledged": n}``
+- ``POST /api/events/<id>/verdict`` with ``{"verdict": "confirmed" | "false_alarm" | null}``: the
+  reviewer's word (which also acknowledges), kept for retraining
 
 The JSON carries links relative to this server (``snapshot_url``, ``clip_url``), present only
 when the file is there: a clip appears ``events.clip_post_s`` after its event's end, and
@@ -24,10 +29,11 @@ from typing import Any
 
 from pipeline.web import Reply, Request, Route
 from stages.config import Settings
-from stages.recording.eventstore import EventStore
+from stages.recording.eventstore import VERDICTS, EventFilter, EventStore
 from stages.recording.paths import sidecar
 
 API = "/api/events"
+YES_NO: dict[str, bool | None] = {"yes": True, "no": False, "": None}
 # name -> (the event's column holding the file, the file served beside it if not that one, content type,
 # its URL's field)
 FILES: dict[str, tuple[str, Callable[[Path], Path] | None, str, str]] = {
@@ -48,12 +54,17 @@ class ReviewApi:
         self.recordings = settings.recordings_dir.resolve()
 
     def routes(self) -> dict[str, Route]:
-        return {API: self.list, f"{API}/": self.one, f"POST {API}/": self.acknowledge}
+        return {
+            API: self.list,
+            f"{API}/": self.one,
+            f"POST {API}/": self.about_one,
+            f"POST {API}/ack": self.acknowledge_all,
+        }
 
     def list(self, request: Request) -> Reply:
         query = request.query
         numbers: dict[str, float] = {}
-        for key in ("limit", "since", "until"):
+        for key in ("limit", "offset", "since", "until"):
             if query.get(key):
                 try:
                     numbers[key] = float(query[key])
@@ -61,10 +72,28 @@ class ReviewApi:
                     numbers[key] = math.nan
                 if not math.isfinite(numbers[key]):
                     return _json(400, {"error": f"{key} {query[key]!r} is not a number"})
-        limit = min(max(int(numbers.get("limit", 200)), 1), 1000)
-        since, until = numbers.get("since"), numbers.get("until")
-        events = self.store.events(query.get("stream"), query.get("day"), limit, since, until)
-        return _json(200, [self._shown(event) for event in events])
+        flags: dict[str, bool | None] = {}
+        for key in ("acknowledged", "open"):
+            if query.get(key, "") not in YES_NO:
+                return _json(400, {"error": f"{key} {query[key]!r} is neither yes nor no"})
+            flags[key] = YES_NO[query.get(key, "")]
+        verdict = query.get("verdict") or None
+        if verdict not in (None, "none", *VERDICTS):
+            return _json(400, {"error": f"verdict {verdict!r} is none of none, {', '.join(VERDICTS)}"})
+        which = EventFilter(
+            stream=query.get("stream"),
+            day=query.get("day"),
+            since=numbers.get("since"),
+            until=numbers.get("until"),
+            zone=query.get("zone") or None,
+            missing=query.get("missing") or None,
+            acknowledged=flags["acknowledged"],
+            verdict=verdict,
+            open=flags["open"],
+        )
+        limit, offset = min(max(int(numbers.get("limit", 200)), 1), 1000), max(int(numbers.get("offset", 0)), 0)
+        events = [self._shown(event) for event in self.store.events(which, limit, offset)]
+        return _json(200, {"total": self.store.count(which), "offset": offset, "limit": limit, "events": events})
 
     def one(self, request: Request) -> Reply:
         rest = request.path.removeprefix(f"{API}/")
@@ -81,17 +110,37 @@ class ReviewApi:
             return _json(404, {"error": why})
         return 200, content_type, path  # streamed by the server, by ranges
 
-    def acknowledge(self, request: Request) -> Reply:
-        """JSON only: a form on another site cannot send it without the browser asking this server first."""
-        event_id = urllib.parse.unquote(request.path.removeprefix(f"{API}/").removesuffix("/ack"))
-        if not request.path.endswith("/ack"):
+    def about_one(self, request: Request) -> Reply:
+        """``<id>/ack`` or ``<id>/verdict``. JSON only: a form on another site cannot send it without
+        the browser asking this server first."""
+        rest, _, action = request.path.removeprefix(f"{API}/").rpartition("/")
+        if action not in ("ack", "verdict"):
             return _json(404, {"error": "not found"})
-        if request.content_type.split(";")[0].strip() != "application/json":
-            return _json(415, {"error": "send Content-Type: application/json"})
-        event = self.store.event(event_id) if self.store.acknowledge(event_id) else None
+        body = _json_body(request)
+        if isinstance(body, tuple):
+            return body
+        event_id = urllib.parse.unquote(rest)
+        if action == "ack":
+            done = self.store.acknowledge(event_id)
+        else:
+            verdict = body.get("verdict")
+            if verdict not in (None, *VERDICTS):
+                return _json(400, {"error": f"verdict {verdict!r} is none of {', '.join(VERDICTS)} or null"})
+            done = self.store.judge(event_id, verdict)
+        event = self.store.event(event_id) if done else None
         if event is None:  # unknown, or gone by retention meanwhile
             return _json(404, {"error": "no such event"})
         return _json(200, self._shown(event))
+
+    def acknowledge_all(self, request: Request) -> Reply:
+        """``{"ids": [...]}``: the page's "acknowledge all shown"."""
+        body = _json_body(request)
+        if isinstance(body, tuple):
+            return body
+        ids = body.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return _json(400, {"error": 'send {"ids": ["<event id>", ...]}'})
+        return _json(200, {"acknowledged": self.store.acknowledge_all(ids)})
 
     def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
         for name, (column, beside, _, url) in FILES.items():
@@ -106,6 +155,17 @@ class ReviewApi:
         path = Path(stored).resolve()
         path = beside(path) if beside else path
         return path if path.is_relative_to(self.recordings) and path.is_file() else None
+
+
+def _json_body(request: Request) -> dict[str, Any] | Reply:
+    """A POST's JSON object, or the reply that says why it is not one."""
+    if request.content_type.split(";")[0].strip() != "application/json":
+        return _json(415, {"error": "send Content-Type: application/json"})
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return _json(400, {"error": "the body is not JSON"})
+    return body if isinstance(body, dict) else _json(400, {"error": "the body is not a JSON object"})
 
 
 def _json(status: int, body: object) -> Reply:

@@ -15,12 +15,12 @@ def test_round_trip_keeps_every_field() -> None:
     [
         (b"\xc1garbage", "not msgpack"),
         (msgpack.packb([1, 2]), "not a msgpack map"),
-        (msgpack.packb({"v": 1, "type": "frame"}), "expected frame v2"),
-        (msgpack.packb({"v": 2, "type": "frame", "stream": "c"}), "missing field 'seq'"),
+        (msgpack.packb({"v": 1, "type": "frame"}), "expected frame v3"),
+        (msgpack.packb({"v": 3, "type": "frame", "stream": "c"}), "missing field 'seq'"),
         (
             msgpack.packb(
                 {
-                    "v": 2,
+                    "v": 3,
                     "type": "frame",
                     "stream": "c",
                     "seq": "7",
@@ -35,7 +35,7 @@ def test_round_trip_keeps_every_field() -> None:
         (
             msgpack.packb(
                 {
-                    "v": 2,
+                    "v": 3,
                     "type": "frame",
                     "stream": "c",
                     "seq": True,

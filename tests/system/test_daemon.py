@@ -36,7 +36,7 @@ def test_rtsp_and_file_streams_publish_record_and_stop(daemon, rtsp_server, make
 
     for stream, (width, height) in {"gate": (320, 240), "yard": (320, 240)}.items():
         for message in messages[stream]:
-            assert message["v"] == 2 and message["type"] == "det" and message["stream"] == stream
+            assert message["v"] == 3 and message["type"] == "det" and message["stream"] == stream
             assert (message["width"], message["height"]) == (width, height)
             assert len(message["boxes"]) == len(message["scores"]) == len(message["classes"]) == len(message["names"])
             assert all(0 <= b[0] <= b[2] <= width and 0 <= b[1] <= b[3] <= height for b in message["boxes"])

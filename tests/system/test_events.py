@@ -49,7 +49,7 @@ def test_violations_publish_events_with_snapshots(daemon, site_clip) -> None:
 
     for stream in ("yard", "gate"):
         start = next(e for e in events[stream] if e["phase"] == "start")
-        assert start["type"] == "event" and start["missing"] == ["vest"] and start["zone"] == "site"
+        assert start["type"] == "event" and start["missing"] == ["vest"] and start["zones"] == ["site"]
         assert start["duration_s"] >= 0.5 and start["ended"] is None
         assert start["event_id"].startswith(f"{stream}-") and len(start["box"]) == 4
         snapshot = cv2.imread(start["snapshot"])

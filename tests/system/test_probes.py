@@ -380,13 +380,13 @@ def test_a_full_disk_delays_the_event_log_and_loses_no_event(small_disk: Path, t
     sink = EventLogSink(settings, StreamSettings(id="cam", url="demo"))
     assert sink.store is not None
     (small_disk / "rest").write_bytes(b"\0" * shutil.disk_usage(small_disk).free)  # nothing left
-    start = Violation("cam-1-7-site", "start", 7, "site", ["vest"], 1000.0, None, 0.0)
+    start = Violation("cam-1-7", "start", 7, ["site"], ["vest"], ["vest"], 1000.0, None, 0.0)
     frame = FrameAnalysis("cam", 1, 1000.0, None, 8, 8, Detections([], [], []), [])
     for _ in range(50):  # SQLite keeps some pages in memory: enough phases to need the disk
         sink.events((EventMessage.from_violation(frame, start, [], {}),))
     (small_disk / "rest").unlink()
     update = dataclasses.replace(start, phase="update", duration_s=5.0)
     sink.events((EventMessage.from_violation(frame, update, [], {}),))
-    logged = sink.store.event("cam-1-7-site")
-    assert logged["phase"] == "update" and logged["duration_s"] == 5.0 and logged["zone"] == "site"
+    logged = sink.store.event("cam-1-7")
+    assert logged["phase"] == "update" and logged["duration_s"] == 5.0 and logged["zones"] == ["site"]
     sink.close()

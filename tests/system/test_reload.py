@@ -130,7 +130,7 @@ def test_a_reload_applies_what_each_stage_reads(daemon, site_clip, tmp_path) -> 
         assert sorted(done["restarted"]) == ["capture.yard", "stream.yard"], "both ends of the recording link"
         wait_status(running, lambda st: st["stages"]["stream.yard"]["stats"]["frames"] > 0)
         assert list((running.recordings / "yard").rglob(SEGMENT + "*")), "no segment"
-        hooks.wait_for(lambda body: body.get("type") == "event" and body["zone"] == "pit", timeout=60)
+        hooks.wait_for(lambda body: body.get("type") == "event" and body["zones"] == ["pit"], timeout=60)
     finally:
         watcher.close()
         broker.stop()

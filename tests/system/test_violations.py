@@ -83,7 +83,7 @@ def clip_time(dets: list[dict], when: float) -> float:
 
 
 def summary(events: list[dict]) -> str:
-    keys = ("phase", "event_id", "track_id", "zone", "duration_s", "reason")
+    keys = ("phase", "event_id", "track_id", "zones", "duration_s", "reason")
     return "\n".join(str({k: e[k] for k in keys}) for e in events)
 
 
@@ -105,7 +105,7 @@ def test_two_workers_crossing_one_after_the_other_raise_two_events(play) -> None
         end = lifecycle[-1]
         assert end["phase"] == "end" and end["reason"] == "lost", summary(events)  # the whole frame has no outside
         assert {e["track_id"] for e in lifecycle} == {start["track_id"]}
-        assert all(e["zone"] == "site" and e["missing"] == ["vest"] for e in lifecycle)
+        assert all(e["zones"] == ["site"] and e["missing"] == ["vest"] for e in lifecycle)
         assert start["duration_s"] == pytest.approx(EVENTS["dwell_s"], abs=EPS)
         assert 2.5 <= end["duration_s"] <= 3.5, "seen from coming in to going out, in one piece"
     one, two = (phases[s["event_id"]][-1] for s in starts)

@@ -16,7 +16,7 @@ import numpy as np
 
 from stages.config import Settings, StreamSettings
 from stages.recording.clips import cut_clip, holds_span
-from stages.recording.eventstore import EventStore
+from stages.recording.eventstore import EventFilter, EventStore
 from stages.recording.paths import clip_path, stream_folder
 from stages.stats import PluginStats, counter
 from stages.stream.analysis import FrameAnalysis, Violation
@@ -96,7 +96,7 @@ class ClipSink(Sink):
         try:
             self.store = EventStore(self.settings.events_db)
             since = time.time() - self.settings.recording.max_age_days * 86400
-            for event in self.store.events(self.stream_id, limit=1000, since=since):
+            for event in self.store.events(EventFilter(self.stream_id, since=since), limit=1000):
                 if event["ended"] is None or event["clip"] == NO_CLIP:
                     continue
                 if event["clip"] is None and event["reason"] == "interrupted":

@@ -91,7 +91,8 @@ class EventLogSink(Sink):
                     evidence[f"{key}_url"] = self.settings.link(event_file(event["event_id"], name))
                 else:
                     evidence[key] = None  # a clip that cannot be cut is stored as ""
-            fields = ("event_id", "phase", "track_id", "zone", "missing", "started", "ended", "duration_s", "reason")
+            fields = ("event_id", "phase", "track_id", "zones", "require", "missing", "started", "ended")
+            fields += ("duration_s", "reason")
             ended.append(EventMessage(stream=self.stream.id, seq=0, captured=event["ended"], box=[],
                                       **{key: event[key] for key in fields}, **evidence))  # fmt: skip
         self.interrupted = []

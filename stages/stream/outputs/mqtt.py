@@ -4,7 +4,12 @@ Topics, under ``<topic_prefix>/<site>/<stream>/`` (``site``: the install's name,
 on one broker never collide):
 
 - ``events``: each violation phase as JSON (the ``event.<stream>`` fields), QoS 1;
-- ``violation`` and ``<zone>/violation``: ``ON`` while a violation is open there, else ``OFF`` (retained);
+- ``event``: each violation's start and end, for Home Assistant's event entity: the same JSON with
+  ``event_type`` ``violation_start`` or ``violation_end``;
+- ``violation`` and ``<zone>/violation``: ``ON`` while a violation is open (counting in that zone), else
+  ``OFF`` (retained);
+- ``acknowledge`` (we subscribe): any message acknowledges the camera's events not yet acknowledged,
+  open ones included, as the review page's button does (Home Assistant's button entity presses it);
 - ``people`` and ``without_vest``: how many people are in view, and how many of them without a vest (retained);
 - ``snapshot``: the JPEG of the latest violation (retained);
 - ``availability``: ``online``, or ``offline`` (also the broker's last will for us);
@@ -12,10 +17,12 @@ on one broker never collide):
   is down (retained); ``camera``: its state as the ``camera`` message (JSON, retained); ``problem``: ``ON``
   while it is not ``watching``.
 
-With ``discovery``, Home Assistant finds a device per stream with binary sensors (stream and
-zones), count sensors and an image entity, all unavailable while the camera is down (their
+With ``discovery``, Home Assistant finds a device per stream (its ``configuration_url`` the review
+page of that camera) with binary sensors (stream and zones), count sensors, an image entity and an
+event entity, all unavailable while the camera is down (their
 availability is the connection's and ``watched``: a camera nobody watches never reads "Safe"),
-and a ``problem`` binary sensor that stays available to say so, the reason in its attributes.
+and a ``problem`` binary sensor that stays available to say so, the reason in its attributes, and
+an "acknowledge" button that does too.
 The broker may be down at start or restart at any time: paho reconnects by itself and holds QoS 1
 messages until then, up to ``queue`` (what does not fit is counted); on every connection the
 discovery configs and states are sent again. ``published`` counts what the broker acknowledged
@@ -28,16 +35,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as paho
 
 from pipeline.repeats import RepeatedFailure
+from stages.capture.sources.kinds import source_kind
 from stages.config import MqttSettings, Settings, StreamSettings
+from stages.recording.eventstore import EventStore
 from stages.stats import PluginStats, counter, gauge
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.messages import CameraMessage, EventMessage
@@ -46,6 +57,14 @@ from stages.stream.outputs.base import Sink
 log = logging.getLogger(__name__)
 
 FAILURE_LOG_EVERY_S = 300.0  # the same connection failure again and again is said once, then this often
+EVENT_TYPES = {"start": "violation_start", "end": "violation_end"}  # the phases Home Assistant's event entity gets
+
+
+def _software() -> str:
+    try:
+        return version("vestwatch")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 @dataclass
@@ -66,17 +85,30 @@ class MqttSink(Sink):
     @classmethod
     def create(cls, settings: Settings, stream: StreamSettings) -> MqttSink | None:
         """Entry point ``mqtt``: none without an ``[mqtt]`` section."""
-        return cls(settings.mqtt, stream, settings.site) if settings.mqtt else None
+        if not settings.mqtt:
+            return None
+        page = settings.link(f"/#camera={stream.id}")
+        return cls(settings.mqtt, stream, settings.site, events_db=settings.events_db, page=page)
 
-    def __init__(self, settings: MqttSettings, stream: StreamSettings, site: str) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        stream: StreamSettings,
+        site: str,
+        events_db: Path | None = None,
+        page: str | None = None,
+    ) -> None:
+        """``events_db``: where the acknowledge button's presses are recorded (none: not offered);
+        ``page``: the camera's review page, the device's ``configuration_url``."""
         super().__init__()
         self.settings, self.stream, self.site = settings, stream, site
+        self.events_db, self.page = events_db, page
         self.base = f"{settings.topic_prefix}/{site}/{stream.id}"
         self.camera_state: CameraMessage | None = None  # none yet: the stage announces one at start
         self.closing = False
         self.sending_states = threading.Lock()
         self.zones = [zone.name for zone in stream.zones]
-        self.open: dict[str, set[str]] = {zone: set() for zone in self.zones}  # zone -> open event ids
+        self.open: dict[str, list[str]] = {}  # open event id -> the zones it counts in
         self.counts = {"people": -1, "without_vest": -1}
         self.counting = threading.Lock()  # _send runs on the stage's thread and on paho's, _published on paho's
         self.failure_said = RepeatedFailure(FAILURE_LOG_EVERY_S)
@@ -98,6 +130,7 @@ class MqttSink(Sink):
         client.on_connect_fail = self._connect_failed
         client.on_disconnect = self._disconnected
         client.on_publish = self._published
+        client.on_message = self._acknowledge_pressed  # the one topic we subscribe to
         return client
 
     def _secure(self) -> bool:
@@ -134,6 +167,8 @@ class MqttSink(Sink):
         if not self.said_connected:
             log.info("%s: connected to the MQTT broker %s:%d", self.stream.id, self.settings.host, self.settings.port)
             self.said_connected = True
+        if self.events_db is not None:
+            client.subscribe(f"{self.base}/acknowledge", qos=1)
         if self.settings.discovery:
             for topic, config in self._discovery().items():
                 self._send(topic, json.dumps(config), retain=True)
@@ -170,10 +205,27 @@ class MqttSink(Sink):
                 self._send(f"{self.base}/camera", camera.to_json(), retain=True)
                 self._send(f"{self.base}/watched", "offline" if camera.state == "down" else "online", retain=True)
                 self._send(f"{self.base}/problem", "OFF" if camera.state == "watching" else "ON", retain=True)
-            on = any(self.open.values())
-            self._send(f"{self.base}/violation", "ON" if on else "OFF", retain=True)
-            for zone, events in list(self.open.items()):
-                self._send(f"{self.base}/{zone}/violation", "ON" if events else "OFF", retain=True)
+            for topic, on in self._violations().items():
+                self._send(f"{self.base}/{topic}", "ON" if on else "OFF", retain=True)
+
+    def _violations(self) -> dict[str, bool]:
+        """``violation`` and each ``<zone>/violation``: whether an open violation counts there."""
+        counted = [zone for zones in list(self.open.values()) for zone in zones]
+        return {"violation": bool(self.open), **{f"{zone}/violation": zone in counted for zone in self.zones}}
+
+    def _acknowledge_pressed(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        """Home Assistant's button (paho's thread): the camera's events not yet acknowledged are."""
+        assert self.events_db is not None
+        try:
+            store = EventStore(self.events_db)
+            try:
+                count = store.acknowledge_stream(self.stream.id)
+            finally:
+                store.close()
+        except sqlite3.Error as error:
+            log.warning("%s: acknowledge from MQTT failed: %s: %s", self.stream.id, self.events_db, error)
+            return
+        log.info("%s: %d event(s) acknowledged from MQTT (%s)", self.stream.id, count, message.topic)
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         if analysis.seq:  # a frame of the stream, not the stage's idle tick
@@ -188,21 +240,31 @@ class MqttSink(Sink):
         self._send_states()
 
     def events(self, events: tuple[EventMessage, ...]) -> None:
-        changed = False
+        before = self._violations()
         for event in events:
             self._send(f"{self.base}/events", event.to_json())
-            open_here = self.open.setdefault(event.zone, set())
+            if event.phase in EVENT_TYPES:
+                self._send(f"{self.base}/event", json.dumps({"event_type": EVENT_TYPES[event.phase], **asdict(event)}))
             if event.phase == "end":
-                changed |= event.event_id in open_here
-                open_here.discard(event.event_id)
-            elif event.event_id not in open_here:
-                open_here.add(event.event_id)
-                changed = True
+                self.open.pop(event.event_id, None)
+            else:
+                self.open[event.event_id] = list(event.zones)
             if event.snapshot and event.phase == "start":
                 with contextlib.suppress(OSError):  # deleted for disk space meanwhile: the event went out anyway
                     self._send(f"{self.base}/snapshot", Path(event.snapshot).read_bytes(), retain=True)
-        if changed:
+        if self._violations() != before:
             self._send_states()
+
+    def _device(self, node: str) -> dict[str, object]:
+        """Home Assistant's device of this stream: what it is, and where its page is."""
+        return {
+            "identifiers": [node],
+            "name": f"vestwatch {self.site} {self.stream.id}",
+            "manufacturer": "vestwatch",
+            "model": f"PPE monitor ({source_kind(self.stream.url)} source)",
+            "sw_version": _software(),
+            **({"configuration_url": self.page} if self.page else {}),
+        }
 
     def _discovery(self) -> dict[str, dict]:
         """Home Assistant MQTT discovery: one device per stream."""
@@ -211,11 +273,7 @@ class MqttSink(Sink):
         common = {  # unavailable while the broker lost us or while the camera is down
             "availability": [connection, {"topic": f"{self.base}/watched"}],
             "availability_mode": "all",
-            "device": {
-                "identifiers": [node],
-                "name": f"vestwatch {self.site} {self.stream.id}",
-                "manufacturer": "vestwatch",
-            },
+            "device": self._device(node),
         }
         configs = {
             f"{prefix}/binary_sensor/{node}/violation/config": {
@@ -232,6 +290,11 @@ class MqttSink(Sink):
                 "image_topic": f"{self.base}/snapshot",
                 "content_type": "image/jpeg",
             },
+            f"{prefix}/event/{node}/violation_event/config": {
+                "name": "PPE violation event",
+                "state_topic": f"{self.base}/event",
+                "event_types": list(EVENT_TYPES.values()),
+            },
         }
         problem = {  # available whenever we are connected: it is what says that the camera is down
             "name": "Camera problem",
@@ -240,6 +303,13 @@ class MqttSink(Sink):
             "availability": [connection],
         }
         configs[f"{prefix}/binary_sensor/{node}/problem/config"] = problem
+        if self.events_db is not None:  # available whenever we are connected: ended events can be acknowledged
+            configs[f"{prefix}/button/{node}/acknowledge/config"] = {
+                "name": "Acknowledge violations",
+                "command_topic": f"{self.base}/acknowledge",
+                "payload_press": "PRESS",
+                "availability": [connection],
+            }
         for zone in self.zones:
             configs[f"{prefix}/binary_sensor/{node}/{zone}_violation/config"] = {
                 "name": f"PPE violation in {zone}",

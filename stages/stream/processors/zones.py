@@ -1,20 +1,23 @@
 """The ``zones`` processor: which zones each person stands in, and the violations that follow.
 
-A person is in a zone by the bottom centre of their box (where they stand). Missing one of the
-zone's required items (seen as ``no``, never merely ``unknown``) for ``dwell_s`` of capture time
-opens a violation: ``start`` once, ``update`` at most every ``update_s`` or when what is missing
-changes, and ``end`` when the person leaves, complies or is lost.
+A person is in a zone by the bottom centre of their box (where they stand). A zone counts against
+a person once they have been missing one of its required items (seen as ``no``, never merely
+``unknown``) in it for the zone's ``dwell_s`` (default ``events.dwell_s``) of capture time. A
+person has one violation however many zones count against them: ``start`` once, ``update`` at
+most every ``update_s`` or when its zones or what is missing change (entering a hardhat zone),
+``end`` when they comply, have left every zone that counts (out of it for ``lost_s``: a box
+jittering at a zone's edge stays in) or are lost.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from stages.config import EventSettings, StreamSettings, ZoneSettings
-from stages.stream.analysis import FrameAnalysis, Person, Phase, Violation
+from stages.stream.analysis import PPE_ITEMS, FrameAnalysis, Person, Phase, Violation
 from stages.stream.processors.base import FollowingProcessor
 
 EPS = 1e-3  # seconds: capture times near 1.7e9 carry float noise; a boundary reached is reached
@@ -56,16 +59,25 @@ def zones_for(stream: StreamSettings, width: int, height: int) -> list[Zone]:
 
 
 @dataclass
+class _InZone:
+    """A person seen missing something in one zone: since when, until when, what."""
+
+    since: float
+    last: float
+    missing: list[str]
+
+
+@dataclass
 class _Case:
-    """One (track, zone) seen missing something: pending until ``dwell_s``, then an open event."""
+    """One person seen missing something somewhere: pending until a zone's dwell, then an open event."""
 
     track_id: int
-    zone: str
-    started: float
-    missing: list[str]
     last_seen: float
+    zones: dict[str, _InZone] = field(default_factory=dict)
     event_id: str | None = None  # set when the event starts
+    started: float = 0.0
     announced: float = 0.0  # capture time of the last start or update
+    shown: tuple[list[str], list[str], list[str]] = ([], [], [])  # zones, require, missing as announced
 
 
 class ZonesProcessor(FollowingProcessor):
@@ -74,7 +86,7 @@ class ZonesProcessor(FollowingProcessor):
     def __init__(self, stream: StreamSettings, events: EventSettings, fps: float) -> None:
         super().__init__(stream, events, fps)
         self.zones: list[Zone] = []
-        self.cases: dict[tuple[int, str], _Case] = {}
+        self.cases: dict[int, _Case] = {}  # by track id
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         now = analysis.clock
@@ -84,57 +96,76 @@ class ZonesProcessor(FollowingProcessor):
         for person in analysis.people:
             x1, _, x2, y2 = person.box
             person.zones = [zone.name for zone in self.zones if zone.contains((x1 + x2) / 2, y2)]
-            for zone in self.zones:
-                self._step(person, zone, now, out)
+            self._step(person, now, out)
         present = {person.track_id for person in analysis.people}
-        for key, case in list(self.cases.items()):
-            if case.track_id not in present and now - case.last_seen >= self.events.lost_s - EPS:
-                del self.cases[key]
+        for track_id, case in list(self.cases.items()):
+            if track_id not in present and now - case.last_seen >= self.events.lost_s - EPS:
+                del self.cases[track_id]
                 if case.event_id is not None:  # ended when last seen, reported lost_s later
                     out.append(self._phase(case, "end", case.last_seen, reason="lost"))
 
-    def _step(self, person: Person, zone: Zone, now: float, out: list[Violation]) -> None:
-        """Advance the case of one person in one zone."""
-        key = (person.track_id, zone.name)
-        case = self.cases.get(key)
-        missing = [item for item in zone.require if getattr(person, item) == "no"]
-        if zone.name not in person.zones and case is not None:
-            # out of the zone counts like out of view: a box jittering at the edge keeps its case
-            if now - case.last_seen >= self.events.lost_s - EPS:
-                del self.cases[key]
-                if case.event_id is not None:
-                    out.append(self._phase(case, "end", case.last_seen, reason="left"))
-            return
-        if zone.name not in person.zones or not missing:
-            if case is not None:
-                del self.cases[key]
-                if case.event_id is not None:
-                    out.append(self._phase(case, "end", now, reason="complied"))
-            return
-        if case is None:
-            case = self.cases[key] = _Case(person.track_id, zone.name, now, missing, now)
+    def _step(self, person: Person, now: float, out: list[Violation]) -> None:
+        """Advance one person's case: each zone they are missing something in, then their event."""
+        case = self.cases.get(person.track_id) or _Case(person.track_id, now)
         case.last_seen = now
-        if case.event_id is None:
-            case.missing = missing
-            if now - case.started >= self.events.dwell_s - EPS:
-                case.event_id = f"{self.stream.id}-{int(case.started * 1000)}-{case.track_id}-{case.zone}"
-                case.announced = now
-                out.append(self._phase(case, "start", now))
-        elif missing != case.missing or now - case.announced >= self.events.update_s - EPS:
-            case.missing = missing
+        complied, left_at = False, 0.0
+        for zone in self.zones:
+            missing = [item for item in zone.require if getattr(person, item) == "no"]
+            held = case.zones.get(zone.name)
+            if zone.name in person.zones and missing:
+                held = case.zones.setdefault(zone.name, _InZone(now, now, missing))
+                held.last, held.missing = now, missing
+            elif held is not None and zone.name in person.zones:  # in it, wearing what it requires
+                del case.zones[zone.name]
+                complied = True
+            elif held is not None and now - held.last >= self.events.lost_s - EPS:  # out of it long enough
+                del case.zones[zone.name]
+                left_at = max(left_at, held.last)
+        counted = self._counted(case, now)
+        if case.event_id is None and counted:
+            case.started = min(case.zones[name].since for name in counted)
+            case.event_id = f"{self.stream.id}-{int(case.started * 1000)}-{case.track_id}"
             case.announced = now
-            out.append(self._phase(case, "update", now))
+            case.shown = self._state(case, counted)
+            out.append(self._phase(case, "start", now))
+        elif case.event_id is not None and not counted:
+            reason, ended = ("complied", now) if complied or not left_at else ("left", left_at)
+            out.append(self._phase(case, "end", ended, reason=reason))
+            case.event_id, case.zones = None, {}
+        elif case.event_id is not None:
+            state = self._state(case, counted)
+            if state != case.shown or now - case.announced >= self.events.update_s - EPS:
+                case.shown, case.announced = state, now
+                out.append(self._phase(case, "update", now))
+        if case.zones:
+            self.cases[person.track_id] = case
+        else:
+            self.cases.pop(person.track_id, None)
+
+    def _counted(self, case: _Case, now: float) -> list[str]:
+        """The zones that count against the person: missing something there for the zone's dwell."""
+        dwell = {zone.name: self.events.dwell_s if zone.settings.dwell_s is None else zone.settings.dwell_s
+                 for zone in self.zones}  # fmt: skip
+        return [name for name, held in case.zones.items() if now - held.since >= dwell.get(name, 0.0) - EPS]
+
+    def _state(self, case: _Case, counted: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """The event's zones, the union of what they require and the union of what is missing there."""
+        require = {item for zone in self.zones if zone.name in counted for item in zone.require}
+        missing = {item for name in counted for item in case.zones[name].missing}
+        return counted, [i for i in PPE_ITEMS if i in require], [i for i in PPE_ITEMS if i in missing]
 
     @staticmethod
     def _phase(case: _Case, phase: Phase, now: float, reason: str | None = None) -> Violation:
         """One phase of the case's event, as of capture time ``now`` (its end time for ``end``)."""
         assert case.event_id is not None
+        zones, require, missing = case.shown
         return Violation(
             event_id=case.event_id,
             phase=phase,
             track_id=case.track_id,
-            zone=case.zone,
-            missing=list(case.missing),
+            zones=list(zones),
+            require=list(require),
+            missing=list(missing),
             started=case.started,
             ended=now if phase == "end" else None,
             duration_s=round(max(0.0, now - case.started), 3),

@@ -170,7 +170,7 @@ def event(seq: int) -> dict:
     return {
         "event_id": f"cam-{seq}",
         "stream": "cam",
-        "zone": "site",
+        "zones": ["site"],
         "track_id": seq,
         "missing": ["vest"],
         "phase": "end",

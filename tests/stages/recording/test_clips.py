@@ -17,7 +17,7 @@ from stages.capture.stage import packet_message
 from stages.config import Settings, StreamSettings
 from stages.media.video import GRID_RATE, VideoReader
 from stages.recording.clips import cut_clip
-from stages.recording.eventstore import EventStore
+from stages.recording.eventstore import EventFilter, EventStore
 from stages.recording.paths import clip_path
 from stages.recording.segments import SegmentRecorder
 from stages.stream.analysis import FrameAnalysis, Violation
@@ -156,7 +156,7 @@ def test_a_clip_stops_where_the_picture_size_changes(tmp_path: Path) -> None:
 
 
 def event(phase: str, **fields: object) -> dict:
-    base = {"stream": "cam", "event_id": "cam-1-7-site", "zone": "site", "track_id": 7, "missing": ["vest"]}
+    base = {"stream": "cam", "event_id": "cam-1-7-site", "zones": ["site"], "track_id": 7, "missing": ["vest"]}
     return {**base, "phase": phase, "started": T0, "ended": None, "duration_s": 2.0, "reason": None, **fields}
 
 
@@ -173,15 +173,15 @@ def test_the_store_keeps_one_row_per_event_and_acknowledgements_across_connectio
     store.close()
 
     reopened = EventStore(path)
-    (only,) = reopened.events(stream="cam")
+    (only,) = reopened.events(EventFilter(stream="cam"))
     assert only["phase"] == "end" and only["duration_s"] == 9.0 and only["reason"] == "left"
     assert only["snapshot"] == "/r/start.jpg", "the start's picture shows the person without the vest"
     assert only["clip"] == "/r/e.mp4" and only["missing"] == ["vest"] and only["acknowledged"] == T0 + 20
     assert [e["event_id"] for e in reopened.events()] == ["other", "cam-1-7-site"], "newest first"
     day = json.loads(json.dumps(only))["day"]
-    assert [e["event_id"] for e in reopened.events(day=day)] == ["cam-1-7-site"]
-    assert [e["event_id"] for e in reopened.events(since=T0, until=T0 + 86400)] == ["cam-1-7-site"]
-    assert [e["event_id"] for e in reopened.events(since=T0 + 1)] == ["other"]
+    assert [e["event_id"] for e in reopened.events(EventFilter(day=day))] == ["cam-1-7-site"]
+    assert [e["event_id"] for e in reopened.events(EventFilter(since=T0, until=T0 + 86400))] == ["cam-1-7-site"]
+    assert [e["event_id"] for e in reopened.events(EventFilter(since=T0 + 1))] == ["other"]
     assert reopened.forget("cam", before=T0 + 1) == 1 and reopened.event("cam-1-7-site") is None
 
 
@@ -235,7 +235,8 @@ def test_a_database_removed_while_open_is_written_anew_with_every_event(
     ]
     assert log.store.renewed == 1 and page.renewed == 1, "one wrote it anew, the other took the new one"
     log.events(())  # the sink's figures follow its store at its next phase
-    start = EventMessage("cam", "cam-4-1-site", "start", 1, "site", ["vest"], T0, None, 1.0, None, 1, T0, [],
+    vest = ["vest"]
+    start = EventMessage("cam", "cam-4-1-site", "start", 1, ["site"], vest, vest, T0, None, 1.0, None, 1, T0, [],
                          *[None] * 6)  # fmt: skip
     log.events((start,))
     assert log.stats.database_renewed == 1 and "removed or replaced while open" in log.stats.problem()
@@ -256,8 +257,8 @@ def test_the_api_lists_a_viewers_day_and_refuses_bad_numbers(tmp_path: Path) -> 
         status, _, body = api.list(Request("GET", "/api/events", query))
         return status, json.loads(body)
 
-    status, events = listed(since=str(T0 - 1800), until=str(T0 + 1800))
-    assert status == 200 and [e["event_id"] for e in events] == ["cam-1-7-site"]
+    status, listing = listed(since=str(T0 - 1800), until=str(T0 + 1800))
+    assert status == 200 and [e["event_id"] for e in listing["events"]] == ["cam-1-7-site"]
     for bad in ({"since": "yesterday"}, {"until": "nan"}, {"limit": "inf"}):
         status, body = listed(**bad)
         key = next(iter(bad))
@@ -311,8 +312,10 @@ def test_a_clip_is_promised_only_where_its_recording_is_and_said_partial_where_i
     stream = StreamSettings(id="cam", url="demo")
     log, sink = EventLogSink(settings, stream), ClipSink(settings, stream)
     frame = FrameAnalysis("cam", 1, T0, None, 320, 240, Detections(np.zeros((0, 4)), [], []), [])
-    gone = Violation("gone", "end", 2, "site", ["vest"], T0 - 100, T0 - 95, 5.0, "left")  # before what is kept
-    early = Violation("early", "end", 1, "site", ["vest"], T0 - 4, T0 + 3, 7.0, "left")
+    gone = Violation(
+        "gone", "end", 2, ["site"], ["vest"], ["vest"], T0 - 100, T0 - 95, 5.0, "left"
+    )  # before what is kept
+    early = Violation("early", "end", 1, ["site"], ["vest"], ["vest"], T0 - 4, T0 + 3, 7.0, "left")
     assert sink.evidence(None, frame, gone) == {} and sink.stats.clips_failed == 1
     evidence = sink.evidence(None, frame, early)
     log.events(tuple(EventMessage.from_violation(frame, v, [], e) for v, e in ((gone, {}), (early, evidence))))

@@ -137,7 +137,7 @@ def test_each_phase_becomes_one_frozen_event_with_every_sinks_evidence(tmp_path:
     stage.publisher = Publisher()
     analysis = FrameAnalysis("demo", 9, 100.0, None, 8, 8, Detections([], [], []), [])
     analysis.people = [Person(3, [1.0, 2.0, 3.0, 4.0], 0.9)]
-    analysis.violations = [Violation("demo-1-3-site", "start", 3, "site", ["vest"], 99.0, None, 1.0)]
+    analysis.violations = [Violation("demo-1-3-site", "start", 3, ["site"], ["vest"], ["vest"], 99.0, None, 1.0)]
     stage._events_out(None, analysis, published=None)
 
     assert [name for name, _ in snapshots.calls] == ["evidence", "handle", "events"]

@@ -65,12 +65,12 @@ def test_an_event_clip_plays_in_the_review_page_and_an_acknowledgement_survives_
         wanted = min(end["ended"] + AROUND_S, last) - max(end["started"] - AROUND_S, first)  # what was recorded
         assert wanted * clips.FPS <= int(stream["nb_read_frames"]) <= (wanted + 2) * clips.FPS + 1, stream
 
-        (listed,) = api(daemon, "/api/events")
+        (listed,) = api(daemon, "/api/events")["events"]
         assert listed["event_id"] == event_id and listed["phase"] == "end" and listed["acknowledged"] is None
         assert listed["clip_url"] == f"/api/events/{quoted}/clip.mp4"
         assert api(daemon, listed["clip_url"]) == Path(end["clip"]).read_bytes()
         assert api(daemon, listed["snapshot_url"])[:2] == b"\xff\xd8", "a JPEG"
-        assert api(daemon, "/api/events?stream=elsewhere") == []
+        assert api(daemon, "/api/events?stream=elsewhere") == {"total": 0, "offset": 0, "limit": 200, "events": []}
 
         browser = Browser(chromium, tmp_path / "profile")
         browser.call("Page.navigate", url=f"http://{daemon.http}/")
@@ -135,7 +135,7 @@ def test_the_page_draws_the_people_over_a_clip_of_the_cameras_own_video(tmp_path
             original = [frame.image for frame in source.frames()][: len(recorded)]
         assert all(np.array_equal(a, b) for a, b in zip(recorded, original, strict=True)), "nothing drawn on it"
 
-        (listed,) = api(daemon, "/api/events")
+        (listed,) = api(daemon, "/api/events")["events"]
         quoted = urllib.parse.quote(end["event_id"], safe="")
         assert listed["people_url"] == f"/api/events/{quoted}/people.jsonl"
         lines = [json.loads(line) for line in api(daemon, listed["people_url"]).decode().splitlines()]

@@ -18,6 +18,7 @@ import pytest
 
 from pipeline.detections import Detections
 from stages.config import MqttSettings, StreamSettings, ZoneSettings
+from stages.recording.eventstore import EventFilter, EventStore
 from stages.stream.analysis import FrameAnalysis, Person, Violation
 from stages.stream.health import CameraHealth
 from stages.stream.messages import CameraMessage, EventMessage
@@ -149,14 +150,15 @@ def send(sink: MqttSink, seq: int, name: str, snapshot: str | None = None, peopl
     """A frame with one phase of one event, as the stream stage hands it over: the frame, then its events."""
     analysis = frame(seq, people)
     ended = 1700000005.0 if name == "end" else None
-    violation = Violation("gate-1-1-scaffold", name, 1, "scaffold", ["vest"], 1700000000.0, ended, 5.0)
+    violation = Violation("gate-1-1", name, 1, ["scaffold"], ["vest"], ["vest"], 1700000000.0, ended, 5.0)
     sink.handle(None, analysis)
     sink.events((EventMessage.from_violation(analysis, violation, [0, 0, 10, 10], {"snapshot": snapshot}),))
 
 
 def test_events_states_counts_and_discovery_reach_a_subscriber(broker, tmp_path) -> None:
     watcher = Watcher(broker.port)
-    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM, SITE)
+    page = "http://site:8080/#camera=gate"
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM, SITE, page=page)
     snapshot = tmp_path / "snap.jpg"
     snapshot.write_bytes(b"\xff\xd8 a jpeg")
     send(sink, 1, "start", snapshot=str(snapshot), people=2)
@@ -172,13 +174,48 @@ def test_events_states_counts_and_discovery_reach_a_subscriber(broker, tmp_path)
     assert watcher.last("vestwatch/site-a/gate/snapshot") == b"\xff\xd8 a jpeg"
     assert watcher.last("vestwatch/site-a/gate/availability") == b"online"
     start = watcher.events()[0]
-    assert start["event_id"] == "gate-1-1-scaffold" and start["missing"] == ["vest"] and start["zone"] == "scaffold"
+    assert start["event_id"] == "gate-1-1" and start["missing"] == ["vest"] and start["zones"] == ["scaffold"]
     config = json.loads(watcher.last("homeassistant/binary_sensor/vestwatch_site-a_gate/scaffold_violation/config"))
     assert config["state_topic"] == "vestwatch/site-a/gate/scaffold/violation" and config["payload_on"] == "ON"
+    assert config["device"]["configuration_url"] == page and config["device"]["sw_version"]
+    assert config["device"]["model"] == "PPE monitor (demo source)"
     assert json.loads(watcher.last("homeassistant/image/vestwatch_site-a_gate/snapshot/config"))["image_topic"]
+    # Home Assistant's event entity: a start and an end, each with the event's fields
+    entity = json.loads(watcher.last("homeassistant/event/vestwatch_site-a_gate/violation_event/config"))
+    assert entity["state_topic"] == "vestwatch/site-a/gate/event"
+    assert entity["event_types"] == ["violation_start", "violation_end"]
+    fired = [json.loads(m.payload) for m in watcher.messages if m.topic == "vestwatch/site-a/gate/event"]
+    assert [(e["event_type"], e["event_id"], e["zones"]) for e in fired] == [
+        ("violation_start", "gate-1-1", ["scaffold"]),
+        ("violation_end", "gate-1-1", ["scaffold"]),
+    ]
+    assert watcher.last("homeassistant/button/vestwatch_site-a_gate/acknowledge/config") is None, "no events db"
     sink.close()
     watcher.wait_for(lambda ms: watcher.last("vestwatch/site-a/gate/availability") == b"offline")
     watcher.close()
+
+
+def test_the_acknowledge_button_acknowledges_the_cameras_events(broker, tmp_path) -> None:
+    """Home Assistant's button: pressing it (a message on its command topic) acknowledges the camera's
+    events in the review page's database, open ones included, and no other camera's."""
+    store = EventStore(tmp_path / "events.sqlite3")
+    base = {"track_id": 1, "zones": ["scaffold"], "require": ["vest"], "missing": ["vest"], "duration_s": 5.0}
+    for event_id, stream, phase in (("gate-1", "gate", "end"), ("gate-2", "gate", "start"), ("yard-1", "yard", "end")):
+        store.record({**base, "event_id": event_id, "stream": stream, "phase": phase, "started": 1700000000.0})
+    watcher = Watcher(broker.port)
+    sink = MqttSink(MqttSettings(host="127.0.0.1", port=broker.port), STREAM, SITE, events_db=store.path)
+    config = "homeassistant/button/vestwatch_site-a_gate/acknowledge/config"
+    watcher.wait_for(lambda ms: watcher.last(config) is not None)
+    button = json.loads(watcher.last(config))
+    assert button["availability"] == [{"topic": "vestwatch/site-a/gate/availability"}], "pressable while down"
+    acks = Calls(sink.client, "on_message")
+    watcher.client.publish(button["command_topic"], button["payload_press"], qos=1)
+    acks.wait_for(lambda: acks.count == 1)
+    assert sorted(e["event_id"] for e in store.events(EventFilter(acknowledged=True))) == ["gate-1", "gate-2"]
+    assert store.event("yard-1")["acknowledged"] is None
+    sink.close()
+    watcher.close()
+    store.close()
 
 
 def test_a_broker_down_at_start_and_restarted_mid_run_loses_no_event(broker) -> None:

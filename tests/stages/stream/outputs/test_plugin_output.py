@@ -82,7 +82,7 @@ def test_the_stream_stage_hands_it_frames_and_events_and_reports_its_figures(
         for seq in (1, 2):
             analysis = FrameAnalysis("cam", seq, 100.0 + seq, None, 8, 8, Detections([], [], []), [])
             analysis.people = [Person(3, [1.0, 2.0, 3.0, 4.0], 0.9)]
-            analysis.violations = [Violation("cam-1-3-site", "start", 3, "site", ["vest"], 99.0, None, 1.0)]
+            analysis.violations = [Violation("cam-1-3-site", "start", 3, ["site"], ["vest"], ["vest"], 99.0, None, 1.0)]
             stage._events_out(np.zeros((8, 8, 3), np.uint8), analysis, published=None)
         figures = stage.report()
     finally:

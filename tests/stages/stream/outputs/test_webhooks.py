@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pipeline.detections import Detections
+from pipeline.messages import SCHEMA_VERSION
 from stages.config import Settings, StreamSettings, WebhookSettings
 from stages.stats import plugin_figures
 from stages.stream.analysis import FrameAnalysis, Violation
@@ -130,7 +131,7 @@ def silent() -> Iterator[callable]:
 
 def event(phase: str = "start") -> tuple[EventMessage]:
     analysis = FrameAnalysis("gate", 7, 1700000000.0, None, 640, 360, Detections([], [], []), [])
-    violation = Violation("gate-1-3-site", phase, 3, "site", ["vest"], 1699999998.0, None, 2.0)
+    violation = Violation("gate-1-3-site", phase, 3, ["site"], ["vest"], ["vest"], 1699999998.0, None, 2.0)
     return (EventMessage.from_violation(analysis, violation, [1.0, 2.0, 3.0, 4.0], {"snapshot": "/s.jpg"}),)
 
 
@@ -144,7 +145,7 @@ def test_an_event_reaches_a_receiver_that_fails_twice_first(receiver) -> None:
     sink.close()
     ((taken, authorization),) = server.taken
     assert taken["type"] == "event" and taken["event_id"] == "gate-1-3-site" and taken["missing"] == ["vest"]
-    assert taken == {"v": 2, "type": "event", **json.loads(json.dumps(dataclasses.asdict(sent)))}
+    assert taken == {"v": SCHEMA_VERSION, "type": "event", **json.loads(json.dumps(dataclasses.asdict(sent)))}
     assert authorization == "Bearer t0ken" and server.attempts == 3
     assert sink.stats == WebhookStats(sent=1, failed=0, overflowed=0, retried=2)
     figures = {"webhook_sent": 1, "webhook_retried": 2, "webhook_failed": 0, "webhook_overflowed": 0}

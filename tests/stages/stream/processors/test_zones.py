@@ -66,9 +66,9 @@ def test_two_people_without_vests_crossing_start_and_end_two_events() -> None:
     starts, ends = phases(out, "start"), phases(out, "end")
     assert len(starts) == 2 and len({v.track_id for v in starts}) == 2 and len({v.event_id for v in starts}) == 2
     assert sorted(v.event_id for v in ends) == sorted(v.event_id for v in starts)
-    assert {v.reason for v in ends} == {"left"} and all(v.missing == ["vest"] and v.zone == "a" for v in ends)
+    assert {v.reason for v in ends} == {"left"} and all(v.missing == ["vest"] and v.zones == ["a"] for v in ends)
     for start in starts:
-        assert start.event_id == f"cam-{int(start.started * 1000)}-{start.track_id}-a"
+        assert start.event_id == f"cam-{int(start.started * 1000)}-{start.track_id}"
         assert start.duration_s == 1.0 and start.ended is None
     # a track born after the first frame shows on its second detection (ByteTrack), so seq 11
     assert sorted(v.started for v in starts) == [T0, T0 + 11 / FPS]
@@ -153,14 +153,50 @@ def test_update_when_what_is_missing_changes_and_reappearing_within_lost_s_conti
     assert got == [(8, "start", ["vest"]), (20, "update", ["vest", "hardhat"])]
 
 
-def test_event_ids_are_unique_per_zone_and_close_drops_state() -> None:
+def test_one_person_in_two_zones_is_one_event_with_both_and_close_drops_state() -> None:
     zones = processor([ZoneSettings(name="a"), ZoneSettings(name="b", require=["hardhat"])], dwell_s=0)
     frame = frame_of(0, Person(3, [10, 10, 50, 100], 0.9, vest="no", hardhat="no"))
     zones.handle(None, frame)
-    assert sorted((v.zone, v.phase) for v in frame.violations) == [("a", "start"), ("b", "start")]
-    assert len({v.event_id for v in frame.violations}) == 2
+    (start,) = frame.violations
+    assert (start.phase, start.zones, start.require, start.missing) == ("start", ["a", "b"], PPE, PPE)
     zones.close()
     assert zones.cases == {}
+
+
+PPE = ["vest", "hardhat"]
+HARDHAT_ZONE = ZoneSettings(name="scaffold", polygon=LEFT_HALF, require=["hardhat"], dwell_s=0.5)
+
+
+def test_entering_a_hardhat_zone_updates_the_one_event_and_leaving_it_updates_again() -> None:
+    # the whole site requires a vest; the scaffold (left half) a hardhat, after its own dwell of 0.5 s
+    zones = processor([ZoneSettings(name="site"), HARDHAT_ZONE], dwell_s=1.0, update_s=60)
+    got, ids = [], set()
+    for seq in range(64):
+        x = 400 if seq < 16 or seq >= 40 else 100  # on the right, into the scaffold at 16, out at 40
+        frame = frame_of(seq, Person(5, [x, 200.0, x + 60, 360.0], 0.9, vest="no", hardhat="no"))
+        zones.handle(None, frame)
+        got += [(seq, v.phase, v.zones, v.require, v.missing) for v in frame.violations]
+        ids.update(v.event_id for v in frame.violations)
+    assert got == [
+        (8, "start", ["site"], ["vest"], ["vest"]),  # events.dwell_s: 8 frames at 8 fps
+        (20, "update", ["site", "scaffold"], PPE, PPE),  # the scaffold's own dwell: 4 frames
+        (47, "update", ["site"], ["vest"], ["vest"]),  # out of it (last in at 39) for lost_s: no longer counts
+    ]
+    assert len(ids) == 1, "one person, one event"
+
+
+def test_an_event_ends_only_when_no_zone_counts_and_then_as_complied() -> None:
+    zones = processor([ZoneSettings(name="site"), HARDHAT_ZONE], dwell_s=0, update_s=60)
+    got = []
+    for seq in range(20):
+        hardhat = "yes" if seq >= 10 else "no"
+        vest = "yes" if seq >= 14 else "no"
+        frame = frame_of(seq, Person(5, [100.0, 200.0, 160.0, 360.0], 0.9, vest=vest, hardhat=hardhat))
+        zones.handle(None, frame)
+        got += [(seq, v.phase, v.zones, v.missing, v.reason) for v in frame.violations]
+    assert [g[:2] for g in got] == [(0, "start"), (4, "update"), (10, "update"), (14, "end")]
+    assert got[1][2:4] == (["site", "scaffold"], PPE)  # the scaffold's dwell 0.5 s reached at seq 4
+    assert got[2][2:4] == (["site"], ["vest"]) and got[3][4] == "complied"
 
 
 def test_a_worker_at_the_zone_edge_keeps_one_event() -> None:
