@@ -1,0 +1,204 @@
+"""The review page as a safety officer uses it, in a real headless Chromium against the real daemon:
+a site's history of 60 events on 4 cameras, filtered, paged, played, judged and acknowledged, at
+1400 px and on a 390 px phone. Screenshots of both go to ``test-output/`` for a person to look at."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stages.recording.eventstore import EventStore
+from stages.recording.paths import events_db
+from tests.browser import Browser
+from tests.harness import Daemon
+
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "test-output"
+CAMERAS = ("gate", "yard", "north", "south")
+EVENTS = 60
+
+
+def seed(recordings: Path, clip: Path) -> list[dict]:
+    """A site's history: 60 ended events, newest first every 10 minutes, a quarter of them also in a
+    hardhat zone; each with a snapshot, the newest three with a clip."""
+    store = EventStore(events_db(recordings))
+    snapshots = recordings / "gate" / "events"
+    snapshots.mkdir(parents=True)
+    now, seeded = time.time(), []
+    for i in range(EVENTS):
+        scaffold = i % 4 == 1
+        snapshot = snapshots / f"{i}.jpg"
+        cv2.imwrite(str(snapshot), np.full((90, 160, 3), (40 + 3 * i, 90, 160), np.uint8))
+        event = {
+            "event_id": f"{CAMERAS[i % 4]}-{i}",
+            "stream": CAMERAS[i % 4],
+            "track_id": 100 + i,
+            "zones": ["site", "scaffold"] if scaffold else ["site"],
+            "require": ["vest", "hardhat"] if scaffold else ["vest"],
+            "missing": ["vest", "hardhat"] if scaffold else ["vest"],
+            "phase": "end",
+            "started": now - 60 - 600 * i,
+            "ended": now - 50 - 600 * i,
+            "duration_s": 10.0,
+            "reason": "left",
+            "snapshot": str(snapshot),
+            "clip": str(shutil.copy(clip, recordings / f"clip-{i}.mp4")) if i < 3 else None,
+        }
+        store.record(event)
+        seeded.append(event)
+    store.close()
+    return seeded
+
+
+@pytest.fixture
+def page(daemon, make_video, tmp_path: Path) -> Iterator[tuple[Browser, Daemon]]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (deploy/setup.sh --dev installs it)")
+    clip = make_video("clip.mp4", seconds=3, fps=10)
+    seed(tmp_path / "recordings", clip)  # where the daemon below keeps its recordings
+    # a live camera without processors: the page's events are the seeded ones only
+    vestwatch = daemon([{"id": "gate", "url": str(clip), "loop": True, "realtime": True, "processors": []}])
+    vestwatch.wait_ready()
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        yield browser, vestwatch
+    finally:
+        browser.close()
+
+
+def api(daemon: Daemon, query: str) -> dict:
+    with urllib.request.urlopen(f"http://{daemon.http}/api/events?{query}", timeout=10) as response:
+        return json.load(response)
+
+
+def screen(browser: Browser, width: int, height: int, mobile: bool) -> None:
+    browser.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
+
+
+def screenshot(browser: Browser, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    (SCREENSHOTS / name).write_bytes(base64.b64decode(browser.call("Page.captureScreenshot")["data"]))
+
+
+def choose(browser: Browser, select: str, value: str) -> None:
+    browser.evaluate(
+        f"(s => {{ s.value = {json.dumps(value)}; s.dispatchEvent(new Event('change')); }})"
+        f"(document.getElementById({json.dumps(select)}))"
+    )
+
+
+def count_is(browser: Browser, text: str) -> None:
+    try:
+        browser.wait_for(f"document.getElementById('count').innerText === {json.dumps(text)}")
+    except TimeoutError:
+        raise AssertionError(f"count: {browser.evaluate('document.getElementById(`count`).innerText')!r}") from None
+
+
+def key(browser: Browser, name: str) -> None:
+    """A key pressed on the page, as a person would (the DevTools protocol's input, not a script's event)."""
+    code = 27 if name == "Escape" else ord(name.upper())  # what Chromium makes the key event of
+    for kind in ("rawKeyDown" if len(name) > 1 else "keyDown", "keyUp"):
+        text = name if kind == "keyDown" else ""
+        browser.call("Input.dispatchKeyEvent", type=kind, key=name, text=text, windowsVirtualKeyCode=code)
+
+
+PLAYING = "document.querySelector('#events tr.playing')?.dataset.event"
+ROW_TOP = "document.querySelector('#events tbody tr:nth-child({n})').getBoundingClientRect().top"
+
+
+def test_filters_paging_player_verdicts_and_acknowledging_at_1400_px(page: tuple[Browser, Daemon]) -> None:
+    browser, vestwatch = page
+    screen(browser, 1400, 900, mobile=False)
+    browser.call("Page.navigate", url=f"http://{vestwatch.http}/")
+    count_is(browser, f"1-50 of {EVENTS} event(s)")
+    assert browser.evaluate(ROW_TOP.format(n=1)) < 400, "the events start at the top, whatever the cameras"
+
+    browser.evaluate("document.getElementById('older').click()")
+    count_is(browser, f"51-60 of {EVENTS} event(s)")
+    browser.evaluate("document.getElementById('newer').click()")
+    count_is(browser, f"1-50 of {EVENTS} event(s)")
+
+    choose(browser, "camera", "yard")
+    count_is(browser, "1-15 of 15 event(s)")
+    cameras = browser.evaluate("[...document.querySelectorAll('#events tbody tr')].map(r => r.cells[1].innerText)")
+    assert set(cameras) == {"yard"}
+    choose(browser, "camera", "")
+    browser.wait_for("[...document.getElementById('zone').options].some(o => o.value === 'scaffold')")
+    choose(browser, "zone", "scaffold")
+    count_is(browser, "1-15 of 15 event(s)")
+    choose(browser, "missing", "hardhat")
+    count_is(browser, "1-15 of 15 event(s)")
+    assert api(vestwatch, "zone=scaffold&missing=hardhat")["total"] == 15
+    browser.evaluate("document.getElementById('clear').click()")
+    count_is(browser, f"1-50 of {EVENTS} event(s)")
+
+    # the player opens beside the list: the clicked row stays where it was
+    before = browser.evaluate(ROW_TOP.format(n=1))
+    browser.evaluate("document.querySelector('#events tbody tr:nth-child(1)').click()")
+    browser.wait_for("!document.getElementById('player-box').hidden")
+    assert browser.evaluate(ROW_TOP.format(n=1)) == before, "opening the player moved the list"
+    browser.wait_for("document.getElementById('player').currentTime > 0.3")
+    assert browser.evaluate(PLAYING) == "gate-0"
+    browser.evaluate("document.getElementById('next').click()")
+    browser.wait_for(f"{PLAYING} === 'yard-1'")
+    key(browser, "j")
+    browser.wait_for(f"{PLAYING} === 'north-2'")
+    key(browser, "k")
+    browser.wait_for(f"{PLAYING} === 'yard-1'")
+    key(browser, "f")  # a false alarm, kept for retraining
+    browser.wait_for("document.getElementById('player-false').classList.contains('chosen')")
+    (judged,) = api(vestwatch, "verdict=false_alarm")["events"]
+    assert judged["event_id"] == "yard-1" and judged["acknowledged"], "a verdict is an acknowledgement"
+    gate = "document.querySelector('#events tr[data-event=\"gate-0\"]')"
+    browser.evaluate(f"{gate}.querySelector('button[data-verdict=confirmed]').click()")
+    browser.wait_for(f"{gate}.querySelector('button.chosen') !== null")
+    assert [e["event_id"] for e in api(vestwatch, "verdict=confirmed")["events"]] == ["gate-0"]
+
+    choose(browser, "state", "acknowledged=no")
+    count_is(browser, f"1-50 of {EVENTS - 2} event(s)")
+    browser.evaluate("document.getElementById('ack-shown').click()")
+    count_is(browser, f"1-{EVENTS - 52} of {EVENTS - 52} event(s)")
+    assert api(vestwatch, "acknowledged=yes")["total"] == 52
+    key(browser, "Escape")
+    browser.wait_for("document.getElementById('player-box').hidden")
+    choose(browser, "state", "")
+    count_is(browser, f"1-50 of {EVENTS} event(s)")
+    browser.evaluate("document.querySelector('#events tbody tr:nth-child(1)').click()")
+    browser.wait_for("document.getElementById('player').currentTime > 0.3")
+    screenshot(browser, "review-1400.png")
+
+
+def test_a_phone_shows_cards_that_fit_and_a_player_that_fits(page: tuple[Browser, Daemon]) -> None:
+    browser, vestwatch = page
+    screen(browser, 390, 844, mobile=True)
+    browser.call("Page.navigate", url=f"http://{vestwatch.http}/")
+    count_is(browser, f"1-50 of {EVENTS} event(s)")
+    wide = browser.evaluate(
+        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 391)"
+        ".map(e => `${e.tagName}#${e.id}.${e.className}: ${Math.round(e.getBoundingClientRect().right)}`)"
+    )
+    assert browser.evaluate("document.documentElement.scrollWidth") <= 390, f"wider than the phone: {wide[:8]}"
+    card = "document.querySelector('#events tbody tr:nth-child(1)')"
+    for part in ("td:nth-child(6)", "button.ack", "td:nth-child(2)", "td:nth-child(5)"):  # start, acknowledge, ...
+        right = browser.evaluate(f"{card}.querySelector('{part}').getBoundingClientRect().right")
+        assert 0 < right <= 390, f"{part} is off screen ({right})"
+    browser.evaluate(f"{card}.click()")
+    browser.wait_for("document.getElementById('player').currentTime > 0.3")
+    box = browser.evaluate(
+        "(r => [r.left, r.right, r.bottom])(document.getElementById('player').getBoundingClientRect())"
+    )
+    assert box[0] >= 0 and box[1] <= 390 and box[2] <= 844, f"the player does not fit the screen: {box}"
+    assert browser.evaluate("document.getElementById('player-box').getBoundingClientRect().top") == 0
+    screenshot(browser, "review-390.png")
+    browser.evaluate("document.getElementById('player-close').click()")
+    browser.evaluate(f"{card}.querySelector('button.ack').click()")
+    browser.wait_for(f"{card}.querySelector('.acknowledged').innerText.startsWith('yes')")
