@@ -17,7 +17,7 @@ from stages.recording.paths import sidecar
 from stages.stats import StreamStats
 from stages.stream.analysis import FrameAnalysis, Person
 from stages.stream.outputs.recorder import RecorderSink
-from stages.stream.shedding import BEHIND_S, RECOVER_S, AnnotationShedding
+from stages.stream.shedding import BEHIND_S, RECOVER_S, SUSTAIN_S, AnnotationShedding
 
 T0 = 1_800_000_000.0
 DELAY_S = 0.3
@@ -30,15 +30,25 @@ def ref(seq: int, captured: float, realtime: bool = True) -> FrameRef:
 def test_annotation_is_shed_while_frames_are_recorded_late_and_comes_back_once_they_keep_up() -> None:
     stats = StreamStats()
     shedding = AnnotationShedding("cam", DELAY_S, stats)
+    late = T0 + DELAY_S + BEHIND_S * 2  # recorded this long after captured at T0
     shedding.recorded(ref(1, T0), holding_capture=False, now=T0 + DELAY_S + BEHIND_S / 2)
     assert not shedding.active, "recorded within its patience"
-    shedding.recorded(ref(2, T0), holding_capture=False, now=T0 + DELAY_S + BEHIND_S * 2)
+    shedding.recorded(ref(2, T0), holding_capture=False, now=late)
+    assert not shedding.active, "one late frame is a spike (a start, a burst), not a CPU too short"
+    shedding.recorded(ref(3, T0 + 1), holding_capture=False, now=late + 1)
+    shedding.recorded(ref(4, T0 + 2), holding_capture=False, now=T0 + 2.1)  # caught up: the spike is over
+    shedding.recorded(ref(5, T0 + 3), holding_capture=False, now=late + 3)
+    shedding.recorded(ref(6, T0 + 5), holding_capture=False, now=late + 5)
+    assert not shedding.active, "late, but not SUSTAIN_S without a break"
+    shedding.recorded(ref(7, T0 + 3 + SUSTAIN_S), holding_capture=False, now=late + 3 + SUSTAIN_S)
     assert shedding.active and stats.annotation_shed
-    shedding.recorded(ref(3, T0 + 10), holding_capture=False, now=T0 + 10.1)
+    shedding.recorded(ref(8, T0 + 10), holding_capture=False, now=T0 + 10.1)
     assert shedding.active, "not back before it kept up for RECOVER_S"
-    shedding.recorded(ref(4, T0 + RECOVER_S + 5), holding_capture=False, now=T0 + RECOVER_S + 5.1)
+    back = late + 3 + SUSTAIN_S + RECOVER_S + 1
+    shedding.recorded(ref(9, back), holding_capture=False, now=back + 0.1)
     assert not shedding.active and not stats.annotation_shed
-    shedding.recorded(ref(5, T0 + 100), holding_capture=True, now=T0 + 100.1)
+    for seconds in (0, SUSTAIN_S):
+        shedding.recorded(ref(10, back + 100 + seconds), holding_capture=True, now=back + 100.1 + seconds)
     assert shedding.active, "a stage holding capture back is behind however fresh the frame"
 
 
