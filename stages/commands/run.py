@@ -22,7 +22,9 @@ from stages.commands.preflight import check_model
 from stages.config import DEFAULT_CONFIG, LOOPBACK, Settings, redact
 from stages.topology import fork_server, frame_files, plan
 from stages.web.observe import routes
+from stages.web.recordings import RecordingsApi
 from stages.web.review import ReviewApi
+from stages.web.zones import ZonesApi
 
 log = logging.getLogger("vestwatch")
 
@@ -76,7 +78,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     server = None
     if settings.http:
         try:
-            server = serve_pages(settings, supervisor)
+            server = serve_pages(settings, supervisor, config)
         except OSError as error:
             log.error("http: cannot listen on %s (%s)", settings.http, error)
             return 2
@@ -111,6 +113,15 @@ def publish_endpoint(settings: Settings) -> Endpoint:
     if publish.address.startswith("tcp://") and host not in LOOPBACK and not settings.publish_keys:
         log.warning("publish: %s is open to the network without publish_keys (CURVE)", publish.address)
     return publish
+
+
+def check_candidate(config: Path, candidate: Path) -> None:
+    """What a reload checks, on a file about to replace ``config`` (the zones editor's): a ConfigError
+    names the problem. The model is checked only when what it depends on changed."""
+    fresh = load_settings(Settings, candidate)
+    check_recordings_dir(fresh)
+    if "inference" in fresh.pipeline.stages and model_inputs(fresh) != model_inputs(load_settings(Settings, config)):
+        check_model(candidate)
 
 
 def supervisor_config(settings: Settings, config: Path | None) -> SupervisorConfig:
@@ -156,10 +167,12 @@ def supervisor_config(settings: Settings, config: Path | None) -> SupervisorConf
     )
 
 
-def serve_pages(settings: Settings, supervisor: Supervisor) -> ThreadingHTTPServer:
-    """The HTTP pages (review, live view, status, metrics), served from a thread; OSError: cannot listen."""
+def serve_pages(settings: Settings, supervisor: Supervisor, config: Path | None) -> ThreadingHTTPServer:
+    """The HTTP pages (review, live view, status, metrics, the zones editor saving to ``config``), served
+    from a thread; OSError: cannot listen."""
     pages = routes(supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, lambda: supervisor.streams)
     pages.update(review_routes(settings))
+    pages.update(ZonesApi(config, supervisor.request_reload, check_candidate).routes())
     guard = Guard(settings.http_password_hash) if settings.http_password_hash else None
     tls = (settings.http_tls_cert, settings.http_tls_key) if settings.http_tls_cert else None
     return serve(settings.http, pages, guard=guard, tls=tls, hosts=settings.http_hosts)
@@ -172,7 +185,8 @@ def review_routes(settings: Settings) -> dict:
     if lacking:
         log.warning("streams %s have no 'eventlog' sink: their events are not listed on the review page", lacking)
     try:
-        return ReviewApi(settings).routes()
+        review = ReviewApi(settings)
+        return review.routes() | RecordingsApi(settings, review.store).routes()
     except (OSError, sqlite3.Error) as error:
         log.error("review page: events unavailable: %s: %s", settings.events_db, error)
         return {}

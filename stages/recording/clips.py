@@ -31,6 +31,7 @@ import av
 from stages.media.video import FrameTimes
 from stages.recording.paths import SEGMENTS_OF_A_STREAM, partial, sidecar
 from stages.recording.retention import mtime
+from stages.recording.timeline import first_clock
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +44,6 @@ class Clip:
     start: float  # clock of its first frame
     duration_s: float
     frames: int
-
-
-def _first_clock(segment: Path) -> float | None:
-    """The clock of a segment's first frame, from its sidecar; None for a segment written before
-    sidecars carried it, or an empty one."""
-    try:
-        with sidecar(segment).open() as lines:
-            first = json.loads(lines.readline() or "{}")
-    except (OSError, ValueError):
-        return None
-    clock = first.get("clock")
-    return clock - first.get("pts_s", 0.0) if isinstance(clock, (int, float)) else None
 
 
 def _undrawn(segment: Path) -> list[dict]:
@@ -96,7 +85,7 @@ def _segments_between(stream_root: Path, start: float, end: float) -> list[tuple
     event, so only the last few sidecars are read, however many days are kept."""
     found = []
     for segment in sorted(stream_root.glob(SEGMENTS_OF_A_STREAM), key=mtime, reverse=True):
-        origin = _first_clock(segment)
+        origin = first_clock(segment)
         if origin is None:
             continue
         if origin <= end:

@@ -7,6 +7,8 @@
     <recordings>/<stream>/<YYYY-MM-DD>/events/<event>-<phase>.jpg   an event's snapshot
     <recordings>/<stream>/<YYYY-MM-DD>/clips/<event>.mp4      an event's clip (.jsonl: its people;
                                                               .partial while it is being cut)
+    <recordings>/.review/<stream>-<ms>-<ms>.mp4               a stretch of recording cut for the review
+                                                              page (played or exported), kept an hour
 
 Days and times are the server's local ones, so that an operator finds a day's files under that day.
 Retention finds what it may delete through the patterns here (``SEGMENT``, ``CLIPS``...).
@@ -31,6 +33,12 @@ def stream_folder(recordings: Path, stream: str) -> Path:
 
 def events_db(recordings: Path) -> Path:
     return recordings / EVENTS_DB
+
+
+def review_cut(recordings: Path, stream: str, start: float, end: float) -> Path:
+    """Where a stretch of a stream's recording is cut to for the review page (no stream is named so:
+    stream ids have no leading dot)."""
+    return recordings / ".review" / f"{stream}-{int(start * 1000)}-{int(end * 1000)}.mp4"
 
 
 def day_folder(stream_root: Path, when: float) -> Path:

@@ -71,15 +71,15 @@ class ReviewApi:
                 except ValueError:
                     numbers[key] = math.nan
                 if not math.isfinite(numbers[key]):
-                    return _json(400, {"error": f"{key} {query[key]!r} is not a number"})
+                    return json_reply(400, {"error": f"{key} {query[key]!r} is not a number"})
         flags: dict[str, bool | None] = {}
         for key in ("acknowledged", "open"):
             if query.get(key, "") not in YES_NO:
-                return _json(400, {"error": f"{key} {query[key]!r} is neither yes nor no"})
+                return json_reply(400, {"error": f"{key} {query[key]!r} is neither yes nor no"})
             flags[key] = YES_NO[query.get(key, "")]
         verdict = query.get("verdict") or None
         if verdict not in (None, "none", *VERDICTS):
-            return _json(400, {"error": f"verdict {verdict!r} is none of none, {', '.join(VERDICTS)}"})
+            return json_reply(400, {"error": f"verdict {verdict!r} is none of none, {', '.join(VERDICTS)}"})
         which = EventFilter(
             stream=query.get("stream"),
             day=query.get("day"),
@@ -93,21 +93,21 @@ class ReviewApi:
         )
         limit, offset = min(max(int(numbers.get("limit", 200)), 1), 1000), max(int(numbers.get("offset", 0)), 0)
         events = [self._shown(event) for event in self.store.events(which, limit, offset)]
-        return _json(200, {"total": self.store.count(which), "offset": offset, "limit": limit, "events": events})
+        return json_reply(200, {"total": self.store.count(which), "offset": offset, "limit": limit, "events": events})
 
     def one(self, request: Request) -> Reply:
         rest = request.path.removeprefix(f"{API}/")
         event_id, _, name = rest.rpartition("/") if rest.endswith(tuple(FILES)) else (rest, "", "")
         event = self.store.event(urllib.parse.unquote(event_id))
         if event is None:
-            return _json(404, {"error": "no such event"})
+            return json_reply(404, {"error": "no such event"})
         if not name:
-            return _json(200, self._shown(event))
+            return json_reply(200, self._shown(event))
         column, beside, content_type, _ = FILES[name]
         path = self._file(event[column], beside)
         if path is None:
             why = "clip not written yet (or deleted by retention)" if column == "clip" else "no snapshot"
-            return _json(404, {"error": why})
+            return json_reply(404, {"error": why})
         return 200, content_type, path  # streamed by the server, by ranges
 
     def about_one(self, request: Request) -> Reply:
@@ -115,8 +115,8 @@ class ReviewApi:
         the browser asking this server first."""
         rest, _, action = request.path.removeprefix(f"{API}/").rpartition("/")
         if action not in ("ack", "verdict"):
-            return _json(404, {"error": "not found"})
-        body = _json_body(request)
+            return json_reply(404, {"error": "not found"})
+        body = json_body(request)
         if isinstance(body, tuple):
             return body
         event_id = urllib.parse.unquote(rest)
@@ -125,22 +125,22 @@ class ReviewApi:
         else:
             verdict = body.get("verdict")
             if verdict not in (None, *VERDICTS):
-                return _json(400, {"error": f"verdict {verdict!r} is none of {', '.join(VERDICTS)} or null"})
+                return json_reply(400, {"error": f"verdict {verdict!r} is none of {', '.join(VERDICTS)} or null"})
             done = self.store.judge(event_id, verdict)
         event = self.store.event(event_id) if done else None
         if event is None:  # unknown, or gone by retention meanwhile
-            return _json(404, {"error": "no such event"})
-        return _json(200, self._shown(event))
+            return json_reply(404, {"error": "no such event"})
+        return json_reply(200, self._shown(event))
 
     def acknowledge_all(self, request: Request) -> Reply:
         """``{"ids": [...]}``: the page's "acknowledge all shown"."""
-        body = _json_body(request)
+        body = json_body(request)
         if isinstance(body, tuple):
             return body
         ids = body.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            return _json(400, {"error": 'send {"ids": ["<event id>", ...]}'})
-        return _json(200, {"acknowledged": self.store.acknowledge_all(ids)})
+            return json_reply(400, {"error": 'send {"ids": ["<event id>", ...]}'})
+        return json_reply(200, {"acknowledged": self.store.acknowledge_all(ids)})
 
     def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
         for name, (column, beside, _, url) in FILES.items():
@@ -157,16 +157,16 @@ class ReviewApi:
         return path if path.is_relative_to(self.recordings) and path.is_file() else None
 
 
-def _json_body(request: Request) -> dict[str, Any] | Reply:
+def json_body(request: Request) -> dict[str, Any] | Reply:
     """A POST's JSON object, or the reply that says why it is not one."""
     if request.content_type.split(";")[0].strip() != "application/json":
-        return _json(415, {"error": "send Content-Type: application/json"})
+        return json_reply(415, {"error": "send Content-Type: application/json"})
     try:
         body = json.loads(request.body or b"{}")
     except ValueError:
-        return _json(400, {"error": "the body is not JSON"})
-    return body if isinstance(body, dict) else _json(400, {"error": "the body is not a JSON object"})
+        return json_reply(400, {"error": "the body is not JSON"})
+    return body if isinstance(body, dict) else json_reply(400, {"error": "the body is not a JSON object"})
 
 
-def _json(status: int, body: object) -> Reply:
+def json_reply(status: int, body: object) -> Reply:
     return status, "application/json", json.dumps(body).encode()

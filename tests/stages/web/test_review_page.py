@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.settings import load_settings
+from stages.config import Settings
 from stages.recording.eventstore import EventStore
 from stages.recording.paths import events_db
 from tests.browser import Browser
@@ -202,3 +204,104 @@ def test_a_phone_shows_cards_that_fit_and_a_player_that_fits(page: tuple[Browser
     browser.evaluate("document.getElementById('player-close').click()")
     browser.evaluate(f"{card}.querySelector('button.ack').click()")
     browser.wait_for(f"{card}.querySelector('.acknowledged').innerText.startsWith('yes')")
+
+
+def test_a_cameras_day_plays_its_recording_from_a_click_and_exports_a_stretch(page: tuple[Browser, Daemon]) -> None:
+    browser, vestwatch = page
+    screen(browser, 1400, 900, mobile=False)
+    browser.call("Page.navigate", url=f"http://{vestwatch.http}/")
+    bar = "document.querySelector('.day[data-stream=\"gate\"] .bar')"
+    # the live camera records; its bar shows the stretch once the page looks again (every 30 s, or a new day)
+    recorded = f"Boolean({bar}?.querySelector('.span'))"
+    deadline = time.monotonic() + 90
+    while not browser.evaluate(recorded):
+        assert time.monotonic() < deadline, "no recorded stretch on gate's bar"
+        browser.evaluate("(i => { i.value = localDay(new Date()); i.dispatchEvent(new Event('change')); })"
+                         "(document.getElementById('rec-day'))")  # fmt: skip
+        time.sleep(1)
+    marks = browser.evaluate(f"[...{bar}.querySelectorAll('.mark')].map(m => m.dataset.event)")
+    assert "gate-0" in marks and "yard-1" not in marks, "the camera's own violations on its bar"
+    browser.evaluate(f"{bar}.scrollIntoView({{block: 'center'}})")  # under the events: clicked where it shows
+    span = browser.evaluate(
+        f"(r => [r.left, r.right, r.top, r.height])({bar}.querySelector('.span').getBoundingClientRect())"
+    )
+    x, y = (span[0] + span[1]) / 2, span[2] + span[3] / 2  # the middle of what was recorded
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+    browser.wait_for("document.getElementById('player').currentTime > 0.3")
+    caption = browser.evaluate("document.getElementById('player-caption').innerText")
+    assert caption.startswith("gate, recording from "), caption
+    browser.wait_for(f"!{bar}.querySelector('.now').hidden")  # where it plays, on the bar
+
+    choose(browser, "export-camera", "gate")
+    now = time.time()
+    midnight = time.mktime((*time.localtime(now)[:3], 0, 0, 0, 0, 0, -1))
+    for name, moment in (("export-from", max(midnight, now - 62)), ("export-to", now - 2)):  # today's, as the page's
+        choose(browser, name, time.strftime("%H:%M:%S", time.localtime(moment)))
+    href = browser.evaluate("document.getElementById('export').href")
+    assert "/api/recordings/gate/export.mp4?from=" in href
+    with urllib.request.urlopen(href, timeout=60) as response:
+        assert response.headers["Content-Type"] == "video/mp4" and len(response.read()) > 10_000
+
+
+def click(browser: Browser, x: float, y: float, count: int = 1) -> None:
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=count)
+
+
+def test_a_zone_drawn_on_the_cameras_picture_is_saved_to_the_config_and_read_back(
+    page: tuple[Browser, Daemon],
+) -> None:
+    browser, vestwatch = page
+    screen(browser, 1400, 900, mobile=False)
+    browser.call("Page.navigate", url=f"http://{vestwatch.http}/")
+    browser.wait_for("document.querySelector('figure[data-stream=\"gate\"] .edit-zones') !== null")
+    browser.evaluate("document.querySelector('figure[data-stream=\"gate\"] .edit-zones').click()")
+    browser.wait_for("(p => p.complete && p.naturalWidth > 0)(document.getElementById('zone-picture'))")
+    assert browser.evaluate("[...document.getElementById('zone-list').options].map(o => o.text)") == [
+        "site (whole frame)"
+    ]
+    browser.evaluate("document.getElementById('zone-new').click()")
+    box = browser.evaluate("(r => [r.left, r.top, r.width, r.height])(document.getElementById('zone-canvas')"
+                           ".getBoundingClientRect())")  # fmt: skip
+    corners = [(0.1, 0.4), (0.6, 0.4), (0.6, 0.95), (0.1, 0.95)]
+    for fx, fy in corners:
+        click(browser, box[0] + fx * box[2], box[1] + fy * box[3])
+    click(browser, box[0] + 0.6 * box[2], box[1] + 0.95 * box[3], count=2)  # a double click removes a corner
+    click(browser, box[0] + 0.65 * box[2], box[1] + 0.9 * box[3])  # and one more goes in its place
+    corners[2] = (0.65, 0.9)
+    browser.evaluate(
+        "(set => { set('zone-name', 'scaffold', 'input'); set('zone-name', 'scaffold', 'change');"
+        " set('zone-dwell', '1.5', 'change'); })"
+        "((id, v, kind) => { const i = document.getElementById(id); i.value = v; i.dispatchEvent(new Event(kind)); })"
+    )
+    status = (
+        "(s => s.startsWith('saved') || s.includes(':') ? s : '')(document.getElementById('zone-status').innerText)"
+    )
+    before = vestwatch.config.read_text()
+    browser.evaluate("document.getElementById('zone-hardhat').click()")  # the test model sees no hardhats
+    browser.evaluate("document.getElementById('zone-save').click()")
+    refused = browser.wait_for(status)
+    assert refused.startswith("zones not saved: streams.zones.require: the model sees neither 'hardhat'"), refused
+    assert vestwatch.config.read_text() == before, "nothing written that a reload would refuse"
+    browser.evaluate("document.getElementById('zone-status').innerText = ''")
+    browser.evaluate("document.getElementById('zone-hardhat').click()")
+    browser.evaluate("document.getElementById('zone-save').click()")
+    saved = browser.wait_for(status)
+    assert saved.startswith("saved; gate reloads with 2 zone(s)"), saved
+    screenshot(browser, "zones-editor-1400.png")
+
+    settings = load_settings(Settings, vestwatch.config)
+    (site, scaffold) = settings.streams[0].zones
+    assert site.polygon is None and (scaffold.name, scaffold.require, scaffold.dwell_s) == ("scaffold", ["vest"], 1.5)
+    assert [(round(x, 2), round(y, 2)) for x, y in scaffold.polygon] == corners, "saved where it was drawn"
+    vestwatch.output.wait_for(lambda line: "reloaded:" in line and "stream.gate" in line, 60)
+
+    browser.call("Page.reload")  # read back: the editor shows what the file now holds
+    browser.wait_for("document.querySelector('figure[data-stream=\"gate\"] .edit-zones') !== null")
+    browser.evaluate("document.querySelector('figure[data-stream=\"gate\"] .edit-zones').click()")
+    browser.wait_for("document.getElementById('zone-list').options.length === 2")
+    assert browser.evaluate("[...document.getElementById('zone-list').options].map(o => o.text)") == [
+        "site (whole frame)",
+        "scaffold",
+    ]

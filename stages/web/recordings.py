@@ -1,0 +1,146 @@
+"""The recordings behind the review page's camera day: what was recorded when, played from any
+moment, exported as one MP4. Segments are MPEG-TS, which browsers do not play: stretches are cut
+from them into MP4s (packets copied, nothing re-encoded: ``stages.recording.clips.cut_clip``).
+
+- ``GET /api/recordings/<stream>?since=&until=``: ``{"stream", "recorded": [[from, to], ...], "events":
+  [{"event_id", "started", "ended", "missing"}, ...]}`` (unix seconds; default the last 24 hours)
+- ``GET /api/recordings/<stream>/window?at=``: the recording from ``at`` (from the keyframe before it)
+  for ``WINDOW_S``, cut into an MP4: ``{"url", "start", "duration_s", "people_url", "next"}``;
+  ``people_url`` (a copied camera's, or frames recorded undrawn) has the people to draw over it;
+  ``next`` is where the following window starts. 404 when nothing is recorded in that window.
+- ``GET /api/recordings/<stream>/export.mp4?from=&to=``: that stretch as one MP4, at most ``EXPORT_MAX_S``
+- ``GET /api/recordings/<stream>/cut/<name>``: a cut MP4 (byte ranges) or its people (``.jsonl``)
+
+Cuts go to ``<recordings>/.review/`` and are deleted ``KEEP_S`` after they were made.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from pipeline.web import Reply, Request, Route
+from stages.config import Settings
+from stages.config.streams import STREAM_ID
+from stages.recording.clips import cut_clip
+from stages.recording.eventstore import EventFilter, EventStore
+from stages.recording.paths import review_cut, sidecar, stream_folder
+from stages.recording.timeline import Timeline
+from stages.web.review import json_reply
+
+API = "/api/recordings/"
+WINDOW_S = 60.0  # what the page plays at a time; the next window follows when it ends
+EXPORT_MAX_S = 3600.0
+KEEP_S = 3600.0
+DAY_S = 86400.0
+
+
+class RecordingsApi:
+    def __init__(self, settings: Settings, store: EventStore) -> None:
+        self.recordings = settings.recordings_dir.resolve()
+        self.store = store
+        self.timeline = Timeline()
+
+    def routes(self) -> dict[str, Route]:
+        return {API: self.answer}
+
+    def answer(self, request: Request) -> Reply:
+        stream, _, action = request.path.removeprefix(API).partition("/")
+        root = stream_folder(self.recordings, stream)
+        if not STREAM_ID.match(stream) or not root.is_dir():
+            return json_reply(404, {"error": f"no recordings of stream {stream!r}"})
+        try:
+            if action == "":
+                return self._day(stream, root, request.query)
+            if action == "window":
+                return self._window(stream, root, _number(request.query, "at"))
+            if action == "export.mp4":
+                return self._export(stream, root, _number(request.query, "from"), _number(request.query, "to"))
+        except ValueError as error:
+            return json_reply(400, {"error": str(error)})
+        if action.startswith("cut/"):
+            return self._cut_file(stream, action.removeprefix("cut/"))
+        return json_reply(404, {"error": "not found"})
+
+    def _day(self, stream: str, root: Path, query: dict[str, str]) -> Reply:
+        until = _number(query, "until") if query.get("until") else time.time()
+        since = _number(query, "since") if query.get("since") else until - DAY_S
+        if not 0 < until - since <= 7 * DAY_S:
+            raise ValueError("since must be before until, and at most 7 days before it")
+        events = self.store.events(EventFilter(stream=stream, since=since - DAY_S, until=until), limit=1000)
+        marks = [
+            {key: event[key] for key in ("event_id", "started", "ended", "missing")}
+            for event in events
+            if (event["ended"] or event["started"]) >= since
+        ]
+        recorded = self.timeline.stretches(root, since, until)
+        return json_reply(200, {"stream": stream, "recorded": [list(span) for span in recorded], "events": marks})
+
+    def _window(self, stream: str, root: Path, at: float) -> Reply:
+        cut = self._cut(stream, root, at, at + WINDOW_S)
+        if cut is None:
+            return json_reply(404, {"error": f"nothing recorded in the {WINDOW_S:.0f} s from {at}"})
+        path, start, duration = cut
+        url = f"{API}{stream}/cut/{path.name}"
+        people = f"{API}{stream}/cut/{sidecar(path).name}" if sidecar(path).is_file() else None
+        body = {"url": url, "start": start, "duration_s": duration, "people_url": people, "next": at + WINDOW_S}
+        return json_reply(200, body)
+
+    def _export(self, stream: str, root: Path, start: float, end: float) -> Reply:
+        if not 0 < end - start <= EXPORT_MAX_S:
+            raise ValueError(f"from must be before to, and at most {EXPORT_MAX_S:.0f} s before it")
+        cut = self._cut(stream, root, start, end)
+        if cut is None:
+            return json_reply(404, {"error": "nothing recorded between from and to"})
+        return 200, "video/mp4", cut[0]
+
+    def _cut(self, stream: str, root: Path, start: float, end: float) -> tuple[Path, float, float] | None:
+        """The stretch cut into an MP4 (again only when the recording may have grown since): path, its
+        first frame's clock, its duration."""
+        out = review_cut(self.recordings, stream, start, end)
+        self._forget_old(out.parent)
+        made = out.with_suffix(".json")
+        if out.is_file() and made.is_file() and end + 10 < _mtime(out):  # cut once the stretch was recorded
+            known = json.loads(made.read_text())
+            return out, known["start"], known["duration_s"]
+        clip = cut_clip(root, start, end, out)
+        if clip is None:
+            return None
+        made.write_text(json.dumps({"start": clip.start, "duration_s": clip.duration_s}))
+        return out, clip.start, clip.duration_s
+
+    def _cut_file(self, stream: str, name: str) -> Reply:
+        path = self.recordings / ".review" / name
+        if "/" in name or not name.startswith(f"{stream}-") or path.suffix not in (".mp4", ".jsonl"):
+            return json_reply(404, {"error": "not found"})
+        if not path.is_file():
+            return json_reply(404, {"error": "cut no more (they are kept an hour): ask for the window again"})
+        return 200, "video/mp4" if path.suffix == ".mp4" else "application/x-ndjson", path
+
+    @staticmethod
+    def _forget_old(folder: Path) -> None:
+        """Cuts older than ``KEEP_S`` go: they are made again when asked for."""
+        if not folder.is_dir():
+            return
+        for old in folder.iterdir():
+            if time.time() - _mtime(old) > KEEP_S:
+                old.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _number(query: dict[str, str], key: str) -> float:
+    try:
+        value = float(query.get(key, ""))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{key} {query.get(key, '')!r} is not a number (unix seconds)")
+    return value

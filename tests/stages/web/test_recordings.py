@@ -1,0 +1,101 @@
+"""A camera's day from its real segments: what was recorded when, a window of it played, a stretch
+exported as one MP4, and the violations on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.web import Request
+from stages.config import Settings
+from stages.media.video import VideoReader
+from stages.recording.eventstore import EventStore
+from stages.recording.segments import SegmentRecorder
+from stages.recording.timeline import Timeline
+from stages.web.recordings import WINDOW_S, RecordingsApi
+from tests.harness import probe_video
+
+T0 = 1_700_000_000.0
+FPS = 10
+
+
+def record(recordings: Path, start: float, seconds: float) -> None:
+    """Frames of the camera ``gate`` from ``start`` (its clock), in 4 s segments, as the recorder writes them."""
+    recorder = SegmentRecorder(recordings, "gate", segment_s=4, crf=30, fps_hint=FPS)
+    for i in range(int(seconds * FPS)):
+        clock = start + i / FPS
+        recorder.write(np.full((96, 128, 3), (i * 7) % 255, np.uint8), clock, clock, {"seq": i, "clock": clock})
+    recorder.close()
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> RecordingsApi:
+    settings = Settings(recordings_dir=tmp_path / "rec", runtime_dir=tmp_path / "run")
+    record(settings.recordings_dir, T0, 10)  # 10 s, a gap of 20 s (the camera was down), then 6 s
+    record(settings.recordings_dir, T0 + 30, 6)
+    store = EventStore(settings.events_db)
+    common = {"stream": "gate", "track_id": 1, "zones": ["site"], "missing": ["vest"], "duration_s": 3.0}
+    store.record({**common, "event_id": "gate-1", "phase": "end", "started": T0 + 2, "ended": T0 + 5})
+    store.record({**common, "event_id": "yard-1", "stream": "yard", "phase": "end", "started": T0 + 2})
+    return RecordingsApi(settings, store)
+
+
+def get(api: RecordingsApi, path: str, **query: float | str) -> tuple[int, object]:
+    status, _, body = api.answer(Request("GET", path, {key: str(value) for key, value in query.items()}))
+    return status, json.loads(body) if isinstance(body, bytes) else body
+
+
+def test_the_day_holds_the_recorded_stretches_and_the_cameras_violations(api: RecordingsApi) -> None:
+    status, day = get(api, "/api/recordings/gate", since=T0 - 60, until=T0 + 3600)
+    assert status == 200, day
+    (first_from, first_to), (second_from, second_to) = day["recorded"]
+    assert first_from == pytest.approx(T0) and first_to == pytest.approx(T0 + 9.9), "three segments, one stretch"
+    assert second_from == pytest.approx(T0 + 30) and second_to == pytest.approx(T0 + 35.9)
+    assert [(e["event_id"], e["missing"]) for e in day["events"]] == [("gate-1", ["vest"])], "this camera's only"
+    assert get(api, "/api/recordings/gate", since=T0 + 12, until=T0 + 20)[1]["recorded"] == [], "the gap"
+
+
+def test_a_window_plays_from_a_moment_and_the_next_one_follows(api: RecordingsApi) -> None:
+    status, window = get(api, "/api/recordings/gate/window", at=T0 + 3.5)
+    assert status == 200, window
+    assert window["start"] <= T0 + 3.5 and window["next"] == T0 + 3.5 + WINDOW_S, "from the keyframe before"
+    status, cut = get(api, window["url"])
+    assert status == 200 and isinstance(cut, Path)
+    with VideoReader(cut) as reader:
+        frames = sum(1 for _ in reader.frames())
+    # to the end of the second stretch: the gap is skipped, not filled
+    assert frames == pytest.approx((T0 + 10 - window["start"]) * FPS + 60, abs=2)
+    assert probe_video(cut)[1] == "", "a clean MP4"
+    assert get(api, "/api/recordings/gate/window", at=T0 + 40)[0] == 404, "nothing recorded from there on"
+
+
+def test_a_stretch_exports_as_one_mp4_and_bad_requests_say_why(api: RecordingsApi) -> None:
+    status, exported = get(api, "/api/recordings/gate/export.mp4", **{"from": T0 + 1, "to": T0 + 34})
+    assert status == 200 and isinstance(exported, Path) and exported.suffix == ".mp4"
+    with VideoReader(exported) as reader:
+        assert sum(1 for _ in reader.frames()) >= (10 - 1 + 4) * FPS - 2
+    for path, query, code, error in [
+        ("/api/recordings/gate/export.mp4", {"from": T0 + 10, "to": T0}, 400, "from must be before to"),
+        ("/api/recordings/gate/export.mp4", {"from": T0, "to": T0 + 7200}, 400, "at most 3600 s"),
+        ("/api/recordings/gate/window", {"at": "soon"}, 400, "at 'soon' is not a number"),
+        ("/api/recordings/nobody", {}, 404, "no recordings of stream 'nobody'"),
+        ("/api/recordings/gate/cut/..%2Fevents.sqlite3", {}, 404, "not found"),
+    ]:
+        status, body = get(api, path, **query)
+        assert status == code and error in body["error"], (path, body)
+
+
+def test_a_segment_being_written_is_read_again_when_it_grew_whatever_its_lines(tmp_path: Path) -> None:
+    timeline = Timeline()
+    record(tmp_path, T0, 2)
+    (segment,) = (tmp_path / "gate").rglob("*.ts")
+    assert timeline.span(segment) == pytest.approx((T0, T0 + 1.9))
+    line = json.dumps({"pts_s": 3.0, "clock": T0 + 3})
+    segment.with_suffix(".jsonl").write_text(segment.with_suffix(".jsonl").read_text() + line + "\n")
+    assert timeline.span(segment) == pytest.approx((T0, T0 + 3.0))
+    crowded = json.dumps({"pts_s": 4.0, "clock": T0 + 4, "detections": [[1.0, 2.0, 3.0, 4.0]] * 2000})
+    segment.with_suffix(".jsonl").write_text(segment.with_suffix(".jsonl").read_text() + crowded + "\n")
+    assert timeline.span(segment) == pytest.approx((T0, T0 + 4.0)), "a line longer than the first piece read"
