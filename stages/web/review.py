@@ -134,12 +134,9 @@ class ReviewApi:
 
     def acknowledge_all(self, request: Request) -> Reply:
         """``{"ids": [...]}``: the page's "acknowledge all shown"."""
-        body = json_body(request)
-        if isinstance(body, tuple):
-            return body
-        ids = body.get("ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            return json_reply(400, {"error": 'send {"ids": ["<event id>", ...]}'})
+        ids = json_list(request, "ids", str, '{"ids": ["<event id>", ...]}')
+        if isinstance(ids, tuple):
+            return ids
         return json_reply(200, {"acknowledged": self.store.acknowledge_all(ids)})
 
     def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -166,6 +163,18 @@ def json_body(request: Request) -> dict[str, Any] | Reply:
     except ValueError:
         return json_reply(400, {"error": "the body is not JSON"})
     return body if isinstance(body, dict) else json_reply(400, {"error": "the body is not a JSON object"})
+
+
+def json_list(request: Request, key: str, kind: type, usage: str) -> list[Any] | Reply:
+    """The list under ``key`` of a POST's JSON object, each item a ``kind``; or the reply that says
+    what to send (``usage``)."""
+    body = json_body(request)
+    if isinstance(body, tuple):
+        return body
+    items = body.get(key)
+    if not isinstance(items, list) or not all(isinstance(item, kind) for item in items):
+        return json_reply(400, {"error": f"send {usage}"})
+    return items
 
 
 def json_reply(status: int, body: object) -> Reply:

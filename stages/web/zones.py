@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from pipeline.settings import ConfigError, load_settings
 from pipeline.web import Reply, Request, Route
 from stages.config import Settings, StreamSettings, ZoneSettings
-from stages.web.review import json_body, json_reply
+from stages.web.review import json_list, json_reply
 
 API = "/api/zones/"
 PLACES = 4  # a polygon's fractions are kept to this many decimals (a tenth of a pixel at 4K)
@@ -54,12 +54,9 @@ class ZonesApi:
         stream = self._stream(stream_id)
         if isinstance(stream, tuple):
             return stream
-        body = json_body(request)
-        if isinstance(body, tuple):
-            return body
-        drawn = body.get("zones")
-        if not isinstance(drawn, list) or not all(isinstance(zone, dict) for zone in drawn):
-            return json_reply(400, {"error": 'send {"zones": [{"name": ..., "polygon": ..., "require": ...}, ...]}'})
+        drawn = json_list(request, "zones", dict, '{"zones": [{"name": ..., "polygon": ..., "require": ...}, ...]}')
+        if isinstance(drawn, tuple):
+            return drawn
         try:
             zones = StreamSettings.model_validate({**stream.model_dump(), "zones": drawn}).zones
         except ValidationError as error:
