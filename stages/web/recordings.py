@@ -16,7 +16,9 @@ Cuts go to ``<recordings>/.review/`` and are deleted ``KEEP_S`` after they were 
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -29,6 +31,8 @@ from stages.recording.eventstore import EventFilter, EventStore
 from stages.recording.paths import review_cut, sidecar, stream_folder
 from stages.recording.timeline import Timeline
 from stages.web.review import json_reply
+
+log = logging.getLogger(__name__)
 
 API = "/api/recordings/"
 WINDOW_S = 60.0  # what the page plays at a time; the next window follows when it ends
@@ -60,6 +64,10 @@ class RecordingsApi:
                 return self._export(stream, root, _number(request.query, "from"), _number(request.query, "to"))
         except ValueError as error:
             return json_reply(400, {"error": str(error)})
+        except OSError as error:  # a full disk, the recordings folder gone: said, the page goes on
+            log.warning("%s: cannot cut its recording for the review page: %s", stream, error)
+            status = 507 if error.errno == errno.ENOSPC else 500
+            return json_reply(status, {"error": f"cannot cut the recording: {error.strerror or error}"})
         if action.startswith("cut/"):
             return self._cut_file(stream, action.removeprefix("cut/"))
         return json_reply(404, {"error": "not found"})

@@ -4,6 +4,7 @@ exported as one MP4, and the violations on it."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from stages.recording.eventstore import EventStore
 from stages.recording.segments import SegmentRecorder
 from stages.recording.timeline import Timeline
 from stages.web.recordings import WINDOW_S, RecordingsApi
-from tests.harness import probe_video
+from tests.harness import probe_video, small_tmpfs
 
 T0 = 1_700_000_000.0
 FPS = 10
@@ -99,3 +100,18 @@ def test_a_segment_being_written_is_read_again_when_it_grew_whatever_its_lines(t
     crowded = json.dumps({"pts_s": 4.0, "clock": T0 + 4, "detections": [[1.0, 2.0, 3.0, 4.0]] * 2000})
     segment.with_suffix(".jsonl").write_text(segment.with_suffix(".jsonl").read_text() + crowded + "\n")
     assert timeline.span(segment) == pytest.approx((T0, T0 + 4.0)), "a line longer than the first piece read"
+
+
+def test_a_full_disk_is_said_and_the_recording_kept(tmp_path: Path) -> None:
+    """The recordings' disk full (retention not yet run): a play window cannot be cut; the page is told
+    why in one line, and nothing recorded is touched."""
+    with small_tmpfs(tmp_path / "disk", 15) as disk:
+        settings = Settings(recordings_dir=disk / "rec", runtime_dir=tmp_path / "run")
+        record(settings.recordings_dir, T0, 6)
+        recorded = sorted(p.stat().st_size for p in (disk / "rec" / "gate").rglob("*.ts"))
+        (disk / "rest").write_bytes(b"\0" * shutil.disk_usage(disk).free)
+        api = RecordingsApi(settings, EventStore(tmp_path / "events.sqlite3"))
+        status, reply = get(api, "/api/recordings/gate/window", at=T0 + 1)
+        assert status == 507 and reply["error"].startswith("cannot cut the recording: No space left"), reply
+        assert sorted(p.stat().st_size for p in (disk / "rec" / "gate").rglob("*.ts")) == recorded
+        assert not list((disk / "rec" / ".review").glob("*.mp4*")), "no half-cut file left"
