@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up vestwatch on a fresh Debian/Ubuntu machine: system packages, a venv in .venv, the package.
 #   deploy/setup.sh          what the daemon needs
-#   deploy/setup.sh --dev    plus what the tests need (GStreamer RTSP server, Mosquitto, promtool, pytest, ruff)
+#   deploy/setup.sh --dev    plus what the tests need (GStreamer RTSP server, Mosquitto, promtool, pytest, ruff,
+#                            Chromium, Home Assistant 2024.1 in .ha-venv)
 # Offline, from a bundle made by deploy/bundle.sh: no network, no apt, no pip index.
 #   deploy/setup.sh --offline DIR
 #       DIR: the bundle, or the folder of its split parts (checked against PARTS.sha256, then joined
@@ -135,6 +136,7 @@ fi
 .venv/bin/python -m pip install -q "torch==$torch_version"
 if $dev; then
     .venv/bin/python -m pip install -q -e '.[dev]'
+    PYTHON="$python" deploy/home-assistant.sh  # a real Home Assistant for its test, in .ha-venv
 else
     .venv/bin/python -m pip install -q -e .
 fi

@@ -144,14 +144,25 @@ class EventStore:
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed event
         self.connection.executescript(SCHEMA)
-        columns = {row["name"] for row in self.connection.execute("PRAGMA table_info(events)")}
-        if "zone" in columns:  # a database from before one event per person: its zone, a list of one
-            self.connection.execute("ALTER TABLE events RENAME COLUMN zone TO zones")
-            self.connection.execute("""UPDATE events SET zones = '["' || zones || '"]' WHERE zones NOT LIKE '[%'""")
-        for column, kind in ADDED_COLUMNS.items():  # a database from before they were kept
-            if column not in columns:
-                self.connection.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
+        self._upgrade()
         self.identity = _identity(self.path)
+
+    def _upgrade(self) -> None:
+        """A database an earlier vestwatch wrote, brought to this schema in one transaction (several
+        stages open it at once; one that died halfway left it as it was)."""
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row["name"] for row in self.connection.execute("PRAGMA table_info(events)")}
+            if "zone" in columns:  # from before one event per person: its zone, a list of one
+                self.connection.execute("ALTER TABLE events RENAME COLUMN zone TO zones")
+                self.connection.execute("""UPDATE events SET zones = '["' || zones || '"]' WHERE zones NOT LIKE '[%'""")
+            for column, kind in ADDED_COLUMNS.items():  # from before they were kept
+                if column not in columns:
+                    self.connection.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
+            self.connection.execute("COMMIT")
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
 
     def _current(self) -> sqlite3.Connection:
         """The connection to the database at ``path`` now (under ``lock``)."""

@@ -35,10 +35,12 @@ def events_db(recordings: Path) -> Path:
     return recordings / EVENTS_DB
 
 
+REVIEW_CUTS = ".review"  # no stream is named so: stream ids have no leading dot
+
+
 def review_cut(recordings: Path, stream: str, start: float, end: float) -> Path:
-    """Where a stretch of a stream's recording is cut to for the review page (no stream is named so:
-    stream ids have no leading dot)."""
-    return recordings / ".review" / f"{stream}-{int(start * 1000)}-{int(end * 1000)}.mp4"
+    """Where a stretch of a stream's recording is cut to for the review page."""
+    return recordings / REVIEW_CUTS / f"{stream}-{int(start * 1000)}-{int(end * 1000)}.mp4"
 
 
 def day_folder(stream_root: Path, when: float) -> Path:

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from stages.recording.paths import CLIPS, PARTIAL_CLIPS, SEGMENT, SNAPSHOTS, sidecar
+from stages.recording.paths import CLIPS, PARTIAL_CLIPS, REVIEW_CUTS, SEGMENT, SNAPSHOTS, sidecar
 
 PARTIAL_CLIP_S = 60.0  # a clip being cut is written to all the time: one untouched this long was abandoned
+REVIEW_CUT_S = 3600.0  # the review page's cuts (played, exported) are kept this long; made again when asked
 
 
 def apply_retention(
@@ -55,11 +56,16 @@ def make_room(recordings: Path, min_free: int, writing: Path | None = None) -> t
     """Delete the oldest segments (with their sidecars), event clips and snapshots of any stream until
     ``min_free`` bytes are free on the recordings' filesystem; a stream's newest segment (perhaps being
     written) and ``writing`` stay. Returns the free bytes then, and what was deleted."""
+    forget_review_cuts(recordings, REVIEW_CUT_S)
+    free = shutil.disk_usage(recordings).free
+    if free >= min_free:
+        return free, []
+    forget_review_cuts(recordings)  # they can be cut again: they go before any recording
     free = shutil.disk_usage(recordings).free
     if free >= min_free:
         return free, []
     candidates = []
-    for stream in (p for p in recordings.iterdir() if p.is_dir()):
+    for stream in (p for p in recordings.iterdir() if p.is_dir() and p.name != REVIEW_CUTS):
         candidates += _recorded(stream, writing)[0]
     deleted = []
     for file in sorted(candidates):
@@ -69,6 +75,17 @@ def make_room(recordings: Path, min_free: int, writing: Path | None = None) -> t
         if free >= min_free:
             break
     return free, deleted
+
+
+def forget_review_cuts(recordings: Path, older_than_s: float | None = None) -> None:
+    """Delete the review page's cuts made over ``older_than_s`` ago (all of them without it)."""
+    folder = recordings / REVIEW_CUTS
+    if not folder.is_dir():
+        return
+    for cut in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if older_than_s is None or time.time() - cut.stat().st_mtime > older_than_s:
+                cut.unlink()
 
 
 class _Recorded(NamedTuple):

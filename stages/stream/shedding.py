@@ -42,8 +42,9 @@ class AnnotationShedding:
         now = time.time() if now is None else now
         late_s = now - ref.captured - self.record_delay_s
         if late_s > BEHIND_S or holding_capture:
+            if self.behind_since is None or now - self.behind_at > SUSTAIN_S:  # a new spell (after a gap too)
+                self.behind_since = now
             self.behind_at = now
-            self.behind_since = now if self.behind_since is None else self.behind_since
             if not self.active and now - self.behind_since >= SUSTAIN_S:
                 self.stats.annotation_shed = True
                 why = "capture held back for it" if holding_capture else f"frames {late_s:.1f} s late"

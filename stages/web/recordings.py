@@ -11,7 +11,8 @@ from them into MP4s (packets copied, nothing re-encoded: ``stages.recording.clip
 - ``GET /api/recordings/<stream>/export.mp4?from=&to=``: that stretch as one MP4, at most ``EXPORT_MAX_S``
 - ``GET /api/recordings/<stream>/cut/<name>``: a cut MP4 (byte ranges) or its people (``.jsonl``)
 
-Cuts go to ``<recordings>/.review/`` and are deleted ``KEEP_S`` after they were made.
+Cuts go to ``<recordings>/.review/``; they are deleted an hour after they were made, and first of
+all when the disk runs short (``retention``), and cut again when asked for.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import errno
 import json
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -28,7 +30,8 @@ from stages.config import Settings
 from stages.config.streams import STREAM_ID
 from stages.recording.clips import cut_clip
 from stages.recording.eventstore import EventFilter, EventStore
-from stages.recording.paths import review_cut, sidecar, stream_folder
+from stages.recording.paths import REVIEW_CUTS, review_cut, sidecar, stream_folder
+from stages.recording.retention import REVIEW_CUT_S, forget_review_cuts
 from stages.recording.timeline import Timeline
 from stages.web.review import json_reply
 
@@ -37,8 +40,8 @@ log = logging.getLogger(__name__)
 API = "/api/recordings/"
 WINDOW_S = 60.0  # what the page plays at a time; the next window follows when it ends
 EXPORT_MAX_S = 3600.0
-KEEP_S = 3600.0
 DAY_S = 86400.0
+LATEST = 1e11  # unix seconds: a time past this (the year 5138) is a mistake, not a moment to cut
 
 
 class RecordingsApi:
@@ -46,6 +49,8 @@ class RecordingsApi:
         self.recordings = settings.recordings_dir.resolve()
         self.store = store
         self.timeline = Timeline()
+        self.cutting: dict[Path, threading.Lock] = {}  # one cut of a file at a time (a double click)
+        self.locks = threading.Lock()
 
     def routes(self) -> dict[str, Route]:
         return {API: self.answer}
@@ -59,9 +64,9 @@ class RecordingsApi:
             if action == "":
                 return self._day(stream, root, request.query)
             if action == "window":
-                return self._window(stream, root, _number(request.query, "at"))
+                return self._window(stream, root, _moment(request.query, "at"))
             if action == "export.mp4":
-                return self._export(stream, root, _number(request.query, "from"), _number(request.query, "to"))
+                return self._export(stream, root, _moment(request.query, "from"), _moment(request.query, "to"))
         except ValueError as error:
             return json_reply(400, {"error": str(error)})
         except OSError as error:  # a full disk, the recordings folder gone: said, the page goes on
@@ -108,33 +113,27 @@ class RecordingsApi:
         """The stretch cut into an MP4 (again only when the recording may have grown since): path, its
         first frame's clock, its duration."""
         out = review_cut(self.recordings, stream, start, end)
-        self._forget_old(out.parent)
-        made = out.with_suffix(".json")
-        if out.is_file() and made.is_file() and end + 10 < _mtime(out):  # cut once the stretch was recorded
-            known = json.loads(made.read_text())
-            return out, known["start"], known["duration_s"]
-        clip = cut_clip(root, start, end, out)
-        if clip is None:
-            return None
-        made.write_text(json.dumps({"start": clip.start, "duration_s": clip.duration_s}))
-        return out, clip.start, clip.duration_s
+        forget_review_cuts(self.recordings, REVIEW_CUT_S)
+        with self.locks:
+            lock = self.cutting.setdefault(out, threading.Lock())
+        with lock:
+            made = out.with_suffix(".json")
+            if out.is_file() and made.is_file() and end + 10 < _mtime(out):  # cut once the stretch was recorded
+                known = json.loads(made.read_text())
+                return out, known["start"], known["duration_s"]
+            clip = cut_clip(root, start, end, out)
+            if clip is None:
+                return None
+            made.write_text(json.dumps({"start": clip.start, "duration_s": clip.duration_s}))
+            return out, clip.start, clip.duration_s
 
     def _cut_file(self, stream: str, name: str) -> Reply:
-        path = self.recordings / ".review" / name
+        path = self.recordings / REVIEW_CUTS / name
         if "/" in name or not name.startswith(f"{stream}-") or path.suffix not in (".mp4", ".jsonl"):
             return json_reply(404, {"error": "not found"})
         if not path.is_file():
             return json_reply(404, {"error": "cut no more (they are kept an hour): ask for the window again"})
         return 200, "video/mp4" if path.suffix == ".mp4" else "application/x-ndjson", path
-
-    @staticmethod
-    def _forget_old(folder: Path) -> None:
-        """Cuts older than ``KEEP_S`` go: they are made again when asked for."""
-        if not folder.is_dir():
-            return
-        for old in folder.iterdir():
-            if time.time() - _mtime(old) > KEEP_S:
-                old.unlink(missing_ok=True)
 
 
 def _mtime(path: Path) -> float:
@@ -142,6 +141,13 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def _moment(query: dict[str, str], key: str) -> float:
+    value = _number(query, key)
+    if not 0 < value < LATEST:
+        raise ValueError(f"{key} {query.get(key)!r} is no time (unix seconds)")
+    return value
 
 
 def _number(query: dict[str, str], key: str) -> float:

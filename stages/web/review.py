@@ -91,7 +91,8 @@ class ReviewApi:
             verdict=verdict,
             open=flags["open"],
         )
-        limit, offset = min(max(int(numbers.get("limit", 200)), 1), 1000), max(int(numbers.get("offset", 0)), 0)
+        limit = min(max(int(numbers.get("limit", 200)), 1), 1000)
+        offset = min(max(int(numbers.get("offset", 0)), 0), 2**62)  # past any table, not past SQLite's integers
         events = [self._shown(event) for event in self.store.events(which, limit, offset)]
         return json_reply(200, {"total": self.store.count(which), "offset": offset, "limit": limit, "events": events})
 
@@ -123,8 +124,8 @@ class ReviewApi:
         if action == "ack":
             done = self.store.acknowledge(event_id)
         else:
-            verdict = body.get("verdict")
-            if verdict not in (None, *VERDICTS):
+            verdict = body.get("verdict", "")
+            if verdict not in (None, *VERDICTS):  # none given is no verdict to take back
                 return json_reply(400, {"error": f"verdict {verdict!r} is none of {', '.join(VERDICTS)} or null"})
             done = self.store.judge(event_id, verdict)
         event = self.store.event(event_id) if done else None

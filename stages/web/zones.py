@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class ZonesApi:
         """``check(config, candidate)``: what a reload checks of the file about to replace ``config``
         (ConfigError); by default that it loads."""
         self.config, self.reload = config, reload
+        self.writing = threading.Lock()  # two tabs saving at once: each save starts from the file the last left
         self.check = check or (lambda config, candidate: load_settings(Settings, candidate) and None)
 
     def routes(self) -> dict[str, Route]:
@@ -63,7 +65,8 @@ class ZonesApi:
             return json_reply(400, {"error": _problem(error, drawn)})
         assert self.config is not None
         try:
-            self._write(stream_id, zones)
+            with self.writing:
+                self._write(stream_id, zones)
         except ConfigError as error:  # the config would not take them: what a reload would say
             return json_reply(400, {"error": f"zones not saved: {error}"})
         except OSError as error:  # the file or its folder not writable, a full disk

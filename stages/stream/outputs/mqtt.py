@@ -214,7 +214,13 @@ class MqttSink(Sink):
         return {"violation": bool(self.open), **{f"{zone}/violation": zone in counted for zone in self.zones}}
 
     def _acknowledge_pressed(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        """Home Assistant's button (paho's thread): the camera's events not yet acknowledged are."""
+        """Home Assistant's button: the camera's events not yet acknowledged are, on a thread of its own
+        (the database may keep it waiting; paho's thread keeps the connection). A retained message is
+        an old press, not a new one."""
+        if not message.retain:
+            threading.Thread(target=self._acknowledge, args=(message.topic,), daemon=True).start()
+
+    def _acknowledge(self, topic: str) -> None:
         assert self.events_db is not None
         try:
             store = EventStore(self.events_db)
@@ -225,7 +231,7 @@ class MqttSink(Sink):
         except sqlite3.Error as error:
             log.warning("%s: acknowledge from MQTT failed: %s: %s", self.stream.id, self.events_db, error)
             return
-        log.info("%s: %d event(s) acknowledged from MQTT (%s)", self.stream.id, count, message.topic)
+        log.info("%s: %d event(s) acknowledged from MQTT (%s)", self.stream.id, count, topic)
 
     def handle(self, frame: np.ndarray | None, analysis: FrameAnalysis) -> None:
         if analysis.seq:  # a frame of the stream, not the stage's idle tick

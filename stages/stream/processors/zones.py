@@ -75,6 +75,7 @@ class _Case:
     last_seen: float
     zones: dict[str, _InZone] = field(default_factory=dict)
     event_id: str | None = None  # set when the event starts
+    opened: int = 0  # events of this case so far: a zone in its dwell may open a second with the same start
     started: float = 0.0
     announced: float = 0.0  # capture time of the last start or update
     shown: tuple[list[str], list[str], list[str]] = ([], [], [])  # zones, require, missing as announced
@@ -121,17 +122,19 @@ class ZonesProcessor(FollowingProcessor):
             elif held is not None and now - held.last >= self.events.lost_s - EPS:  # out of it long enough
                 del case.zones[zone.name]
                 left_at = max(left_at, held.last)
-        counted = self._counted(case, now)
+        counted = self._counted(case)
         if case.event_id is None and counted:
             case.started = min(case.zones[name].since for name in counted)
-            case.event_id = f"{self.stream.id}-{int(case.started * 1000)}-{case.track_id}"
+            case.opened += 1
+            again = f"-{case.opened}" if case.opened > 1 else ""
+            case.event_id = f"{self.stream.id}-{int(case.started * 1000)}-{case.track_id}{again}"
             case.announced = now
             case.shown = self._state(case, counted)
             out.append(self._phase(case, "start", now))
         elif case.event_id is not None and not counted:
             reason, ended = ("complied", now) if complied or not left_at else ("left", left_at)
             out.append(self._phase(case, "end", ended, reason=reason))
-            case.event_id, case.zones = None, {}
+            case.event_id = None  # zones still in their dwell go on: they may open the next event
         elif case.event_id is not None:
             state = self._state(case, counted)
             if state != case.shown or now - case.announced >= self.events.update_s - EPS:
@@ -142,11 +145,12 @@ class ZonesProcessor(FollowingProcessor):
         else:
             self.cases.pop(person.track_id, None)
 
-    def _counted(self, case: _Case, now: float) -> list[str]:
-        """The zones that count against the person: missing something there for the zone's dwell."""
+    def _counted(self, case: _Case) -> list[str]:
+        """The zones that count against the person: seen missing something there for the zone's dwell
+        (the time since they left a zone they may come back to does not count)."""
         dwell = {zone.name: self.events.dwell_s if zone.settings.dwell_s is None else zone.settings.dwell_s
                  for zone in self.zones}  # fmt: skip
-        return [name for name, held in case.zones.items() if now - held.since >= dwell.get(name, 0.0) - EPS]
+        return [name for name, held in case.zones.items() if held.last - held.since >= dwell.get(name, 0.0) - EPS]
 
     def _state(self, case: _Case, counted: list[str]) -> tuple[list[str], list[str], list[str]]:
         """The event's zones, the union of what they require and the union of what is missing there."""

@@ -2,9 +2,11 @@
 
 import os
 import shutil
+import time
 from pathlib import Path
 
-from stages.recording.retention import apply_retention, make_room
+from stages.recording.paths import REVIEW_CUTS
+from stages.recording.retention import REVIEW_CUT_S, apply_retention, make_room
 
 
 def test_retention_by_age_and_budget(tmp_path: Path) -> None:
@@ -62,3 +64,16 @@ def test_make_room_deletes_the_oldest_of_any_stream_but_never_a_streams_newest(t
         "a", "a/1.jsonl", "a/1.ts", "b", "b/1.jsonl", "b/1.ts"
     ]  # fmt: skip
     assert make_room(tmp_path, 0)[1] == []
+
+
+def test_the_review_pages_cuts_go_after_an_hour_and_first_when_space_runs_short(tmp_path: Path) -> None:
+    cuts = tmp_path / REVIEW_CUTS
+    cuts.mkdir()
+    old, fresh = cuts / "gate-1-2.mp4", cuts / "gate-3-4.mp4"
+    for cut in (old, fresh):
+        cut.write_bytes(b"\0" * 1000)
+    os.utime(old, (time.time() - REVIEW_CUT_S - 60,) * 2)
+    make_room(tmp_path, min_free=0)
+    assert not old.exists() and fresh.exists(), "an hour old: gone; newer: kept while space lasts"
+    make_room(tmp_path, min_free=shutil.disk_usage(tmp_path).free + 1)  # short of space now
+    assert not fresh.exists(), "cut again when asked for: before any recording"

@@ -210,7 +210,7 @@ def test_a_cameras_day_plays_its_recording_from_a_click_and_exports_a_stretch(pa
     browser, vestwatch = page
     screen(browser, 1400, 900, mobile=False)
     browser.call("Page.navigate", url=f"http://{vestwatch.http}/")
-    bar = "document.querySelector('.day[data-stream=\"gate\"] .bar')"
+    bar = "document.querySelector('.day[data-stream=\"gate\"] .daybar')"
     # the live camera records; its bar shows the stretch once the page looks again (every 30 s, or a new day)
     recorded = f"Boolean({bar}?.querySelector('.span'))"
     deadline = time.monotonic() + 90

@@ -205,3 +205,32 @@ def test_a_worker_at_the_zone_edge_keeps_one_event() -> None:
     out = run(frames, [ZoneSettings(name="a", polygon=LEFT_HALF)])
     assert len(phases(out, "start")) == 1 and phases(out, "end") == []
     assert all(f.people[0].zones == [] for f in out if f.seq % 10 in (4, 5) and f.people)
+
+
+def test_a_worker_crossing_a_zone_briefly_opens_no_event() -> None:
+    # without a hardhat through the scaffold's corner for 2 frames, then on, in view, outside it
+    zones = processor([HARDHAT_ZONE], dwell_s=1.0)
+    for seq in range(40):
+        x = 100 if seq < 2 else 400
+        frame = frame_of(seq, Person(5, [x, 200.0, x + 60, 360.0], 0.9, vest="yes", hardhat="no"))
+        zones.handle(None, frame)
+        assert frame.violations == [], f"seq {seq}: the time out of the zone counted toward its dwell"
+
+
+def test_a_zone_still_in_its_dwell_when_the_event_ends_keeps_its_time() -> None:
+    # the site wants a vest at once, the scaffold a hardhat after 2 s (16 frames); the vest goes on at 5
+    slow = ZoneSettings(name="scaffold", polygon=LEFT_HALF, require=["hardhat"], dwell_s=2.0)
+    zones = processor([ZoneSettings(name="site"), slow], dwell_s=0, update_s=60)
+    got = []
+    for seq in range(24):
+        frame = frame_of(
+            seq, Person(5, [100.0, 200.0, 160.0, 360.0], 0.9, vest="yes" if seq >= 5 else "no", hardhat="no")
+        )
+        zones.handle(None, frame)
+        got += [(seq, v.phase, v.zones, v.started, v.event_id) for v in frame.violations]
+    first = f"cam-{int(T0 * 1000)}-5"
+    assert got == [
+        (0, "start", ["site"], T0, first),
+        (5, "end", ["site"], T0, first),
+        (16, "start", ["scaffold"], T0, f"{first}-2"),  # without a hardhat there since seq 0; another event
+    ]
