@@ -115,3 +115,22 @@ def test_a_full_disk_is_said_and_the_recording_kept(tmp_path: Path) -> None:
         assert status == 507 and reply["error"].startswith("cannot cut the recording: No space left"), reply
         assert sorted(p.stat().st_size for p in (disk / "rec" / "gate").rglob("*.ts")) == recorded
         assert not list((disk / "rec" / ".review").glob("*.mp4*")), "no half-cut file left"
+
+
+def test_a_window_of_frames_recorded_undrawn_brings_their_people_to_draw(tmp_path: Path) -> None:
+    """Frames with nothing drawn on them (the camera's own video, or annotation shed) come with the
+    people the page draws over them, as event clips do."""
+    settings = Settings(recordings_dir=tmp_path / "rec", runtime_dir=tmp_path / "run")
+    recorder = SegmentRecorder(settings.recordings_dir, "gate", segment_s=4, crf=30, fps_hint=FPS)
+    person = {"track_id": 7, "box": [10.0, 10.0, 40.0, 90.0], "vest": "no", "hardhat": "unknown", "zones": ["site"]}
+    for i in range(20):
+        clock = T0 + i / FPS
+        line = {"seq": i, "clock": clock, "annotated": False, "width": 128, "height": 96, "people": [person]}
+        recorder.write(np.full((96, 128, 3), 80, np.uint8), clock, clock, line)
+    recorder.close()
+    api = RecordingsApi(settings, EventStore(settings.events_db))
+    status, window = get(api, "/api/recordings/gate/window", at=T0 + 0.5)
+    assert status == 200 and window["people_url"], window
+    status, people = get(api, window["people_url"])
+    lines = [json.loads(line) for line in people.read_text().splitlines()]
+    assert len(lines) == 20 and all(line["people"][0]["track_id"] == 7 for line in lines)
