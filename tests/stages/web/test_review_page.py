@@ -281,13 +281,13 @@ def test_a_zone_drawn_on_the_cameras_picture_is_saved_to_the_config_and_read_bac
     before = vestwatch.config.read_text()
     browser.evaluate("document.getElementById('zone-hardhat').click()")  # the test model sees no hardhats
     browser.evaluate("document.getElementById('zone-save').click()")
-    refused = browser.wait_for(status)
+    refused = browser.wait_for(status, timeout=120)  # the model is loaded to check the zones' PPE
     assert refused.startswith("zones not saved: streams.zones.require: the model sees neither 'hardhat'"), refused
     assert vestwatch.config.read_text() == before, "nothing written that a reload would refuse"
     browser.evaluate("document.getElementById('zone-status').innerText = ''")
     browser.evaluate("document.getElementById('zone-hardhat').click()")
     browser.evaluate("document.getElementById('zone-save').click()")
-    saved = browser.wait_for(status)
+    saved = browser.wait_for(status, timeout=120)
     assert saved.startswith("saved; gate reloads with 2 zone(s)"), saved
     screenshot(browser, "zones-editor-1400.png")
 
@@ -295,7 +295,7 @@ def test_a_zone_drawn_on_the_cameras_picture_is_saved_to_the_config_and_read_bac
     (site, scaffold) = settings.streams[0].zones
     assert site.polygon is None and (scaffold.name, scaffold.require, scaffold.dwell_s) == ("scaffold", ["vest"], 1.5)
     assert [(round(x, 2), round(y, 2)) for x, y in scaffold.polygon] == corners, "saved where it was drawn"
-    vestwatch.output.wait_for(lambda line: "reloaded:" in line and "stream.gate" in line, 60)
+    vestwatch.output.wait_for(lambda line: "reloaded:" in line and "stream.gate" in line, 120)
 
     browser.call("Page.reload")  # read back: the editor shows what the file now holds
     browser.wait_for("document.querySelector('figure[data-stream=\"gate\"] .edit-zones') !== null")
