@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -186,3 +187,16 @@ def cut_clip(stream_root: Path, start: float, end: float, out: Path) -> Clip | N
         raise
     _write_overlay(clip, read, end)
     return clip
+
+
+def main() -> None:
+    """``python -m stages.recording.clips STREAM_ROOT START END OUT``: ``cut_clip`` in a process of its
+    own, for the HTTP server (in the supervisor, which stays free of FFmpeg's libraries): prints the
+    clip's first clock and duration as JSON, or null when nothing was recorded then."""
+    root, start, end, out = sys.argv[1:5]
+    clip = cut_clip(Path(root), float(start), float(end), Path(out))
+    print(json.dumps(clip and {"start": clip.start, "duration_s": clip.duration_s}))
+
+
+if __name__ == "__main__":
+    main()

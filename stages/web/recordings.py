@@ -1,6 +1,7 @@
 """The recordings behind the review page's camera day: what was recorded when, played from any
 moment, exported as one MP4. Segments are MPEG-TS, which browsers do not play: stretches are cut
-from them into MP4s (packets copied, nothing re-encoded: ``stages.recording.clips.cut_clip``).
+from them into MP4s (packets copied, nothing re-encoded: ``stages.recording.clips.cut_clip``), each
+in a process of its own: the HTTP server runs in the supervisor, which stays free of FFmpeg's libraries.
 
 - ``GET /api/recordings/<stream>?since=&until=``: ``{"stream", "recorded": [[from, to], ...], "events":
   [{"event_id", "started", "ended", "missing"}, ...]}`` (unix seconds; default the last 24 hours)
@@ -21,6 +22,9 @@ import errno
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,7 +32,6 @@ from pathlib import Path
 from pipeline.web import Reply, Request, Route
 from stages.config import Settings
 from stages.config.streams import STREAM_ID
-from stages.recording.clips import cut_clip
 from stages.recording.eventstore import EventFilter, EventStore
 from stages.recording.paths import REVIEW_CUTS, review_cut, sidecar, stream_folder
 from stages.recording.retention import REVIEW_CUT_S, forget_review_cuts
@@ -121,11 +124,11 @@ class RecordingsApi:
             if out.is_file() and made.is_file() and end + 10 < _mtime(out):  # cut once the stretch was recorded
                 known = json.loads(made.read_text())
                 return out, known["start"], known["duration_s"]
-            clip = cut_clip(root, start, end, out)
+            clip = _cut_clip(root, start, end, out)
             if clip is None:
                 return None
-            made.write_text(json.dumps({"start": clip.start, "duration_s": clip.duration_s}))
-            return out, clip.start, clip.duration_s
+            made.write_text(json.dumps(clip))
+            return out, clip["start"], clip["duration_s"]
 
     def _cut_file(self, stream: str, name: str) -> Reply:
         path = self.recordings / REVIEW_CUTS / name
@@ -134,6 +137,19 @@ class RecordingsApi:
         if not path.is_file():
             return json_reply(404, {"error": "cut no more (they are kept an hour): ask for the window again"})
         return 200, "video/mp4" if path.suffix == ".mp4" else "application/x-ndjson", path
+
+
+def _cut_clip(root: Path, start: float, end: float, out: Path) -> dict[str, float] | None:
+    """``cut_clip`` in a child process: its clip's start and duration, None when nothing was recorded;
+    OSError with the child's last line when it failed (a full disk)."""
+    command = [sys.executable, "-m", "stages.recording.clips", str(root), repr(start), repr(end), str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_MAX_S)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["it failed"])[-1]
+        if "No space left" in last:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+        raise OSError(errno.EIO, last)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _mtime(path: Path) -> float:
