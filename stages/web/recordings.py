@@ -34,7 +34,7 @@ from stages.config import Settings
 from stages.config.streams import STREAM_ID
 from stages.recording.eventstore import EventFilter, EventStore
 from stages.recording.paths import REVIEW_CUTS, review_cut, sidecar, stream_folder
-from stages.recording.retention import REVIEW_CUT_S, forget_review_cuts
+from stages.recording.retention import REVIEW_CUT_S, forget_review_cuts, mtime
 from stages.recording.timeline import Timeline
 from stages.web.review import json_reply
 
@@ -121,7 +121,7 @@ class RecordingsApi:
             lock = self.cutting.setdefault(out, threading.Lock())
         with lock:
             made = out.with_suffix(".json")
-            if out.is_file() and made.is_file() and end + 10 < _mtime(out):  # cut once the stretch was recorded
+            if out.is_file() and made.is_file() and end + 10 < mtime(out):  # cut once the stretch was recorded
                 known = json.loads(made.read_text())
                 return out, known["start"], known["duration_s"]
             clip = _cut_clip(root, start, end, out)
@@ -150,13 +150,6 @@ def _cut_clip(root: Path, start: float, end: float, out: Path) -> dict[str, floa
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
         raise OSError(errno.EIO, last)
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def _moment(query: dict[str, str], key: str) -> float:
