@@ -21,6 +21,7 @@ from pipeline.web import serve
 from stages.commands.preflight import check_model
 from stages.config import DEFAULT_CONFIG, LOOPBACK, Settings, redact
 from stages.topology import fork_server, frame_files, plan
+from stages.web.compliance import ComplianceApi
 from stages.web.observe import routes
 from stages.web.recordings import RecordingsApi
 from stages.web.review import ReviewApi
@@ -186,7 +187,7 @@ def review_routes(settings: Settings) -> dict:
         log.warning("streams %s have no 'eventlog' sink: their events are not listed on the review page", lacking)
     try:
         review = ReviewApi(settings)
-        return review.routes() | RecordingsApi(settings, review.store).routes()
+        return review.routes() | RecordingsApi(settings, review.store).routes() | ComplianceApi(review.store).routes()
     except (OSError, sqlite3.Error) as error:
         log.error("review page: events unavailable: %s: %s", settings.events_db, error)
         return {}

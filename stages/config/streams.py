@@ -92,7 +92,16 @@ class StreamSettings(BaseModel, extra="forbid"):
         description="what runs after inference, in order, by entry point name (group vestwatch.processors)",
     )
     sinks: list[str] = Field(
-        default_factory=lambda: ["recorder", "live", "snapshots", "clips", "eventlog", "webhooks", "mqtt"],
+        default_factory=lambda: [
+            "recorder",
+            "live",
+            "snapshots",
+            "clips",
+            "eventlog",
+            "compliance",
+            "webhooks",
+            "mqtt",
+        ],
         description="what receives each frame after the processors, in order, by entry point name "
         "(group vestwatch.sinks)",
     )

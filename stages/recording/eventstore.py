@@ -4,7 +4,8 @@ One SQLite file beside the recordings (``<recordings>/events.sqlite3``), in WAL 
 stream stage writes its own events (one row per event, updated by each phase), the HTTP
 server reads them and records acknowledgements and verdicts (``confirmed`` or ``false_alarm``: the
 reviewer's word, kept for retraining), all at once and across restarts. A row keeps the first
-snapshot (the start's, where the person is seen without their PPE).
+snapshot (the start's, where the person is seen without their PPE). The same file keeps each
+stream's compliance figures per hour (``stages.recording.compliance``), gone with the events.
 """
 
 from __future__ import annotations
@@ -48,6 +49,30 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_start ON events (started);
 CREATE INDEX IF NOT EXISTS events_by_stream_day ON events (stream, day);
+CREATE TABLE IF NOT EXISTS compliance (  -- stages.recording.compliance: what was watched, per hour
+    stream TEXT NOT NULL,
+    zone TEXT NOT NULL,            -- '': the whole camera
+    hour REAL NOT NULL,            -- Unix seconds the hour starts (the stream's clock)
+    watched_s REAL NOT NULL DEFAULT 0,
+    observed_s REAL NOT NULL DEFAULT 0,
+    compliant_s REAL NOT NULL DEFAULT 0,
+    violating_s REAL NOT NULL DEFAULT 0,
+    vest_yes_s REAL NOT NULL DEFAULT 0,
+    vest_no_s REAL NOT NULL DEFAULT 0,
+    vest_unknown_s REAL NOT NULL DEFAULT 0,
+    hardhat_yes_s REAL NOT NULL DEFAULT 0,
+    hardhat_no_s REAL NOT NULL DEFAULT 0,
+    hardhat_unknown_s REAL NOT NULL DEFAULT 0,
+    people INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (stream, zone, hour)
+);
+CREATE TABLE IF NOT EXISTS footprints (  -- where violators stood: person-seconds per cell of a grid
+    stream TEXT NOT NULL,
+    hour REAL NOT NULL,
+    cell INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (stream, hour, cell)
+);
 """
 
 UPSERT = """
@@ -296,10 +321,32 @@ class EventStore:
             )
 
     def forget(self, stream: str, before: float) -> int:
-        """Retention: drop a stream's events that started before ``before``."""
+        """Retention: drop a stream's events that started before ``before``, and its compliance figures
+        of the hours before it; how many events."""
         with self.lock:
-            cursor = self._current().execute("DELETE FROM events WHERE stream = ? AND started < ?", [stream, before])
+            connection = self._current()
+            cursor = connection.execute("DELETE FROM events WHERE stream = ? AND started < ?", [stream, before])
+            for table in ("compliance", "footprints"):
+                connection.execute(f"DELETE FROM {table} WHERE stream = ? AND hour < ?", [stream, before - 3600])
         return cursor.rowcount
+
+    def query(self, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Rows of a read of any table (the compliance figures read their own)."""
+        with self.lock:
+            return self._current().execute(sql, args).fetchall()
+
+    def write(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Several statements, each with its rows, in one transaction: all of them or none."""
+        with self.lock:
+            connection = self._current()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in statements:
+                    connection.executemany(sql, rows)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         self.connection.close()

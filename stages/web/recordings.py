@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from stages.recording.eventstore import EventFilter, EventStore
 from stages.recording.paths import REVIEW_CUTS, review_cut, sidecar, stream_folder
 from stages.recording.retention import REVIEW_CUT_S, forget_review_cuts, mtime
 from stages.recording.timeline import Timeline
-from stages.web.review import json_reply
+from stages.web.review import json_reply, query_number
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +80,8 @@ class RecordingsApi:
         return json_reply(404, {"error": "not found"})
 
     def _day(self, stream: str, root: Path, query: dict[str, str]) -> Reply:
-        until = _number(query, "until") if query.get("until") else time.time()
-        since = _number(query, "since") if query.get("since") else until - DAY_S
+        until = query_number(query, "until") if query.get("until") else time.time()
+        since = query_number(query, "since") if query.get("since") else until - DAY_S
         if not 0 < until - since <= 7 * DAY_S:
             raise ValueError("since must be before until, and at most 7 days before it")
         events = self.store.events(EventFilter(stream=stream, since=since - DAY_S, until=until), limit=1000)
@@ -153,17 +152,7 @@ def _cut_clip(root: Path, start: float, end: float, out: Path) -> dict[str, floa
 
 
 def _moment(query: dict[str, str], key: str) -> float:
-    value = _number(query, key)
+    value = query_number(query, key)
     if not 0 < value < LATEST:
         raise ValueError(f"{key} {query.get(key)!r} is no time (unix seconds)")
-    return value
-
-
-def _number(query: dict[str, str], key: str) -> float:
-    try:
-        value = float(query.get(key, ""))
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ValueError(f"{key} {query.get(key, '')!r} is not a number (unix seconds)")
     return value

@@ -63,15 +63,10 @@ class ReviewApi:
 
     def list(self, request: Request) -> Reply:
         query = request.query
-        numbers: dict[str, float] = {}
-        for key in ("limit", "offset", "since", "until"):
-            if query.get(key):
-                try:
-                    numbers[key] = float(query[key])
-                except ValueError:
-                    numbers[key] = math.nan
-                if not math.isfinite(numbers[key]):
-                    return json_reply(400, {"error": f"{key} {query[key]!r} is not a number"})
+        try:
+            numbers = {key: query_number(query, key) for key in ("limit", "offset", "since", "until") if query.get(key)}
+        except ValueError as error:
+            return json_reply(400, {"error": str(error)})
         flags: dict[str, bool | None] = {}
         for key in ("acknowledged", "open"):
             if query.get(key, "") not in YES_NO:
@@ -176,6 +171,17 @@ def json_list(request: Request, key: str, kind: type, usage: str) -> list[Any] |
     if not isinstance(items, list) or not all(isinstance(item, kind) for item in items):
         return json_reply(400, {"error": f"send {usage}"})
     return items
+
+
+def query_number(query: dict[str, str], key: str) -> float:
+    """A query parameter as a finite number; the ValueError names it."""
+    try:
+        value = float(query.get(key, ""))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{key} {query.get(key, '')!r} is not a number")
+    return value
 
 
 def json_reply(status: int, body: object) -> Reply:

@@ -166,9 +166,12 @@ def test_figures_are_reported_with_their_prefix_and_for_declined_plugins_too(
             "SnapshotSink",
             "ClipSink",
             "EventLogSink",
+            "ComplianceSink",
         }
         figures = stage.report()
         for name in ("frames", "bytes", "segments", "disk_low", "clips", "clips_failed", "missed", "events"):
+            assert name in figures, name
+        for name in ("compliance_flushes", "compliance_unsaved_s"):
             assert name in figures, name
         assert figures["webhook_failed"] == 0 and figures["mqtt_connected"] is False
         assert {"sent", "failed", "published"}.isdisjoint(figures), "prefixed"
