@@ -187,7 +187,7 @@ READS = {
     "preprocess": Reads(LINKS | LETTERBOX),
     "inference": Reads(LINKS | {"publish", "detector"}, live=frozenset({"detector.conf", "detector.iou"})),
     "stream": Reads(
-        LINKS | SUBSCRIBER | {"site", "events", "recordings_dir", "recording", "webhooks", "mqtt"}
+        LINKS | SUBSCRIBER | {"site", "events", "recordings_dir", "recording", "webhooks", "mqtt", "privacy"}
         | {"http", "http_url", "http_tls_cert"},  # the links in events (Settings.link)
         frozenset(StreamSettings.model_fields),
         plugin_sections=True,
@@ -201,7 +201,7 @@ DAEMON_SOCKETS = frozenset({"runtime_dir", "publish", "publish_keys", "control",
 DAEMON_READS = DAEMON_SOCKETS | {
     "http", "http_password_hash", "http_tls_cert", "http_tls_key", "http_url", "recordings_dir",
     "pipeline.stall_s", "pipeline.step_timeout_s", "pipeline.start_grace_s", "pipeline.publish_hwm",
-    "pipeline.fork_server",
+    "pipeline.fork_server", "privacy",
 }  # fmt: skip
 
 

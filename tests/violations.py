@@ -47,11 +47,19 @@ class Listener(threading.Thread):
 
 
 def start_daemon(
-    folder: Path, clip: Path, zones: list[dict] | None, events: dict | None = None, recording: dict | None = None
+    folder: Path,
+    clip: Path,
+    zones: list[dict] | None,
+    events: dict | None = None,
+    recording: dict | None = None,
+    top: dict | None = None,
+    sections: dict[str, dict] | None = None,
 ) -> Daemon:
-    """``vestwatch run`` on one offline stream. Not conftest's ``daemon``: zones need TOML tables."""
+    """``vestwatch run`` on one offline stream (``top``: more top-level keys, ``sections``: more tables).
+    Not conftest's ``daemon``: zones need TOML tables."""
     port, http = free_port(), f"127.0.0.1:{free_port()}"
     lines = [
+        *(f"{key} = {toml_value(value)}" for key, value in (top or {}).items()),
         f"recordings_dir = {toml_value(str(folder / 'recordings'))}",
         f"runtime_dir = {toml_value(str(folder / 'run'))}",
         f'publish = "pub+bind:tcp://127.0.0.1:{port}"',
@@ -69,6 +77,7 @@ def start_daemon(
         "pipeline": {"preprocess_workers": 1, "max_batch": 4, "stall_s": 20},
         "recording": {"segment_s": 4, **(recording or {})},
         "events": {**EVENTS, **(events or {})},
+        **(sections or {}),
     }
     for name, values in sections.items():
         lines.append(f"[{name}]")

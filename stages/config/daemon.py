@@ -30,6 +30,7 @@ from stages.config.detector import DetectorSettings
 from stages.config.events import EventSettings
 from stages.config.outputs import MqttSettings, WebhookSettings
 from stages.config.pipeline import EndpointOf, PipelineSettings
+from stages.config.privacy import PrivacySettings
 from stages.config.recording import RecordingSettings
 from stages.config.streams import StreamSettings, plugin_settings_model
 from stages.recording.paths import events_db
@@ -118,6 +119,7 @@ class Settings(EnvOverridesFile):
         default_factory=list, description="where each violation event is POSTed as JSON"
     )
     mqtt: MqttSettings | None = Field(None, description="None: no MQTT")
+    privacy: PrivacySettings = Field(PrivacySettings(), description="what is blurred, and for whom it is not")
     # the sections of installed stream plug-ins' own ([tally] for the sink "tally"), by plugin_section
     _plugin_sections: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
@@ -175,6 +177,24 @@ class Settings(EnvOverridesFile):
             if path is not None and not path.is_file():
                 raise ValueError(f"{path}: no such file (http TLS)")
         return self
+
+    @model_validator(mode="after")
+    def _faces_only_for_the_authenticated(self) -> Settings:
+        if self.privacy.reviewers_see_faces and self.http_password_hash is None:
+            raise ValueError(
+                "privacy.reviewers_see_faces needs http_password_hash: else anyone reaching the page sees faces"
+            )
+        return self
+
+    def blurs_recording(self, stream: StreamSettings) -> bool:
+        """Whether ``stream``'s recording hides what ``privacy.blur`` hides: drawn frames, blurred (the
+        camera's own copied packets cannot be)."""
+        return bool(self.privacy.blur) and self.privacy.blur_recordings and not self.copies_packets(stream)
+
+    def serves_recording(self, stream: StreamSettings) -> bool:
+        """Whether ``stream``'s recording (and so its clips) may leave the server as it is: nothing is to be
+        blurred, or it was."""
+        return not self.privacy.blur or self.blurs_recording(stream)
 
     @model_validator(mode="after")
     def _tcp_control_is_authenticated(self) -> Settings:

@@ -63,6 +63,11 @@ def snapshot_path(stream_root: Path, event_id: str, phase: str, when: float) -> 
     return day_folder(stream_root, when) / "events" / f"{event_id}-{phase}.jpg"
 
 
+def with_faces(snapshot: Path) -> Path:
+    """Where a snapshot's unblurred copy is, kept for reviewers when ``privacy.reviewers_see_faces``."""
+    return snapshot.with_suffix(".faces.jpg")
+
+
 def clip_path(stream_root: Path, event_id: str, started: float) -> Path:
     """Where an event's clip goes: beside the recordings of the day it started."""
     return day_folder(stream_root, started) / "clips" / f"{event_id}.mp4"

@@ -35,6 +35,7 @@ from stages.recording.eventstore import EventFilter, EventStore
 from stages.recording.paths import REVIEW_CUTS, review_cut, sidecar, stream_folder
 from stages.recording.retention import REVIEW_CUT_S, forget_review_cuts, mtime
 from stages.recording.timeline import Timeline
+from stages.web.privacy import FacesGate
 from stages.web.review import json_reply, query_number
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class RecordingsApi:
     def __init__(self, settings: Settings, store: EventStore) -> None:
         self.recordings = settings.recordings_dir.resolve()
         self.store = store
+        self.gate = FacesGate(settings)
         self.timeline = Timeline()
         self.cutting: dict[Path, threading.Lock] = {}  # one cut of a file at a time (a double click)
         self.locks = threading.Lock()
@@ -62,11 +64,15 @@ class RecordingsApi:
         root = stream_folder(self.recordings, stream)
         if not STREAM_ID.match(stream) or not root.is_dir():
             return json_reply(404, {"error": f"no recordings of stream {stream!r}"})
+        refused = self.gate.refusal(stream, request.query.get("faces") == "1") if action else None
+        if refused:
+            return refused
         try:
             if action == "":
                 return self._day(stream, root, request.query)
             if action == "window":
-                return self._window(stream, root, _moment(request.query, "at"))
+                faces = "?faces=1" if request.query.get("faces") == "1" else ""  # the cut asks as the window did
+                return self._window(stream, root, _moment(request.query, "at"), faces)
             if action == "export.mp4":
                 return self._export(stream, root, _moment(request.query, "from"), _moment(request.query, "to"))
         except ValueError as error:
@@ -93,13 +99,13 @@ class RecordingsApi:
         recorded = self.timeline.stretches(root, since, until)
         return json_reply(200, {"stream": stream, "recorded": [list(span) for span in recorded], "events": marks})
 
-    def _window(self, stream: str, root: Path, at: float) -> Reply:
+    def _window(self, stream: str, root: Path, at: float, faces: str) -> Reply:
         cut = self._cut(stream, root, at, at + WINDOW_S)
         if cut is None:
             return json_reply(404, {"error": f"nothing recorded in the {WINDOW_S:.0f} s from {at}"})
         path, start, duration = cut
-        url = f"{API}{stream}/cut/{path.name}"
-        people = f"{API}{stream}/cut/{sidecar(path).name}" if sidecar(path).is_file() else None
+        url = f"{API}{stream}/cut/{path.name}{faces}"
+        people = f"{API}{stream}/cut/{sidecar(path).name}{faces}" if sidecar(path).is_file() else None
         body = {"url": url, "start": start, "duration_s": duration, "people_url": people, "next": at + WINDOW_S}
         return json_reply(200, body)
 

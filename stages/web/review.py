@@ -30,7 +30,8 @@ from typing import Any
 from pipeline.web import Reply, Request, Route
 from stages.config import Settings
 from stages.recording.eventstore import VERDICTS, EventFilter, EventStore
-from stages.recording.paths import sidecar
+from stages.recording.paths import sidecar, with_faces
+from stages.web.privacy import FacesGate
 
 API = "/api/events"
 YES_NO: dict[str, bool | None] = {"yes": True, "no": False, "": None}
@@ -52,6 +53,7 @@ class ReviewApi:
     def __init__(self, settings: Settings) -> None:
         self.store = EventStore(settings.events_db)
         self.recordings = settings.recordings_dir.resolve()
+        self.gate = FacesGate(settings)
 
     def routes(self) -> dict[str, Route]:
         return {
@@ -89,7 +91,8 @@ class ReviewApi:
         limit = min(max(int(numbers.get("limit", 200)), 1), 1000)
         offset = min(max(int(numbers.get("offset", 0)), 0), 2**62)  # past any table, not past SQLite's integers
         events = [self._shown(event) for event in self.store.events(which, limit, offset)]
-        return json_reply(200, {"total": self.store.count(which), "offset": offset, "limit": limit, "events": events})
+        body = {"total": self.store.count(which), "offset": offset, "limit": limit, "events": events}
+        return json_reply(200, body | {"privacy": self.gate.shown()})
 
     def one(self, request: Request) -> Reply:
         rest = request.path.removeprefix(f"{API}/")
@@ -100,7 +103,12 @@ class ReviewApi:
         if not name:
             return json_reply(200, self._shown(event))
         column, beside, content_type, _ = FILES[name]
-        path = self._file(event[column], beside)
+        faces = request.query.get("faces") == "1"
+        if name == "clip.mp4" or faces:
+            refused = self.gate.refusal(event["stream"], faces)
+            if refused:
+                return refused
+        path = self._file(event[column], with_faces if faces and name == "snapshot.jpg" else beside)
         if path is None:
             why = "clip not written yet (or deleted by retention)" if column == "clip" else "no snapshot"
             return json_reply(404, {"error": why})
@@ -136,8 +144,19 @@ class ReviewApi:
         return json_reply(200, {"acknowledged": self.store.acknowledge_all(ids)})
 
     def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The event with links to its files that are there and may be served; for a reviewer who may see
+        faces, links to the unblurred ones."""
         for name, (column, beside, _, url) in FILES.items():
             event[url] = event_file(event["event_id"], name) if self._file(event[column], beside) else None
+        if event["clip_url"] and not self.gate.serves(event["stream"]):
+            event["clip_url"] = None
+            event["withheld"] = "privacy: the clip's recording is not blurred"
+        if self.gate.reviewers:
+            clip, snapshot = self._file(event["clip"]), self._file(event["snapshot"], with_faces)
+            event["clip_faces_url"] = f"{event_file(event['event_id'], 'clip.mp4')}?faces=1" if clip else None
+            event["snapshot_faces_url"] = (
+                f"{event_file(event['event_id'], 'snapshot.jpg')}?faces=1" if snapshot else None
+            )
         return event
 
     def _file(self, stored: str | None, beside: Callable[[Path], Path] | None = None) -> Path | None:

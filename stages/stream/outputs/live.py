@@ -24,6 +24,7 @@ class LiveSink(Sink):
     def __init__(self, settings: Settings, stream: StreamSettings) -> None:
         super().__init__()
         self.stream = stream
+        self.blur = settings.privacy.blur  # the live view leaves the server
         self.path = live_frame(settings.runtime_dir, stream.id)
         self.last = 0.0
 
@@ -31,7 +32,7 @@ class LiveSink(Sink):
         if frame is None or time.monotonic() - self.last < LIVE_EVERY_S:
             return
         self.last = time.monotonic()
-        ok, jpeg = cv2.imencode(".jpg", draw(frame, analysis, self.stream), [cv2.IMWRITE_JPEG_QUALITY, 75])
+        ok, jpeg = cv2.imencode(".jpg", draw(frame, analysis, self.stream, self.blur), [cv2.IMWRITE_JPEG_QUALITY, 75])
         if ok:
             partial = self.path.with_suffix(".partial")
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)  # the owner's eyes only

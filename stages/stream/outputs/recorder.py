@@ -27,7 +27,7 @@ from stages.stats import PluginStats, counter, gauge
 from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.messages import Evidence
 from stages.stream.outputs.base import Sink
-from stages.stream.outputs.overlay import draw
+from stages.stream.outputs.overlay import draw, hide
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,13 @@ class RecorderSink(Sink):
             settings.recordings_dir, stream.id, recording.segment_s, recording.crf, stream.fps or 25.0, recording.preset
         )
         self.root = stream_folder(settings.recordings_dir, stream.id)
+        self.blur = settings.privacy.blur if settings.blurs_recording(stream) else []
+        if settings.privacy.blur_recordings and settings.privacy.blur and not self.blur:
+            log.warning(
+                '%s: privacy.blur_recordings: the camera\'s own video is recorded (recording.video = "camera"), '
+                "which cannot be blurred; its clips and recordings are not served over HTTP",
+                stream.id,
+            )
         for path in remove_partials(self.root):  # before this stage's clips sink cuts any
             log.info("%s: deleted %s, a clip a stop left unfinished", stream.id, path)
         self.last_retention = 0.0
@@ -133,9 +140,12 @@ class RecorderSink(Sink):
             return
         # a new preset starts a new segment
         self.recorder.preset = self.settings.recording.preset if analysis.annotated else SHED_PRESET
-        drawn, line = draw(frame, analysis, self.stream) if analysis.annotated else frame, self._line(analysis)
+        shown = (
+            draw(frame, analysis, self.stream, self.blur) if analysis.annotated else hide(frame, analysis, self.blur)
+        )
+        line = self._line(analysis)
         self.stats.undrawn += not analysis.annotated
-        self._written(lambda: self.recorder.write(drawn, self.timeline(analysis), analysis.captured, line))
+        self._written(lambda: self.recorder.write(shown, self.timeline(analysis), analysis.captured, line))
 
     def handle_packet(self, packet: EncodedPacket, clock: float) -> None:
         """One of the camera's packets, copied; ``clock`` the stream's event clock for it."""
