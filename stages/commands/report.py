@@ -67,8 +67,11 @@ def find_chromium(named: str | None) -> str:
 
 def print_pdf(settings: Settings, query: str, out: Path, chromium: str) -> None:
     """The ``/report`` page of ``query`` printed to ``out`` by headless Chromium."""
-    review = ReviewApi(settings)
-    site = Watched(review.routes() | ComplianceApi(review.store).routes())
+    # what the page reads and no more: no verdicts or acknowledgements, and faces for nobody (no password here)
+    privacy = settings.privacy.model_copy(update={"reviewers_see_faces": False})
+    review = ReviewApi(settings.model_copy(update={"privacy": privacy}))
+    routes = review.routes() | ComplianceApi(review.store).routes()
+    site = Watched({path: route for path, route in routes.items() if not path.startswith("POST ")})
     server = serve("127.0.0.1:0", site.routes)
     url = f"http://127.0.0.1:{server.server_address[1]}/report?{query}"
     try:

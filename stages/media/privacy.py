@@ -1,10 +1,10 @@
 """Heads, or whole people, made unrecognisable in a frame before it leaves the server (``[privacy]``).
 
 A head is the model's ``hardhat`` / ``no_hardhat`` box with a margin, reaching down over the face (a
-hardhat box is the helmet only, the face is under it); a person with no such box on the
-top of theirs gets the top of their box (a torso seen without its person, the space above it). Regions
-are pixelated in coarse blocks, which unlike a light blur cannot be sharpened back, and nothing else of
-the frame changes.
+hardhat box is the helmet only, the face is under it); a person (tracked, or a box of the model's not
+tracked yet) with no such box on the top of theirs gets the top of their box, and a torso (a ``vest`` /
+``no_vest`` box) the space above it. Regions are pixelated in coarse blocks, which unlike a light blur
+cannot be sharpened back, and nothing else of the frame changes.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ HEAD_SHARE = 0.25  # of a person box's height: where the head is when no head bo
 ABOVE_TORSO = 0.6  # of a torso box's height: where the head of a person seen only as a torso is
 BLOCKS_ACROSS = 5  # a region's shorter side is pixelated into this many blocks
 Box = tuple[float, float, float, float]
+
+
+def grown(box: Sequence[float], share: float) -> Box:
+    """``box`` grown by ``share`` of its size each side."""
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) * share, (y2 - y1) * share
+    return x1 - dx, y1 - dy, x2 + dx, y2 + dy
 
 
 def _head(box: Sequence[float], below: float) -> Box:
@@ -50,11 +57,14 @@ def regions(detections: Detections, names: Sequence[str], people: Sequence[Perso
     if "people" in what:
         found += [box for name in PERSON_CLASSES for box in by_class.get(name, [])]
         found += [tuple(person.box) for person in people]  # type: ignore[misc]
-    for person in people:
-        x1, y1, x2, y2 = person.box
-        if person.torso_only:
-            found.append((x1, y1 - (y2 - y1) * ABOVE_TORSO, x2, y1 + (y2 - y1) * 0.1))
-        elif not _holds_head(person.box, heads):
+    # the tracked people and the model's own boxes (a person not tracked yet has a head too)
+    torsos = [tuple(p.box) for p in people if p.torso_only] + by_class.get("vest", []) + by_class.get("no_vest", [])
+    bodies = [tuple(p.box) for p in people if not p.torso_only] + by_class.get("person", [])
+    for x1, y1, x2, y2 in torsos:
+        found.append((x1, y1 - (y2 - y1) * ABOVE_TORSO, x2, y1 + (y2 - y1) * 0.1))
+    for body in bodies:
+        x1, y1, x2, y2 = body
+        if not _holds_head(body, heads):
             found.append((x1, y1, x2, y1 + (y2 - y1) * HEAD_SHARE))
     return found
 

@@ -4,7 +4,8 @@ The ``compliance`` sink adds into hourly rows (``compliance``: the camera's as z
 per zone; ``footprints``: where violators stood, on a ``GRID`` over the picture); the report reads
 them back summed by camera, zone, hour or day, with the events of the same period (violations
 started, their durations, the time to comply: the durations of those that ended complied). An event
-the reviewer judged a false alarm is counted apart, never as a violation. The compliance rate is
+the reviewer judged a false alarm is counted apart, never as a violation, and its duration moves from
+violating to compliant person-seconds (the reviewer saw the PPE worn). The compliance rate is
 compliant person-seconds over those compliant or violating: people not seen well enough to tell,
 or standing where nothing is required, count as observed only.
 """
@@ -15,7 +16,7 @@ import csv
 import io
 import json
 import statistics
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -42,7 +43,7 @@ class HourFigures:
     hardhat_yes_s: float = 0.0
     hardhat_no_s: float = 0.0
     hardhat_unknown_s: float = 0.0
-    people: int = 0  # tracks first seen there in the hour (a restart counts those in view again)
+    people: int = 0  # people seen there in the hour, summed over hours (a restart counts those in view again)
 
 
 FIGURES = [f.name for f in fields(HourFigures)]
@@ -89,7 +90,7 @@ KEY_NAMES: dict[Group, tuple[str, ...]] = {"camera": ("stream",), "zone": ("stre
 
 def figures(store: EventStore, since: float, until: float, group: Group, stream: str | None = None) -> dict[str, Any]:
     """The period's figures by ``group``, each row with its compliance rate and violations, and their total."""
-    where, args = "hour >= ? AND hour < ?", [since - since % 3600, until]
+    where, args = "hour >= ? AND hour < ?", [since, until]  # an hour counts in the period it starts in
     if stream:
         where, args = f"{where} AND stream = ?", [*args, stream]
     sums: dict[tuple[Any, ...], HourFigures] = {}
@@ -118,6 +119,9 @@ def figures(store: EventStore, since: float, until: float, group: Group, stream:
 
 def _row(summed: HourFigures, events: list[dict]) -> dict[str, Any]:
     """One report row: the summed seconds (rounded), the rate, and what its events say."""
+    judged_wrong = sum(e["duration_s"] for e in events if e["verdict"] == "false_alarm")
+    moved = min(judged_wrong, summed.violating_s)
+    summed = replace(summed, violating_s=summed.violating_s - moved, compliant_s=summed.compliant_s + moved)
     row: dict[str, Any] = {name: round(value, 1) for name, value in asdict(summed).items()}
     judged = summed.compliant_s + summed.violating_s
     row["compliance"] = round(summed.compliant_s / judged, 4) if judged > 0 else None
@@ -135,10 +139,15 @@ def footprints(store: EventStore, since: float, until: float, stream: str) -> di
     """Where a camera's violators stood in the period: seconds per cell of ``GRID``, row by row."""
     cells = [0.0] * (GRID[0] * GRID[1])
     for row in store.query("SELECT cell, sum(seconds) AS seconds FROM footprints WHERE stream = ? AND hour >= ? "
-                           "AND hour < ? GROUP BY cell", [stream, since - since % 3600, until]):  # fmt: skip
+                           "AND hour < ? GROUP BY cell", [stream, since, until]):  # fmt: skip
         if 0 <= row["cell"] < len(cells):
             cells[row["cell"]] = round(row["seconds"], 1)
     return {"stream": stream, "grid": list(GRID), "cells": cells}
+
+
+def _cell(value: Any) -> Any:
+    """A value a spreadsheet will not run as a formula (a name may start with ``-``)."""
+    return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
 
 
 def as_csv(report: dict[str, Any]) -> str:
@@ -146,5 +155,5 @@ def as_csv(report: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, [*KEY_NAMES[report["group"]], *ROW_FIELDS], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(report["rows"])
+    writer.writerows([{key: _cell(value) for key, value in row.items()} for row in report["rows"]])
     return out.getvalue()

@@ -67,7 +67,11 @@ class FrameAnalysis:
     # the same events. Defaults to ``captured``.
     clock: float | None = None
     annotated: bool = True  # False: recorded undrawn, the CPU short (``stages.stream.shedding``)
+    # capture time of the frame the detections are of: a frame recorded with earlier results keeps theirs
+    results_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.clock is None:
             self.clock = self.captured
+        if self.results_at is None:
+            self.results_at = self.captured

@@ -34,7 +34,10 @@ def moment(query: dict[str, str], key: str, default: float) -> float:
         day = datetime.strptime(value, "%Y-%m-%d")
     except ValueError:
         return query_number(query, key)
-    return (day + timedelta(days=1) if key == "to" else day).timestamp()
+    try:
+        return (day + timedelta(days=1) if key == "to" else day).timestamp()
+    except (OverflowError, OSError, ValueError):  # the year 9999 and its end
+        raise ValueError(f"{key} {value!r} is out of range") from None
 
 
 def period(query: dict[str, str]) -> tuple[float, float]:

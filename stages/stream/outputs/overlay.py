@@ -10,16 +10,26 @@ import numpy as np
 
 from stages.config import StreamSettings
 from stages.media.annotate import Overlay, annotate
-from stages.media.privacy import pixelate, regions
+from stages.media.privacy import grown, pixelate, regions
 from stages.stream.analysis import FrameAnalysis
 from stages.stream.processors.zones import zones_for
 
+STALE_S = 1.0  # results older than this say little of where people are now: a blurred frame is hidden whole
+LATE_MARGIN = 0.5  # of a region's size, each side, where the results are an earlier frame's
+
 
 def hide(image: np.ndarray, analysis: FrameAnalysis, blur: Sequence[str]) -> np.ndarray:
-    """``image`` with the heads or people ``blur`` names pixelated (itself when it names none)."""
+    """``image`` with the heads or people ``blur`` names pixelated (itself when it names none). A frame
+    recorded before any results came, or with results older than ``STALE_S``, is pixelated whole: nobody
+    knows where its people are; with an earlier frame's results the regions are grown (people move)."""
     if not blur:
         return image
-    return pixelate(image, regions(analysis.detections, analysis.names, analysis.people, blur))
+    height, width = image.shape[:2]
+    age = analysis.captured - (analysis.results_at or analysis.captured)
+    if not analysis.names or age > STALE_S:
+        return pixelate(image, [(0.0, 0.0, float(width), float(height))])
+    boxes = regions(analysis.detections, analysis.names, analysis.people, blur)
+    return pixelate(image, [grown(box, LATE_MARGIN) for box in boxes] if age > 0 else boxes)
 
 
 def draw(image: np.ndarray, analysis: FrameAnalysis, stream: StreamSettings, blur: Sequence[str] = ()) -> np.ndarray:

@@ -226,3 +226,18 @@ def test_the_sink_stores_its_figures_once_a_minute_while_running(settings: Setti
     sink.tick()
     assert figures(store, HOUR0, HOUR0 + 3600, "camera")["total"]["observed_s"] == pytest.approx(3.0, abs=TICK)
     assert sink.stats.flushes == 1
+
+
+def test_a_false_alarms_time_counts_as_compliant(settings: Settings) -> None:
+    """The reviewer saw the PPE worn: the seconds the model counted against the person are given back."""
+    sink = ComplianceSink(settings, settings.streams[0])
+    play(sink, HOUR0, 10, {1: (0, 10, worker(1, "no", "yes", ["site"]))})
+    sink.close()
+    store = EventStore(settings.events_db)
+    recorded(store, "judged", HOUR0 + 1, 4.0)
+    before = figures(store, HOUR0, HOUR0 + 3600, "camera")["total"]
+    store.judge("judged", "false_alarm")
+    after = figures(store, HOUR0, HOUR0 + 3600, "camera")["total"]
+    assert (before["violations"], after["violations"], after["false_alarms"]) == (1, 0, 1)
+    assert after["violating_s"] == pytest.approx(before["violating_s"] - 4.0, abs=0.05)
+    assert after["compliant_s"] == pytest.approx(before["compliant_s"] + 4.0, abs=0.05)
