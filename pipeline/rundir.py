@@ -50,6 +50,21 @@ def claim(runtime_dir: Path) -> int:
     return fd
 
 
+def daemon_running(runtime_dir: Path) -> bool:
+    """Whether a daemon holds ``runtime_dir`` now (its sockets' files outlive it: they say nothing)."""
+    try:
+        fd = os.open(runtime_dir / "lock", os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # a shared lock taken is released with it
+    return False
+
+
 def hold(runtime_dir: Path) -> int:
     """A stage's shared lock on ``runtime_dir``, held as long as the returned descriptor is open (a stage
     keeps it until it exits): ``claim`` refuses the directory meanwhile."""

@@ -99,6 +99,7 @@ class StreamSettings(BaseModel, extra="forbid"):
             "clips",
             "eventlog",
             "compliance",
+            "learning",
             "webhooks",
             "mqtt",
         ],

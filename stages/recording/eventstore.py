@@ -66,6 +66,12 @@ CREATE TABLE IF NOT EXISTS compliance (  -- stages.recording.compliance: what wa
     people INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (stream, zone, hour)
 );
+CREATE TABLE IF NOT EXISTS missed (  -- a reviewer's "missed violation here" on a moment of a recording
+    stream TEXT NOT NULL,
+    at REAL NOT NULL,              -- the moment, on the events' clock
+    noted REAL NOT NULL,           -- when it was said, Unix seconds
+    PRIMARY KEY (stream, at)
+);
 CREATE TABLE IF NOT EXISTS footprints (  -- where violators stood: person-seconds per cell of a grid
     stream TEXT NOT NULL,
     hour REAL NOT NULL,
@@ -328,7 +334,14 @@ class EventStore:
             cursor = connection.execute("DELETE FROM events WHERE stream = ? AND started < ?", [stream, before])
             for table in ("compliance", "footprints"):
                 connection.execute(f"DELETE FROM {table} WHERE stream = ? AND hour < ?", [stream, before - 3600])
+            connection.execute("DELETE FROM missed WHERE stream = ? AND at < ?", [stream, before])
         return cursor.rowcount
+
+    def note_missed(self, stream: str, at: float) -> None:
+        """A reviewer saw a violation the model did not raise at ``at`` of the stream's recording."""
+        with self.lock:
+            self._current().execute("INSERT OR IGNORE INTO missed (stream, at, noted) VALUES (?, ?, ?)",
+                                    [stream, at, time.time()])  # fmt: skip
 
     def query(self, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Rows of a read of any table (the compliance figures read their own)."""

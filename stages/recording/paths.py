@@ -24,6 +24,7 @@ SEGMENT = "*.ts"  # under a stream's folder, at any depth
 SEGMENTS_OF_A_STREAM = "*/*.ts"  # a stream's day folders
 CLIPS = "clips/*.mp4"
 SNAPSHOTS = "events/*.jpg"
+LEARNING = "learning/*.jpg"  # frames kept for the learning loop (stages.recording.learning)
 PARTIAL_CLIPS = "clips/*.partial"
 
 

@@ -1,8 +1,8 @@
 """Retention: what the recordings folder may hold, by age and size per stream and by the disk's free
-space for all of them. A stream's segments (with their sidecars), its events' clips (with theirs) and
-snapshots count alike and go alike, oldest first: an event's clip and snapshots with the recording
-around them. Never a stream's newest segment, which may be the one being written, nor the one that
-is. Which files are which is ``paths``'s to say."""
+space for all of them. A stream's segments (with their sidecars), its events' clips (with theirs),
+snapshots and the frames kept for the learning loop count alike and go alike, oldest first: an event's
+clip and snapshots with the recording around them. Never a stream's newest segment, which may be the
+one being written, nor the one that is. Which files are which is ``paths``'s to say."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from stages.recording.paths import CLIPS, PARTIAL_CLIPS, REVIEW_CUTS, SEGMENT, SNAPSHOTS, sidecar
+from stages.recording.paths import CLIPS, LEARNING, PARTIAL_CLIPS, REVIEW_CUTS, SEGMENT, SNAPSHOTS, sidecar
 
 PARTIAL_CLIP_S = 60.0  # a clip being cut is written to all the time: one untouched this long was abandoned
 REVIEW_CUT_S = 3600.0  # the review page's cuts (played, exported) are kept this long; made again when asked
@@ -102,7 +102,7 @@ def _recorded(stream: Path, writing: Path | None) -> tuple[list[_Recorded], list
     """A stream's segments, clips and snapshots that may be deleted, oldest first (make_room in another
     stream's stage may delete any meanwhile); and the segments that stay: its newest and ``writing``."""
     files = []
-    for path in (*stream.rglob(SEGMENT), *stream.rglob(CLIPS), *stream.rglob(SNAPSHOTS)):
+    for path in (*stream.rglob(SEGMENT), *stream.rglob(CLIPS), *stream.rglob(SNAPSHOTS), *stream.rglob(LEARNING)):
         with contextlib.suppress(FileNotFoundError):
             stat = path.stat()
             files.append(_Recorded(stat.st_mtime, path.name, path, stat.st_size + _size(sidecar(path))))

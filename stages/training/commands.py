@@ -118,3 +118,82 @@ def add_val(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/val"))
     parser.set_defaults(run=run_val)
+
+
+def run_dataset_export(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from pipeline.settings import ConfigError, load_settings
+    from stages.commands.run import config_path
+    from stages.config import Settings
+    from stages.training.site import export
+
+    try:
+        since = datetime.strptime(args.since, "%Y-%m-%d").timestamp()
+    except ValueError:
+        log.error("--since %r: say a day, YYYY-MM-DD", args.since)
+        return 2
+    try:
+        settings = load_settings(Settings, config_path(args))
+        if not settings.events_db.is_file():
+            raise ConfigError(f"{settings.events_db}: no events database (has the daemon run with this config?)")
+        done = export(settings, since, args.out)
+    except (ConfigError, OSError) as error:
+        log.error("%s", error)
+        return 2
+    print(f"{len(done.rows) - done.missed} pictures and {done.missed} to label by hand in {args.out} "
+          f"(train with --data {args.out / 'site.yaml'})")  # fmt: skip
+    return 0
+
+
+def add_dataset(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("dataset", help="the site's own dataset from the reviewers' verdicts")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    exporting = actions.add_parser(
+        "export", help="confirmed violations, false alarms, samples, missed ones: YOLO layout"
+    )
+    exporting.add_argument("-c", "--config", type=Path, help="the daemon's config file (where its recordings are)")
+    exporting.add_argument("--since", required=True, help="from this day on, YYYY-MM-DD")
+    exporting.add_argument("--out", type=Path, required=True, help="the dataset folder (site.yaml goes in it)")
+    exporting.set_defaults(run=run_dataset_export)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    from pipeline.settings import ConfigError
+    from stages.commands.run import config_path
+    from stages.training.promote import Judging, promote, rollback
+
+    config = config_path(args)
+    if config is None:
+        log.error("say the daemon's config file (-c): its detector.weights is what changes")
+        return 2
+    try:
+        if args.action == "rollback":
+            print(rollback(config))
+            return 0
+        judging = Judging(args.data, args.public, args.margin, args.img, args.device, args.public_images,
+                          args.min_val_images)  # fmt: skip
+        done, said = promote(config, args.weights, judging)
+    except (ConfigError, OSError, ValueError) as error:
+        log.error("%s", error)
+        return 2
+    print(said)
+    return 0 if done else 1
+
+
+def add_model(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("model", help="swap the daemon's weights for a better fine-tune, or roll back")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    promoting = actions.add_parser("promote", help="only if better on the site split and not worse on the public one")
+    promoting.add_argument("weights", type=Path, help="the fine-tuned weights (a run's best.safetensors)")
+    promoting.add_argument("--data", type=Path, required=True, help="the site dataset's site.yaml (its val split)")
+    promoting.add_argument("--public", type=Path, default=DEFAULT_DATA, help="the public dataset (its test split)")
+    promoting.add_argument("--public-images", type=int, help="only the first N public test images (quicker)")
+    promoting.add_argument("--margin", type=float, default=0.01, help="how much worse on the public split is allowed")
+    promoting.add_argument("--min-val-images", type=int, default=20, help="refuse to judge on fewer site images")
+    promoting.add_argument("--img", type=int, default=640)
+    promoting.add_argument("--device", default="auto")
+    rolling = actions.add_parser("rollback", help="put back the weights the last promotion replaced")
+    for action in (promoting, rolling):
+        action.add_argument("-c", "--config", type=Path, help="the daemon's config file")
+        action.set_defaults(run=run_model)

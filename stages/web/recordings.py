@@ -11,6 +11,10 @@ in a process of its own: the HTTP server runs in the supervisor, which stays fre
   ``next`` is where the following window starts. 404 when nothing is recorded in that window.
 - ``GET /api/recordings/<stream>/export.mp4?from=&to=``: that stretch as one MP4, at most ``EXPORT_MAX_S``
 - ``GET /api/recordings/<stream>/cut/<name>``: a cut MP4 (byte ranges) or its people (``.jsonl``)
+- ``POST /api/recordings/<stream>/missed`` with ``{"at": <unix seconds>}``: "a violation the model missed
+  here", for the site dataset
+
+Under ``[privacy]`` a recording that is not blurred is not served (``stages.web.privacy``).
 
 Cuts go to ``<recordings>/.review/``; they are deleted an hour after they were made, and first of
 all when the disk runs short (``retention``), and cut again when asked for.
@@ -22,6 +26,7 @@ import errno
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -36,7 +41,7 @@ from stages.recording.paths import REVIEW_CUTS, review_cut, sidecar, stream_fold
 from stages.recording.retention import REVIEW_CUT_S, forget_review_cuts, mtime
 from stages.recording.timeline import Timeline
 from stages.web.privacy import FacesGate
-from stages.web.review import json_reply, query_number
+from stages.web.review import json_body, json_reply, query_number
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,22 @@ class RecordingsApi:
         self.locks = threading.Lock()
 
     def routes(self) -> dict[str, Route]:
-        return {API: self.answer}
+        return {API: self.answer, f"POST {API}": self.missed}
+
+    def missed(self, request: Request) -> Reply:
+        """``POST <stream>/missed`` with ``{"at": <unix seconds>}``: a violation the model did not raise,
+        kept for the site dataset (``vestwatch dataset export``)."""
+        stream, _, action = request.path.removeprefix(API).partition("/")
+        if action != "missed" or not STREAM_ID.match(stream):
+            return json_reply(404, {"error": "not found"})
+        body = json_body(request)
+        if isinstance(body, tuple):
+            return body
+        at = body.get("at")
+        if not isinstance(at, (int, float)) or isinstance(at, bool) or not 0 < at < LATEST:
+            return json_reply(400, {"error": 'send {"at": <unix seconds of the recording>}'})
+        self.store.note_missed(stream, float(at))
+        return json_reply(200, {"stream": stream, "at": at})
 
     def answer(self, request: Request) -> Reply:
         stream, _, action = request.path.removeprefix(API).partition("/")
@@ -137,7 +157,7 @@ class RecordingsApi:
 
     def _cut_file(self, stream: str, name: str) -> Reply:
         path = self.recordings / REVIEW_CUTS / name
-        if "/" in name or not name.startswith(f"{stream}-") or path.suffix not in (".mp4", ".jsonl"):
+        if not re.fullmatch(rf"{re.escape(stream)}-[0-9]+-[0-9]+\.(mp4|jsonl)", name):  # this stream's, no other's
             return json_reply(404, {"error": "not found"})
         if not path.is_file():
             return json_reply(404, {"error": "cut no more (they are kept an hour): ask for the window again"})

@@ -13,8 +13,6 @@ the daemon was started with, then reloaded (only that camera's stream stage rest
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +20,12 @@ from typing import Any
 
 import tomlkit
 from pydantic import ValidationError
+from tomlkit import TOMLDocument
 
 from pipeline.settings import ConfigError, load_settings
 from pipeline.web import Reply, Request, Route
 from stages.config import Settings, StreamSettings, ZoneSettings
+from stages.config.editing import rewrite_config
 from stages.web.review import json_list, json_reply
 
 API = "/api/zones/"
@@ -91,28 +91,20 @@ class ZonesApi:
     def _write(self, stream_id: str, zones: list[ZoneSettings]) -> None:
         """The stream's zones replaced in the file, the rest as it was; the new file must load."""
         assert self.config is not None
-        document = tomlkit.parse(self.config.read_text())
-        tables = document.get("streams") or []
-        table = next((t for t in tables if t.get("id") == stream_id), None)
-        if table is None:  # the built-in demo stream of a file that lists none
-            raise ConfigError(f"{self.config} has no [[streams]] table with id = {stream_id!r} to hold them")
-        written = tomlkit.aot()
-        for zone in zones:
-            table_of_zone = _table(_stored(zone))
-            table_of_zone.add(tomlkit.nl())  # a blank line before what follows
-            written.append(table_of_zone)
-        table["zones"] = written
-        text = tomlkit.dumps(document)
-        folder = self.config.parent
-        handle, temporary = tempfile.mkstemp(prefix=f".{self.config.name}.", dir=folder)
-        try:
-            with os.fdopen(handle, "w") as out:
-                out.write(text)
-            os.chmod(temporary, self.config.stat().st_mode & 0o7777)
-            self.check(self.config, Path(temporary))  # as the daemon will read it on its reload
-            os.replace(temporary, self.config)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
+
+        def edit(document: TOMLDocument) -> None:
+            tables = document.get("streams") or []
+            table = next((t for t in tables if t.get("id") == stream_id), None)
+            if table is None:  # the built-in demo stream of a file that lists none
+                raise ConfigError(f"{self.config} has no [[streams]] table with id = {stream_id!r} to hold them")
+            written = tomlkit.aot()
+            for zone in zones:
+                table_of_zone = _table(_stored(zone))
+                table_of_zone.add(tomlkit.nl())  # a blank line before what follows
+                written.append(table_of_zone)
+            table["zones"] = written
+
+        rewrite_config(self.config, edit, self.check)  # checked as the daemon will read it on its reload
 
 
 def _problem(error: ValidationError, drawn: list[dict]) -> str:

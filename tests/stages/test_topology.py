@@ -178,6 +178,9 @@ class Watched:
             return getattr(target, name)
         if inspect.isfunction(found) and not hasattr(BaseModel, name):
             return found.__get__(self)
+        if name == "_plugin_sections":  # a plug-in's own section (``Settings.plugin_section``)
+            self._log.add("(plugin sections)")
+            return getattr(target, name)
         self._log.add(self._path.rstrip(".") or "(everything)")
         return getattr(target, name)
 
@@ -194,6 +197,8 @@ def _undeclared(kind: str, log: set[str]) -> list[str]:
     reads = READS[kind]
 
     def covered(entry: str) -> bool:
+        if entry == "(plugin sections)":
+            return reads.plugin_sections
         if entry.startswith("streams."):
             field = entry.removeprefix("streams.")
             return field in reads.stream or (

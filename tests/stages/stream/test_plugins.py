@@ -167,6 +167,7 @@ def test_figures_are_reported_with_their_prefix_and_for_declined_plugins_too(
             "ClipSink",
             "EventLogSink",
             "ComplianceSink",
+            "LearningSink",
         }
         figures = stage.report()
         for name in ("frames", "bytes", "segments", "disk_low", "clips", "clips_failed", "missed", "events"):

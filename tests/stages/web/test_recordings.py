@@ -134,3 +134,19 @@ def test_a_window_of_frames_recorded_undrawn_brings_their_people_to_draw(tmp_pat
     status, people = get(api, window["people_url"])
     lines = [json.loads(line) for line in people.read_text().splitlines()]
     assert len(lines) == 20 and all(line["people"][0]["track_id"] == 7 for line in lines)
+
+
+def test_a_missed_violation_is_noted_for_the_site_dataset_and_bad_notes_say_why(api: RecordingsApi) -> None:
+    def post(path: str, body: object) -> tuple[int, dict]:
+        status, _, answer = api.missed(Request("POST", path, {}, json.dumps(body).encode(), "application/json"))
+        assert isinstance(answer, bytes)
+        return status, json.loads(answer)
+
+    assert post("/api/recordings/gate/missed", {"at": T0 + 3}) == (200, {"stream": "gate", "at": T0 + 3})
+    assert post("/api/recordings/gate/missed", {"at": T0 + 3})[0] == 200, "said twice, kept once"
+    for body in ({"at": "soon"}, {"at": True}, {"at": -1}, {}, ["at"]):
+        status, answer = post("/api/recordings/gate/missed", body)
+        assert status == 400 and ("at" in answer["error"] or "object" in answer["error"]), (body, answer)
+    assert post("/api/recordings/../missed", {"at": T0})[0] == 404
+    rows = api.store.query("SELECT stream, at FROM missed")
+    assert [(row["stream"], row["at"]) for row in rows] == [("gate", T0 + 3)]
