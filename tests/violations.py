@@ -74,7 +74,9 @@ def start_daemon(
         lines += [f"{key} = {toml_value(value)}" for key, value in zone.items()]
     sections = {
         "detector": {**SHIPPED, "device": "cpu"},
-        "pipeline": {"preprocess_workers": 1, "max_batch": 4, "stall_s": 20},
+        # inference at the daemon's own priority: these clips test what is found, not who yields the CPU
+        # (niced, on a box whose cores other work spins, it got too little to finish a clip in minutes)
+        "pipeline": {"preprocess_workers": 1, "max_batch": 4, "stall_s": 20, "inference_nice": 0},
         "recording": {"segment_s": 4, **(recording or {})},
         "events": {**EVENTS, **(events or {})},
         **(sections or {}),

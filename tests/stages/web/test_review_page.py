@@ -233,6 +233,17 @@ def test_a_cameras_day_plays_its_recording_from_a_click_and_exports_a_stretch(pa
     assert caption.startswith("gate, recording from "), caption
     browser.wait_for(f"!{bar}.querySelector('.now').hidden")  # where it plays, on the bar
 
+    # a violation the model missed, at the moment playing: noted for the site dataset
+    browser.evaluate("document.getElementById('player').pause()")
+    moment = browser.evaluate("recording.start + document.getElementById('player').currentTime")
+    browser.evaluate("document.getElementById('player-missed').click()")
+    said = browser.wait_for("(t => t.startsWith('noted') && t)(document.getElementById('player-caption').innerText)")
+    assert said.startswith("noted: a missed violation on gate at "), said
+    store = EventStore(events_db(vestwatch.config.parent / "recordings"))
+    (noted,) = store.query("SELECT stream, at FROM missed")
+    store.close()
+    assert noted["stream"] == "gate" and noted["at"] == pytest.approx(moment, abs=0.5)
+
     choose(browser, "export-camera", "gate")
     now = time.time()
     midnight = time.mktime((*time.localtime(now)[:3], 0, 0, 0, 0, 0, -1))
