@@ -68,6 +68,13 @@ class HealthJudge:
             self.started = time.monotonic()  # back: detections are owed from now on
         self.status, self.heard_at = status, time.monotonic()
 
+    def results_overdue(self) -> bool:
+        """Whether a wait for results may mean people are gone: always live; for a file only once its
+        source stopped playing (ended, lost or paused). A file that plays waits for every result (it is
+        lossless), and a slow inference is no reason to lose the people in it: its clock is the file's."""
+        status = self.status
+        return self.live or status is None or status.paused or status.state != "connected"
+
     def inferred(self, captured: float) -> None:
         now = self.last_result = time.monotonic()
         self.results.append((now, max(0.0, time.time() - captured)))

@@ -172,7 +172,7 @@ class StreamStage(Stage):
             self._end_left_open()
         now = time.monotonic()
         last = self.clock.last_result_at
-        idle = last is not None and now - last >= self.settings.events.lost_s
+        idle = last is not None and now - last >= self.settings.events.lost_s and self.health.results_overdue()
         if idle and now - self.last_expired >= 1.0:
             self._expire()
         self.poller.poll(100)
