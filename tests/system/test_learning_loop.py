@@ -65,7 +65,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
         verdicts = {starts[0]["event_id"]: "confirmed", starts[1]["event_id"]: "false_alarm"}
         for event_id, verdict in verdicts.items():
             post(daemon.http, f"/api/events/{urllib.parse.quote(event_id, safe='')}/verdict", {"verdict": verdict})
-        missed_at = starts[0]["captured"] + 4.0  # between the two workers
+        missed_at = starts[0]["started"] + 4.0  # between the two workers, on the clock the recording keeps
         assert post(daemon.http, "/api/recordings/yard/missed", {"at": missed_at})["at"] == missed_at
         assert daemon.stop(timeout=60)[0] == 0
     finally:
