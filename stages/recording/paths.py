@@ -64,6 +64,17 @@ def snapshot_path(stream_root: Path, event_id: str, phase: str, when: float) -> 
     return day_folder(stream_root, when) / "events" / f"{event_id}-{phase}.jpg"
 
 
+def about_frame(picture: Path) -> Path:
+    """A kept frame's description (``stages.recording.learning``): one JSON object, not a segment's lines."""
+    return picture.with_suffix(".json")
+
+
+def besides(recorded: Path) -> tuple[Path, ...]:
+    """The files that go with a recorded one: a segment's detections or a clip's people (``sidecar``),
+    a kept frame's description (``about_frame``)."""
+    return sidecar(recorded), about_frame(recorded)
+
+
 def with_faces(snapshot: Path) -> Path:
     """Where a snapshot's unblurred copy is, kept for reviewers when ``privacy.reviewers_see_faces``."""
     return snapshot.with_suffix(".faces.jpg")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from stages.recording.paths import CLIPS, LEARNING, PARTIAL_CLIPS, REVIEW_CUTS, SEGMENT, SNAPSHOTS, sidecar
+from stages.recording.paths import CLIPS, LEARNING, PARTIAL_CLIPS, REVIEW_CUTS, SEGMENT, SNAPSHOTS, besides
 
 PARTIAL_CLIP_S = 60.0  # a clip being cut is written to all the time: one untouched this long was abandoned
 REVIEW_CUT_S = 3600.0  # the review page's cuts (played, exported) are kept this long; made again when asked
@@ -105,7 +105,7 @@ def _recorded(stream: Path, writing: Path | None) -> tuple[list[_Recorded], list
     for path in (*stream.rglob(SEGMENT), *stream.rglob(CLIPS), *stream.rglob(SNAPSHOTS), *stream.rglob(LEARNING)):
         with contextlib.suppress(FileNotFoundError):
             stat = path.stat()
-            files.append(_Recorded(stat.st_mtime, path.name, path, stat.st_size + _size(sidecar(path))))
+            files.append(_Recorded(stat.st_mtime, path.name, path, stat.st_size + sum(map(_size, besides(path)))))
     files.sort()
     newest = max((file for file in files if file.path.match(SEGMENT)), default=None)
     kept = [file for file in files if file is newest or file.path == writing]
@@ -113,9 +113,11 @@ def _recorded(stream: Path, writing: Path | None) -> tuple[list[_Recorded], list
 
 
 def _delete(path: Path) -> None:
-    """A recorded file and its sidecar: a segment's detections, a clip's people (a snapshot has none)."""
+    """A recorded file and what goes with it: a segment's detections, a clip's people, a kept frame's
+    description (a snapshot has none)."""
     path.unlink(missing_ok=True)
-    sidecar(path).unlink(missing_ok=True)
+    for beside in besides(path):
+        beside.unlink(missing_ok=True)
 
 
 def mtime(path: Path) -> float:
