@@ -7,6 +7,7 @@ import logging
 import os
 import sqlite3
 import tempfile
+import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pipeline.supervisor import Supervisor
 from pipeline.web import serve
 from stages.commands.preflight import check_model
 from stages.config import DEFAULT_CONFIG, LOOPBACK, Settings, redact
+from stages.recording.blurring import note_blurring
 from stages.topology import fork_server, frame_files, plan
 from stages.web.compliance import ComplianceApi
 from stages.web.observe import routes
@@ -74,6 +76,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     except ConfigError as error:
         log.error("%s", error)
         return 2
+    note_blurring(settings, time.time())
     log_streams(settings)
     supervisor = Supervisor(supervisor_config(settings, config))
     server = None

@@ -3,6 +3,7 @@
 ::
 
     <recordings>/events.sqlite3                               the event store
+    <recordings>/privacy.json                                 since when files are blurred (blurring)
     <recordings>/<stream>/<YYYY-MM-DD>/<stream>-<time>.ts     a segment, and its .jsonl sidecar
     <recordings>/<stream>/<YYYY-MM-DD>/events/<event>-<phase>.jpg   an event's snapshot
     <recordings>/<stream>/<YYYY-MM-DD>/clips/<event>.mp4      an event's clip (.jsonl: its people;
@@ -34,6 +35,11 @@ def stream_folder(recordings: Path, stream: str) -> Path:
 
 def events_db(recordings: Path) -> Path:
     return recordings / EVENTS_DB
+
+
+def privacy_note(recordings: Path) -> Path:
+    """Since when the files hide what ``privacy.blur`` hides (``stages.recording.blurring``)."""
+    return recordings / "privacy.json"
 
 
 REVIEW_CUTS = ".review"  # no stream is named so: stream ids have no leading dot

@@ -14,7 +14,8 @@ in a process of its own: the HTTP server runs in the supervisor, which stays fre
 - ``POST /api/recordings/<stream>/missed`` with ``{"at": <unix seconds>}``: "a violation the model missed
   here", for the site dataset
 
-Under ``[privacy]`` a recording that is not blurred is not served (``stages.web.privacy``).
+Under ``[privacy]`` a recording that is not blurred, or was recorded before it was, is not served
+(``stages.web.privacy``).
 
 Cuts go to ``<recordings>/.review/``; they are deleted an hour after they were made, and first of
 all when the disk runs short (``retention``), and cut again when asked for.
@@ -84,10 +85,10 @@ class RecordingsApi:
         root = stream_folder(self.recordings, stream)
         if not STREAM_ID.match(stream) or not root.is_dir():
             return json_reply(404, {"error": f"no recordings of stream {stream!r}"})
-        refused = self.gate.refusal(stream, request.query.get("faces") == "1") if action else None
-        if refused:
-            return refused
         try:
+            refused = self._refusal(stream, action, request.query)
+            if refused:
+                return refused
             if action == "":
                 return self._day(stream, root, request.query)
             if action == "window":
@@ -104,6 +105,16 @@ class RecordingsApi:
         if action.startswith("cut/"):
             return self._cut_file(stream, action.removeprefix("cut/"))
         return json_reply(404, {"error": "not found"})
+
+    def _refusal(self, stream: str, action: str, query: dict[str, str]) -> Reply | None:
+        """The 403 when what ``action`` would hand out may not leave the server (``stages.web.privacy``)."""
+        if action in ("window", "export.mp4"):
+            made_at = _moment(query, "at" if action == "window" else "from")
+        elif cut := re.fullmatch(r"cut/.+-([0-9]+)-[0-9]+\.(mp4|jsonl)", action):
+            made_at = int(cut[1]) / 1000
+        else:  # not footage, or not found
+            return None
+        return self.gate.refusal(stream, query.get("faces") == "1", made_at)
 
     def _day(self, stream: str, root: Path, query: dict[str, str]) -> Reply:
         until = query_number(query, "until") if query.get("until") else time.time()

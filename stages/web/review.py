@@ -54,6 +54,7 @@ class ReviewApi:
         self.store = EventStore(settings.events_db)
         self.recordings = settings.recordings_dir.resolve()
         self.gate = FacesGate(settings)
+        self.clip_pre_s = settings.events.clip_pre_s
 
     def routes(self) -> dict[str, Route]:
         return {
@@ -104,11 +105,15 @@ class ReviewApi:
             return json_reply(200, self._shown(event))
         column, beside, content_type, _ = FILES[name]
         faces = request.query.get("faces") == "1"
-        if name == "clip.mp4" or faces:
-            refused = self.gate.refusal(event["stream"], faces)
+        if name != "people.jsonl" or faces:
+            made_at = event["started"] - (self.clip_pre_s if name == "clip.mp4" else 0.0)
+            refused = self.gate.refusal(event["stream"], faces, made_at, snapshot=name == "snapshot.jpg")
             if refused:
                 return refused
-        path = self._file(event[column], with_faces if faces and name == "snapshot.jpg" else beside)
+        if faces and name == "snapshot.jpg":  # its unblurred copy; one taken before blurring began is one
+            path = self._file(event[column], with_faces) or self._file(event[column])
+        else:
+            path = self._file(event[column], beside)
         if path is None:
             why = "clip not written yet (or deleted by retention)" if column == "clip" else "no snapshot"
             return json_reply(404, {"error": why})
@@ -148,11 +153,15 @@ class ReviewApi:
         faces, links to the unblurred ones."""
         for name, (column, beside, _, url) in FILES.items():
             event[url] = event_file(event["event_id"], name) if self._file(event[column], beside) else None
-        if event["clip_url"] and not self.gate.serves(event["stream"]):
+        if event["snapshot_url"] and not self.gate.shows_snapshot(event["started"]):
+            event["snapshot_url"] = None
+            event["snapshot_withheld"] = self.gate.withheld(event["stream"], snapshot=True)
+        if event["clip_url"] and not self.gate.serves(event["stream"], event["started"] - self.clip_pre_s):
             event["clip_url"] = None
-            event["withheld"] = "privacy: the clip's recording is not blurred"
+            event["withheld"] = self.gate.withheld(event["stream"])
         if self.gate.reviewers:
-            clip, snapshot = self._file(event["clip"]), self._file(event["snapshot"], with_faces)
+            clip = self._file(event["clip"])
+            snapshot = self._file(event["snapshot"], with_faces) or self._file(event["snapshot"])
             event["clip_faces_url"] = f"{event_file(event['event_id'], 'clip.mp4')}?faces=1" if clip else None
             event["snapshot_faces_url"] = (
                 f"{event_file(event['event_id'], 'snapshot.jpg')}?faces=1" if snapshot else None
