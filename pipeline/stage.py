@@ -37,6 +37,7 @@ from pipeline.messages import ControlState, Heartbeat, Message, MessageError, Wi
 
 log = logging.getLogger(__name__)
 LIBC = ctypes.CDLL(None)  # glibc: malloc_trim
+PUBLISH_JOIN_S = 10.0  # how long a publisher waits for the publish proxy to take what it sends
 
 
 def give_back_freed_memory() -> None:
@@ -108,8 +109,19 @@ class Stage(ABC):
         log.warning("dropped a malformed %s message (%s)", kind, error)
 
     def open_publisher(self) -> zmq.Socket:
-        """A PUB socket into the supervisor's publish proxy, from which subscribers read."""
-        return Endpoint.parse(os.environ["VWSTAGE_PUBLISH"]).open(self.context, hwm=1000)
+        """A socket into the supervisor's publish proxy, from which subscribers read. What a publisher
+        sends before the proxy's subscription reaches it is dropped (a moment after it connects; longer on
+        a loaded box): a restarted stage's first messages, the ``end`` of the events its crash left open,
+        were lost so. The supervisor gives an XPUB, which hears that subscription: this returns once it has
+        come, or after ``PUBLISH_JOIN_S``, said."""
+        socket = Endpoint.parse(os.environ["VWSTAGE_PUBLISH"]).open(self.context, hwm=1000)
+        if socket.type == zmq.XPUB:
+            if socket.poll(int(PUBLISH_JOIN_S * 1000)):
+                socket.recv()  # the proxy's "everything"
+            else:
+                log.warning("%s: the publish proxy has not subscribed in %.0f s: what goes out until it does is "
+                            "lost", self.name, PUBLISH_JOIN_S)  # fmt: skip
+        return socket
 
     def report(self) -> dict[str, Any]:
         """What the heartbeat carries: ``stats``; a stage sets figures computed at send time first."""

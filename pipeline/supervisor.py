@@ -152,7 +152,7 @@ class Supervisor:
         }
         env.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
         if self.config.publish is not None:
-            env["VWSTAGE_PUBLISH"] = self.publish_input.peer("pub").text
+            env["VWSTAGE_PUBLISH"] = self.publish_input.peer("xpub").text  # it hears the proxy subscribe
         forkserver = self.config.forkserver
         if forkserver and stage.spec.kind in forkserver.kinds:
             try:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import numpy as np
 import pytest
@@ -27,6 +27,8 @@ from tests.matching import assert_same_boxes
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # Debian puts it in sbin
+
+T = TypeVar("T")
 
 
 def vestwatch(
@@ -204,6 +206,16 @@ def collect(
             break
     counts = {k: len(v) for k, v in messages.items()}
     raise TimeoutError(f"condition not met in {timeout} s; messages per stream: {counts}")
+
+
+def within(messages: Iterator[T], timeout: float) -> Iterator[T]:
+    """``messages`` until ``timeout`` s have passed, then TimeoutError: a looping file never stops
+    publishing, and a test must not wait for ever for what never comes."""
+    deadline = time.monotonic() + timeout
+    for message in messages:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"what the test waits for did not come in {timeout} s")
+        yield message
 
 
 def probe_video(path: Path) -> tuple[dict, str]:

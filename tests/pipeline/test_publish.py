@@ -11,6 +11,7 @@ import zmq
 from pipeline import publish
 from pipeline.endpoints import Endpoint
 from pipeline.publish import PublishProxy
+from pipeline.stage import Stage
 
 
 @pytest.fixture
@@ -114,3 +115,41 @@ def test_the_heaviest_sender_goes_when_all_together_hold_too_many(proxy, monkeyp
     wait_for(lambda: proxy.hung_up >= 1)
     assert proxy.total == proxy.sent_by.total() <= 1000 + publish.MAX_SUBSCRIPTIONS_PER_PEER
     assert still_served(honest), "the honest subscriber was hung up on"
+
+
+class Publisher(Stage):
+    """A stage that only publishes."""
+
+    def step(self) -> None:
+        raise AssertionError("never stepped")
+
+
+def test_a_stage_s_first_message_reaches_the_subscribers(tmp_path, monkeypatch) -> None:
+    """A restarted stage publishes at once what its crash left open; a PUB, connected a moment before,
+    dropped it while the proxy's subscription was on its way."""
+    context = zmq.Context()
+    internal = Endpoint("xsub", True, f"ipc://{tmp_path}/publish.ipc")
+    public = Endpoint("xpub", True, f"ipc://{tmp_path}/public.ipc")
+    PublishProxy(context, internal, public, 100, lambda: ["event.cam"]).start()
+    subscriber = public.peer("sub").open(context)
+    subscriber.setsockopt(zmq.SUBSCRIBE, b"event.cam")
+    warm = internal.peer("pub").open(context)  # until it gets through, the subscriber has not joined
+    wait_for(lambda: warm.send_multipart([b"event.cam", b"warm"]) or subscriber.poll(50))
+    warm.close()
+    while subscriber.poll(200):
+        subscriber.recv_multipart()
+    monkeypatch.setenv("VWSTAGE_PUBLISH", internal.peer("xpub").text)  # as the supervisor says
+    got, restarts = [], 20
+    try:
+        for start in range(restarts):
+            stage = Publisher("stream.cam", None)
+            publisher = stage.open_publisher()
+            publisher.send_multipart([b"event.cam", str(start).encode()])
+            publisher.close(linger=1000)
+            stage.context.term()
+            if subscriber.poll(5000):
+                got.append(int(subscriber.recv_multipart()[1]))
+    finally:
+        subscriber.close()
+        context.term()
+    assert got == list(range(restarts))

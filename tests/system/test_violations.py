@@ -21,7 +21,7 @@ from pipeline.subscriber import subscribe
 from tests import clips
 from tests.clips import FPS, Walker
 from tests.conftest import SHIPPED
-from tests.harness import Daemon
+from tests.harness import Daemon, within
 from tests.violations import EVENTS, Listener, start_daemon
 
 FLOOR = 340  # where the workers stand: the bottom of their boxes, in a 640x360 frame
@@ -187,7 +187,7 @@ def test_an_event_open_when_its_stage_is_killed_ends_interrupted_for_subscribers
         events={"dwell_s": 0.5, "update_s": 60},  # no update while it is open: only the start's duration
     )
     running.wait_ready()
-    messages = subscribe(running.endpoint, ("det.yard", "event.yard"), timeout_s=120)
+    messages = within(subscribe(running.endpoint, ("det.yard", "event.yard"), timeout_s=120), 240)  # it loops
     start = None
     for _, message in messages:
         if start is None and message["type"] == "event" and message["phase"] == "start":
