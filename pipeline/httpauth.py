@@ -1,12 +1,14 @@
-"""Who may read the HTTP pages: one secret, stored only as a salted PBKDF2 hash in the config.
+"""Who may read the HTTP pages: a secret, stored only as a salted PBKDF2 hash in the config, and
+further secrets that also give a role (a reviewer's), each opening the pages too.
 
 A browser sends it as the password of HTTP Basic authentication (any user name); a script may
 send it as ``Authorization: Bearer <secret>``. ``vestwatch http-password`` prints the hash. A client
 address that sent ``FREE_FAILURES`` wrong secrets must wait before it may try again (``BackoffError``).
 
->>> stored = hash_secret("correct horse", iterations=1000)
->>> Guard(stored).allows("Bearer correct horse", "10.0.0.7"), Guard(stored).allows("Bearer wrong", "10.0.0.7")
-(True, False)
+>>> pages, reviewers = (hash_secret(secret, iterations=1000) for secret in ("correct horse", "battery staple"))
+>>> guard = Guard(pages, {"reviewer": reviewers})
+>>> [guard.allows(f"Bearer {secret}", "10.0.0.7") for secret in ("correct horse", "battery staple", "wrong")]
+['reader', 'reviewer', None]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ FIRST_WAIT_S = 1.0  # after the free ones; doubled by each further failure
 MAX_WAIT_S = 300.0
 FORGET_S = 600.0  # a client quiet this long since its last failure starts afresh
 MAX_CLIENTS = 4096  # addresses remembered; a flood of them evicts the least recent
+READER = "reader"  # the role of the pages' own secret
 
 
 def hash_secret(secret: str, iterations: int = ITERATIONS) -> str:
@@ -79,33 +82,35 @@ class Guard:
     address gets ``FREE_FAILURES`` wrong secrets, then waits ``FIRST_WAIT_S``, doubled by each
     further failure up to ``MAX_WAIT_S``; a secret that passes starts it afresh."""
 
-    def __init__(self, stored: str, max_clients: int = MAX_CLIENTS) -> None:
-        _, iterations, salt, digest = check_stored(stored).split("$")
-        self.iterations, self.salt, self.digest = int(iterations), base64.b64decode(salt), base64.b64decode(digest)
-        self.passed: set[bytes] = set()
+    def __init__(self, stored: str, roles: dict[str, str] | None = None, max_clients: int = MAX_CLIENTS) -> None:
+        """``stored``: the pages' secret; ``roles``: the hash of each further secret by the role it gives
+        (checked first: a role's secret that is also the pages' gives the role)."""
+        self.secrets = [(role, _parse(hashed)) for role, hashed in (roles or {}).items()] + [(READER, _parse(stored))]
+        self.passed: dict[bytes, str] = {}  # a secret's SHA-256 -> its role
         self.failures: OrderedDict[str, _Failures] = OrderedDict()  # least recent first
         self.max_clients = max_clients
         self.lock = threading.Lock()
 
-    def allows(self, authorization: str | None, client: str) -> bool:
-        """Whether ``authorization`` holds the secret; BackoffError, unchecked, while ``client`` (its
-        address) must wait. No secret at all (a browser's first request) is no guess."""
+    def allows(self, authorization: str | None, client: str) -> str | None:
+        """The role ``authorization``'s secret gives (``READER`` for the pages' own), None for none;
+        BackoffError, unchecked, while ``client`` (its address) must wait. No secret at all (a browser's
+        first request) is no guess."""
         secret = _secret(authorization or "")
         if secret is None:
-            return False
+            return None
         fingerprint = hashlib.sha256(secret.encode()).digest()
-        if self._admit(client, fingerprint):
-            return True
-        passed = False
+        known = self._admit(client, fingerprint)
+        if known:
+            return known
+        role = None
         try:
-            derived = hashlib.pbkdf2_hmac("sha256", secret.encode(), self.salt, self.iterations)
-            passed = hmac.compare_digest(derived, self.digest)
+            role = next((role for role, stored in self.secrets if stored.matches(secret)), None)
         finally:
-            self._settle(client, fingerprint, passed)
-        return passed
+            self._settle(client, fingerprint, role)
+        return role
 
-    def _admit(self, client: str, fingerprint: bytes) -> bool:
-        """True for a secret that passed before; else counts a check of ``client``'s as running. Refuses
+    def _admit(self, client: str, fingerprint: bytes) -> str | None:
+        """The role of a secret that passed before; else counts a check of ``client``'s as running. Refuses
         a client that must wait, also while its running checks could use up its free failures: a burst
         of concurrent guesses would otherwise all be hashed before the first failed."""
         now = time.monotonic()
@@ -116,24 +121,24 @@ class Guard:
             if fingerprint in self.passed:
                 if failures:
                     failures.count, failures.until = 0, 0.0
-                return True
+                return self.passed[fingerprint]
             if failures is None or (not failures.checking and now - failures.last > FORGET_S):
                 failures = self.failures[client] = _Failures()
             if failures.checking >= max(FREE_FAILURES - failures.count, 1):
                 raise BackoffError(FIRST_WAIT_S)
             failures.checking += 1
             self._touch(client)
-            return False
+            return None
 
-    def _settle(self, client: str, fingerprint: bytes, passed: bool) -> None:
+    def _settle(self, client: str, fingerprint: bytes, role: str | None) -> None:
         """``client``'s check is done: a pass starts it afresh, a failure counts and may start or double its wait."""
         now = time.monotonic()
         with self.lock:
             failures = self.failures.setdefault(client, _Failures())  # gone if evicted meanwhile
             failures.checking = max(failures.checking - 1, 0)
             self._touch(client)
-            if passed:
-                self.passed.add(fingerprint)
+            if role is not None:
+                self.passed[fingerprint] = role
                 failures.count, failures.until = 0, 0.0
                 return
             failures.count += 1
@@ -147,6 +152,24 @@ class Guard:
         self.failures.move_to_end(client)
         while len(self.failures) > self.max_clients:
             self.failures.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A stored hash, parsed."""
+
+    iterations: int
+    salt: bytes
+    digest: bytes
+
+    def matches(self, secret: str) -> bool:
+        derived = hashlib.pbkdf2_hmac("sha256", secret.encode(), self.salt, self.iterations)
+        return hmac.compare_digest(derived, self.digest)
+
+
+def _parse(stored: str) -> _Stored:
+    _, iterations, salt, digest = check_stored(stored).split("$")
+    return _Stored(int(iterations), base64.b64decode(salt), base64.b64decode(digest))
 
 
 def _secret(authorization: str) -> str | None:

@@ -58,6 +58,8 @@ class Request:
     query: dict[str, str]  # the last value of each parameter
     body: bytes = b""
     content_type: str = ""
+    role: str | None = None  # what its secret gave (``pipeline.httpauth``); None: no guard, or an open path
+    client: str = ""  # its address
 
 
 Reply = tuple[int, str, bytes | Path]  # status, content type, body (a file is streamed, by ranges)
@@ -233,12 +235,13 @@ class RouteHandler(BaseHTTPRequestHandler):
         host = _host(self.headers.get("Host"))  # browsers always send it; a bare HTTP/1.0 probe may not
         if not site.guard and site.hosts and host and host not in site.hosts:
             return 421, "text/plain", b"this server does not answer for that host\n", {}
+        role = None
         if site.guard and path not in site.open_paths:
             try:
-                allowed = site.guard.allows(self.headers.get("Authorization"), self.client_address[0])
+                role = site.guard.allows(self.headers.get("Authorization"), self.client_address[0])
             except BackoffError as refusal:
                 return 429, "text/plain", f"{refusal}\n".encode(), {"Retry-After": str(math.ceil(refusal.wait_s))}
-            if not allowed:
+            if role is None:
                 return 401, "text/plain", b"authentication required\n", {"WWW-Authenticate": CHALLENGE}
         try:
             length = _number(self.headers.get("Content-Length") or "0", "Content-Length")
@@ -253,7 +256,9 @@ class RouteHandler(BaseHTTPRequestHandler):
         posted = self.rfile.read(length) if length else b""
         if len(posted) < length:  # the client hung up, or was hung up on: no request to act on
             return 400, "text/plain", b"request body cut short\n", {}
-        request = Request(method, path, query, posted, self.headers.get("Content-Type", ""))
+        request = Request(
+            method, path, query, posted, self.headers.get("Content-Type", ""), role=role, client=self.client_address[0]
+        )
         try:
             status, content_type, body = route(request)
         except Exception as error:  # a broken page must not take the server down

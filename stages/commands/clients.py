@@ -153,13 +153,19 @@ def run_http_password(args: argparse.Namespace) -> int:
     if len(secret) < 12:
         log.error("use at least 12 characters")
         return 2
-    print(f'http_password_hash = "{hash_secret(secret)}"')
+    if args.reviewer:
+        print(f'reviewer_password_hash = "{hash_secret(secret)}"  # under [privacy], with reviewers_see_faces = true')
+    else:
+        print(f'http_password_hash = "{hash_secret(secret)}"')
     return 0
 
 
 def add_http_password(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "http-password", help="hash a secret for the HTTP pages (the config line to paste; the secret is not stored)"
+    )
+    parser.add_argument(
+        "--reviewer", action="store_true", help="the reviewers' secret, which alone shows faces ([privacy])"
     )
     parser.set_defaults(run=run_http_password)
 

@@ -25,6 +25,7 @@ from stages.recording.blurring import note_blurring
 from stages.topology import fork_server, frame_files, plan
 from stages.web.compliance import ComplianceApi
 from stages.web.observe import routes
+from stages.web.privacy import REVIEWER
 from stages.web.recordings import RecordingsApi
 from stages.web.review import ReviewApi
 from stages.web.zones import ZonesApi
@@ -177,7 +178,9 @@ def serve_pages(settings: Settings, supervisor: Supervisor, config: Path | None)
     pages = routes(supervisor.status, settings.pipeline.stall_s, settings.runtime_dir, lambda: supervisor.streams)
     pages.update(review_routes(settings))
     pages.update(ZonesApi(config, supervisor.request_reload, check_candidate).routes())
-    guard = Guard(settings.http_password_hash) if settings.http_password_hash else None
+    reviewers = settings.privacy.reviewer_password_hash
+    roles = {REVIEWER: reviewers} if reviewers else {}
+    guard = Guard(settings.http_password_hash, roles) if settings.http_password_hash else None
     tls = (settings.http_tls_cert, settings.http_tls_key) if settings.http_tls_cert else None
     return serve(settings.http, pages, guard=guard, tls=tls, hosts=settings.http_hosts)
 

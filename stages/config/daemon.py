@@ -184,6 +184,8 @@ class Settings(EnvOverridesFile):
             raise ValueError(
                 "privacy.reviewers_see_faces needs http_password_hash: else anyone reaching the page sees faces"
             )
+        if self.privacy.reviewer_password_hash and not self.privacy.reviewers_see_faces:
+            raise ValueError("privacy.reviewer_password_hash shows faces to nobody without reviewers_see_faces = true")
         return self
 
     def blurs_recording(self, stream: StreamSettings) -> bool:

@@ -42,6 +42,7 @@ def note_blurring(settings: Settings, now: float) -> None:
     noted["recordings"] = gone | {stream: was.get(stream, now) for stream in blurred}
     path = privacy_note(settings.recordings_dir)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.with_suffix(".tmp").write_text(json.dumps(noted))
         os.replace(path.with_suffix(".tmp"), path)
     except OSError as error:

@@ -86,7 +86,7 @@ class RecordingsApi:
         if not STREAM_ID.match(stream) or not root.is_dir():
             return json_reply(404, {"error": f"no recordings of stream {stream!r}"})
         try:
-            refused = self._refusal(stream, action, request.query)
+            refused = self._refusal(stream, action, request)
             if refused:
                 return refused
             if action == "":
@@ -106,15 +106,15 @@ class RecordingsApi:
             return self._cut_file(stream, action.removeprefix("cut/"))
         return json_reply(404, {"error": "not found"})
 
-    def _refusal(self, stream: str, action: str, query: dict[str, str]) -> Reply | None:
+    def _refusal(self, stream: str, action: str, request: Request) -> Reply | None:
         """The 403 when what ``action`` would hand out may not leave the server (``stages.web.privacy``)."""
         if action in ("window", "export.mp4"):
-            made_at = _moment(query, "at" if action == "window" else "from")
+            made_at = _moment(request.query, "at" if action == "window" else "from")
         elif cut := re.fullmatch(r"cut/.+-([0-9]+)-[0-9]+\.(mp4|jsonl)", action):
             made_at = int(cut[1]) / 1000
         else:  # not footage, or not found
             return None
-        return self.gate.refusal(stream, query.get("faces") == "1", made_at)
+        return self.gate.refusal(stream, request, made_at)
 
     def _day(self, stream: str, root: Path, query: dict[str, str]) -> Reply:
         until = query_number(query, "until") if query.get("until") else time.time()

@@ -91,9 +91,9 @@ class ReviewApi:
         )
         limit = min(max(int(numbers.get("limit", 200)), 1), 1000)
         offset = min(max(int(numbers.get("offset", 0)), 0), 2**62)  # past any table, not past SQLite's integers
-        events = [self._shown(event) for event in self.store.events(which, limit, offset)]
+        events = [self._shown(event, request) for event in self.store.events(which, limit, offset)]
         body = {"total": self.store.count(which), "offset": offset, "limit": limit, "events": events}
-        return json_reply(200, body | {"privacy": self.gate.shown()})
+        return json_reply(200, body | {"privacy": self.gate.shown(request)})
 
     def one(self, request: Request) -> Reply:
         rest = request.path.removeprefix(f"{API}/")
@@ -102,12 +102,12 @@ class ReviewApi:
         if event is None:
             return json_reply(404, {"error": "no such event"})
         if not name:
-            return json_reply(200, self._shown(event))
+            return json_reply(200, self._shown(event, request))
         column, beside, content_type, _ = FILES[name]
         faces = request.query.get("faces") == "1"
         if name != "people.jsonl" or faces:
             made_at = event["started"] - (self.clip_pre_s if name == "clip.mp4" else 0.0)
-            refused = self.gate.refusal(event["stream"], faces, made_at, snapshot=name == "snapshot.jpg")
+            refused = self.gate.refusal(event["stream"], request, made_at, snapshot=name == "snapshot.jpg")
             if refused:
                 return refused
         if faces and name == "snapshot.jpg":  # its unblurred copy; one taken before blurring began is one
@@ -139,7 +139,7 @@ class ReviewApi:
         event = self.store.event(event_id) if done else None
         if event is None:  # unknown, or gone by retention meanwhile
             return json_reply(404, {"error": "no such event"})
-        return json_reply(200, self._shown(event))
+        return json_reply(200, self._shown(event, request))
 
     def acknowledge_all(self, request: Request) -> Reply:
         """``{"ids": [...]}``: the page's "acknowledge all shown"."""
@@ -148,9 +148,9 @@ class ReviewApi:
             return ids
         return json_reply(200, {"acknowledged": self.store.acknowledge_all(ids)})
 
-    def _shown(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _shown(self, event: dict[str, Any], request: Request) -> dict[str, Any]:
         """The event with links to its files that are there and may be served; for a reviewer who may see
-        faces, links to the unblurred ones."""
+        faces (the user who sent ``request``), links to the unblurred ones."""
         for name, (column, beside, _, url) in FILES.items():
             event[url] = event_file(event["event_id"], name) if self._file(event[column], beside) else None
         if event["snapshot_url"] and not self.gate.shows_snapshot(event["started"]):
@@ -159,7 +159,7 @@ class ReviewApi:
         if event["clip_url"] and not self.gate.serves(event["stream"], event["started"] - self.clip_pre_s):
             event["clip_url"] = None
             event["withheld"] = self.gate.withheld(event["stream"])
-        if self.gate.reviewers:
+        if self.gate.sees_faces(request):
             clip = self._file(event["clip"])
             snapshot = self._file(event["snapshot"], with_faces) or self._file(event["snapshot"])
             event["clip_faces_url"] = f"{event_file(event['event_id'], 'clip.mp4')}?faces=1" if clip else None
