@@ -203,5 +203,6 @@ def test_an_event_open_when_its_stage_is_killed_ends_interrupted_for_subscribers
     # killed once a frame 2.5 s past the start's duration was published; the store hears it once a second
     assert end["started"] + end["duration_s"] >= said_until(start) + 1.4, "as long as it was seen, to within 1 s"
     assert end["snapshot"] == start["snapshot"] and end["snapshot_url"]
-    assert f"{start['event_id']} was open when the stage last stopped" in running.output.text()
+    said = f"{start['event_id']} was open when the stage last stopped"
+    running.output.wait_for(lambda line: said in line, 30)  # logged before the end went out; read after it came
     assert running.stop()[0] == 0
