@@ -43,7 +43,7 @@ class HourFigures:
     hardhat_yes_s: float = 0.0
     hardhat_no_s: float = 0.0
     hardhat_unknown_s: float = 0.0
-    people: int = 0  # people seen there in the hour, summed over hours (a restart counts those in view again)
+    people: int = 0  # people who came into view there in the hour (a restart counts those in view again)
 
 
 FIGURES = [f.name for f in fields(HourFigures)]

@@ -28,6 +28,7 @@ from stages.stream.outputs.base import Sink
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 60.0
+FORGET_S = 600.0  # a person unseen this long is forgotten: a track lost (events.lost_s) never comes back
 
 
 @dataclass
@@ -51,7 +52,7 @@ class ComplianceSink(Sink):
         self.last_clock: float | None = None
         self.hours: dict[tuple[float, str], HourFigures] = {}  # (hour, zone) -> not stored yet
         self.cells: dict[tuple[float, int], float] = {}  # (hour, grid cell) -> violating seconds not stored yet
-        self.seen: dict[tuple[float, str], set[int]] = {}  # (hour, zone) -> track ids counted this hour
+        self.seen: dict[str, dict[int, float]] = {}  # zone -> track id counted there -> clock last seen there
         self.flushed = time.monotonic()
         self.store: EventStore | None = None
 
@@ -69,9 +70,9 @@ class ComplianceSink(Sink):
         for person in analysis.people:
             zones = [zone for zone in person.zones if zone in self.require]
             required = set().union(*(self.require[zone] for zone in zones))
-            state = self._count(hour, CAMERA, person, required, step)
+            state = self._count(clock, CAMERA, person, required, step)
             for zone in zones:
-                self._count(hour, zone, person, self.require[zone], step)
+                self._count(clock, zone, person, self.require[zone], step)
             if state == "violating":
                 x1, _, x2, y2 = person.box
                 column = min(GRID[0] - 1, max(0, int((x1 + x2) / 2 / analysis.width * GRID[0])))
@@ -82,9 +83,10 @@ class ComplianceSink(Sink):
     def _figures(self, hour: float, zone: str) -> HourFigures:
         return self.hours.setdefault((hour, zone), HourFigures())
 
-    def _count(self, hour: float, zone: str, person: Person, required: set[str], step: float) -> str:
-        """Add one person's ``step`` seconds to a zone's hour; whether they were compliant, violating or neither."""
-        figures = self._figures(hour, zone)
+    def _count(self, clock: float, zone: str, person: Person, required: set[str], step: float) -> str:
+        """Add one person's ``step`` seconds to a zone's hour; whether they were compliant, violating or neither.
+        A person is counted once, in the hour they were first seen there: the hours add up to the people."""
+        figures = self._figures(clock - clock % 3600, zone)
         figures.observed_s += step
         for item in PPE_ITEMS:
             name = f"{item}_{getattr(person, item)}_s"
@@ -95,10 +97,10 @@ class ComplianceSink(Sink):
             figures.violating_s += step
         elif state == "compliant":
             figures.compliant_s += step
-        seen = self.seen.setdefault((hour, zone), set())
+        seen = self.seen.setdefault(zone, {})
         if person.track_id not in seen:
-            seen.add(person.track_id)
             figures.people += 1
+        seen[person.track_id] = clock
         return state
 
     def tick(self) -> None:
@@ -121,9 +123,9 @@ class ComplianceSink(Sink):
         self.stats.flushes += 1
         self.stats.unsaved_s = 0.0
         self.hours, self.cells = {}, {}
-        if self.last_clock is not None:  # who was counted in an hour gone by is not needed any more
-            current = self.last_clock - self.last_clock % 3600
-            self.seen = {key: ids for key, ids in self.seen.items() if key[0] >= current}
+        if self.last_clock is not None:  # a track lost this long is gone (the tracker never reuses its id)
+            now = self.last_clock
+            self.seen = {zone: {i: t for i, t in ids.items() if now - t < FORGET_S} for zone, ids in self.seen.items()}
 
     def close(self) -> None:
         self.flush()
