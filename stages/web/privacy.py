@@ -14,7 +14,7 @@ import threading
 import time
 
 from pipeline.web import Reply, Request
-from stages.config import Settings, StreamSettings
+from stages.config import Settings
 from stages.recording.blurring import NEVER, Blurred
 from stages.recording.paths import stream_folder
 from stages.recording.timeline import Timeline
@@ -31,6 +31,7 @@ class FacesGate:
         self.blur = list(settings.privacy.blur)
         self.reviewers = bool(self.blur) and settings.privacy.reviewers_see_faces
         self.reviewer_secret = settings.privacy.reviewer_password_hash is not None
+        self.streams = {stream.id: stream for stream in settings.streams}
         self.blurred = Blurred(settings)
         self.timeline = Timeline()
         self.said: dict[tuple[str, str], float] = {}  # (address, path) -> when its unblurred file was logged
@@ -46,7 +47,7 @@ class FacesGate:
         (a clip's lead may reach back before a restart: only a gap there lets it go)."""
         if not self.blur:
             return True
-        stream = self._stream(stream_id)
+        stream = self.streams.get(stream_id)
         if stream is not None and not self.settings.blurs_recording(stream):
             return False
         since = self.blurred.recording(stream_id)  # a camera taken out of the config: as it last was
@@ -87,13 +88,10 @@ class FacesGate:
         """Why a snapshot or a stretch of ``stream_id``'s recording stays on the server."""
         if snapshot:
             return f"privacy.blur: taken before blurring began ({_local(self.blurred.snapshots_since)}): it stays here"
-        stream, since = self._stream(stream_id), self.blurred.recording(stream_id)
+        stream, since = self.streams.get(stream_id), self.blurred.recording(stream_id)
         if since == NEVER if stream is None else not self.settings.serves_recording(stream):
             return f"privacy.blur: the recording of {stream_id} is not blurred (privacy.blur_recordings): it stays here"
         return f"privacy.blur: recorded before {stream_id}'s recording was blurred ({_local(since)}): it stays here"
-
-    def _stream(self, stream_id: str) -> StreamSettings | None:
-        return next((stream for stream in self.settings.streams if stream.id == stream_id), None)
 
     def shown(self, request: Request) -> dict[str, object]:
         """What the review page is told: what is blurred, and whether its user may see faces."""
