@@ -53,12 +53,13 @@ class Browser:
     def evaluate(self, expression: str) -> object:
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
-    def wait_for(self, expression: str, timeout: float = 30) -> object:
-        """Poll a JavaScript expression until it is truthy (the page updates on its own timers)."""
+    def wait_for(self, expression: str, timeout: float = 30, explain: str = "") -> object:
+        """Poll a JavaScript expression until it is truthy (the page updates on its own timers); on a
+        timeout the error carries what ``explain`` evaluates to (the page's state, for a failure in CI)."""
         deadline = time.monotonic() + timeout
         while not (value := self.evaluate(expression)):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{expression} stayed falsy")
+                raise TimeoutError(f"{expression} stayed falsy" + (f": {self.evaluate(explain)}" if explain else ""))
             time.sleep(0.25)
         return value
 

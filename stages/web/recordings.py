@@ -6,9 +6,11 @@ in a process of its own: the HTTP server runs in the supervisor, which stays fre
 - ``GET /api/recordings/<stream>?since=&until=``: ``{"stream", "recorded": [[from, to], ...], "events":
   [{"event_id", "started", "ended", "missing"}, ...]}`` (unix seconds; default the last 24 hours)
 - ``GET /api/recordings/<stream>/window?at=``: the recording from ``at`` (from the keyframe before it)
-  for ``WINDOW_S``, cut into an MP4: ``{"url", "start", "duration_s", "people_url", "next"}``;
+  for ``WINDOW_S``, cut into an MP4: ``{"url", "start", "duration_s", "people_url", "next", "live"}``;
   ``people_url`` (a copied camera's, or frames recorded undrawn) has the people to draw over it;
-  ``next`` is where the following window starts. 404 when nothing is recorded in that window.
+  ``next`` is where the following window starts: a minute on, or, where the window reaches the present
+  (``live``: the recording is still being made), just past its last frame, so that playing follows
+  the camera. 404 when nothing is recorded in that window (with ``live``: not yet; ask again).
 - ``GET /api/recordings/<stream>/export.mp4?from=&to=``: that stretch as one MP4, at most ``EXPORT_MAX_S``
 - ``GET /api/recordings/<stream>/cut/<name>``: a cut MP4 (byte ranges) or its people (``.jsonl``)
 - ``POST /api/recordings/<stream>/missed`` with ``{"at": <unix seconds>}``: "a violation the model missed
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 API = "/api/recordings/"
 WINDOW_S = 60.0  # what the page plays at a time; the next window follows when it ends
+PAST_LAST_FRAME_S = 0.001  # a live window's next starts this far past its last frame: none is played twice
 EXPORT_MAX_S = 3600.0
 DAY_S = 86400.0
 LATEST = 1e11  # unix seconds: a time past this (the year 5138) is a mistake, not a moment to cut
@@ -131,14 +134,16 @@ class RecordingsApi:
         return json_reply(200, {"stream": stream, "recorded": [list(span) for span in recorded], "events": marks})
 
     def _window(self, stream: str, root: Path, at: float, faces: str) -> Reply:
+        live = at + WINDOW_S > time.time()  # the window reaches the present: the camera may record more of it
         cut = self._cut(stream, root, at, at + WINDOW_S)
         if cut is None:
-            return json_reply(404, {"error": f"nothing recorded in the {WINDOW_S:.0f} s from {at}"})
+            return json_reply(404, {"error": f"nothing recorded in the {WINDOW_S:.0f} s from {at}", "live": live})
         path, start, duration = cut
         url = f"{API}{stream}/cut/{path.name}{faces}"
         people = f"{API}{stream}/cut/{sidecar(path).name}{faces}" if sidecar(path).is_file() else None
-        body = {"url": url, "start": start, "duration_s": duration, "people_url": people, "next": at + WINDOW_S}
-        return json_reply(200, body)
+        following = start + duration + PAST_LAST_FRAME_S if live else at + WINDOW_S
+        body = {"url": url, "start": start, "duration_s": duration, "people_url": people, "next": following}
+        return json_reply(200, {**body, "live": live})
 
     def _export(self, stream: str, root: Path, start: float, end: float) -> Reply:
         if not 0 < end - start <= EXPORT_MAX_S:

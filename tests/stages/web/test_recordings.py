@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,7 @@ def test_a_window_plays_from_a_moment_and_the_next_one_follows(api: RecordingsAp
     status, window = get(api, "/api/recordings/gate/window", at=T0 + 3.5)
     assert status == 200, window
     assert window["start"] <= T0 + 3.5 and window["next"] == T0 + 3.5 + WINDOW_S, "from the keyframe before"
+    assert not window["live"], "recorded long ago: the next window is a minute on"
     status, cut = get(api, window["url"])
     assert status == 200 and isinstance(cut, Path)
     with VideoReader(cut) as reader:
@@ -71,6 +73,26 @@ def test_a_window_plays_from_a_moment_and_the_next_one_follows(api: RecordingsAp
     assert frames == pytest.approx((T0 + 10 - window["start"]) * FPS + 60, abs=2)
     assert probe_video(cut)[1] == "", "a clean MP4"
     assert get(api, "/api/recordings/gate/window", at=T0 + 40)[0] == 404, "nothing recorded from there on"
+
+
+def test_a_window_reaching_the_present_follows_the_camera(tmp_path: Path) -> None:
+    """Played up to what a camera still recording has recorded, the next window starts just past the
+    last frame played, not a minute on where nothing is yet; asked before the camera recorded more, the
+    answer is "not yet", and then what it recorded."""
+    settings = Settings(recordings_dir=tmp_path / "rec", runtime_dir=tmp_path / "run")
+    now = time.time()
+    record(settings.recordings_dir, now - 6, 5)  # its frames up to a second ago
+    api = RecordingsApi(settings, EventStore(settings.events_db))
+    status, window = get(api, "/api/recordings/gate/window", at=now - 3)
+    assert status == 200 and window["live"], window
+    last_frame = now - 6 + 4.9
+    assert window["start"] + window["duration_s"] == pytest.approx(last_frame, abs=0.01)
+    assert last_frame < window["next"] < last_frame + 0.05, "past the last frame: none is played twice"
+    status, edge = get(api, "/api/recordings/gate/window", at=window["next"])
+    assert status == 404 and edge["live"], edge
+    record(settings.recordings_dir, now - 1, 1)  # the camera's next second
+    status, following = get(api, "/api/recordings/gate/window", at=window["next"])
+    assert status == 200 and following["start"] == pytest.approx(now - 1, abs=0.01), following
 
 
 def test_a_stretch_exports_as_one_mp4_and_bad_requests_say_why(api: RecordingsApi) -> None:
