@@ -83,9 +83,12 @@ def _write_overlay(clip: Clip, segments: list[tuple[float, Path]], end: float) -
 def _segments_between(stream_root: Path, start: float, end: float) -> list[tuple[float, Path]]:
     """The segments that may hold frames between ``start`` and ``end``, by their first frame's clock.
     Walks back from the newest segment to the one the start is in: a clip is cut soon after its
-    event, so only the last few sidecars are read, however many days are kept."""
+    event, so only the last few sidecars are read, however many days are kept. Newest by the last write,
+    then by name (its start): a segment just opened may share its mtime with the one just closed (the
+    kernel stamps files with a clock of a few milliseconds' grain), and was then missed."""
     found = []
-    for segment in sorted(stream_root.glob(SEGMENTS_OF_A_STREAM), key=mtime, reverse=True):
+    newest_first = sorted(stream_root.glob(SEGMENTS_OF_A_STREAM), key=lambda s: (mtime(s), s.name), reverse=True)
+    for segment in newest_first:
         origin = first_clock(segment)
         if origin is None:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -135,6 +136,18 @@ def test_a_clip_is_copied_not_encoded_again(tmp_path: Path) -> None:
     for recorded_frame, cut_frame in zip(recorded_units, cut_units, strict=True):
         slices = [u for u in recorded_frame if u[0] & 0x1F in (1, 5)]  # coded picture data
         assert slices and slices == [u for u in cut_frame if u[0] & 0x1F in (1, 5)], "the same coded pictures"
+
+
+def test_a_clip_reaches_into_a_segment_written_in_the_same_tick_as_the_one_before(tmp_path: Path) -> None:
+    """The kernel stamps a file's mtime from a coarse clock: a segment opened as the one before closed
+    can carry the same mtime, which must not hide it from a clip starting in the one before."""
+    record(tmp_path, seconds=5)  # segments at 0 and 3 s
+    segments = sorted((tmp_path / "cam").rglob("*.ts"))
+    assert len(segments) == 2
+    for segment in segments:
+        os.utime(segment, ns=(1_800_000_000_000_000_000, 1_800_000_000_000_000_000))
+    clip = cut_clip(tmp_path / "cam", T0 + 2.5, T0 + 60, tmp_path / "e.mp4")
+    assert clip is not None and frames(clip.path) == list(range(20, 50)), "to the newest segment's last frame"
 
 
 def test_no_clip_when_nothing_was_recorded_then(tmp_path: Path) -> None:
