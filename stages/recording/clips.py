@@ -30,7 +30,7 @@ from pathlib import Path
 import av
 
 from stages.media.video import FrameTimes
-from stages.recording.paths import SEGMENTS_OF_A_STREAM, partial, sidecar
+from stages.recording.paths import SEGMENTS_OF_A_STREAM, partial, segment_start, sidecar
 from stages.recording.retention import mtime
 from stages.recording.timeline import first_clock
 
@@ -43,8 +43,9 @@ CLIP_TIME_BASE = Fraction(1, 90000)  # FrameTimes' ticks
 class Clip:
     path: Path
     start: float  # clock of its first frame
-    duration_s: float
+    duration_s: float  # to its last frame, as placed in the clip (on a grid: not quite its clock)
     frames: int
+    last: float  # clock of its last frame, as recorded: where what follows it begins
 
 
 def _undrawn(segment: Path) -> list[dict]:
@@ -84,10 +85,11 @@ def _segments_between(stream_root: Path, start: float, end: float) -> list[tuple
     """The segments that may hold frames between ``start`` and ``end``, by their first frame's clock.
     Walks back from the newest segment to the one the start is in: a clip is cut soon after its
     event, so only the last few sidecars are read, however many days are kept. Newest by the last write,
-    then by name (its start): a segment just opened may share its mtime with the one just closed (the
-    kernel stamps files with a clock of a few milliseconds' grain), and was then missed."""
+    then by start: a segment just opened may share its mtime with the one just closed (the kernel
+    stamps files with a clock of a few milliseconds' grain), and was then missed."""
     found = []
-    newest_first = sorted(stream_root.glob(SEGMENTS_OF_A_STREAM), key=lambda s: (mtime(s), s.name), reverse=True)
+    segments = stream_root.glob(SEGMENTS_OF_A_STREAM)
+    newest_first = sorted(segments, key=lambda s: (mtime(s), segment_start(s)), reverse=True)
     for segment in newest_first:
         origin = first_clock(segment)
         if origin is None:
@@ -114,7 +116,7 @@ class _ClipWriter:
         self.stream = self.container.add_stream_from_template(template)
         self.stream.time_base = CLIP_TIME_BASE
         self.size = (template.codec_context.width, template.codec_context.height)
-        self.origin, self.last_pts, self.frames = origin, -1, 0
+        self.origin, self.last_pts, self.frames, self.last = origin, -1, 0, origin
         self.times = FrameTimes()  # segments' clocks need not meet: where one ends, the next may overlap
 
     def write(self, clock: float, packet: av.Packet) -> None:
@@ -125,12 +127,12 @@ class _ClipWriter:
         packet.stream, packet.time_base = self.stream, CLIP_TIME_BASE
         packet.pts, packet.dts = pts, dts
         self.container.mux(packet)
-        self.last_pts, self.frames = max(self.last_pts, pts), self.frames + 1
+        self.last_pts, self.frames, self.last = max(self.last_pts, pts), self.frames + 1, max(self.last, clock)
 
     def finish(self) -> Clip:
         self.container.close()  # faststart: the index moves to the front here
         os.replace(self.partial, self.out)
-        return Clip(self.out, self.origin, round(float(self.last_pts * CLIP_TIME_BASE), 3), self.frames)
+        return Clip(self.out, self.origin, round(float(self.last_pts * CLIP_TIME_BASE), 3), self.frames, self.last)
 
     def abandon(self) -> None:
         """Close what may still be open and remove the partial file: a failed cut leaves nothing."""
@@ -195,10 +197,10 @@ def cut_clip(stream_root: Path, start: float, end: float, out: Path) -> Clip | N
 def main() -> None:
     """``python -m stages.recording.clips STREAM_ROOT START END OUT``: ``cut_clip`` in a process of its
     own, for the HTTP server (in the supervisor, which stays free of FFmpeg's libraries): prints the
-    clip's first clock and duration as JSON, or null when nothing was recorded then."""
+    clip's first clock, duration and last clock as JSON, or null when nothing was recorded then."""
     root, start, end, out = sys.argv[1:5]
     clip = cut_clip(Path(root), float(start), float(end), Path(out))
-    print(json.dumps(clip and {"start": clip.start, "duration_s": clip.duration_s}))
+    print(json.dumps(clip and {"start": clip.start, "duration_s": clip.duration_s, "last": clip.last}))
 
 
 if __name__ == "__main__":

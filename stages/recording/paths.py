@@ -17,6 +17,7 @@ Retention finds what it may delete through the patterns here (``SEGMENT``, ``CLI
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def segment_path(stream_root: Path, stream: str, started: float) -> Path:
     """A new segment's file, named after its stream and its first frame's local time with the UTC offset."""
     stamp = datetime.fromtimestamp(started).astimezone()
     return day_folder(stream_root, started) / f"{stream}-{stamp.strftime('%Y%m%d-%H%M%S%z')}.ts"
+
+
+def segment_start(segment: Path) -> tuple[float, int]:
+    """When a segment began by its name, in Unix seconds (its offset read: a clock put back an hour
+    makes names that sort before the last ones), and its rank among those begun in the same second."""
+    named = re.search(r"(\d{8}-\d{6}[+-]\d{4})(b*)$", segment.stem)
+    if named is None:
+        return 0.0, 0
+    return datetime.strptime(named[1], "%Y%m%d-%H%M%S%z").timestamp(), len(named[2])
 
 
 def sidecar(recorded: Path) -> Path:

@@ -134,16 +134,17 @@ class RecordingsApi:
         return json_reply(200, {"stream": stream, "recorded": [list(span) for span in recorded], "events": marks})
 
     def _window(self, stream: str, root: Path, at: float, faces: str) -> Reply:
-        live = at + WINDOW_S > time.time()  # the window reaches the present: the camera may record more of it
+        now = time.time()
+        live = now - WINDOW_S < at <= now  # the window reaches the present: the camera may record more of it
         cut = self._cut(stream, root, at, at + WINDOW_S)
         if cut is None:
             return json_reply(404, {"error": f"nothing recorded in the {WINDOW_S:.0f} s from {at}", "live": live})
-        path, start, duration = cut
+        path, clip = cut
         url = f"{API}{stream}/cut/{path.name}{faces}"
         people = f"{API}{stream}/cut/{sidecar(path).name}{faces}" if sidecar(path).is_file() else None
-        following = start + duration + PAST_LAST_FRAME_S if live else at + WINDOW_S
-        body = {"url": url, "start": start, "duration_s": duration, "people_url": people, "next": following}
-        return json_reply(200, {**body, "live": live})
+        following = clip["last"] + PAST_LAST_FRAME_S if live else at + WINDOW_S
+        body = {"url": url, "start": clip["start"], "duration_s": clip["duration_s"], "people_url": people}
+        return json_reply(200, {**body, "next": following, "live": live})
 
     def _export(self, stream: str, root: Path, start: float, end: float) -> Reply:
         if not 0 < end - start <= EXPORT_MAX_S:
@@ -153,9 +154,9 @@ class RecordingsApi:
             return json_reply(404, {"error": "nothing recorded between from and to"})
         return 200, "video/mp4", cut[0]
 
-    def _cut(self, stream: str, root: Path, start: float, end: float) -> tuple[Path, float, float] | None:
-        """The stretch cut into an MP4 (again only when the recording may have grown since): path, its
-        first frame's clock, its duration."""
+    def _cut(self, stream: str, root: Path, start: float, end: float) -> tuple[Path, dict[str, float]] | None:
+        """The stretch cut into an MP4 (again only when the recording may have grown since): its path,
+        and its first frame's clock, duration and last frame's clock (``start``, ``duration_s``, ``last``)."""
         out = review_cut(self.recordings, stream, start, end)
         forget_review_cuts(self.recordings, REVIEW_CUT_S)
         with self.locks:
@@ -163,13 +164,12 @@ class RecordingsApi:
         with lock:
             made = out.with_suffix(".json")
             if out.is_file() and made.is_file() and end + 10 < mtime(out):  # cut once the stretch was recorded
-                known = json.loads(made.read_text())
-                return out, known["start"], known["duration_s"]
+                return out, json.loads(made.read_text())
             clip = _cut_clip(root, start, end, out)
             if clip is None:
                 return None
             made.write_text(json.dumps(clip))
-            return out, clip["start"], clip["duration_s"]
+            return out, clip
 
     def _cut_file(self, stream: str, name: str) -> Reply:
         path = self.recordings / REVIEW_CUTS / name

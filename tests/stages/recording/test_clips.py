@@ -19,7 +19,7 @@ from stages.config import Settings, StreamSettings
 from stages.media.video import GRID_RATE, VideoReader
 from stages.recording.clips import cut_clip
 from stages.recording.eventstore import EventFilter, EventStore
-from stages.recording.paths import clip_path
+from stages.recording.paths import clip_path, segment_start
 from stages.recording.segments import SegmentRecorder
 from stages.stream.analysis import FrameAnalysis, Violation
 from stages.stream.messages import EventMessage
@@ -138,7 +138,9 @@ def test_a_clip_is_copied_not_encoded_again(tmp_path: Path) -> None:
         assert slices and slices == [u for u in cut_frame if u[0] & 0x1F in (1, 5)], "the same coded pictures"
 
 
-def test_a_clip_reaches_into_a_segment_written_in_the_same_tick_as_the_one_before(tmp_path: Path) -> None:
+def test_a_clip_reaches_into_a_segment_written_in_the_same_tick_as_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The kernel stamps a file's mtime from a coarse clock: a segment opened as the one before closed
     can carry the same mtime, which must not hide it from a clip starting in the one before."""
     record(tmp_path, seconds=5)  # segments at 0 and 3 s
@@ -146,8 +148,19 @@ def test_a_clip_reaches_into_a_segment_written_in_the_same_tick_as_the_one_befor
     assert len(segments) == 2
     for segment in segments:
         os.utime(segment, ns=(1_800_000_000_000_000_000, 1_800_000_000_000_000_000))
+    listed = Path.glob  # a folder listed oldest first, as some file systems do
+    monkeypatch.setattr(Path, "glob", lambda folder, pattern: iter(sorted(listed(folder, pattern))))
     clip = cut_clip(tmp_path / "cam", T0 + 2.5, T0 + 60, tmp_path / "e.mp4")
     assert clip is not None and frames(clip.path) == list(range(20, 50)), "to the newest segment's last frame"
+    assert clip.last == pytest.approx(T0 + 4.9, abs=0.01), "the last frame's clock"
+
+
+def test_segments_order_by_their_start_across_a_clock_put_back_an_hour() -> None:
+    """Names carry local time and its offset: the first segment after the autumn change is named an hour
+    before the last one of summer time, and began after it; one begun in the same second gets a ``b``."""
+    summer, winter = Path("cam-20261025-025959+0200.ts"), Path("cam-20261025-020000+0100.ts")
+    assert segment_start(winter) > segment_start(summer)
+    assert segment_start(Path("cam-20261025-020000+0100b.ts")) > segment_start(winter)
 
 
 def test_no_clip_when_nothing_was_recorded_then(tmp_path: Path) -> None:

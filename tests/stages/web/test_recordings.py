@@ -87,12 +87,14 @@ def test_a_window_reaching_the_present_follows_the_camera(tmp_path: Path) -> Non
     assert status == 200 and window["live"], window
     last_frame = now - 6 + 4.9
     assert window["start"] + window["duration_s"] == pytest.approx(last_frame, abs=0.01)
-    assert last_frame < window["next"] < last_frame + 0.05, "past the last frame: none is played twice"
+    assert window["next"] == pytest.approx(last_frame, abs=0.01), "from the last frame on"
     status, edge = get(api, "/api/recordings/gate/window", at=window["next"])
-    assert status == 404 and edge["live"], edge
+    assert status == 404 and edge["live"], f"past the last frame, none played twice: {edge}"
     record(settings.recordings_dir, now - 1, 1)  # the camera's next second
     status, following = get(api, "/api/recordings/gate/window", at=window["next"])
     assert status == 200 and following["start"] == pytest.approx(now - 1, abs=0.01), following
+    status, ahead = get(api, "/api/recordings/gate/window", at=time.time() + 600)
+    assert status == 404 and not ahead["live"], "a moment to come is not waited for"
 
 
 def test_a_stretch_exports_as_one_mp4_and_bad_requests_say_why(api: RecordingsApi) -> None:
