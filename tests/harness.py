@@ -6,6 +6,7 @@ import contextlib
 import getpass
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -50,10 +51,21 @@ def rss_mib(pid: int) -> float:
     return int(next(line.split()[1] for line in status if line.startswith("VmRSS:"))) / 1024
 
 
+LISTEN_PORTS = range(20_000, 32_768)  # below Linux's range for connections' own ends (32768-60999)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port for a server a test starts, from ``LISTEN_PORTS``: one the kernel handed out (bind to 0)
+    is from the range it also gives outgoing connections their own ports from, and one of those took
+    it before the daemon could bind it (seen once in CI: "Address already in use")."""
+    for port in random.sample(LISTEN_PORTS, 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {LISTEN_PORTS}")
 
 
 class LineWatcher:
